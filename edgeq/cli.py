@@ -1,0 +1,315 @@
+"""The ``edgeq`` command. Each command is thin: parse, call one library function, print.
+
+Exit codes (the same for every command): 0 ran, 1 a --fail-on gate was crossed,
+2 bad input or usage, 3 a device or connection failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgeq import __version__
+from edgeq.errors import EXIT_GATE, EdgeqError
+
+path_arg = click.Path(path_type=Path)
+
+
+class EdgeqGroup(click.Group):
+    """Turns EdgeqError into one line on stderr and the contract's exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgeqError as exc:
+            click.echo(f"edgeq: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def console(quiet: bool = False):
+    from rich.console import Console
+
+    out = Console(stderr=True, quiet=quiet)
+    if not out.is_terminal:  # logs and CI pages are wider than rich's 80-column default
+        out.width = max(out.width, 110)
+    return out
+
+
+def write_json_file(path: Path | None, payload: dict) -> None:
+    if path is None:
+        return
+    from edgeq.results import write_json_atomic
+    from edgeq.run import ensure_writable_dir
+
+    ensure_writable_dir(path.parent if str(path.parent) else Path("."))
+    write_json_atomic(path, payload)
+
+
+def exit_for_gates(report: dict) -> None:
+    if any(g["failed"] for g in report.get("gates", [])):
+        sys.exit(EXIT_GATE)
+
+
+@click.group(cls=EdgeqGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeq")
+def main():
+    """Find out whether dynamic-range quantization breaks your model on the real device."""
+
+
+@main.command()
+@click.argument("model", type=path_arg)
+@click.option("-o", "--outdir", type=path_arg, required=True, help="Folder for the .tflite files and the model card.")
+@click.option("--policy", type=click.Choice(["dynamic-range", "float16", "int8", "float"]), default="dynamic-range",
+              show_default=True)
+@click.option("--calibration", type=path_arg, help="NPZ of typical inputs (needed by --policy int8).")
+@click.option("--target-runtime", type=click.Choice(["latest", "tflite-runtime-2.14"]), default="latest",
+              show_default=True, help="Make a model this runtime can load.")
+@click.option("--json", "json_path", type=path_arg, help="Write the model card here too.")
+def convert(model, outdir, policy, calibration, target_runtime, json_path):
+    """Convert MODEL (.keras/.h5, SavedModel folder or float .tflite) to float + quantized TFLite."""
+    from edgeq.convert import convert_model
+
+    with console().status(f"converting {model} ({policy})"):
+        result = convert_model(model, outdir, policy=policy, calibration=calibration, target_runtime=target_runtime)
+    click.echo(f"{result.float_path}\n{result.quant_path}\n{result.card_path}")
+    click.echo(result.summary)
+    write_json_file(json_path, result.card)
+
+
+@main.group()
+def inputs():
+    """Build and check input sets."""
+
+
+@inputs.command("risky")
+@click.option("--model", type=path_arg, help="Float .tflite the set is for (checks shapes and dtypes).")
+@click.option("--data", type=path_arg, required=True, help="NPZ with x (and optional y) to start from.")
+@click.option("-o", "--output", type=path_arg, required=True, help="NPZ to write.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-per-category", type=int, default=500, show_default=True,
+              help="Samples drawn from the data for each category and severity.")
+@click.option("--range-mode", type=click.Choice(["global", "channel"]), default="global", show_default=True)
+def inputs_risky(model, data, output, seed, max_per_category, range_mode):
+    """Build the risky suite: clean + graded brightness, contrast, noise, impulse and outlier sets."""
+    from edgeq.evaluate import EvaluateOptions, build_suite
+    from edgeq.inputset import load_inputset
+
+    dataset = load_inputset(data, what="data")
+    if model is not None:
+        _check_against_model(dataset, model)
+    opts = EvaluateOptions(outdir=output.parent, seed=seed, max_per_category=max_per_category, range_mode=range_mode)
+    built = build_suite(opts, dataset)
+    built.replace(output)
+    suite = load_inputset(output)
+    counts = {}
+    for name in suite.category.tolist():
+        counts[name] = counts.get(name, 0) + 1
+    click.echo(f"{output}: {suite.n} samples in {len(counts)} categories "
+               f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
+
+
+def _check_against_model(dataset, model: Path) -> list[str]:
+    from edgeq.inputset import match_model_inputs
+    from edgeq.modelinfo import read_model
+
+    info = read_model(model)
+    return match_model_inputs(dataset, [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
+                                         "shape_signature": list(t.shape_signature or t.shape)} for t in info.inputs])
+
+
+@inputs.command("check")
+@click.argument("npz", type=path_arg)
+@click.option("--model", type=path_arg, help="Also check shapes and dtypes against this .tflite.")
+def inputs_check(npz, model):
+    """Validate an input set (and optionally its fit to a model)."""
+    from edgeq.inputset import load_inputset
+
+    dataset = load_inputset(npz)
+    if model is not None:
+        _check_against_model(dataset, model)
+    arrays = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in dataset.arrays.items())
+    click.echo(f"{npz}: ok, {dataset.n} samples ({arrays}; labels: {'yes' if dataset.y is not None else 'no'})")
+
+
+def device_options(f):
+    f = click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY", help="Device inventory (edgeq.toml).")(f)
+    return click.option("--device", default="local", show_default=True, help="Device name from the inventory.")(f)
+
+
+def timing_options(f):
+    for decorator in (
+        click.option("--threads", type=int, default=1, show_default=True),
+        click.option("--resolver", type=click.Choice(["AUTO", "BUILTIN", "BUILTIN_REF",
+                                                      "BUILTIN_WITHOUT_DEFAULT_DELEGATES"]),
+                     default="AUTO", show_default=True, help="Op resolver (AUTO uses XNNPACK)."),
+        click.option("--warmup", type=int, default=10, show_default=True),
+        click.option("--repeats", type=int, default=1, show_default=True, help="Timed passes over the set."),
+        click.option("--batch-size", type=int, default=1, show_default=True),
+    ):
+        f = decorator(f)
+    return f
+
+
+class RunProgress:
+    """Rich progress bars fed by the agent's progress events."""
+
+    def __init__(self, quiet: bool = False):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeRemainingColumn(), console=console(quiet), transient=True)
+        self.tasks = {}
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if label not in self.tasks:
+            self.tasks[label] = self.bars.add_task(label, total=total)
+        self.bars.update(self.tasks[label], completed=done, total=total)
+
+    def __enter__(self):
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.bars.__exit__(*exc)
+
+
+@main.command()
+@device_options
+@click.option("--model", type=path_arg, required=True, help=".tflite to run.")
+@click.option("--inputs", "inputs_path", type=path_arg, required=True, help="Input set (.npz).")
+@click.option("-o", "--outdir", type=path_arg, required=True, help="Run directory to write.")
+@timing_options
+@click.option("--json", "json_path", type=path_arg, help="Write a run summary here.")
+def run(device, inventory, model, inputs_path, outdir, threads, resolver, warmup, repeats, batch_size, json_path):
+    """Run MODEL over an input set on a device; outputs and latencies land in OUTDIR."""
+    from edgeq.devices import load_inventory, select_devices
+    from edgeq.report import device_section, latency_stats
+    from edgeq.run import RunSpec, run_on_device
+
+    (target,) = select_devices(device, load_inventory(inventory))[:1]
+    spec = RunSpec(model=model, inputs=inputs_path, label=model.name, threads=threads, resolver=resolver,
+                   warmup=warmup, repeats=repeats, batch_size=batch_size)
+    with RunProgress() as progress:
+        (result,) = run_on_device(target, [spec], [outdir], progress)
+    summary = {"rundir": str(outdir), "device": device_section(result), "samples": result.n,
+               "latency_ms": latency_stats(result.latency_ms_per_sample())}
+    lat = summary["latency_ms"]
+    click.echo(f"{outdir}: {result.n} samples on {target.name}; latency p50 {lat['p50']:.3f} ms, "
+               f"p99 {lat['p99']:.3f} ms")
+    write_json_file(json_path, summary)
+
+
+@main.command()
+@click.argument("ref", type=path_arg)
+@click.argument("cand", type=path_arg)
+@click.option("--json", "json_path", type=path_arg, help="Write the comparison here.")
+@click.option("--html", "html_path", type=path_arg, help="Write an HTML report here.")
+@click.option("--fail-on", help="Gates, e.g. drop=0.05,flip=0.1,sqnr=20,verdict=degraded (exit 1 when crossed).")
+@click.option("--output-index", type=int, default=0, show_default=True, help="Which model output to compare.")
+def compare(ref, cand, json_path, html_path, fail_on, output_index):
+    """Compare two run directories (REF = float, CAND = quantized), offline."""
+    from edgeq.compare import compare_runs
+    from edgeq.gates import evaluate_gates, parse_gates
+    from edgeq.report import build_report, print_summary
+    from edgeq.results import RunResult
+
+    gates = parse_gates(fail_on)
+    ref_run, cand_run = RunResult.load(ref), RunResult.load(cand)
+    report = build_report(compare_runs(ref_run, cand_run, output_index), ref_run, cand_run)
+    report["gates"] = evaluate_gates(report, gates)
+    print_summary(console(), report)
+    write_json_file(json_path, report)
+    if html_path:
+        from edgeq.report_html import write_html
+
+        write_html(report, html_path, {"float": ref_run.latency_ms_per_sample(),
+                                       "quant": cand_run.latency_ms_per_sample()})
+    exit_for_gates(report)
+
+
+@main.command()
+@click.argument("model", type=path_arg, required=False)
+@click.option("--data", type=path_arg, help="NPZ with x and (optionally) y labels.")
+@click.option("--quant-model", type=path_arg, help="Quantized .tflite to use instead of converting MODEL.")
+@device_options
+@click.option("-o", "--outdir", type=path_arg, default=Path("edgeq-out"), show_default=True)
+@click.option("--policy", type=click.Choice(["dynamic-range", "float16", "int8"]), default="dynamic-range",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-per-category", type=int, default=500, show_default=True)
+@click.option("--range-mode", type=click.Choice(["global", "channel"]), default="global", show_default=True)
+@timing_options
+@click.option("--fail-on", help="Gates, e.g. drop=0.05,verdict=catastrophic (exit 1 when crossed).")
+@click.option("--json", "json_path", type=path_arg, help="Write report.json here too.")
+@click.option("-q", "--quiet", is_flag=True, help="No table or progress, just the verdict line.")
+def evaluate(model, data, quant_model, device, inventory, outdir, policy, seed, max_per_category, range_mode,
+             threads, resolver, warmup, repeats, batch_size, fail_on, json_path, quiet):
+    """The main job: does quantization hurt MODEL on any kind of input, on DEVICE?
+
+    With no MODEL, runs the built-in example (an MLP on scikit-learn's digits).
+    """
+    from edgeq.evaluate import EvaluateOptions, evaluate as run_evaluation
+    from edgeq.report import print_summary
+
+    opts = EvaluateOptions(model=model, data=data, quant_model=quant_model, device=device, inventory=inventory,
+                           outdir=outdir, policy=policy, seed=seed, max_per_category=max_per_category,
+                           range_mode=range_mode, threads=threads, resolver=resolver, warmup=warmup,
+                           repeats=repeats, batch_size=batch_size, fail_on=fail_on)
+    out = console(quiet)
+    with RunProgress(quiet) as progress:
+        report = run_evaluation(opts, announce=lambda phase: out.log(f"{phase}…"), progress=progress)
+    print_summary(out, report)
+    out.print(f"report: {outdir / 'report.json'}, {outdir / 'report.html'}")
+    if quiet:
+        click.echo(f"{report['verdict']} (worst: {report['worst_category']})")
+    write_json_file(json_path, report)
+    exit_for_gates(report)
+
+
+@main.group()
+def devices():
+    """The device inventory."""
+
+
+@devices.command("list")
+@click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def devices_list(inventory, as_json):
+    """List the devices edgeq knows (local is always there)."""
+    from dataclasses import asdict
+
+    from edgeq.devices import load_inventory
+
+    found = load_inventory(inventory)
+    if as_json:
+        click.echo(json.dumps({name: asdict(d) for name, d in found.items()}, indent=1))
+        return
+    for name, d in found.items():
+        where = "this host" if d.transport == "local" else f"{d.user + '@' if d.user else ''}{d.host}:{d.port or 22}"
+        click.echo(f"{name:20} {d.transport:6} {where:30} python={d.python} workdir={d.workdir}")
+
+
+@devices.command("check")
+@click.argument("names", nargs=-1)
+@click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
+@click.option("--json", "json_path", type=path_arg)
+def devices_check(names, inventory, json_path):
+    """Start the agent on each device and report arch, Python, numpy and the TFLite runtime."""
+    from edgeq.probe import probe_device
+
+    from edgeq.devices import load_inventory, select_devices
+
+    found = load_inventory(inventory)
+    chosen = select_devices(",".join(names) if names else ",".join(found), found)
+    results = {d.name: probe_device(d) for d in chosen}
+    for name, facts in results.items():
+        runtime = facts.get("runtime") or {}
+        status = "ok" if facts.get("ok") else f"FAILED: {facts.get('error')}"
+        click.echo(f"{name:20} {status}  arch={facts.get('arch')} python={facts.get('python')} "
+                   f"numpy={facts.get('numpy')} runtime={runtime.get('name')} {runtime.get('version')}")
+    write_json_file(json_path, results)
+    if not all(f.get("ok") for f in results.values()):
+        sys.exit(3)

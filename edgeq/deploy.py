@@ -1,0 +1,58 @@
+"""Content-addressed push of the agent, models and input sets to a device.
+
+Everything lands in ``workdir/cas/<sha256><suffix>``; a file already there under its
+hash is not sent again. The agent goes to ``workdir/agents/edgeq_agent-<sha12>.py``,
+so a host and a device can never run different agent versions by accident.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+
+from edgeq.transport.base import Transfer, Transport, sha256_file
+
+import device_agents
+
+AGENT_SOURCE = Path(device_agents.__file__).resolve().parent / "edgeq_agent.py"
+
+
+class Deployer:
+    def __init__(self, transport: Transport, workdir: str):
+        self.transport = transport
+        self.workdir = transport.expand(workdir)
+        self.transfers: list[Transfer] = []
+
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.workdir, *parts)
+
+    def push_agent(self) -> str:
+        digest = sha256_file(AGENT_SOURCE)
+        remote = self.path("agents", f"edgeq_agent-{digest[:12]}.py")
+        self._push(AGENT_SOURCE, remote, digest)
+        return remote
+
+    def push(self, local: Path) -> tuple[str, str]:
+        """Push one file into the store; returns (remote path, sha256)."""
+        local = Path(local)
+        digest = sha256_file(local)
+        remote = self.path("cas", digest + "".join(local.suffixes[-1:]))
+        self._push(local, remote, digest)
+        return remote, digest
+
+    def run_dir(self, run_id: str) -> str:
+        return self.path("runs", run_id)
+
+    def _push(self, local: Path, remote: str, digest: str) -> None:
+        if self.transport.exists(remote):
+            size = local.stat().st_size
+            self.transfers.append(Transfer(str(local), remote, size, digest, 0, 0.0, skipped=True))
+            return
+        self.transport.makedirs(posixpath.dirname(remote))
+        transfer = self.transport.put(local, remote)
+        if transfer.sha256 != digest:
+            from edgeq.errors import TransportError
+
+            raise TransportError(f"{self.transport.device}: {local.name} arrived corrupted "
+                                 f"(sha256 {transfer.sha256[:12]} != {digest[:12]})")
+        self.transfers.append(transfer)

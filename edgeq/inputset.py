@@ -1,0 +1,196 @@
+"""Input sets: ``.npz`` files written and read with ``allow_pickle=False``.
+
+Arrays: ``x`` (or one array per model input, named as the input), optional ``y``
+(int labels), ``category`` (unicode, one per sample), ``severity`` (int),
+``source_index`` (int), and ``allow_nonfinite`` (a bool scalar that says NaN/Inf are
+there on purpose). Everything else about a set is checked here, so the device only
+ever sees data that was validated on the host.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.errors import InputSetError
+
+LABEL_ARRAYS = ("y", "category", "severity", "source_index")
+FLAG_ARRAYS = ("allow_nonfinite",)
+
+
+@dataclass
+class InputSet:
+    arrays: dict[str, np.ndarray]
+    y: np.ndarray | None = None
+    category: np.ndarray | None = None
+    severity: np.ndarray | None = None
+    source_index: np.ndarray | None = None
+    allow_nonfinite: bool = False
+    path: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def labels_only(self) -> dict[str, np.ndarray]:
+        """The per-sample tags a comparison needs, without the (large) inputs."""
+        tags = {"y": self.y, "category": self.category, "severity": self.severity,
+                "source_index": self.source_index}
+        return {k: v for k, v in tags.items() if v is not None}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        payload = dict(self.arrays)
+        payload.update(self.labels_only())
+        if self.allow_nonfinite:
+            payload["allow_nonfinite"] = np.array(True)
+        write_npz(path, payload)
+        self.path = path
+        return path
+
+
+def write_npz(path: Path, payload: dict[str, np.ndarray]) -> None:
+    """Write atomically, so an interrupted write never leaves a half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, allow_pickle=False, **payload)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputSetError(path, f"cannot write: {exc.strerror or exc}") from None
+
+
+def load_inputset(path: str | os.PathLike, *, what: str = "input set") -> InputSet:
+    path = Path(path)
+    raw = _read_arrays(path)
+    inputs = {k: v for k, v in raw.items() if k not in LABEL_ARRAYS + FLAG_ARRAYS}
+    if not inputs:
+        raise InputSetError(path, f"{what} has no input array (expected 'x' or arrays named after the model inputs)")
+    allow_nonfinite = bool(raw["allow_nonfinite"]) if "allow_nonfinite" in raw else False
+    dataset = InputSet(arrays=inputs, allow_nonfinite=allow_nonfinite, path=path,
+                       **{k: raw[k] for k in LABEL_ARRAYS if k in raw})
+    validate(dataset)
+    return dataset
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise InputSetError(path, "file not found")
+    if path.is_dir():
+        raise InputSetError(path, "is a folder, expected an .npz file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise InputSetError(path, _pickle_message(exc)) from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputSetError(path, f"not a readable NumPy .npz file ({exc})") from None
+    if isinstance(loaded, np.ndarray):
+        return {"x": loaded}
+    with loaded:
+        arrays = {}
+        for name in loaded.files:
+            try:
+                arrays[name] = loaded[name]
+            except ValueError as exc:
+                raise InputSetError(path, _pickle_message(exc), array=name) from None
+            except (OSError, zipfile.BadZipFile, EOFError) as exc:
+                raise InputSetError(path, f"array is damaged ({exc})", array=name) from None
+        return arrays
+
+
+def _pickle_message(exc: Exception) -> str:
+    if "pickle" in str(exc).lower():
+        return "holds pickled/object data, which edgeq refuses to load (save plain numeric arrays)"
+    return f"cannot be read: {exc}"
+
+
+def validate(dataset: InputSet) -> None:
+    path = dataset.path or Path("<input set>")
+    lengths = {}
+    for name, array in dataset.arrays.items():
+        _check_input_array(path, name, array, dataset.allow_nonfinite)
+        lengths[name] = len(array)
+    for name, kind in (("y", "iu"), ("severity", "iu"), ("source_index", "iu"), ("category", "U")):
+        array = getattr(dataset, name)
+        if array is None:
+            continue
+        if array.ndim != 1:
+            raise InputSetError(path, f"must be 1-D, one value per sample; got shape {array.shape}", array=name)
+        if array.dtype.kind not in kind:
+            wanted = "unicode strings" if kind == "U" else "integers"
+            raise InputSetError(path, f"must hold {wanted}, got {array.dtype}", array=name)
+        lengths[name] = len(array)
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{k}={v}" for k, v in lengths.items())
+        raise InputSetError(path, f"arrays have different numbers of samples ({shown})")
+    if dataset.n == 0:
+        raise InputSetError(path, "has zero samples")
+
+
+def _check_input_array(path: Path, name: str, array: np.ndarray, allow_nonfinite: bool) -> None:
+    if array.dtype.kind not in "fiub":
+        raise InputSetError(path, f"must be numeric, got dtype {array.dtype}", array=name)
+    if array.ndim == 0:
+        raise InputSetError(path, "is a scalar; the first axis must count samples", array=name)
+    if array.dtype.kind == "f" and not allow_nonfinite:
+        bad = ~np.isfinite(array)
+        if bad.any():
+            first = int(np.argwhere(bad)[0][0])
+            raise InputSetError(path, f"holds {int(bad.sum())} NaN/Inf values (first in sample {first}); "
+                                      "set allow_nonfinite=True in the set if that is on purpose", array=name)
+
+
+def clean_tensor_name(name: str) -> str:
+    """``serving_default_image:0`` → ``image``: the name a user knows an input by."""
+    name = name.split(":")[0]
+    return name[len("serving_default_"):] if name.startswith("serving_default_") else name
+
+
+def match_model_inputs(dataset: InputSet, model_inputs: list[dict]) -> list[str]:
+    """Check shapes and dtypes against the model; return array names in input order.
+
+    ``model_inputs`` are dicts with ``name``, ``shape``, ``dtype`` (and optionally
+    ``shape_signature`` where -1 marks a dimension of any size).
+    """
+    path = dataset.path or Path("<input set>")
+    names = _array_names_for(dataset, model_inputs, path)
+    for array_name, spec in zip(names, model_inputs):
+        array = dataset.arrays[array_name]
+        want_dtype = np.dtype(spec["dtype"])
+        if array.dtype != want_dtype:
+            raise InputSetError(path, f"dtype {array.dtype} does not match model input "
+                                      f"{clean_tensor_name(spec['name'])!r} ({want_dtype})", array=array_name)
+        if not _shape_fits(array.shape[1:], spec):
+            want = list(spec["shape"][1:])
+            raise InputSetError(path, f"sample shape {list(array.shape[1:])} does not match model input "
+                                      f"{clean_tensor_name(spec['name'])!r} {want}", array=array_name)
+    return names
+
+
+def _array_names_for(dataset: InputSet, model_inputs: list[dict], path: Path) -> list[str]:
+    if len(model_inputs) == 1 and "x" in dataset.arrays:
+        return ["x"]
+    names = []
+    for spec in model_inputs:
+        candidates = [spec["name"], clean_tensor_name(spec["name"])]
+        found = next((c for c in candidates if c in dataset.arrays), None)
+        if found is None:
+            have = ", ".join(sorted(dataset.arrays))
+            raise InputSetError(path, f"no array for model input {clean_tensor_name(spec['name'])!r} "
+                                      f"(the set has: {have})")
+        names.append(found)
+    return names
+
+
+def _shape_fits(sample_shape: tuple, spec: dict) -> bool:
+    want = list(spec.get("shape_signature") or spec["shape"])[1:]
+    if len(want) != len(sample_shape):
+        return False
+    return all(w in (-1, s) for w, s in zip(want, sample_shape))

@@ -1,0 +1,133 @@
+"""Run directories: what one model did on one device, saved so it can be compared offline.
+
+Layout (the agent writes the first block, the host adds the second, each with its
+own "written last" file so a cut-short run is never mistaken for a whole one)::
+
+    RUNDIR/outputs/output_<k>.npy  latency_ns.npy  batch_sizes.npy  meta.json  manifest.json
+    RUNDIR/samples.npz  (y / category / severity of each sample)   run.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.errors import ConfigError, TransportError
+from edgeq.transport.base import Transport, sha256_file
+
+MANIFEST = "manifest.json"
+RUN_FILE = "run.json"
+SAMPLES = "samples.npz"
+
+
+class IncompleteRun(ConfigError):
+    """A run directory without its closing file, or with a file that fails its checksum."""
+
+
+@dataclass
+class RunResult:
+    path: Path
+    meta: dict
+    run: dict
+    outputs: list[np.ndarray]
+    latency_ns: np.ndarray
+    batch_sizes: np.ndarray
+    samples: dict[str, np.ndarray]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "RunResult":
+        path = Path(path)
+        if not path.is_dir():
+            raise ConfigError(f"{path}: run directory not found")
+        manifest = read_manifest(path)
+        for rel, entry in manifest["files"].items():
+            if sha256_file(path / rel) != entry["sha256"]:
+                raise IncompleteRun(f"{path / rel}: sha256 does not match the run's manifest")
+        run_file = path / RUN_FILE
+        if not run_file.exists():
+            raise IncompleteRun(f"{path}: incomplete run (no {RUN_FILE}: the host did not finish writing it)")
+        meta = json.loads((path / "meta.json").read_text())
+        outputs = [_load_npy(path / "outputs" / f"output_{k}.npy") for k in range(len(meta["outputs"]))]
+        with np.load(path / SAMPLES, allow_pickle=False) as tags:
+            samples = {k: tags[k] for k in tags.files}
+        return cls(path, meta, json.loads(run_file.read_text()), outputs,
+                   _load_npy(path / "latency_ns.npy"), _load_npy(path / "batch_sizes.npy"), samples)
+
+    @property
+    def n(self) -> int:
+        return int(self.meta["samples"])
+
+    def latency_ms_per_sample(self) -> np.ndarray:
+        """Per-inference latency; a batched invoke counts as batch-size inferences."""
+        return (self.latency_ns / self.batch_sizes[None, :]).ravel() / 1e6
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise IncompleteRun(f"{path}: cannot be read as a plain .npy array ({exc})") from None
+
+
+def read_manifest(path: Path) -> dict:
+    manifest_path = path / MANIFEST
+    if not manifest_path.exists():
+        raise IncompleteRun(f"{path}: incomplete run (no {MANIFEST}: the agent did not finish)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError:
+        raise IncompleteRun(f"{manifest_path}: not valid JSON") from None
+    return checked_manifest(manifest, str(manifest_path))
+
+
+def checked_manifest(manifest: dict, where: str) -> dict:
+    """Refuse manifests that would write outside the run directory."""
+    files = manifest.get("files")
+    if not manifest.get("complete") or not isinstance(files, dict):
+        raise IncompleteRun(f"{where}: manifest does not mark a complete run")
+    for rel, entry in files.items():
+        normal = posixpath.normpath(rel)
+        if rel.startswith("/") or normal.startswith("..") or normal != rel or "\\" in rel:
+            raise IncompleteRun(f"{where}: manifest names an unsafe path {rel!r}")
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise IncompleteRun(f"{where}: manifest entry {rel!r} has no sha256")
+    return manifest
+
+
+def pull_run(transport: Transport, remote_dir: str, local_dir: Path) -> dict:
+    """Fetch a finished run, verifying every file; the manifest is written last."""
+    local_dir.mkdir(parents=True, exist_ok=True)
+    staging = local_dir / f".{MANIFEST}.incoming"
+    transport.get(posixpath.join(remote_dir, MANIFEST), staging)
+    try:
+        manifest = checked_manifest(json.loads(staging.read_text()), f"{transport.device}:{remote_dir}")
+    except ValueError:
+        raise TransportError(f"{transport.device}: {remote_dir}/{MANIFEST} is not valid JSON") from None
+    for rel, entry in manifest["files"].items():
+        transfer = transport.get(posixpath.join(remote_dir, rel), local_dir / rel)
+        if transfer.sha256 != entry["sha256"]:
+            raise TransportError(f"{transport.device}: {rel} arrived corrupted (sha256 mismatch)")
+    os.replace(staging, local_dir / MANIFEST)
+    return manifest
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

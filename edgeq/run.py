@@ -1,0 +1,116 @@
+"""Run models on a device: validate on the host, push, let the agent run, pull.
+
+``run_on_device`` is the public entry: it validates every spec before anything is
+sent, so bad input fails in one line on the host and never half-way on a device.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from edgeq import __version__
+from edgeq.agent_client import AgentSession
+from edgeq.deploy import Deployer
+from edgeq.devices import Device, connect
+from edgeq.errors import ConfigError
+from edgeq.inputset import load_inputset, match_model_inputs, write_npz
+from edgeq.modelinfo import read_model
+from edgeq.results import RUN_FILE, SAMPLES, RunResult, pull_run, write_json_atomic
+
+ProgressFn = Callable[[str, int, int], None]
+INACTIVITY_TIMEOUT_S = 600.0  # the agent reports progress every 0.5 s while it runs
+RESOLVERS = ("AUTO", "BUILTIN", "BUILTIN_REF", "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One model over one input set, and how to time it."""
+
+    model: Path
+    inputs: Path
+    label: str = "run"
+    threads: int = 1
+    resolver: str = "AUTO"
+    warmup: int = 10
+    repeats: int = 1
+    batch_size: int = 1
+
+
+@dataclass
+class _Prepared:
+    spec: RunSpec
+    rundir: Path
+    input_arrays: list[str]
+    tags: dict
+
+
+def prepare(spec: RunSpec, rundir: Path) -> _Prepared:
+    """Check the spec, model, inputs and output folder before touching a device."""
+    if spec.resolver not in RESOLVERS:
+        raise ConfigError(f"unknown resolver {spec.resolver!r} (choose from {', '.join(RESOLVERS)})")
+    for name in ("threads", "repeats", "batch_size"):
+        if getattr(spec, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(spec, name)}")
+    info = read_model(spec.model)
+    dataset = load_inputset(spec.inputs)
+    model_inputs = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
+                     "shape_signature": list(t.shape_signature) if t.shape_signature else None}
+                    for t in info.inputs]
+    names = match_model_inputs(dataset, model_inputs)
+    ensure_writable_dir(rundir)
+    return _Prepared(spec, Path(rundir), names, dataset.labels_only())
+
+
+def ensure_writable_dir(path: Path) -> None:
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        probe = Path(path) / f".edgeq-write-test-{uuid.uuid4().hex[:6]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{path}: output folder is not writable ({exc.strerror or exc})") from None
+
+
+def run_on_device(device: Device, specs: list[RunSpec], rundirs: list[Path],
+                  progress: ProgressFn | None = None) -> list[RunResult]:
+    """Run each spec in one agent session; returns the pulled, verified results."""
+    prepared = [prepare(spec, Path(d)) for spec, d in zip(specs, rundirs)]
+    with connect(device) as transport:
+        deployer = Deployer(transport, device.workdir)
+        agent_path = deployer.push_agent()
+        with AgentSession(transport, device.python, agent_path) as session:
+            return [_run_one(device, deployer, session, item, progress) for item in prepared]
+
+
+def _run_one(device: Device, deployer: Deployer, session: AgentSession, item: _Prepared,
+             progress: ProgressFn | None) -> RunResult:
+    spec = item.spec
+    model_remote, model_sha = deployer.push(spec.model)
+    inputs_remote, inputs_sha = deployer.push(spec.inputs)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    remote_out = deployer.run_dir(run_id)
+    job = {"model": model_remote, "model_sha256": model_sha, "inputs": inputs_remote,
+           "inputs_sha256": inputs_sha, "input_arrays": item.input_arrays, "out": remote_out,
+           "threads": spec.threads, "resolver": spec.resolver, "warmup": spec.warmup,
+           "repeats": spec.repeats, "batch_size": spec.batch_size}
+
+    def on_event(event: dict) -> None:
+        if progress and event.get("event") == "progress":
+            progress(spec.label, event["done"], event["total"])
+
+    started = time.time()
+    session.request("run", job=job, on_event=on_event, timeout=INACTIVITY_TIMEOUT_S)
+    pull_run(deployer.transport, remote_out, item.rundir)
+    write_npz(item.rundir / SAMPLES, item.tags)
+    write_json_atomic(item.rundir / RUN_FILE, {
+        "device": device.name, "label": spec.label, "edgeq_version": __version__,
+        "spec": {k: str(v) for k, v in asdict(spec).items()},
+        "model": {"path": str(spec.model), "sha256": model_sha},
+        "inputs": {"path": str(spec.inputs), "sha256": inputs_sha},
+        "remote_dir": remote_out, "started": started, "finished": time.time(),
+    })
+    return RunResult.load(item.rundir)

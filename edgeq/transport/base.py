@@ -1,0 +1,124 @@
+"""The small protocol every transport speaks: run, start, put, get, close.
+
+Records (``Result``, ``Transfer``) are plain data; behaviour lives in the transport
+classes. Paths on the device are POSIX strings; paths on the host are ``Path``.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Sequence
+
+from edgeq.errors import RemoteCommandFailed
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one command did; ``ok`` is true for exit code 0."""
+
+    device: str
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One file moved (or found already there: ``skipped``)."""
+
+    source: str
+    destination: str
+    size: int
+    sha256: str
+    bytes_moved: int
+    duration_s: float
+    skipped: bool = False
+
+
+class Process(abc.ABC):
+    """A command running on the device with binary pipes, for the agent protocol."""
+
+    stdin: IO[bytes]
+    stdout: IO[bytes]
+
+    @abc.abstractmethod
+    def stderr_tail(self, limit: int = 4000) -> str: ...
+
+    @abc.abstractmethod
+    def wait(self, timeout: float | None = None) -> int | None: ...
+
+    @abc.abstractmethod
+    def kill(self) -> None: ...
+
+
+class Transport(abc.ABC):
+    """One way of reaching a device. Subclasses implement the ``*_impl`` hooks."""
+
+    def __init__(self, device: str):
+        self.device = device
+
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None,
+            timeout: float | None = 60.0, check: bool = True) -> Result:
+        """Run argv (never a shell string) and raise RemoteCommandFailed on failure."""
+        result = self._run_impl(list(argv), stdin, timeout)
+        if check and not result.ok:
+            raise RemoteCommandFailed(result)
+        return result
+
+    def start(self, argv: Sequence[str]) -> Process:
+        return self._start_impl(list(argv))
+
+    def put(self, local: Path, remote: str) -> Transfer:
+        """Upload atomically: a partial upload never sits under the final name."""
+        return self._put_impl(Path(local), remote)
+
+    def get(self, remote: str, local: Path) -> Transfer:
+        return self._get_impl(remote, Path(local))
+
+    def close(self) -> None:
+        """Release connections; a no-op for transports that hold none."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @abc.abstractmethod
+    def _run_impl(self, argv: list[str], stdin: bytes | None, timeout: float | None) -> Result: ...
+
+    @abc.abstractmethod
+    def _start_impl(self, argv: list[str]) -> Process: ...
+
+    @abc.abstractmethod
+    def _put_impl(self, local: Path, remote: str) -> Transfer: ...
+
+    @abc.abstractmethod
+    def _get_impl(self, remote: str, local: Path) -> Transfer: ...
+
+    @abc.abstractmethod
+    def exists(self, remote: str) -> bool: ...
+
+    @abc.abstractmethod
+    def makedirs(self, remote: str) -> None: ...
+
+    @abc.abstractmethod
+    def expand(self, remote: str) -> str:
+        """Resolve ``~`` in a device path the way the device's user would."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

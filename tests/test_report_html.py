@@ -1,0 +1,289 @@
+import copy
+import os
+import re
+import stat
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from edgeq.report_html import fmt, render_html, write_html
+
+EVIL = "<script>alert(1)</script>&"
+VOID = {"meta", "br", "hr", "img", "input", "link", "wbr", "col", "area", "base", "source"}
+
+
+def metrics(n=60, fa=0.9, qa=0.88, flip=0.03, sqnr=30.0):
+    return {"n": n, "float_accuracy": fa, "quant_accuracy": qa,
+            "accuracy_drop": None if fa is None else fa - qa, "agreement": 1 - flip,
+            "flip_rate": flip, "sqnr_db": sqnr, "kl_mean": 0.001, "max_abs_error": 0.4}
+
+
+def make_report(**extra):
+    cats = {
+        "clean": metrics(fa=0.98, qa=0.975, flip=0.01),
+        "brightness+": metrics(fa=0.90, qa=0.78, flip=0.15),
+        "gaussian_noise": metrics(fa=0.85, qa=0.80, flip=0.07),
+        EVIL: metrics(fa=0.9, qa=0.91, flip=0.02),  # quant better: negative drop
+    }
+    cats["gaussian_noise"]["severities"] = {str(s): metrics(n=20, qa=0.9 - 0.02 * s) for s in (1, 2, 3)}
+    report = {
+        "verdict": "catastrophic", "worst_category": "brightness+",
+        "overall": metrics(n=240, fa=0.91, qa=0.87, flip=0.06, sqnr=31.24),
+        "categories": cats,
+        "device": {"name": "pi<5>&lab", "arch": "aarch64", "runtime": "ai_edge_litert 2.3.0",
+                   "resolver": "AUTO", "threads": 4},
+        "latency_ms": {"float": {"p50": 2.0, "p90": 2.5, "p99": 3.0, "mean": 2.1, "std": 0.2, "n": 1000},
+                       "quant": {"p50": 1.0, "p90": 1.2, "p99": 1.9, "mean": 1.1, "std": 0.1, "n": 1000}},
+    }
+    report.update(extra)
+    return report
+
+
+class BalanceChecker(HTMLParser):
+    """Records mismatched end tags and what stays open; counts tags of interest."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.errors, self.counts, self.text = [], [], {}, []
+
+    def handle_starttag(self, tag, attrs):
+        self.counts[tag] = self.counts.get(tag, 0) + 1
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.counts[tag] = self.counts.get(tag, 0) + 1
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unexpected </{tag}>, open: {self.stack[-3:]}")
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(page):
+    p = BalanceChecker()
+    p.feed(page)
+    p.close()
+    return p
+
+
+def svg_block(page, cls):
+    m = re.search(rf'<svg class="{cls}".*?</svg>', page, re.S)
+    return m.group(0) if m else None
+
+
+def test_verdict_badge_text_and_colour_class():
+    for verdict in ("robust", "degraded", "catastrophic"):
+        page = render_html(make_report(verdict=verdict))
+        assert re.search(rf'<span class="badge verdict-{verdict}">{verdict}</span>', page)
+        assert f".verdict-{verdict}{{background:" in page
+    page = render_html(make_report(verdict="<b>weird</b>"))
+    assert 'class="badge verdict-unknown"' in page and "&lt;b&gt;weird&lt;/b&gt;" in page
+
+
+def test_worst_category_and_its_number_in_header():
+    page = render_html(make_report())
+    header = page[page.index("<header>"):page.index("</header>")]
+    assert "brightness+" in header and "12.0%" in header  # 0.90 - 0.78
+    assert "pi&lt;5&gt;&amp;lab" in header and "ai_edge_litert 2.3.0" in header
+
+
+def test_every_category_name_appears_and_evil_name_is_escaped():
+    report = make_report()
+    page = render_html(report)
+    for name in report["categories"]:
+        assert html_escape(name) in page
+    assert EVIL not in page
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&amp;" in page
+    assert "pi<5>" not in page
+
+
+def html_escape(s):
+    import html
+    return html.escape(s, quote=True)
+
+
+def test_none_nan_and_inf_metrics_do_not_crash():
+    report = make_report()
+    ov = report["overall"]
+    ov.update(float_accuracy=None, quant_accuracy=None, accuracy_drop=None, kl_mean=float("nan"),
+              sqnr_db=float("inf"), max_abs_error=float("-inf"))
+    page = render_html(report)
+    overall = page[page.index("<h2>Overall</h2>"):]
+    overall = overall[:overall.index("</section>")]
+    assert re.search(r"<td>float accuracy</td><td>—</td>", overall)
+    assert re.search(r"<td>accuracy drop</td><td>—</td>", overall)
+    assert re.search(r"<td>mean KL</td><td>—</td>", overall)
+    assert re.search(r"<td>SQNR</td><td>∞</td>", overall)
+    assert re.search(r"<td>max \|error\|</td><td>−∞</td>", overall)
+    assert "nan" not in page.lower()
+
+
+@pytest.mark.parametrize("value,kind,expected", [
+    (None, "pct", "—"), (float("nan"), "db", "—"), ("0.5", "pct", "—"), (True, "pct", "—"),
+    (float("inf"), "pct", "∞"), (0.0123, "pct", "1.2%"), (0.004, "pct", "0.40%"), (-0.002, "pct", "-0.20%"),
+    (0.0, "pct", "0.0%"), (31.24, "db", "31.2 dB"), (np.float32(0.5), "pct", "50.0%"), (1234, "int", "1,234"),
+])
+def test_fmt(value, kind, expected):
+    assert fmt(value, kind) == expected
+
+
+def test_bar_count_equals_category_count_and_sorted_worst_first():
+    report = make_report()
+    page = render_html(report)
+    svg = svg_block(page, "bars")
+    assert svg is not None
+    assert len(re.findall(r'<rect class="bar ', svg)) == len(report["categories"])
+    order = re.findall(r"<title>([^<]*): [^<]*</title></rect>", svg)
+    assert order == ["brightness+", "gaussian_noise", "clean", html_escape(EVIL)]
+    assert 'class="bar band-bad"' in svg and 'class="bar band-warn"' in svg and 'class="bar band-ok"' in svg
+    assert len(re.findall(r'class="threshold"', svg)) == 2
+
+
+def test_negative_drop_is_drawn_left_of_zero():
+    svg = svg_block(render_html(make_report()), "bars")
+    zero = float(re.search(r'<line x1="([\d.]+)" x2="\1" y1="\d+" y2="\d+" stroke="#5f6368"/>', svg).group(1))
+    pairs = re.findall(r'<rect class="bar [^"]*" x="([\d.]+)"[^>]*><title>([^<]*):', svg)
+    bars = {name: float(x) for x, name in pairs}
+    assert len(bars) == 4
+    assert bars[html_escape(EVIL)] < zero - 1
+    assert bars["brightness+"] == pytest.approx(zero)
+
+
+def test_custom_thresholds_change_bands_and_lines():
+    report = make_report(thresholds={"degraded": 0.2, "catastrophic": 0.5})
+    svg = svg_block(render_html(report), "bars")
+    assert "band-bad" not in svg and "band-warn" not in svg
+    assert "degraded 20.0%" in svg and "catastrophic 50.0%" in svg
+
+
+def test_flip_rate_basis_without_labels():
+    report = make_report()
+    for c in report["categories"].values():
+        c.update(float_accuracy=None, quant_accuracy=None, accuracy_drop=None)
+    page = render_html(report)
+    assert "flip rate by category" in page
+    svg = svg_block(page, "bars")
+    assert len(re.findall(r'<rect class="bar ', svg)) == 4
+    assert "brightness+: 15.0%" in svg
+    assert render_html(make_report(metric_basis="flip_rate")).count("flip rate by category") == 1
+
+
+def test_severity_rows_are_collapsible():
+    page = render_html(make_report())
+    assert page.count("<details>") == 1
+    det = page[page.index("<details>"):page.index("</details>")]
+    assert "gaussian_noise" in det and all(f"severity {s}" in det for s in (1, 2, 3))
+
+
+def test_histogram_only_with_latency_arrays():
+    report = make_report()
+    assert svg_block(render_html(report), "hist") is None
+    assert "<td>quant ÷ float</td><td>0.50×</td>" in render_html(report)
+    rng = np.random.default_rng(0)
+    lat = {"float": rng.normal(2.0, 0.1, 500), "quant": np.r_[rng.normal(1.0, 0.1, 500), [50.0, np.nan]]}
+    page = render_html(report, lat)
+    svg = svg_block(page, "hist")
+    assert svg is not None and 'class="hist-float"' in svg and 'class="hist-quant"' in svg
+    assert "99.5th percentile" in page and "quant run(s)" in page
+    assert len(re.findall(r'class="hist-float"', svg)) <= 40
+    assert svg_block(render_html(report, {"float": [], "quant": [np.nan]}), "hist") is None
+
+
+def test_histogram_with_constant_latencies():
+    page = render_html(make_report(), {"float": np.full(10, 1.5), "quant": np.full(10, 1.5)})
+    svg = svg_block(page, "hist")
+    assert svg is not None and "nan" not in svg.lower() and "inf" not in svg.lower()
+
+
+def test_gates_pass_fail():
+    gates = [{"gate": "drop", "limit": 0.05, "observed": 0.07, "failed": True},
+             {"gate": "sqnr<&>", "limit": 20, "observed": 31.2, "failed": False}]
+    page = render_html(make_report(gates=gates))
+    assert "Gates: 1 of 2 failed" in page
+    assert re.search(r"<td>drop</td><td>0.05</td><td>0.07</td><td><span class=\"fail\">FAIL</span>", page)
+    assert re.search(r"<td>sqnr&lt;&amp;&gt;</td><td>20</td><td>31.2</td><td><span class=\"pass\">PASS</span>", page)
+    assert "Gates" not in render_html(make_report())
+
+
+def test_optional_extensions_rendered_and_escaped():
+    report = make_report(
+        model={"float": {"path": "m/<a>.tflite", "sha256": "ab" * 32, "size": 2 * 1024 * 1024},
+               "quant": {"path": "m/q.tflite", "size": 512 * 1024}, "policy": "dynamic-range",
+               "weights_quantized": "3 of 4"},
+        inputs={"path": "d/x&y.npz", "sha256": "cd" * 32, "n": 240}, created="2025-01-01T00:00:00Z",
+        edgeq_version="0.1.0", category_descriptions={"clean": "the <original> inputs"})
+    page = render_html(report)
+    for s in ("m/&lt;a&gt;.tflite", "2.0 MB", "512.0 KB", "dynamic-range", "3 of 4", "d/x&amp;y.npz",
+              "cdcdcdcdcdcd", "2025-01-01T00:00:00Z", "edgeq 0.1.0", "the &lt;original&gt; inputs"):
+        assert s in page, s
+
+
+def test_minimal_and_garbage_reports_do_not_crash():
+    for rep in ({}, {"verdict": None, "categories": None, "overall": "x", "latency_ms": [], "gates": "no"},
+                {"verdict": "robust", "categories": {"a": {"n": 1}}, "worst_category": ["x"]}):
+        page = render_html(rep)
+        assert parse(page).errors == []
+
+
+def test_write_html_writes_balanced_utf8_file(tmp_path):
+    rng = np.random.default_rng(1)
+    report = make_report(gates=[{"gate": "flip", "limit": 0.1, "observed": 0.05, "failed": False}])
+    original = copy.deepcopy(report)
+    out = tmp_path / "report.html"
+    write_html(report, out, {"float": rng.gamma(9, 0.2, 300), "quant": rng.gamma(9, 0.1, 300)})
+    assert report == original  # input not mutated
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temp file left behind
+    text = out.read_bytes().decode("utf-8")
+    assert text.startswith("<!DOCTYPE html>") and "≥" in text and "×" in text
+    p = parse(text)
+    assert p.errors == [] and p.stack == []
+    assert p.counts["svg"] == 2 and p.counts["details"] == 1 and p.counts["table"] >= 5
+    assert "script" not in p.counts and "img" not in p.counts
+    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", text)  # no network references
+    write_html(make_report(verdict="robust"), str(out))  # overwrite in place, str path
+    assert "verdict-robust" in out.read_text(encoding="utf-8")
+
+    fresh = tmp_path / "fresh.html"
+    write_html(make_report(), fresh)
+    assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o644  # readable, not mkstemp's 0600
+    os.chmod(out, 0o600)
+    write_html(make_report(), out)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600  # existing permissions kept
+
+
+def test_write_html_failure_leaves_old_file(tmp_path, monkeypatch):
+    out = tmp_path / "r.html"
+    out.write_text("old", encoding="utf-8")
+    import edgeq.report_html as mod
+
+    def boom(src, dst):
+        raise OSError("disk full")
+    monkeypatch.setattr(mod.os, "replace", boom)
+    with pytest.raises(OSError):
+        write_html(make_report(), out)
+    assert out.read_text(encoding="utf-8") == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+def test_category_without_value_gets_grey_bar_last():
+    report = make_report()
+    report["categories"]["no_data"] = dict(metrics(fa=None), flip_rate=None, agreement=None)
+    svg = svg_block(render_html(report), "bars")
+    assert len(re.findall(r'<rect class="bar ', svg)) == 5
+    names = re.findall(r'<rect class="bar (band-\w+)"[^>]*><title>([^<]*): ([^<]*)</title>', svg)
+    assert names[-1] == ("band-na", "no_data", "—")
+
+
+def test_latency_section_skipped_without_any_latency():
+    report = make_report()
+    del report["latency_ms"]
+    assert "<h2>Latency</h2>" not in render_html(report)
+    page = render_html(report, {"float": [1.0, 2.0], "quant": [1.0]})
+    assert "<h2>Latency</h2>" in page and svg_block(page, "hist") is not None
