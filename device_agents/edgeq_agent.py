@@ -71,14 +71,24 @@ def import_runtime(preferred=None):
         if wanted and name != wanted:
             continue
         try:
-            module = importlib.import_module(module_name)
             top = importlib.import_module(name)
+            module = _submodule(top, module_name)
         except Exception as exc:  # any import failure means "not usable here"
             tried.append("%s (%s)" % (name, exc.__class__.__name__))
             continue
         version = getattr(top, "__version__", None) or _dist_version(name)
         return name, version, module
     raise AgentFailure("NoRuntime", "no TFLite runtime importable: tried " + ", ".join(tried))
+
+
+def _submodule(top, dotted):
+    """tensorflow.lite is an attribute of the lazy tensorflow module, not importable itself."""
+    import importlib
+
+    module = top
+    for part in dotted.split(".")[1:]:
+        module = getattr(module, part, None) or importlib.import_module(module.__name__ + "." + part)
+    return module
 
 
 def _dist_version(name):

@@ -27,6 +27,7 @@ its quantized kernels as ``int8`` and the ones the converter left alone as ``flo
 from __future__ import annotations
 
 import hashlib
+import math
 import mmap
 import re
 import struct
@@ -135,7 +136,7 @@ def read_model(path) -> ModelInfo:
         except _Bad as e:
             raise ModelError(path, str(e)) from None
         except Exception as e:  # the generated reader reads past the end of the data
-            past = re.search(r"at least (\d+) bytes", str(e)) if isinstance(e, struct.error) else None
+            past = isinstance(e, struct.error) and re.search(r"at least (\d+) bytes", str(e))
             raise ModelError(path, (
                 f"truncated TFLite file: the flatbuffer refers to byte {past.group(1)} "
                 f"but the file has only {size} bytes" if past else
@@ -155,8 +156,7 @@ def _parse(buf, size: int):
     op_names = _enum_names(schema.BuiltinOperator)
     root = struct.unpack_from("<I", buf, 0)[0]
     if root + 4 > size:
-        raise _Bad(f"truncated TFLite file: root table at byte {root}, "
-                         f"the file has {size} bytes")
+        raise _Bad(f"truncated TFLite file: root table at byte {root}, the file has {size} bytes")
     model = schema.Model.GetRootAs(buf, 0)
     if model.Version() != 3:
         raise _Bad(f"unsupported TFLite schema version {model.Version()} (expected 3)")
@@ -185,16 +185,18 @@ def _parse(buf, size: int):
             nbytes, end = buffer.Size(), buffer.Offset() + buffer.Size()
         if end > size:
             raise _Bad(f"truncated TFLite file: buffer {b} ends at byte {end}, "
-                             f"the file has only {size} bytes")
+                       f"the file has only {size} bytes")
         stored[b] = nbytes
 
-    def spec(t) -> TensorSpec:
-        sig = tuple(int(d) for d in t.ShapeSignatureAsNumpy()) if t.ShapeSignatureLength() else None
-        return TensorSpec(_name(t), _shape(t), type_names.get(t.Type(), f"type{t.Type()}"), sig)
+    def spec(i) -> TensorSpec:
+        t = main.Tensors(i)
+        sig = _ints(t.ShapeSignatureAsNumpy, t.ShapeSignatureLength)
+        return TensorSpec(_name(t), _shape(t), type_names.get(t.Type(), f"type{t.Type()}"),
+                          tuple(sig) if t.ShapeSignatureLength() else None)
 
     main = model.Subgraphs(0)
-    inputs = tuple(spec(main.Tensors(int(i))) for i in _ints(main.InputsAsNumpy, main.InputsLength))
-    outputs = tuple(spec(main.Tensors(int(i))) for i in _ints(main.OutputsAsNumpy, main.OutputsLength))
+    inputs = tuple(spec(i) for i in _ints(main.InputsAsNumpy, main.InputsLength))
+    outputs = tuple(spec(i) for i in _ints(main.OutputsAsNumpy, main.OutputsLength))
 
     counts: dict[tuple[str, int], int] = {}
     weights: dict[tuple[int, int], list] = {}
@@ -236,11 +238,8 @@ def _weights(sg, ops, stored, type_names, s, out, hybrid) -> None:
             if len(shape) < 2:
                 continue
             if (s, i) not in out:
-                elements = 1
-                for d in shape:
-                    elements *= d
                 out[(s, i)] = [_name(t), shape, type_names.get(t.Type(), f"type{t.Type()}"),
-                               elements, stored[t.Buffer()], set()]
+                               math.prod(shape), stored[t.Buffer()], set()]
             out[(s, i)][5].add(name)
             if (i == ins[slot] and out[(s, i)][2] in _INT_TYPES and outs
                     and sg.Tensors(outs[0]).Type() == 0):  # TensorType.FLOAT32

@@ -127,7 +127,8 @@ def test_buffer_offset_layout(models, tmp_path):
     path = models["mlp.offset"]
     info = read_model(path)
     assert _weight(info, (128, 64)).nbytes == 4 * 8192
-    assert [w.shape for w in info.weights] == [w.shape for w in read_model(models["mlp.float"]).weights]
+    plain = read_model(models["mlp.float"])
+    assert [w.shape for w in info.weights] == [w.shape for w in plain.weights]
     cut = tmp_path / "cut.tflite"
     cut.write_bytes(path.read_bytes()[:-64])  # lose the end of the appended data
     with pytest.raises(ModelError, match=r"truncated TFLite file: buffer \d+ ends at byte"):
@@ -151,7 +152,8 @@ def test_no_tensorflow_import(models):
             f"read_model({str(models['mlp.dynamic'])!r}); "
             "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
     root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    paths = [root, os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 

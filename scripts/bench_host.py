@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Host-side speed of edgeq, measured against baselines taken in the same run.
+
+Why: edgeq claims its agent adds (almost) nothing to the latency it reports, that
+comparing stored runs is cheap next to running the model, and that `edgeq evaluate`
+spends its time where it should (conversion, device runs), not in edgeq's own code.
+Claims are not evidence: this script measures each one against a bare baseline on
+the same model, the same samples and the same machine, and prints the ratios.
+
+  (a) agent latency per inference (a real run_on_device on the `local` device) vs a
+      bare ai_edge_litert invoke() loop in this process; rounds are interleaved and
+      the median of per-round means is reported (plus the min), float and quant.
+  (b) compare_runs() throughput vs the bare interpreter loop's throughput (float),
+      and RunResult.load time.
+  (c) evaluate() wall time by phase; `edgeq --help` start-up; no TensorFlow imported.
+
+Run from the repository root (defaults: the built-in digits example):
+
+    /tmp/v/bin/python scripts/bench_host.py [--model M.keras|M.tflite --data D.npz]
+        [--outdir DIR] [--repeats 10] [--rounds 7] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GOALS = {"latency": ("<=", 1.03), "throughput": (">=", 0.8), "help_s": ("<", 1.0)}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from edgeq.evaluate import EXAMPLE_DATA, EXAMPLE_MODEL
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=EXAMPLE_MODEL, help="Keras model or float .tflite")
+    parser.add_argument("--data", type=Path, default=EXAMPLE_DATA, help="data .npz the risky suite is built from")
+    parser.add_argument("--outdir", type=Path, default=None, help="work folder (default: a temporary one)")
+    parser.add_argument("--repeats", type=int, default=10, help="passes over the suite per measurement")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved agent/bare rounds")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--resolver", default="AUTO")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    return parser.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- (c) evaluate
+
+
+def run_evaluate(args, outdir: Path) -> tuple[dict, float]:
+    from edgeq.evaluate import EvaluateOptions, evaluate
+
+    opts = EvaluateOptions(model=args.model, data=args.data, outdir=outdir / "eval", threads=args.threads,
+                           resolver=args.resolver, warmup=args.warmup)
+    start = time.perf_counter()
+    report = evaluate(opts)
+    return report, time.perf_counter() - start
+
+
+def time_help(times: int = 3) -> float:
+    """Median wall time of the console script's --help in a fresh process."""
+    script = Path(sys.executable).with_name("edgeq")
+    argv = [str(script), "--help"] if script.exists() else [sys.executable, "-m", "edgeq", "--help"]
+    walls = []
+    for _ in range(times):
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True)
+        walls.append(time.perf_counter() - start)
+    return statistics.median(walls)
+
+
+def tensorflow_free() -> bool:
+    code = ("import sys, edgeq.cli, edgeq.run, edgeq.compare, edgeq.evaluate; "
+            "print('tensorflow' not in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return done.stdout.strip() == "True"
+
+
+# --------------------------------------------------------------------------- (a) latency
+
+
+def suite_arrays(model: Path, suite: Path, rundir: Path) -> list:
+    """The suite's input arrays in model-input order, chosen as run_on_device does."""
+    from edgeq.inputset import load_inputset
+    from edgeq.run import RunSpec, prepare
+
+    names = prepare(RunSpec(model=model, inputs=suite), rundir).input_arrays
+    data = load_inputset(suite)
+    return [data.arrays[name] for name in names]
+
+
+def bare_loop(model: Path, arrays: list, args) -> dict:
+    """set_tensor → timed invoke() → get_tensor over every sample, as the agent does."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_path=str(model), num_threads=args.threads,
+                         experimental_op_resolver_type=getattr(OpResolverType, args.resolver))
+    interp.allocate_tensors()
+    ins = [d["index"] for d in interp.get_input_details()]
+    outs = [d["index"] for d in interp.get_output_details()]
+    clock = time.perf_counter_ns
+
+    def once(i: int) -> int:
+        for index, array in zip(ins, arrays):
+            interp.set_tensor(index, array[i:i + 1])
+        start = clock()
+        interp.invoke()
+        elapsed = clock() - start
+        for index in outs:
+            interp.get_tensor(index)
+        return elapsed
+
+    for _ in range(args.warmup + 1):  # the agent's first inference + its warm-up, on sample 0
+        once(0)
+    n, total_ns, walls = len(arrays[0]), 0, []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        total_ns += sum([once(i) for i in range(n)])
+        walls.append(time.perf_counter() - start)
+    return {"latency_ms": total_ns / (n * args.repeats) / 1e6, "samples_per_s": n / statistics.median(walls)}
+
+
+def agent_round(models: dict, suite: Path, rundir: Path, workdir: Path, args) -> dict:
+    from edgeq.devices import local_device
+    from edgeq.run import RunSpec, run_on_device
+
+    specs = [RunSpec(model=path, inputs=suite, label=label, threads=args.threads, resolver=args.resolver,
+                     warmup=args.warmup, repeats=args.repeats) for label, path in models.items()]
+    results = run_on_device(local_device(str(workdir)), specs,
+                            [rundir / label for label in models])
+    return {label: float(res.latency_ms_per_sample().mean()) for label, res in zip(models, results)}
+
+
+def latency_rounds(models: dict, suite: Path, outdir: Path, args) -> dict:
+    """Alternate agent and bare measurements (order flipped each round) to share the noise."""
+    arrays = suite_arrays(models["float"], suite, outdir / "runs" / "probe")
+    agent = {label: [] for label in models}
+    bare = {label: [] for label in models}
+    bare_sps = []
+    for r in range(args.rounds):
+        steps = ["agent", "bare"] if r % 2 == 0 else ["bare", "agent"]
+        for step in steps:
+            if step == "agent":
+                for label, ms in agent_round(models, suite, outdir / "runs" / f"round{r}", outdir / "device", args).items():
+                    agent[label].append(ms)
+                continue
+            for label, model in models.items():
+                figures = bare_loop(model, arrays, args)
+                bare[label].append(figures["latency_ms"])
+                if label == "float":
+                    bare_sps.append(figures["samples_per_s"])
+    return {"agent_ms": agent, "bare_ms": bare, "bare_float_samples_per_s": bare_sps,
+            "samples": len(arrays[0]), "last_rundir": outdir / "runs" / f"round{args.rounds - 1}"}
+
+
+# --------------------------------------------------------------------------- (b) compare
+
+
+def compare_throughput(rundir: Path, times: int = 5) -> dict:
+    from edgeq.compare import compare_runs
+    from edgeq.results import RunResult
+
+    loads, compares = [], []
+    for _ in range(times):
+        start = time.perf_counter()
+        ref, cand = RunResult.load(rundir / "float"), RunResult.load(rundir / "quant")
+        loads.append((time.perf_counter() - start) / 2)
+        start = time.perf_counter()
+        compare_runs(ref, cand)
+        compares.append(time.perf_counter() - start)
+    t = statistics.median(compares)
+    return {"samples": ref.n, "compare_s": t, "samples_per_s": ref.n / t, "load_s": statistics.median(loads)}
+
+
+# --------------------------------------------------------------------------- table
+
+
+def row(name, measured, baseline, ratio, goal_key=None, unit=""):
+    met = None
+    if goal_key:
+        op, limit = GOALS[goal_key]
+        value = ratio if ratio is not None else measured
+        met = {"<=": value <= limit, ">=": value >= limit, "<": value < limit}[op] if value is not None else None
+    goal = f"{GOALS[goal_key][0]} {GOALS[goal_key][1]}" if goal_key else "-"
+    return {"name": name, "measured": measured, "baseline": baseline, "ratio": ratio, "goal": goal,
+            "met": met, "unit": unit}
+
+
+def build_rows(lat: dict, cmp: dict, help_s: float, tf_free: bool, eval_wall: float) -> list:
+    rows = []
+    for label in lat["agent_ms"]:
+        agent, bare = lat["agent_ms"][label], lat["bare_ms"][label]
+        a_med, b_med = statistics.median(agent), statistics.median(bare)
+        rows.append(row(f"latency {label} median (ms)", a_med, b_med, a_med / b_med, "latency"))
+        rows.append(row(f"latency {label} min (ms)", min(agent), min(bare), min(agent) / min(bare), "latency"))
+    bare_sps = statistics.median(lat["bare_float_samples_per_s"])
+    rows.append(row("compare_runs (samples/s)", cmp["samples_per_s"], bare_sps,
+                    cmp["samples_per_s"] / bare_sps, "throughput"))
+    rows.append(row("RunResult.load (s)", cmp["load_s"], None, None))
+    rows.append(row("evaluate total (s)", eval_wall, None, None))
+    rows.append(row("edgeq --help (s)", help_s, None, None, "help_s"))
+    rows.append({"name": "no tensorflow after imports", "measured": "yes" if tf_free else "no", "baseline": None,
+                 "ratio": None, "goal": "yes", "met": tf_free, "unit": ""})
+    return rows
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    return str(value)
+
+
+def print_table(rows: list) -> None:
+    header = ("name", "measured", "baseline", "ratio", "goal", "met?")
+    lines = [header] + [(r["name"], fmt(r["measured"]), fmt(r["baseline"]), fmt(r["ratio"]), r["goal"],
+                         {True: "yes", False: "NO", None: "-"}[r["met"]]) for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for k, line in enumerate(lines):
+        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))))
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with tempfile.TemporaryDirectory(prefix="edgeq-bench-") as tmp:
+        outdir = (args.outdir or Path(tmp)).resolve()
+        os.environ["EDGEQ_LOCAL_WORKDIR"] = str(outdir / "device")  # keep evaluate's pushes in outdir
+        report, eval_wall = run_evaluate(args, outdir)
+        print(f"(c) evaluate: {eval_wall:.2f} s total; phases (s): {report['timings_s']}")
+        models = {"float": Path(report["model"]["float"]["path"]), "quant": Path(report["model"]["quant"]["path"])}
+        suite = Path(report["inputs"]["path"])
+        lat = latency_rounds(models, suite, outdir, args)
+        print(f"(a) {lat['samples']} samples x {args.repeats} repeats x {args.rounds} rounds, "
+              f"threads={args.threads} resolver={args.resolver}")
+        for label in models:
+            agent, bare = lat["agent_ms"][label], lat["bare_ms"][label]
+            print(f"    {label}: agent us/round {[round(v * 1e3, 3) for v in agent]}")
+            print(f"    {label}: bare  us/round {[round(v * 1e3, 3) for v in bare]}  "
+                  f"median of paired ratios {statistics.median(a / b for a, b in zip(agent, bare)):.3f}")
+        cmp = compare_throughput(lat["last_rundir"])
+        print(f"(b) compare_runs {cmp['compare_s'] * 1e3:.2f} ms for {cmp['samples']} samples; "
+              f"RunResult.load {cmp['load_s'] * 1e3:.2f} ms each")
+        help_s, tf_free = time_help(), tensorflow_free()
+        print(f"(c) edgeq --help {help_s:.3f} s; tensorflow not imported by edgeq.cli/run/compare/evaluate: "
+              f"{'yes' if tf_free else 'no'}\n")
+        rows = build_rows(lat, cmp, help_s, tf_free, eval_wall)
+        print_table(rows)
+        if args.json:
+            figures = {"rows": rows, "evaluate_timings_s": report["timings_s"], "evaluate_wall_s": eval_wall,
+                       "latency": {k: v for k, v in lat.items() if k != "last_rundir"}, "compare": cmp,
+                       "settings": {k: str(v) for k, v in vars(args).items()}}
+            args.json.write_text(json.dumps(figures, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Shared fixtures: real models, real agent, the local device in a temporary workdir."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from edgeq.devices import Device  # noqa: E402
+from edgeq.evaluate import EXAMPLE_DATA, EXAMPLE_MODEL  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def example_data() -> Path:
+    return EXAMPLE_DATA
+
+
+@pytest.fixture(scope="session")
+def example_keras() -> Path:
+    return EXAMPLE_MODEL
+
+
+@pytest.fixture(scope="session")
+def example_tflite(tmp_path_factory) -> tuple[Path, Path]:
+    """(float, dynamic-range) .tflite of the built-in example, converted once."""
+    from edgeq.convert import convert_model
+
+    result = convert_model(EXAMPLE_MODEL, tmp_path_factory.mktemp("example_models"))
+    return result.float_path, result.quant_path
+
+
+@pytest.fixture(scope="session")
+def fragile_keras(tmp_path_factory) -> Path:
+    from fragile import make_fragile_twin
+
+    with np.load(EXAMPLE_DATA) as data:
+        x = data["x"]
+    return make_fragile_twin(EXAMPLE_MODEL, x, tmp_path_factory.mktemp("fragile") / "fragile.keras")
+
+
+@pytest.fixture
+def local(tmp_path) -> Device:
+    """The local device with its own workdir, so tests never share device state."""
+    return Device(name="local", transport="local", host="localhost", python=sys.executable,
+                  workdir=str(tmp_path / "device"))
+
+
+@pytest.fixture
+def small_inputs(tmp_path, example_data) -> Path:
+    """40 labelled clean samples with categories, as an input set file."""
+    from edgeq.inputset import InputSet
+
+    with np.load(example_data) as data:
+        x, y = data["x"][:40], data["y"][:40]
+    category = np.array(["clean"] * 20 + ["shifted"] * 20)
+    x = x.copy()
+    x[20:] = np.clip(x[20:] + 4.0, 0, 16)
+    return InputSet(arrays={"x": x}, y=y, category=category,
+                    severity=np.zeros(40, dtype=np.int32)).save(tmp_path / "small.npz")
