@@ -99,4 +99,4 @@ def _agent_failure(device: str, error: dict) -> Exception:
         return ModelError(device, message)
     if kind == "BadInputs":
         return InputSetError(device, message)
-    return AgentError(f"{device}: agent {kind}: {message}")
+    return AgentError(f"{device}: agent {kind}: {message}", kind=kind)

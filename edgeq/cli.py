@@ -163,6 +163,12 @@ class RunProgress:
                              TimeRemainingColumn(), console=console(quiet), transient=True)
         self.tasks = {}
 
+    def phase(self, name: str) -> None:
+        """Show the current phase as a spinner line that disappears when done."""
+        if "phase" not in self.tasks:
+            self.tasks["phase"] = self.bars.add_task(name, total=None)
+        self.bars.update(self.tasks["phase"], description=name)
+
     def __call__(self, label: str, done: int, total: int) -> None:
         if label not in self.tasks:
             self.tasks[label] = self.bars.add_task(label, total=total)
@@ -260,7 +266,7 @@ def evaluate(model, data, quant_model, device, inventory, outdir, policy, seed, 
                            repeats=repeats, batch_size=batch_size, fail_on=fail_on)
     out = console(quiet)
     with RunProgress(quiet) as progress:
-        report = run_evaluation(opts, announce=lambda phase: out.log(f"{phase}…"), progress=progress)
+        report = run_evaluation(opts, announce=progress.phase, progress=progress)
     print_summary(out, report)
     out.print(f"report: {outdir / 'report.json'}, {outdir / 'report.html'}")
     if quiet:

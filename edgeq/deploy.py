@@ -32,19 +32,22 @@ class Deployer:
         self._push(AGENT_SOURCE, remote, digest)
         return remote
 
-    def push(self, local: Path) -> tuple[str, str]:
-        """Push one file into the store; returns (remote path, sha256)."""
+    def push(self, local: Path, force: bool = False) -> tuple[str, str]:
+        """Push one file into the store; returns (remote path, sha256).
+
+        ``force`` replaces a stored copy the agent found corrupted.
+        """
         local = Path(local)
         digest = sha256_file(local)
         remote = self.path("cas", digest + "".join(local.suffixes[-1:]))
-        self._push(local, remote, digest)
+        self._push(local, remote, digest, force)
         return remote, digest
 
     def run_dir(self, run_id: str) -> str:
         return self.path("runs", run_id)
 
-    def _push(self, local: Path, remote: str, digest: str) -> None:
-        if self.transport.exists(remote):
+    def _push(self, local: Path, remote: str, digest: str, force: bool = False) -> None:
+        if not force and self.transport.exists(remote):
             size = local.stat().st_size
             self.transfers.append(Transfer(str(local), remote, size, digest, 0, 0.0, skipped=True))
             return

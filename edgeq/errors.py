@@ -67,7 +67,11 @@ class RemoteCommandFailed(TransportError):
 
 
 class AgentError(TransportError):
-    """The device agent reported a failure or stopped answering."""
+    """The device agent reported a failure or stopped answering; ``kind`` is the agent's tag."""
+
+    def __init__(self, message: str, kind: str | None = None):
+        self.kind = kind
+        super().__init__(message)
 
 
 class IncompatibleRuntime(AgentError):

@@ -115,11 +115,11 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> dict:
     with _phase(opts, "device runs", announce):
         ref, cand = run_on_device(devices[0], specs, [opts.outdir / "runs" / "float", opts.outdir / "runs" / "quant"],
                                   progress)
-    with _phase(opts, "compare + report", announce):
+    with _phase(opts, "compare", announce):
         report = build_report(compare_runs(ref, cand), ref, cand, _provenance(opts, float_path, quant_path, card, suite_path))
         report["gates"] = evaluate_gates(report, gates)
-        report["timings_s"] = opts.timings
-        write_report(opts.outdir, report, {"float": ref.latency_ms_per_sample(), "quant": cand.latency_ms_per_sample()})
+    report["timings_s"] = dict(opts.timings)
+    write_report(opts.outdir, report, {"float": ref.latency_ms_per_sample(), "quant": cand.latency_ms_per_sample()})
     return report
 
 

@@ -16,7 +16,7 @@ from edgeq import __version__
 from edgeq.agent_client import AgentSession
 from edgeq.deploy import Deployer
 from edgeq.devices import Device, connect
-from edgeq.errors import ConfigError
+from edgeq.errors import AgentError, ConfigError
 from edgeq.inputset import load_inputset, match_model_inputs, write_npz
 from edgeq.modelinfo import read_model
 from edgeq.results import RUN_FILE, SAMPLES, RunResult, pull_run, write_json_atomic
@@ -103,7 +103,15 @@ def _run_one(device: Device, deployer: Deployer, session: AgentSession, item: _P
             progress(spec.label, event["done"], event["total"])
 
     started = time.time()
-    session.request("run", job=job, on_event=on_event, timeout=INACTIVITY_TIMEOUT_S)
+    try:
+        session.request("run", job=job, on_event=on_event, timeout=INACTIVITY_TIMEOUT_S)
+    except AgentError as exc:
+        if exc.kind != "Corrupt":
+            raise
+        # a stored copy went bad on the device (disk error, someone edited it): replace it once
+        deployer.push(spec.model, force=True)
+        deployer.push(spec.inputs, force=True)
+        session.request("run", job=job, on_event=on_event, timeout=INACTIVITY_TIMEOUT_S)
     pull_run(deployer.transport, remote_out, item.rundir)
     write_npz(item.rundir / SAMPLES, item.tags)
     write_json_atomic(item.rundir / RUN_FILE, {

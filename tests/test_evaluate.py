@@ -1,0 +1,108 @@
+"""edgeq evaluate end to end on the local device: verdicts, report contract, gates."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeq.cli import main
+
+CONTRACT_METRICS = {"n", "float_accuracy", "quant_accuracy", "accuracy_drop", "agreement", "sqnr_db",
+                    "kl_mean", "max_abs_error"}
+
+
+@pytest.fixture(scope="module")
+def fragile_report(fragile_keras, example_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fragile_eval")
+    result = CliRunner().invoke(main, ["evaluate", str(fragile_keras), "--data", str(example_data), "-o",
+                                       str(out), "--max-per-category", "200", "--json", str(out / "copy.json")])
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "report.json").read_text()), out, result.output
+
+
+def test_fragile_twin_is_catastrophic(fragile_report):
+    report, _, output = fragile_report
+    assert report["verdict"] == "catastrophic"
+    assert report["categories"]["clean"]["accuracy_drop"] == 0.0  # clean validation hides the problem
+    assert report["categories"]["brightness+"]["accuracy_drop"] >= 0.10
+    assert report["worst_category"] in ("brightness+", "contrast-", "noise")
+    assert "verdict: catastrophic" in output
+
+
+def test_normal_twin_is_robust_through_the_real_command(example_keras, example_data, tmp_path):
+    """The README's main job, as a real process: exit 0, report.json per the contract."""
+    out = tmp_path / "eval"
+    done = subprocess.run([sys.executable, "-m", "edgeq", "evaluate", str(example_keras), "--data",
+                           str(example_data), "--device", "local", "-o", str(out), "--json",
+                           str(tmp_path / "out.json")], capture_output=True, text=True,
+                          env={**os.environ, "EDGEQ_LOCAL_WORKDIR": str(tmp_path / "dev")})
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report == json.loads((out / "report.json").read_text())
+    assert report["verdict"] == "robust"
+    assert set(report["overall"]) >= CONTRACT_METRICS
+    for entry in report["categories"].values():
+        assert set(entry) >= CONTRACT_METRICS
+        for key in ("float_accuracy", "quant_accuracy", "agreement"):
+            assert 0.0 <= entry[key] <= 1.0
+    assert set(report["categories"]) == {"clean", "brightness+", "brightness-", "contrast+", "contrast-",
+                                         "noise", "impulse", "outlier"}
+    assert {"name", "arch", "runtime", "resolver", "threads"} <= set(report["device"])
+    assert report["device"]["name"] == "local" and report["device"]["runtime"].startswith("ai_edge_litert ")
+    for which in ("float", "quant"):
+        assert {"p50", "p90", "p99"} <= set(report["latency_ms"][which])
+        assert 0 < report["latency_ms"][which]["p50"] <= report["latency_ms"][which]["p99"]
+    assert set(report["timings_s"]) == {"convert", "risky inputs", "device runs", "compare"}
+    assert "<svg" in (out / "report.html").read_text()
+
+
+def test_report_numbers_match_an_independent_recount(fragile_report, fragile_keras):
+    """Recompute clean accuracy from the Keras model itself and from the pulled outputs."""
+    import keras
+
+    report, out, _ = fragile_report
+    with np.load(out / "inputs" / "risky.npz") as suite:
+        x, y, category = suite["x"], suite["y"], suite["category"]
+    clean = category == "clean"
+    keras_pred = keras.models.load_model(fragile_keras).predict(x[clean], verbose=0).argmax(axis=1)
+    assert report["categories"]["clean"]["float_accuracy"] == pytest.approx(np.mean(keras_pred == y[clean]))
+    quant = np.load(out / "runs" / "quant" / "outputs" / "output_0.npy")
+    bright = category == "brightness+"
+    assert report["categories"]["brightness+"]["quant_accuracy"] == pytest.approx(
+        np.mean(quant[bright].argmax(axis=1) == y[bright]))
+    assert report["overall"]["n"] == len(y) == 200 * 22
+
+
+def test_gates_exit_1_and_compare_reruns_offline(fragile_report, tmp_path):
+    _, out, _ = fragile_report
+    runner = CliRunner()
+    crossed = runner.invoke(main, ["compare", str(out / "runs" / "float"), str(out / "runs" / "quant"),
+                                   "--fail-on", "drop=0.05", "--json", str(tmp_path / "c.json"),
+                                   "--html", str(tmp_path / "c.html")])
+    assert crossed.exit_code == 1, crossed.output
+    assert "FAILED" in crossed.output
+    rerun = json.loads((tmp_path / "c.json").read_text())
+    original = json.loads((out / "report.json").read_text())
+    assert rerun["categories"] == original["categories"] and rerun["verdict"] == original["verdict"]
+    assert (tmp_path / "c.html").read_text().count("<svg") >= 1
+    lenient = runner.invoke(main, ["compare", str(out / "runs" / "float"), str(out / "runs" / "quant"),
+                                   "--fail-on", "drop=0.9"])
+    assert lenient.exit_code == 0, lenient.output
+
+
+def test_evaluate_with_given_tflite_pair_needs_no_conversion(example_tflite, small_inputs, tmp_path):
+    float_path, quant_path = example_tflite
+    result = CliRunner().invoke(main, ["evaluate", str(float_path), "--quant-model", str(quant_path), "--data",
+                                       str(small_inputs), "-o", str(tmp_path), "--fail-on", "verdict=degraded",
+                                       "--max-per-category", "10", "-q"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["timings_s"]["convert"] < 1.0
+    assert report["gates"] == [{"gate": "verdict", "limit": "degraded", "observed": "robust",
+                                "where": None, "failed": False}]
