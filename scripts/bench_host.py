@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 GOALS = {"latency": ("<=", 1.03), "throughput": (">=", 0.8), "help_s": ("<", 1.0)}
 
 
@@ -96,8 +98,10 @@ def suite_arrays(model: Path, suite: Path, rundir: Path) -> list:
     return [data.arrays[name] for name in names]
 
 
-def bare_loop(model: Path, arrays: list, args) -> dict:
-    """set_tensor → timed invoke() → get_tensor over every sample, as the agent does."""
+def bare_loop(model: Path, arrays: list, args) -> tuple:
+    """set_tensor → timed invoke() → get_tensor over every sample, as the agent does.
+
+    Returns (per-inference ms, samples/s of a whole pass including set/get)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     interp = Interpreter(model_path=str(model), num_threads=args.threads,
@@ -119,45 +123,44 @@ def bare_loop(model: Path, arrays: list, args) -> dict:
 
     for _ in range(args.warmup + 1):  # the agent's first inference + its warm-up, on sample 0
         once(0)
-    n, total_ns, walls = len(arrays[0]), 0, []
+    n, latency, walls = len(arrays[0]), [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        total_ns += sum([once(i) for i in range(n)])
+        latency += [once(i) for i in range(n)]
         walls.append(time.perf_counter() - start)
-    return {"latency_ms": total_ns / (n * args.repeats) / 1e6, "samples_per_s": n / statistics.median(walls)}
+    return np.array(latency) / 1e6, n / statistics.median(walls)
 
 
 def agent_round(models: dict, suite: Path, rundir: Path, workdir: Path, args) -> dict:
+    """One real run_on_device on the local device (one agent session, both models)."""
     from edgeq.devices import local_device
     from edgeq.run import RunSpec, run_on_device
 
     specs = [RunSpec(model=path, inputs=suite, label=label, threads=args.threads, resolver=args.resolver,
                      warmup=args.warmup, repeats=args.repeats) for label, path in models.items()]
-    results = run_on_device(local_device(str(workdir)), specs,
-                            [rundir / label for label in models])
-    return {label: float(res.latency_ms_per_sample().mean()) for label, res in zip(models, results)}
+    results = run_on_device(local_device(str(workdir)), specs, [rundir / label for label in models])
+    return {label: res.latency_ms_per_sample() for label, res in zip(models, results)}
 
 
 def latency_rounds(models: dict, suite: Path, outdir: Path, args) -> dict:
     """Alternate agent and bare measurements (order flipped each round) to share the noise."""
     arrays = suite_arrays(models["float"], suite, outdir / "runs" / "probe")
-    agent = {label: [] for label in models}
-    bare = {label: [] for label in models}
+    figures = {f"{who}_{stat}": {label: [] for label in models}
+               for who in ("agent", "bare") for stat in ("ms", "p50_ms")}
     bare_sps = []
     for r in range(args.rounds):
-        steps = ["agent", "bare"] if r % 2 == 0 else ["bare", "agent"]
-        for step in steps:
-            if step == "agent":
-                for label, ms in agent_round(models, suite, outdir / "runs" / f"round{r}", outdir / "device", args).items():
-                    agent[label].append(ms)
-                continue
-            for label, model in models.items():
-                figures = bare_loop(model, arrays, args)
-                bare[label].append(figures["latency_ms"])
-                if label == "float":
-                    bare_sps.append(figures["samples_per_s"])
-    return {"agent_ms": agent, "bare_ms": bare, "bare_float_samples_per_s": bare_sps,
-            "samples": len(arrays[0]), "last_rundir": outdir / "runs" / f"round{args.rounds - 1}"}
+        for who in (("agent", "bare") if r % 2 == 0 else ("bare", "agent")):
+            if who == "agent":
+                measured = agent_round(models, suite, outdir / "runs" / f"round{r}", outdir / "device", args)
+            else:
+                measured = {label: bare_loop(model, arrays, args) for label, model in models.items()}
+                bare_sps.append(measured["float"][1])
+                measured = {label: value[0] for label, value in measured.items()}
+            for label, ms in measured.items():
+                figures[f"{who}_ms"][label].append(float(ms.mean()))
+                figures[f"{who}_p50_ms"][label].append(float(np.median(ms)))
+    return dict(figures, bare_float_samples_per_s=bare_sps, samples=len(arrays[0]),
+                last_rundir=outdir / "runs" / f"round{args.rounds - 1}")
 
 
 # --------------------------------------------------------------------------- (b) compare
@@ -182,32 +185,26 @@ def compare_throughput(rundir: Path, times: int = 5) -> dict:
 # --------------------------------------------------------------------------- table
 
 
-def row(name, measured, baseline, ratio, goal_key=None, unit=""):
-    met = None
-    if goal_key:
-        op, limit = GOALS[goal_key]
-        value = ratio if ratio is not None else measured
-        met = {"<=": value <= limit, ">=": value >= limit, "<": value < limit}[op] if value is not None else None
-    goal = f"{GOALS[goal_key][0]} {GOALS[goal_key][1]}" if goal_key else "-"
-    return {"name": name, "measured": measured, "baseline": baseline, "ratio": ratio, "goal": goal,
-            "met": met, "unit": unit}
+def row(name, measured, baseline=None, goal_key=None):
+    ratio = measured / baseline if baseline else None
+    op, limit = GOALS.get(goal_key, (None, None))
+    value = ratio if ratio is not None else measured
+    met = {"<=": lambda: value <= limit, ">=": lambda: value >= limit, "<": lambda: value < limit}.get(op)
+    return {"name": name, "measured": measured, "baseline": baseline, "ratio": ratio,
+            "goal": f"{op} {limit}" if op else "-", "met": met() if met else None}
 
 
 def build_rows(lat: dict, cmp: dict, help_s: float, tf_free: bool, eval_wall: float) -> list:
     rows = []
     for label in lat["agent_ms"]:
         agent, bare = lat["agent_ms"][label], lat["bare_ms"][label]
-        a_med, b_med = statistics.median(agent), statistics.median(bare)
-        rows.append(row(f"latency {label} median (ms)", a_med, b_med, a_med / b_med, "latency"))
-        rows.append(row(f"latency {label} min (ms)", min(agent), min(bare), min(agent) / min(bare), "latency"))
-    bare_sps = statistics.median(lat["bare_float_samples_per_s"])
-    rows.append(row("compare_runs (samples/s)", cmp["samples_per_s"], bare_sps,
-                    cmp["samples_per_s"] / bare_sps, "throughput"))
-    rows.append(row("RunResult.load (s)", cmp["load_s"], None, None))
-    rows.append(row("evaluate total (s)", eval_wall, None, None))
-    rows.append(row("edgeq --help (s)", help_s, None, None, "help_s"))
-    rows.append({"name": "no tensorflow after imports", "measured": "yes" if tf_free else "no", "baseline": None,
-                 "ratio": None, "goal": "yes", "met": tf_free, "unit": ""})
+        rows.append(row(f"latency {label} median (ms)", statistics.median(agent), statistics.median(bare), "latency"))
+        rows.append(row(f"latency {label} min (ms)", min(agent), min(bare), "latency"))
+    rows.append(row("compare_runs (samples/s)", cmp["samples_per_s"],
+                    statistics.median(lat["bare_float_samples_per_s"]), "throughput"))
+    rows += [row("RunResult.load (s)", cmp["load_s"]), row("evaluate total (s)", eval_wall),
+             row("edgeq --help (s)", help_s, None, "help_s"),
+             dict(row("no tensorflow after imports", "yes" if tf_free else "no"), goal="yes", met=tf_free)]
     return rows
 
 
@@ -230,6 +227,15 @@ def print_table(rows: list) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def print_rounds(lat: dict) -> None:
+    for label in lat["agent_ms"]:
+        paired = {stat: statistics.median(a / b for a, b in zip(lat[f"agent_{stat}"][label], lat[f"bare_{stat}"][label]))
+                  for stat in ("ms", "p50_ms")}
+        for who in ("agent", "bare"):
+            print(f"    {label} {who:5} us/round: {' '.join(f'{v * 1e3:.3f}' for v in lat[f'{who}_ms'][label])}")
+        print(f"    {label} median of paired per-round ratios: mean {paired['ms']:.3f}, p50 {paired['p50_ms']:.3f}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -243,11 +249,7 @@ def main(argv=None) -> int:
         lat = latency_rounds(models, suite, outdir, args)
         print(f"(a) {lat['samples']} samples x {args.repeats} repeats x {args.rounds} rounds, "
               f"threads={args.threads} resolver={args.resolver}")
-        for label in models:
-            agent, bare = lat["agent_ms"][label], lat["bare_ms"][label]
-            print(f"    {label}: agent us/round {[round(v * 1e3, 3) for v in agent]}")
-            print(f"    {label}: bare  us/round {[round(v * 1e3, 3) for v in bare]}  "
-                  f"median of paired ratios {statistics.median(a / b for a, b in zip(agent, bare)):.3f}")
+        print_rounds(lat)
         cmp = compare_throughput(lat["last_rundir"])
         print(f"(b) compare_runs {cmp['compare_s'] * 1e3:.2f} ms for {cmp['samples']} samples; "
               f"RunResult.load {cmp['load_s'] * 1e3:.2f} ms each")

@@ -44,6 +44,19 @@ def fragile_keras(tmp_path_factory) -> Path:
     return make_fragile_twin(EXAMPLE_MODEL, x, tmp_path_factory.mktemp("fragile") / "fragile.keras")
 
 
+@pytest.fixture(scope="session")
+def tflite214_python() -> str:
+    """A Python with the old tflite-runtime 2.14 and numpy<2: an old device's userland.
+
+    scripts/setup.sh --tests makes it; the suite needs it and fails without it.
+    """
+    default = Path(__file__).resolve().parent.parent / ".venv-tflite214" / "bin" / "python"
+    python = os.environ.get("EDGEQ_TFLITE214_PYTHON") or str(default)
+    if not Path(python).exists():
+        pytest.fail(f"{python} not found: run scripts/setup.sh --tests (or set EDGEQ_TFLITE214_PYTHON)")
+    return python
+
+
 @pytest.fixture
 def local(tmp_path) -> Device:
     """The local device with its own workdir, so tests never share device state."""

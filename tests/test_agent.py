@@ -150,3 +150,32 @@ def test_tampered_output_fails_its_checksum(runs):
 def test_manifest_paths_outside_the_run_are_refused(name):
     with pytest.raises(IncompleteRun, match="unsafe path"):
         checked_manifest({"complete": True, "files": {name: {"sha256": "0" * 64}}}, "test")
+
+
+@pytest.fixture
+def old_device(local, tflite214_python):
+    """The local device, but its Python has only tflite-runtime 2.14 and numpy 1.x."""
+    import dataclasses
+
+    return dataclasses.replace(local, python=tflite214_python)
+
+
+def test_agent_runs_on_tflite_runtime_214_with_a_target_runtime_model(old_device, example_keras, small_inputs,
+                                                                      tmp_path, local):
+    from edgeq.convert import convert_model
+
+    old = convert_model(example_keras, tmp_path / "m", target_runtime="tflite-runtime-2.14")
+    spec = RunSpec(model=old.quant_path, inputs=small_inputs)
+    (on_old,) = run_on_device(old_device, [spec], [tmp_path / "old"])
+    assert on_old.meta["device"]["runtime"] == {"name": "tflite_runtime", "version": "2.14.0"}
+    assert on_old.meta["device"]["numpy"].startswith("1.")
+    (on_new,) = run_on_device(local, [spec], [tmp_path / "new"])
+    # same model, two runtimes: predictions agree, logits may differ by kernel rounding
+    assert np.mean(on_old.outputs[0].argmax(1) == on_new.outputs[0].argmax(1)) >= 0.95
+
+
+def test_old_runtime_refuses_a_default_dynamic_range_model(old_device, example_tflite, small_inputs, tmp_path):
+    from edgeq.errors import IncompatibleRuntime
+
+    with pytest.raises(IncompatibleRuntime, match=r"tflite_runtime 2\.14\.0 cannot load .*FULLY_CONNECTED.*12"):
+        run_on_device(old_device, [RunSpec(model=example_tflite[1], inputs=small_inputs)], [tmp_path / "r"])

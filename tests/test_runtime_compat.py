@@ -114,11 +114,9 @@ print(json.dumps(res))
 """
 
 
-@pytest.mark.skipif(not os.environ.get("EDGEQ_TFLITE214_PYTHON"),
-                    reason="set EDGEQ_TFLITE214_PYTHON to a Python with tflite-runtime 2.14")
-def test_prediction_matches_real_tflite_runtime_214(dense_models):
+def test_prediction_matches_real_tflite_runtime_214(dense_models, tflite214_python):
     paths = [str(p) for p in dense_models.values()]
-    out = subprocess.run([os.environ["EDGEQ_TFLITE214_PYTHON"], "-c", _LOAD, *paths],
+    out = subprocess.run([tflite214_python, "-c", _LOAD, *paths],
                          capture_output=True, text=True, check=True).stdout
     loaded = json.loads(out.strip().splitlines()[-1])
     for p in paths:
