@@ -62,6 +62,7 @@ def convert_model(model: str | os.PathLike, outdir: str | os.PathLike, policy: s
     kind = source_kind(model)
     _make_outdir(outdir)
     stem = model.stem if kind != "savedmodel" else model.resolve().name
+    stem = stem.removesuffix(".float")  # m.float.tflite → m.dynamic-range.tflite, not m.float.dynamic-range
     float_path = outdir / f"{stem}.float.tflite"
     quant_path = outdir / f"{stem}.{policy}.tflite"
     per_channel = target_runtime == "latest"

@@ -118,6 +118,7 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> dict:
     with _phase(opts, "compare", announce):
         report = build_report(compare_runs(ref, cand), ref, cand, _provenance(opts, float_path, quant_path, card, suite_path))
         report["gates"] = evaluate_gates(report, gates)
+        report["inputs"]["n"] = report["overall"]["n"]
     report["timings_s"] = dict(opts.timings)
     write_report(opts.outdir, report, {"float": ref.latency_ms_per_sample(), "quant": cand.latency_ms_per_sample()})
     return report
@@ -133,4 +134,5 @@ def _provenance(opts, float_path: Path, quant_path: Path, card: dict | None, sui
     if card:
         model["weights_quantized"] = f"{card['weights']['quantized']} of {card['weights']['total']}"
     return {"model": model, "category_descriptions": describe_categories(),
-            "inputs": {"path": str(suite_path), "data": str(opts.data), "seed": opts.seed}}
+            "inputs": {"path": str(suite_path), "sha256": sha256_file(suite_path), "data": str(opts.data),
+                       "seed": opts.seed, "max_per_category": opts.max_per_category}}

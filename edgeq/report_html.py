@@ -259,8 +259,8 @@ def hist_svg(series: dict[str, np.ndarray], bins: int = 40) -> tuple[str, str]:
         med = float(np.median(series[k]))
         if med <= hi:
             out.append(f'<line x1="{sx(med):.1f}" x2="{sx(med):.1f}" y1="{T}" y2="{H - B}" stroke="{col}" stroke-dasharray="4,3"/>')
-        out.append(f'<rect x="{W - R - 150}" y="{6 + j * 16}" width="10" height="10" fill="{col}" fill-opacity="0.6"/>'
-                   f'<text x="{W - R - 135}" y="{15 + j * 16}">{_e(k)} (median {med:.3g} ms)</text>')
+        out.append(f'<rect x="{W - R - 210}" y="{6 + j * 16}" width="10" height="10" fill="{col}" fill-opacity="0.6"/>'
+                   f'<text x="{W - R - 195}" y="{15 + j * 16}">{_e(k)} (median {med:.3g} ms)</text>')
     over = {k: int((v > hi).sum()) for k, v in series.items()}
     note = ""
     if any(over.values()):

@@ -106,3 +106,34 @@ def test_evaluate_with_given_tflite_pair_needs_no_conversion(example_tflite, sma
     assert report["timings_s"]["convert"] < 1.0
     assert report["gates"] == [{"gate": "verdict", "limit": "degraded", "observed": "robust",
                                 "where": None, "failed": False}]
+
+
+def test_inputs_run_and_devices_commands(example_tflite, example_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEQ_LOCAL_WORKDIR", str(tmp_path / "device"))
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    risky = tmp_path / "risky.npz"
+    built = runner.invoke(main, ["inputs", "risky", "--model", str(example_tflite[0]), "--data", str(example_data),
+                                 "-o", str(risky), "--max-per-category", "20", "--seed", "3"])
+    assert built.exit_code == 0, built.output
+    assert "440 samples in 8 categories" in built.output
+    checked = runner.invoke(main, ["inputs", "check", str(risky), "--model", str(example_tflite[1])])
+    assert checked.exit_code == 0 and "ok, 440 samples" in checked.output
+    ran = runner.invoke(main, ["run", "--device", "local", "--model", str(example_tflite[1]), "--inputs", str(risky),
+                               "-o", str(tmp_path / "run"), "--json", str(tmp_path / "run.json"), "--repeats", "2"])
+    assert ran.exit_code == 0, ran.output
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["samples"] == 440 and summary["latency_ms"]["n"] == 880
+    listed = runner.invoke(main, ["devices", "list"])
+    assert listed.exit_code == 0 and listed.output.startswith("local")
+    probed = runner.invoke(main, ["devices", "check", "local", "--json", str(tmp_path / "probe.json")])
+    assert probed.exit_code == 0, probed.output
+    assert json.loads((tmp_path / "probe.json").read_text())["local"]["runtime"]["name"] == "ai_edge_litert"
+
+
+def test_float_tflite_source_keeps_a_clean_stem(example_tflite, tmp_path):
+    from edgeq.convert import convert_model
+
+    result = convert_model(example_tflite[0], tmp_path)
+    assert result.quant_path.name == "digits_mlp.dynamic-range.tflite"
+    assert result.float_path.name == "digits_mlp.float.tflite"
