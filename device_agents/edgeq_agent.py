@@ -21,6 +21,7 @@ A run writes its files into job["out"] and writes manifest.json last, with the
 sha256 of every file, so a run that was cut short is never mistaken for a whole one.
 """
 
+import errno
 import gc
 import hashlib
 import json
@@ -224,20 +225,29 @@ def check_inputs(arrays, names, details):
 class Progress:
     """Rate-limited progress events so reporting never shows up in the timings."""
 
-    def __init__(self, emit, total, every_s=0.5):
-        self.emit, self.total, self.every_s = emit, total, every_s
+    def __init__(self, emit, total, every_s=0.5, on_tick=None):
+        self.emit, self.total, self.every_s, self.on_tick = emit, total, every_s, on_tick
         self.next_at = time.monotonic() + every_s
 
     def update(self, done, force=False):
         now = time.monotonic()
         if force or now >= self.next_at:
             self.next_at = now + self.every_s
+            if self.on_tick:
+                self.on_tick(done)
             self.emit({"event": "progress", "done": done, "total": self.total})
 
 
 def run_job(job, runtime, emit):
-    import numpy as np
+    try:
+        return _run_job(job, runtime, emit)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise AgentFailure("DiskFull", "no space left on the device in %s" % os.path.dirname(job["out"]))
+        raise
 
+
+def _run_job(job, runtime, emit):
     out_dir = job["out"]
     names = job["input_arrays"]
     threads = int(job.get("threads", 1))
@@ -268,21 +278,14 @@ def run_job(job, runtime, emit):
         invoker.invoke_timed([a[:batch] for a in arrays])
 
     steps = [(s, min(s + batch, count)) for s in range(0, count, batch)]
-    outputs = [None] * len(out_details)
-    latency = np.zeros((repeats, len(steps)), dtype=np.int64)
-    progress = Progress(emit, repeats * len(steps))
+    writer = RunWriter(out_dir, count, steps, repeats, invoker.read_outputs())
+    progress = Progress(emit, repeats * len(steps), on_tick=writer.checkpoint)
     gc.disable()  # a collection inside the timed loop shows up as a latency outlier
     try:
-        _timed_passes(invoker, arrays, steps, repeats, latency, outputs, count, progress)
+        _timed_passes(invoker, arrays, steps, repeats, writer, progress)
     finally:
         gc.enable()
     progress.update(repeats * len(steps), force=True)
-
-    files = {}
-    for k, array in enumerate(outputs):
-        files["outputs/output_%d.npy" % k] = array
-    files["latency_ns.npy"] = latency
-    files["batch_sizes.npy"] = np.array([hi - lo for lo, hi in steps], dtype=np.int32)
     meta = {
         "job": {k: v for k, v in job.items() if k != "out"},
         "device": device_facts(runtime),
@@ -301,16 +304,68 @@ def run_job(job, runtime, emit):
         "started": started,
         "finished": time.time(),
     }
-    return write_run(out_dir, files, meta)
+    return writer.finish(meta)
 
 
-def _timed_passes(invoker, arrays, steps, repeats, latency, outputs, count, progress):
+def _timed_passes(invoker, arrays, steps, repeats, writer, progress):
     for rep in range(repeats):
         for i, (lo, hi) in enumerate(steps):
-            latency[rep, i] = invoker.invoke_timed([a[lo:hi] for a in arrays])
+            writer.latency[rep, i] = invoker.invoke_timed([a[lo:hi] for a in arrays])
             if rep == 0:
-                _store_outputs(outputs, invoker.read_outputs(), lo, hi, count)
+                writer.store(invoker.read_outputs(), lo, hi)
             progress.update(rep * len(steps) + i + 1)
+
+
+class RunWriter:
+    """Results go straight into .npy files (memory-mapped) as they are produced.
+
+    progress.json says how far they got, so if the agent is killed the host can still
+    pull what exists; manifest.json, written last, is what marks a run complete.
+    """
+
+    def __init__(self, out_dir, count, steps, repeats, sample_outputs):
+        from numpy.lib.format import open_memmap
+
+        self.out_dir, self.count, self.steps = out_dir, count, steps
+        self.outputs = [
+            open_memmap(os.path.join(out_dir, "outputs", "output_%d.npy" % k), mode="w+", dtype=value.dtype,
+                        shape=(count,) + tuple(value.shape[1:]))
+            for k, value in enumerate(sample_outputs)]
+        self.latency = open_memmap(os.path.join(out_dir, "latency_ns.npy"), mode="w+", dtype="int64",
+                                   shape=(repeats, len(steps)))
+        self.samples_done = 0
+        self.invocations_done = 0
+
+    def files(self):
+        return ["outputs/output_%d.npy" % k for k in range(len(self.outputs))] + ["latency_ns.npy"]
+
+    def store(self, values, lo, hi):
+        for target, value in zip(self.outputs, values):
+            target[lo:hi] = value
+        self.samples_done = hi
+
+    def checkpoint(self, invocations_done):
+        self.invocations_done = invocations_done
+        for array in self.outputs + [self.latency]:
+            array.flush()
+        _write_json(os.path.join(self.out_dir, "progress.json"),
+                    {"samples_done": self.samples_done, "samples": self.count,
+                     "invocations_done": invocations_done, "files": self.files()}, sync=False)
+
+    def finish(self, meta):
+        import numpy as np
+
+        for array in self.outputs + [self.latency]:
+            array.flush()
+        self.outputs = self.latency = None  # close the maps before hashing
+        batch_sizes = np.array([hi - lo for lo, hi in self.steps], dtype=np.int32)
+        with open(os.path.join(self.out_dir, "batch_sizes.npy"), "wb") as handle:
+            np.save(handle, batch_sizes, allow_pickle=False)
+        rels = ["outputs/output_%d.npy" % k for k in range(len(meta["outputs"]))] + ["latency_ns.npy",
+                                                                                     "batch_sizes.npy"]
+        for rel in rels:
+            _fsync_path(os.path.join(self.out_dir, rel))
+        return write_manifest(self.out_dir, rels, meta)
 
 
 class BatchInvoker:
@@ -340,15 +395,6 @@ class BatchInvoker:
         return [self.interpreter.get_tensor(d["index"]) for d in self.out_details]
 
 
-def _store_outputs(outputs, values, lo, hi, count):
-    import numpy as np
-
-    for k, value in enumerate(values):
-        if outputs[k] is None:
-            outputs[k] = np.empty((count,) + tuple(value.shape[1:]), dtype=value.dtype)
-        outputs[k][lo:hi] = value
-
-
 def _check_expected_sha(path, expected):
     if path is None:
         raise AgentFailure("BadJob", "job names no model or inputs")
@@ -360,38 +406,37 @@ def _check_expected_sha(path, expected):
 
 def _prepare_out_dir(out_dir):
     os.makedirs(os.path.join(out_dir, "outputs"), exist_ok=True)
-    manifest = os.path.join(out_dir, "manifest.json")
-    if os.path.exists(manifest):
-        os.remove(manifest)
+    for stale in ("manifest.json", "progress.json"):
+        if os.path.exists(os.path.join(out_dir, stale)):
+            os.remove(os.path.join(out_dir, stale))
 
 
-def write_run(out_dir, arrays, meta):
-    """Write every array and meta.json, then manifest.json (atomically) last."""
-    import numpy as np
-
-    listing = {}
-    for rel, array in arrays.items():
-        path = os.path.join(out_dir, rel)
-        with open(path, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        listing[rel] = {"sha256": sha256_file(path), "size": os.path.getsize(path)}
+def write_manifest(out_dir, rels, meta):
+    """Write meta.json, then manifest.json (atomically) last: the mark of a whole run."""
     meta_path = os.path.join(out_dir, "meta.json")
     _write_json(meta_path, meta)
-    listing["meta.json"] = {"sha256": sha256_file(meta_path), "size": os.path.getsize(meta_path)}
-    manifest = {"complete": True, "agent_version": AGENT_VERSION, "files": listing}
-    _write_json(os.path.join(out_dir, "manifest.json"), manifest)
+    listing = {}
+    for rel in rels + ["meta.json"]:
+        path = os.path.join(out_dir, rel)
+        listing[rel] = {"sha256": sha256_file(path), "size": os.path.getsize(path)}
+    _write_json(os.path.join(out_dir, "manifest.json"),
+                {"complete": True, "agent_version": AGENT_VERSION, "files": listing})
     return {"out": out_dir, "samples": meta["samples"], "files": len(listing),
             "manifest_sha256": sha256_file(os.path.join(out_dir, "manifest.json"))}
 
 
-def _write_json(path, payload):
+def _fsync_path(path):
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _write_json(path, payload, sync=True):
     tmp = path + ".tmp"
     with open(tmp, "w") as handle:
         json.dump(payload, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if sync:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 

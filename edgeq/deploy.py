@@ -10,7 +10,10 @@ from __future__ import annotations
 import posixpath
 from pathlib import Path
 
+from edgeq.errors import TransportError
 from edgeq.transport.base import Transfer, Transport, sha256_file
+
+SPACE_MARGIN = 1 << 20  # room for the run's outputs next to the file
 
 import device_agents
 
@@ -43,6 +46,14 @@ class Deployer:
         self._push(local, remote, digest, force)
         return remote, digest
 
+    def _check_space(self, local: Path, remote: str) -> None:
+        """Say "disk full" before sending, instead of failing half-way through."""
+        free = self.transport.free_bytes(posixpath.dirname(remote))
+        need = local.stat().st_size + SPACE_MARGIN
+        if free is not None and free < need:
+            raise TransportError(f"{self.transport.device}: not enough free space in {self.workdir} for "
+                                 f"{local.name}: need {need / 1e6:.1f} MB, {free / 1e6:.1f} MB free")
+
     def run_dir(self, run_id: str) -> str:
         return self.path("runs", run_id)
 
@@ -52,10 +63,9 @@ class Deployer:
             self.transfers.append(Transfer(str(local), remote, size, digest, 0, 0.0, skipped=True))
             return
         self.transport.makedirs(posixpath.dirname(remote))
+        self._check_space(local, remote)
         transfer = self.transport.put(local, remote)
         if transfer.sha256 != digest:
-            from edgeq.errors import TransportError
-
             raise TransportError(f"{self.transport.device}: {local.name} arrived corrupted "
                                  f"(sha256 {transfer.sha256[:12]} != {digest[:12]})")
         self.transfers.append(transfer)

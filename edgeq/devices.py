@@ -104,6 +104,8 @@ def connect(device: Device):
         from edgeq.transport.local import LocalTransport
 
         return LocalTransport(device.name)
-    raise ConfigError(
-        f"device {device.name}: the {device.transport} transport is not available in this "
-        "version of edgeq; use --device local")
+    if device.transport == "ssh":
+        from edgeq.transport.ssh import SshTransport
+
+        return SshTransport(device)
+    raise ConfigError(f"device {device.name}: unknown transport {device.transport!r} (use ssh or local)")

@@ -77,12 +77,20 @@ def _load_npy(path: Path) -> np.ndarray:
 def read_manifest(path: Path) -> dict:
     manifest_path = path / MANIFEST
     if not manifest_path.exists():
-        raise IncompleteRun(f"{path}: incomplete run (no {MANIFEST}: the agent did not finish)")
+        raise IncompleteRun(f"{path}: incomplete run (no {MANIFEST}: the agent did not finish{_why(path)})")
     try:
         manifest = json.loads(manifest_path.read_text())
     except ValueError:
         raise IncompleteRun(f"{manifest_path}: not valid JSON") from None
     return checked_manifest(manifest, str(manifest_path))
+
+
+def _why(path: Path) -> str:
+    try:
+        run = json.loads((path / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return ""
+    return f"; {run.get('samples_done')} of {run.get('samples')} samples done; {run.get('error')}"
 
 
 def checked_manifest(manifest: dict, where: str) -> dict:
@@ -114,6 +122,24 @@ def pull_run(transport: Transport, remote_dir: str, local_dir: Path) -> dict:
             raise TransportError(f"{transport.device}: {rel} arrived corrupted (sha256 mismatch)")
     os.replace(staging, local_dir / MANIFEST)
     return manifest
+
+
+def pull_partial(transport: Transport, remote_dir: str, local_dir: Path) -> dict | None:
+    """After a failed run, fetch what the agent had written; None if nothing usable.
+
+    The files are kept for inspection but never get a manifest, so nothing mistakes
+    them for a whole run.
+    """
+    try:
+        local_dir.mkdir(parents=True, exist_ok=True)
+        transport.get(posixpath.join(remote_dir, "progress.json"), local_dir / "progress.json")
+        progress = json.loads((local_dir / "progress.json").read_text())
+        for rel in checked_manifest({"complete": True, "files": {f: {"sha256": ""} for f in progress["files"]}},
+                                    f"{transport.device}:{remote_dir}/progress.json")["files"]:
+            transport.get(posixpath.join(remote_dir, rel), local_dir / rel)
+    except (TransportError, OSError, ValueError, KeyError, TypeError):
+        return None
+    return progress
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:

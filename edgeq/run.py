@@ -16,10 +16,10 @@ from edgeq import __version__
 from edgeq.agent_client import AgentSession
 from edgeq.deploy import Deployer
 from edgeq.devices import Device, connect
-from edgeq.errors import AgentError, ConfigError
+from edgeq.errors import AgentError, ConfigError, TransportError
 from edgeq.inputset import load_inputset, match_model_inputs, write_npz
 from edgeq.modelinfo import read_model
-from edgeq.results import RUN_FILE, SAMPLES, RunResult, pull_run, write_json_atomic
+from edgeq.results import RUN_FILE, SAMPLES, RunResult, pull_partial, pull_run, write_json_atomic
 
 ProgressFn = Callable[[str, int, int], None]
 INACTIVITY_TIMEOUT_S = 600.0  # the agent reports progress every 0.5 s while it runs
@@ -86,6 +86,33 @@ def run_on_device(device: Device, specs: list[RunSpec], rundirs: list[Path],
             return [_run_one(device, deployer, session, item, progress) for item in prepared]
 
 
+def _request_run(deployer: Deployer, session: AgentSession, spec: RunSpec, job: dict, on_event) -> None:
+    try:
+        session.request("run", job=job, on_event=on_event, timeout=INACTIVITY_TIMEOUT_S)
+    except AgentError as exc:
+        if exc.kind != "Corrupt":
+            raise
+        # a stored copy went bad on the device (disk error, someone edited it): replace it once
+        deployer.push(spec.model, force=True)
+        deployer.push(spec.inputs, force=True)
+        session.request("run", job=job, on_event=on_event, timeout=INACTIVITY_TIMEOUT_S)
+
+
+def _keep_partial(deployer: Deployer, remote_out: str, rundir: Path, exc: TransportError, device: str,
+                  label: str, started: float) -> TransportError:
+    """Pull what the failed run left and say where it is; the original error stays the cause."""
+    progress = pull_partial(deployer.transport, remote_out, rundir)
+    if progress is None:
+        return exc
+    write_json_atomic(rundir / RUN_FILE, {
+        "device": device, "label": label, "complete": False, "error": str(exc), "edgeq_version": __version__,
+        "samples_done": progress.get("samples_done"), "samples": progress.get("samples"),
+        "remote_dir": remote_out, "started": started, "failed": time.time()})
+    message = (f"{exc}; partial results ({progress.get('samples_done')} of {progress.get('samples')} "
+               f"samples) kept in {rundir}, marked incomplete")
+    return AgentError(message, kind=exc.kind) if isinstance(exc, AgentError) else TransportError(message)
+
+
 def _run_one(device: Device, deployer: Deployer, session: AgentSession, item: _Prepared,
              progress: ProgressFn | None) -> RunResult:
     spec = item.spec
@@ -104,14 +131,9 @@ def _run_one(device: Device, deployer: Deployer, session: AgentSession, item: _P
 
     started = time.time()
     try:
-        session.request("run", job=job, on_event=on_event, timeout=INACTIVITY_TIMEOUT_S)
-    except AgentError as exc:
-        if exc.kind != "Corrupt":
-            raise
-        # a stored copy went bad on the device (disk error, someone edited it): replace it once
-        deployer.push(spec.model, force=True)
-        deployer.push(spec.inputs, force=True)
-        session.request("run", job=job, on_event=on_event, timeout=INACTIVITY_TIMEOUT_S)
+        _request_run(deployer, session, spec, job, on_event)
+    except TransportError as exc:
+        raise _keep_partial(deployer, remote_out, item.rundir, exc, device.name, spec.label, started) from None
     pull_run(deployer.transport, remote_out, item.rundir)
     write_npz(item.rundir / SAMPLES, item.tags)
     write_json_atomic(item.rundir / RUN_FILE, {

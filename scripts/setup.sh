@@ -15,6 +15,13 @@ fi
 .venv/bin/python -m pip install --quiet -e ".[host,dev]"
 
 if [ "${1:-}" = "--tests" ]; then
+    # Real OpenSSH servers on loopback and in network namespaces stand in for lab devices.
+    if ! [ -x /usr/sbin/sshd ] || ! command -v ip >/dev/null || ! command -v ssh-keygen >/dev/null \
+        || ! command -v scp >/dev/null || ! command -v unshare >/dev/null; then
+        SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssh-server openssh-client iproute2 util-linux >/dev/null
+    fi
     # tflite-runtime 2.14 (last release) needs numpy<2: it lives in its own venv.
     if [ ! -x .venv-tflite214/bin/python ]; then
         "$PYTHON" -m venv .venv-tflite214

@@ -179,3 +179,43 @@ def test_old_runtime_refuses_a_default_dynamic_range_model(old_device, example_t
 
     with pytest.raises(IncompatibleRuntime, match=r"tflite_runtime 2\.14\.0 cannot load .*FULLY_CONNECTED.*12"):
         run_on_device(old_device, [RunSpec(model=example_tflite[1], inputs=small_inputs)], [tmp_path / "r"])
+
+
+def agent_pids(marker: str) -> list[int]:
+    import os
+
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if marker.encode() in handle.read():
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def test_agent_killed_mid_run_keeps_what_exists_marked_incomplete(local, example_tflite, small_inputs, tmp_path):
+    import os
+    import signal
+
+    from edgeq.errors import AgentError
+
+    killed = []
+
+    def kill_on_first_progress(label, done, total):
+        if not killed and done > 0:
+            for pid in agent_pids(str(tmp_path / "device" / "agents")):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    spec = RunSpec(model=example_tflite[1], inputs=small_inputs, repeats=100000)
+    with pytest.raises(AgentError, match=r"partial results \(40 of 40 samples\) kept in .*run, marked incomplete"):
+        run_on_device(local, [spec], [tmp_path / "run"], kill_on_first_progress)
+    assert killed
+    partial = np.load(tmp_path / "run" / "outputs" / "output_0.npy")
+    assert np.array_equal(partial, host_outputs(example_tflite[1], np.load(small_inputs)["x"]))
+    assert not (tmp_path / "run" / "manifest.json").exists()
+    with pytest.raises(IncompleteRun, match="40 of 40 samples done"):
+        RunResult.load(tmp_path / "run")

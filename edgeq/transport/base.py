@@ -111,6 +111,10 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def makedirs(self, remote: str) -> None: ...
 
+    def free_bytes(self, remote: str) -> int | None:
+        """Free space where ``remote`` lives; None when the device can't say."""
+        return None
+
     @abc.abstractmethod
     def expand(self, remote: str) -> str:
         """Resolve ``~`` in a device path the way the device's user would."""

@@ -86,6 +86,12 @@ class LocalTransport(Transport):
     def expand(self, remote):
         return os.path.expanduser(remote)
 
+    def free_bytes(self, remote):
+        path = Path(remote)
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        return shutil.disk_usage(path).free
+
 
 def _copy_atomic(source: Path, destination: Path) -> Transfer:
     start = time.perf_counter()

@@ -1,0 +1,71 @@
+"""Where and how to reach an SSH device: inventory entry + ``~/.ssh/config``.
+
+Users already name their boards in ``~/.ssh/config``; a device whose ``host`` is such a
+name gets that entry's HostName, User, Port, IdentityFile, UserKnownHostsFile and
+ProxyJump. Keys set explicitly in the inventory win over the config file.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeq.errors import ConfigError
+
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    device: str
+    hostname: str
+    port: int
+    user: str
+    identity_files: tuple[str, ...] = ()
+    known_hosts: tuple[str, ...] = field(default_factory=tuple)
+    proxy_jump: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+    @property
+    def known_hosts_key(self) -> str:
+        """How OpenSSH names this host in known_hosts."""
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+
+def ssh_config_path() -> Path:
+    return Path(os.environ.get("EDGEQ_SSH_CONFIG", "~/.ssh/config")).expanduser()
+
+
+def lookup_ssh_config(host: str) -> dict:
+    path = ssh_config_path()
+    if not path.exists():
+        return {}
+    import paramiko
+
+    try:
+        config = paramiko.SSHConfig.from_path(str(path))
+    except Exception as exc:  # paramiko raises several types for bad syntax
+        raise ConfigError(f"{path}: cannot parse SSH config: {exc}") from None
+    return config.lookup(host)
+
+
+def resolve_target(device) -> SshTarget:
+    """Combine the inventory entry with the SSH config entry of the same host."""
+    if not device.host:
+        raise ConfigError(f"device {device.name}: no host in the inventory")
+    found = lookup_ssh_config(device.host)
+    hostname = found.get("hostname", device.host)
+    port = device.port or int(found.get("port", 22))
+    user = device.user or found.get("user") or getpass.getuser()
+    identities = [device.identity_file] if device.identity_file else list(found.get("identityfile", []))
+    known = [device.known_hosts] if device.known_hosts else (
+        found.get("userknownhostsfile", "").split() or [DEFAULT_KNOWN_HOSTS])
+    return SshTarget(device=device.name, hostname=hostname, port=port, user=user,
+                     identity_files=tuple(str(Path(p).expanduser()) for p in identities),
+                     known_hosts=tuple(str(Path(p).expanduser()) for p in known),
+                     proxy_jump=found.get("proxyjump"))
