@@ -8,7 +8,7 @@ import queue
 import threading
 from typing import Callable
 
-from edgeq.errors import AgentError, IncompatibleRuntime, InputSetError, ModelError
+from edgeq.errors import AgentError, CommandNotFound, IncompatibleRuntime, InputSetError, ModelError
 from edgeq.transport.base import Process, Transport
 
 EventHandler = Callable[[dict], None]
@@ -24,7 +24,11 @@ class AgentSession:
     def __init__(self, transport: Transport, python: str, agent_path: str):
         self.transport = transport
         self.device = transport.device
-        self.process: Process = transport.start([python, agent_path])
+        self.python = python
+        try:
+            self.process: Process = transport.start([python, agent_path])
+        except CommandNotFound as exc:
+            raise self._no_python(str(exc)) from None
         self._lines: queue.Queue = queue.Queue()
         self._ids = itertools.count(1)
         threading.Thread(target=self._read, daemon=True).start()
@@ -72,8 +76,23 @@ class AgentSession:
     def _died(self, when: str) -> AgentError:
         code = self.process.wait(timeout=2)
         tail = self.process.stderr_tail().strip().splitlines()[-3:]
+        if code in (126, 127):
+            return self._no_python(" | ".join(tail) or "not found")
         detail = f": {' | '.join(tail)}" if tail else ""
         return AgentError(f"{self.device}: agent exited (code {code}) {when}{detail}")
+
+    def _no_python(self, detail: str) -> AgentError:
+        return AgentError(f"{self.device}: cannot run python {self.python!r} on the device ({detail}); "
+                          f"set python= in the inventory or run `edgeq devices setup {self.device}`",
+                          kind="NoPython")
+
+    def hello(self) -> dict:
+        """Device facts; fails clearly when the device has no usable TFLite runtime."""
+        facts = self.request("hello", timeout=120)
+        if "runtime_error" in facts:
+            raise AgentError(f"{self.device}: {facts['runtime_error']}; install one with "
+                             f"`edgeq devices setup {self.device}`", kind="NoRuntime")
+        return facts
 
     def close(self) -> None:
         try:

@@ -66,6 +66,10 @@ class RemoteCommandFailed(TransportError):
         )
 
 
+class CommandNotFound(TransportError):
+    """The program to start does not exist on the device."""
+
+
 class AgentError(TransportError):
     """The device agent reported a failure or stopped answering; ``kind`` is the agent's tag."""
 

@@ -16,9 +16,9 @@ from edgeq import __version__
 from edgeq.agent_client import AgentSession
 from edgeq.deploy import Deployer
 from edgeq.devices import Device, connect
-from edgeq.errors import AgentError, ConfigError, TransportError
+from edgeq.errors import AgentError, ConfigError, IncompatibleRuntime, TransportError
 from edgeq.inputset import load_inputset, match_model_inputs, write_npz
-from edgeq.modelinfo import read_model
+from edgeq.modelinfo import ModelInfo, read_model
 from edgeq.results import RUN_FILE, SAMPLES, RunResult, pull_partial, pull_run, write_json_atomic
 
 ProgressFn = Callable[[str, int, int], None]
@@ -46,6 +46,7 @@ class _Prepared:
     rundir: Path
     input_arrays: list[str]
     tags: dict
+    info: ModelInfo
 
 
 def prepare(spec: RunSpec, rundir: Path) -> _Prepared:
@@ -62,7 +63,7 @@ def prepare(spec: RunSpec, rundir: Path) -> _Prepared:
                     for t in info.inputs]
     names = match_model_inputs(dataset, model_inputs)
     ensure_writable_dir(rundir)
-    return _Prepared(spec, Path(rundir), names, dataset.labels_only())
+    return _Prepared(spec, Path(rundir), names, dataset.labels_only(), info)
 
 
 def ensure_writable_dir(path: Path) -> None:
@@ -83,7 +84,24 @@ def run_on_device(device: Device, specs: list[RunSpec], rundirs: list[Path],
         deployer = Deployer(transport, device.workdir)
         agent_path = deployer.push_agent()
         with AgentSession(transport, device.python, agent_path) as session:
+            facts = session.hello()
+            for item in prepared:
+                preflight(device.name, facts, item.info)
             return [_run_one(device, deployer, session, item, progress) for item in prepared]
+
+
+def preflight(device: str, facts: dict, info: ModelInfo) -> None:
+    """Refuse, before pushing, a model whose ops the device's runtime is known not to have."""
+    from edgeq.runtime_compat import incompatible_ops, runtime_key
+
+    runtime = facts.get("runtime") or {}
+    key = runtime_key(runtime.get("name", ""), runtime.get("version", ""))
+    problems = incompatible_ops(info, key) if key else []
+    if problems:
+        raise IncompatibleRuntime(
+            f"{device}: {Path(info.path).name} needs {'; '.join(problems)} but the device has "
+            f"{runtime.get('name')} {runtime.get('version')}: convert with --target-runtime {key} "
+            f"or run `edgeq devices setup {device}` for a current runtime")
 
 
 def _request_run(deployer: Deployer, session: AgentSession, spec: RunSpec, job: dict, on_event) -> None:

@@ -175,10 +175,27 @@ def test_agent_runs_on_tflite_runtime_214_with_a_target_runtime_model(old_device
 
 
 def test_old_runtime_refuses_a_default_dynamic_range_model(old_device, example_tflite, small_inputs, tmp_path):
+    """The preflight explains it before anything is pushed; the agent's own load agrees."""
     from edgeq.errors import IncompatibleRuntime
 
-    with pytest.raises(IncompatibleRuntime, match=r"tflite_runtime 2\.14\.0 cannot load .*FULLY_CONNECTED.*12"):
+    with pytest.raises(IncompatibleRuntime, match=r"FULLY_CONNECTED v12 .*tflite_runtime 2\.14\.0: convert with "
+                                                  r"--target-runtime tflite-runtime-2\.14"):
         run_on_device(old_device, [RunSpec(model=example_tflite[1], inputs=small_inputs)], [tmp_path / "r"])
+    assert not list((tmp_path / "device").glob("cas/*.tflite"))
+    with LocalTransport("local") as transport:
+        agent = Deployer(transport, old_device.workdir).push_agent()
+        with AgentSession(transport, old_device.python, agent) as old_session:
+            with pytest.raises(IncompatibleRuntime, match=r"tflite_runtime 2\.14\.0 cannot load .*'FULLY_CONNECTED' "
+                                                          r"version '12'"):
+                old_session.request("load", model=str(example_tflite[1]))
+
+
+def test_wrong_python_on_the_device_is_named(local, example_tflite, small_inputs, tmp_path):
+    import dataclasses
+
+    broken = dataclasses.replace(local, python="/opt/no-such/python3")
+    with pytest.raises(AgentError, match=r"cannot run python '/opt/no-such/python3' on the device.*devices setup"):
+        run_on_device(broken, [RunSpec(model=example_tflite[0], inputs=small_inputs)], [tmp_path / "r"])
 
 
 def agent_pids(marker: str) -> list[int]:

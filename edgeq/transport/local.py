@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from edgeq.errors import TransportError
+from edgeq.errors import CommandNotFound, TransportError
 from edgeq.transport.base import Process, Result, Transfer, Transport, sha256_file
 
 
@@ -64,6 +64,8 @@ class LocalTransport(Transport):
         try:
             popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            raise CommandNotFound(f"{self.device}: {argv[0]}: not found") from None
         except OSError as exc:
             raise TransportError(f"{self.device}: cannot start {argv[0]}: {exc.strerror}") from None
         return LocalProcess(popen)
