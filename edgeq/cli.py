@@ -136,7 +136,9 @@ def inputs_check(npz, model):
 
 def device_options(f):
     f = click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY", help="Device inventory (edgeq.toml).")(f)
-    return click.option("--device", default="local", show_default=True, help="Device name from the inventory.")(f)
+    f = click.option("--tag", help="Every inventory device with this tag (instead of --device).")(f)
+    return click.option("--device", default="local", show_default=True,
+                        help="Device name(s) from the inventory: NAME or NAME,NAME,…")(f)
 
 
 def timing_options(f):
@@ -189,23 +191,42 @@ class RunProgress:
 @click.option("-o", "--outdir", type=path_arg, required=True, help="Run directory to write.")
 @timing_options
 @click.option("--json", "json_path", type=path_arg, help="Write a run summary here.")
-def run(device, inventory, model, inputs_path, outdir, threads, resolver, warmup, repeats, batch_size, json_path):
-    """Run MODEL over an input set on a device; outputs and latencies land in OUTDIR."""
+def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, warmup, repeats, batch_size,
+        json_path):
+    """Run MODEL over an input set on device(s); outputs and latencies land in OUTDIR.
+
+    With several devices each gets OUTDIR/<device>/.
+    """
     from edgeq.devices import load_inventory, select_devices
+    from edgeq.fleet import run_fleet, safe_dirname
     from edgeq.report import device_section, latency_stats
     from edgeq.run import RunSpec, run_on_device
 
-    (target,) = select_devices(device, load_inventory(inventory))[:1]
+    targets = select_devices(device, load_inventory(inventory), tag=tag)
     spec = RunSpec(model=model, inputs=inputs_path, label=model.name, threads=threads, resolver=resolver,
                    warmup=warmup, repeats=repeats, batch_size=batch_size)
+    single = len(targets) == 1
+
+    def one(target):
+        rundir = outdir if single else outdir / safe_dirname(target.name)
+        (result,) = run_on_device(target, [spec], [rundir], lambda _, d, t: progress(target.name, d, t))
+        return {"rundir": str(rundir), "device": device_section(result), "samples": result.n,
+                "latency_ms": latency_stats(result.latency_ms_per_sample())}
+
     with RunProgress() as progress:
-        (result,) = run_on_device(target, [spec], [outdir], progress)
-    summary = {"rundir": str(outdir), "device": device_section(result), "samples": result.n,
-               "latency_ms": latency_stats(result.latency_ms_per_sample())}
-    lat = summary["latency_ms"]
-    click.echo(f"{outdir}: {result.n} samples on {target.name}; latency p50 {lat['p50']:.3f} ms, "
-               f"p99 {lat['p99']:.3f} ms")
-    write_json_file(json_path, summary)
+        fleet = run_fleet(targets, one)
+    if single and fleet.failed:
+        raise next(iter(fleet.failed.values()))
+    for name, summary in fleet.succeeded.items():
+        lat = summary["latency_ms"]
+        click.echo(f"{summary['rundir']}: {summary['samples']} samples on {name}; latency p50 {lat['p50']:.3f} ms, "
+                   f"p99 {lat['p99']:.3f} ms")
+    for name, error in fleet.failed.items():
+        click.echo(f"{name}: FAILED: {error}", err=True)
+    payload = (next(iter(fleet.succeeded.values())) if single
+               else {"devices": fleet.succeeded, "failed": {n: str(e) for n, e in fleet.failed.items()}})
+    write_json_file(json_path, payload)
+    sys.exit(fleet.exit_code)
 
 
 @main.command()
@@ -251,7 +272,7 @@ def compare(ref, cand, json_path, html_path, fail_on, output_index):
 @click.option("--fail-on", help="Gates, e.g. drop=0.05,verdict=catastrophic (exit 1 when crossed).")
 @click.option("--json", "json_path", type=path_arg, help="Write report.json here too.")
 @click.option("-q", "--quiet", is_flag=True, help="No table or progress, just the verdict line.")
-def evaluate(model, data, quant_model, device, inventory, outdir, policy, seed, max_per_category, range_mode,
+def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, seed, max_per_category, range_mode,
              threads, resolver, warmup, repeats, batch_size, fail_on, json_path, quiet):
     """The main job: does quantization hurt MODEL on any kind of input, on DEVICE?
 
@@ -260,19 +281,45 @@ def evaluate(model, data, quant_model, device, inventory, outdir, policy, seed, 
     from edgeq.evaluate import EvaluateOptions, evaluate as run_evaluation
     from edgeq.report import print_summary
 
-    opts = EvaluateOptions(model=model, data=data, quant_model=quant_model, device=device, inventory=inventory,
-                           outdir=outdir, policy=policy, seed=seed, max_per_category=max_per_category,
-                           range_mode=range_mode, threads=threads, resolver=resolver, warmup=warmup,
-                           repeats=repeats, batch_size=batch_size, fail_on=fail_on)
+    opts = EvaluateOptions(model=model, data=data, quant_model=quant_model, device=device, tag=tag,
+                           inventory=inventory, outdir=outdir, policy=policy, seed=seed,
+                           max_per_category=max_per_category, range_mode=range_mode, threads=threads,
+                           resolver=resolver, warmup=warmup, repeats=repeats, batch_size=batch_size, fail_on=fail_on)
     out = console(quiet)
     with RunProgress(quiet) as progress:
-        report = run_evaluation(opts, announce=progress.phase, progress=progress)
-    print_summary(out, report)
-    out.print(f"report: {outdir / 'report.json'}, {outdir / 'report.html'}")
-    if quiet:
+        result = run_evaluation(opts, announce=progress.phase, progress=progress)
+    report = result.report
+    if report and report.get("categories"):
+        print_summary(out, report)
+    if len(result.fleet.outcomes) > 1:
+        print_fleet(out, result)
+    out.print(f"report: {outdir / 'report.json'}" + ("" if "fleet" in (report or {}) else f", {outdir / 'report.html'}"))
+    if quiet and report and report.get("verdict"):
         click.echo(f"{report['verdict']} (worst: {report['worst_category']})")
-    write_json_file(json_path, report)
-    exit_for_gates(report)
+    if report is not None:
+        write_json_file(json_path, report)
+    sys.exit(result.exit_code)
+
+
+def print_fleet(out, result) -> None:
+    from rich.table import Table
+
+    table = Table(title="per device", title_justify="left")
+    for column in ("device", "verdict", "worst category", "quant p50 ms", "quant p99 ms", "problem"):
+        table.add_column(column)
+    reports = (result.report or {}).get("fleet", {}).get("devices", {})
+    for outcome in result.fleet.outcomes:
+        if outcome.ok:
+            r = reports.get(outcome.device, {})
+            lat = r.get("latency_ms", {}).get("quant", {})
+            table.add_row(outcome.device, r.get("verdict", "?"), str(r.get("worst_category")),
+                          f"{lat.get('p50', float('nan')):.3f}", f"{lat.get('p99', float('nan')):.3f}", "")
+        else:
+            table.add_row(outcome.device, "[red]failed[/]", "", "", "", str(outcome.error))
+    out.print(table)
+    if result.fleet.failed:
+        out.print(f"[red]{len(result.fleet.failed)} of {len(result.fleet.outcomes)} device(s) failed[/]: "
+                  + ", ".join(result.fleet.failed))
 
 
 @main.group()

@@ -86,9 +86,14 @@ def _device_from_entry(path: Path, name: str, entry) -> Device:
         raise ConfigError(f"{path}: devices.{name}: {exc}") from None
 
 
-def select_devices(spec: str, inventory: dict[str, Device]) -> list[Device]:
-    """Resolve ``--device a,b`` against the inventory, naming any unknown device."""
-    names = [n.strip() for n in spec.split(",") if n.strip()]
+def select_devices(spec: str | None, inventory: dict[str, Device], tag: str | None = None) -> list[Device]:
+    """Resolve ``--device a,b`` or ``--tag lab`` against the inventory, naming what is unknown."""
+    if tag:
+        tagged = [d for d in inventory.values() if tag in d.tags]
+        if not tagged:
+            raise ConfigError(f"no device in the inventory has tag {tag!r}")
+        return tagged
+    names = [n.strip() for n in (spec or "local").split(",") if n.strip()]
     if not names:
         raise ConfigError("--device names no device")
     unknown = [n for n in names if n not in inventory]

@@ -10,10 +10,13 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from edgeq.errors import ConfigError
 from edgeq.inputset import InputSet, load_inputset, match_model_inputs
+
+if TYPE_CHECKING:
+    from edgeq.fleet import FleetResult
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 EXAMPLE_MODEL = EXAMPLES / "digits_mlp.keras"
@@ -38,6 +41,7 @@ class EvaluateOptions:
     repeats: int = 1
     batch_size: int = 1
     fail_on: str | None = None
+    tag: str | None = None
     timings: dict = field(default_factory=dict)
 
 
@@ -86,20 +90,39 @@ def build_suite(opts: EvaluateOptions, data: InputSet) -> Path:
     return risky.save(opts.outdir / "inputs" / "risky.npz")
 
 
-def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> dict:
-    """Run the whole job; returns the report dict (also written to OUTDIR)."""
-    from edgeq.compare import compare_runs
+@dataclass
+class Evaluation:
+    """What evaluate produced: the top report and, per device, a report or an error."""
+
+    report: dict | None
+    fleet: "FleetResult"
+
+    @property
+    def exit_code(self) -> int:
+        from edgeq.errors import EXIT_GATE
+
+        if self.fleet.failed:
+            return self.fleet.exit_code
+        return EXIT_GATE if any(g["failed"] for g in (self.report or {}).get("gates", [])) else 0
+
+
+def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
+    """Run the whole job on one device or a fleet; reports are written under OUTDIR.
+
+    With one device, OUTDIR/report.json is that device's report (and its error is
+    raised). With several, each device gets OUTDIR/devices/<name>/ and OUTDIR/report.json
+    is the worst device's report plus a ``fleet`` section.
+    """
     from edgeq.devices import load_inventory, select_devices
-    from edgeq.gates import evaluate_gates, parse_gates
+    from edgeq.fleet import run_fleet
+    from edgeq.gates import parse_gates
     from edgeq.modelinfo import read_model
-    from edgeq.report import build_report, write_report
-    from edgeq.run import RunSpec, ensure_writable_dir, run_on_device
+    from edgeq.run import RunSpec, ensure_writable_dir
 
     resolve_inputs(opts)
     gates = parse_gates(opts.fail_on)
-    devices = select_devices(opts.device, load_inventory(opts.inventory))
-    if len(devices) != 1:
-        raise ConfigError("evaluate runs on one device at a time in this version")
+    inventory = load_inventory(opts.inventory)
+    devices = select_devices(opts.device, inventory, tag=opts.tag)
     ensure_writable_dir(opts.outdir)
     data = load_inputset(opts.data, what="data")
     with _phase(opts, "convert", announce):
@@ -112,16 +135,100 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> dict:
     common = dict(inputs=suite_path, threads=opts.threads, resolver=opts.resolver, warmup=opts.warmup,
                   repeats=opts.repeats, batch_size=opts.batch_size)
     specs = [RunSpec(model=float_path, label="float", **common), RunSpec(model=quant_path, label="quant", **common)]
+    extra = _provenance(opts, float_path, quant_path, card, suite_path)
+    single = len(devices) == 1
     with _phase(opts, "device runs", announce):
-        ref, cand = run_on_device(devices[0], specs, [opts.outdir / "runs" / "float", opts.outdir / "runs" / "quant"],
-                                  progress)
+        fleet = run_fleet(devices, lambda d: _device_runs(d, specs, _device_dir(opts, d, single), progress, single))
+        host = _host_runs(opts, devices, fleet, inventory, specs, progress)
     with _phase(opts, "compare", announce):
-        report = build_report(compare_runs(ref, cand), ref, cand, _provenance(opts, float_path, quant_path, card, suite_path))
-        report["gates"] = evaluate_gates(report, gates)
-        report["inputs"]["n"] = report["overall"]["n"]
-    report["timings_s"] = dict(opts.timings)
-    write_report(opts.outdir, report, {"float": ref.latency_ms_per_sample(), "quant": cand.latency_ms_per_sample()})
+        reports = {name: _device_report(runs, host, extra, gates) for name, runs in fleet.succeeded.items()}
+    for device in devices:
+        if device.name in reports:
+            _write(reports[device.name], _device_dir(opts, device, single), fleet.succeeded[device.name], opts)
+    if single and fleet.failed:
+        raise next(iter(fleet.failed.values()))
+    top = reports[devices[0].name] if single else _fleet_report(reports, fleet, opts)
+    if top is not None and not single:
+        from edgeq.results import write_json_atomic
+
+        write_json_atomic(opts.outdir / "report.json", top)
+    return Evaluation(top, fleet)
+
+
+def _device_dir(opts: EvaluateOptions, device, single: bool) -> Path:
+    from edgeq.fleet import safe_dirname
+
+    return opts.outdir if single else opts.outdir / "devices" / safe_dirname(device.name)
+
+
+def _device_runs(device, specs, outdir: Path, progress, single: bool):
+    from edgeq.run import run_on_device
+
+    def labelled(label, done, total):
+        if progress:
+            progress(label if single else f"{device.name} {label}", done, total)
+
+    return run_on_device(device, specs, [outdir / "runs" / s.label for s in specs], labelled)
+
+
+def _host_runs(opts, devices, fleet, inventory, specs, progress):
+    """The same models on this host, so device-kernel differences show apart from quantization."""
+    if all(d.transport == "local" for d in devices) or not fleet.succeeded:
+        return None
+    return _device_runs(inventory["local"], specs, opts.outdir / "host", progress, single=False)
+
+
+def _device_report(runs, host, extra: dict, gates) -> dict:
+    from edgeq.compare import compare_runs, group_metrics
+    from edgeq.gates import evaluate_gates
+    from edgeq.report import build_report
+
+    ref, cand = runs
+    report = build_report(compare_runs(ref, cand), ref, cand, extra)
+    report["inputs"] = dict(report["inputs"], n=report["overall"]["n"])
+    if host is not None:
+        report["device_vs_host"] = {
+            which: {k: v for k, v in group_metrics(h.outputs[0], d.outputs[0], None).items()
+                    if k in ("n", "agreement", "flip_rate", "sqnr_db", "max_abs_error")}
+            for which, h, d in (("float", host[0], ref), ("quant", host[1], cand))}
+        report["device_vs_host"]["host"] = host[0].meta["device"].get("arch")
+    report["gates"] = evaluate_gates(report, gates)
     return report
+
+
+def _write(report: dict, outdir: Path, runs, opts: EvaluateOptions) -> None:
+    from edgeq.report import write_report
+
+    report["timings_s"] = dict(opts.timings)
+    write_report(outdir, report, {"float": runs[0].latency_ms_per_sample(), "quant": runs[1].latency_ms_per_sample()})
+
+
+def _fleet_report(reports: dict, fleet, opts: EvaluateOptions) -> dict | None:
+    """The worst device's report (so contract readers see the worst case) plus every device."""
+    from edgeq.compare import verdict_metric
+
+    summary = {name: {"verdict": r["verdict"], "worst_category": r["worst_category"],
+                      "worst_value": verdict_metric(r["categories"][r["worst_category"]]),
+                      "latency_ms": r["latency_ms"], "device": r["device"],
+                      "report": str(opts.outdir / "devices" / _safe(name) / "report.json")}
+               for name, r in reports.items()}
+    failed = {name: {"error": str(err), "exit_code": err.exit_code} for name, err in fleet.failed.items()}
+    if not reports:
+        return {"verdict": None, "fleet": {"devices": summary, "failed": failed}}
+    worst = max(reports, key=lambda n: (VERDICT_RANK[reports[n]["verdict"]], summary[n]["worst_value"]))
+    top = dict(reports[worst])
+    top["fleet"] = {"worst_device": worst, "devices": summary, "failed": failed}
+    top["gates"] = [dict(g, device=name) for name, r in reports.items() for g in r["gates"]]
+    return top
+
+
+def _safe(name: str) -> str:
+    from edgeq.fleet import safe_dirname
+
+    return safe_dirname(name)
+
+
+VERDICT_RANK = {"robust": 0, "degraded": 1, "catastrophic": 2}
 
 
 def _provenance(opts, float_path: Path, quant_path: Path, card: dict | None, suite_path: Path) -> dict:
