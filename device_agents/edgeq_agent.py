@@ -172,7 +172,30 @@ def device_facts(runtime):
     }
     if runtime is not None:
         facts["runtime"] = {"name": runtime[0], "version": runtime[1]}
+    facts["libc"] = "-".join(platform.libc_ver()) or None
+    facts["sensors"] = find_sensors(os.environ.get("EDGEQ_SYSFS_ROOT", "/sys"))
     return facts
+
+
+def find_sensors(sysfs_root):
+    """Thermal zones, hwmon chips and power supplies the device exposes, plus vcgencmd."""
+    import glob
+    import shutil
+
+    def names(pattern, name_file):
+        found = []
+        for path in sorted(glob.glob(os.path.join(sysfs_root, pattern))):
+            try:
+                with open(os.path.join(path, name_file)) as handle:
+                    found.append("%s:%s" % (os.path.basename(path), handle.read().strip()))
+            except OSError:
+                found.append(os.path.basename(path))
+        return found
+
+    return {"thermal": names("class/thermal/thermal_zone*", "type"),
+            "hwmon": names("class/hwmon/hwmon*", "name"),
+            "power_supply": names("class/power_supply/*", "type"),
+            "vcgencmd": shutil.which("vcgencmd")}
 
 
 def _cpu_model():
@@ -479,6 +502,9 @@ class Agent:
             job = request["job"]
             runtime = self.ensure_runtime(job.get("runtime"))
             return run_job(job, runtime, lambda event: self.emit(request.get("id"), event))
+        if op == "df":
+            usage = os.statvfs(request["path"])
+            return {"free": usage.f_bavail * usage.f_frsize, "total": usage.f_blocks * usage.f_frsize}
         if op == "sha256":
             return {path: (sha256_file(path) if os.path.isfile(path) else None) for path in request["paths"]}
         raise AgentFailure("BadRequest", "unknown op %r" % op)

@@ -342,27 +342,73 @@ def devices_list(inventory, as_json):
         return
     for name, d in found.items():
         where = "this host" if d.transport == "local" else f"{d.user + '@' if d.user else ''}{d.host}:{d.port or 22}"
-        click.echo(f"{name:20} {d.transport:6} {where:30} python={d.python} workdir={d.workdir}")
+        click.echo(f"{name:20} {d.transport:6} {where:30} python={d.python or "auto"} workdir={d.workdir}")
 
 
 @devices.command("check")
 @click.argument("names", nargs=-1)
+@click.option("--tag", help="Every inventory device with this tag.")
 @click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
 @click.option("--json", "json_path", type=path_arg)
-def devices_check(names, inventory, json_path):
-    """Start the agent on each device and report arch, Python, numpy and the TFLite runtime."""
+def devices_check(names, tag, inventory, json_path):
+    """Connect, start the agent and report what each device has (all devices by default)."""
+    from edgeq.devices import load_inventory, select_devices
+    from edgeq.fleet import run_fleet
     from edgeq.probe import probe_device
 
-    from edgeq.devices import load_inventory, select_devices
-
     found = load_inventory(inventory)
-    chosen = select_devices(",".join(names) if names else ",".join(found), found)
-    results = {d.name: probe_device(d) for d in chosen}
-    for name, facts in results.items():
-        runtime = facts.get("runtime") or {}
-        status = "ok" if facts.get("ok") else f"FAILED: {facts.get('error')}"
-        click.echo(f"{name:20} {status}  arch={facts.get('arch')} python={facts.get('python')} "
-                   f"numpy={facts.get('numpy')} runtime={runtime.get('name')} {runtime.get('version')}")
+    chosen = select_devices(",".join(names) if names else ",".join(found), found, tag=tag)
+    fleet = run_fleet(chosen, probe_device)
+    results = {name: facts for name, facts in fleet.succeeded.items()}
+    print_device_table(console(), results)
     write_json_file(json_path, results)
     if not all(f.get("ok") for f in results.values()):
         sys.exit(3)
+
+
+def print_device_table(out, results: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="devices", title_justify="left")
+    for column in ("device", "reachable", "auth", "arch", "OS", "python", "numpy", "TFLite runtime",
+                   "free disk", "sensors", "problem"):
+        table.add_column(column)
+    yes = {True: "[green]yes[/]", False: "[red]no[/]"}
+    for name, f in results.items():
+        runtime = f.get("runtime") or {}
+        sensors = f.get("sensors") or {}
+        found = [f"{k} {len(v)}" for k, v in sensors.items() if isinstance(v, list) and v]
+        if sensors.get("vcgencmd"):
+            found.append("vcgencmd")
+        free = (f.get("disk") or {}).get("free")
+        table.add_row(name, yes[bool(f.get("reachable"))], yes[bool(f.get("auth"))], f.get("arch", ""),
+                      (f.get("os") or "")[:32], f.get("python", ""), f.get("numpy", ""),
+                      f"{runtime.get('name', '')} {runtime.get('version', '')}".strip(),
+                      f"{free / 1e9:.1f} GB" if free is not None else "", ", ".join(found) or "none",
+                      "" if f.get("ok") else f"[red]{f.get('stage', '')}[/]: {f.get('error', '')}")
+    out.print(table)
+
+
+@devices.command("trust")
+@click.argument("name")
+@click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
+@click.option("--fingerprint", help="Pin only if the device presents this key (SHA256:...). For scripts.")
+@click.option("--yes", is_flag=True, help="Pin without asking (you checked the fingerprint another way).")
+def devices_trust(name, inventory, fingerprint, yes):
+    """Show a device's SSH host key fingerprint and pin it in its known_hosts file."""
+    from edgeq.devices import load_inventory, select_devices
+    from edgeq.errors import TransportError
+    from edgeq.probe import fetch_host_key, pin_host_key
+    from edgeq.transport.ssh import fingerprint as fingerprint_of
+
+    (device,) = select_devices(name, load_inventory(inventory))
+    target, key = fetch_host_key(device)
+    shown = fingerprint_of(key)
+    click.echo(f"{name} ({target.known_hosts_key}) presents {key.get_name()} {shown}")
+    if fingerprint and fingerprint != shown:
+        raise TransportError(f"{name}: presents {shown}, not the expected {fingerprint}; nothing pinned")
+    if not (fingerprint or yes or click.confirm("Trust this key?", default=False)):
+        click.echo("not pinned")
+        sys.exit(1)
+    path = pin_host_key(target, key, device.known_hosts)
+    click.echo(f"pinned in {path}")

@@ -29,7 +29,7 @@ class Device:
     port: int | None = None
     user: str | None = None
     identity_file: str | None = None
-    python: str = "python3"
+    python: str | None = None  # None: workdir/venv/bin/python if `devices setup` made it, else python3
     workdir: str = "~/.edgeq"
     known_hosts: str | None = None
     power: str = "none"
@@ -84,6 +84,19 @@ def _device_from_entry(path: Path, name: str, entry) -> Device:
         return Device(name=name, **values)
     except TypeError as exc:
         raise ConfigError(f"{path}: devices.{name}: {exc}") from None
+
+
+SETUP_VENV = "venv"
+
+
+def device_python(device: Device, transport) -> str:
+    """The interpreter to run the agent with, ``~`` expanded the way the device sees it."""
+    import posixpath
+
+    if device.python:
+        return transport.expand(device.python)
+    made_by_setup = posixpath.join(transport.expand(device.workdir), SETUP_VENV, "bin", "python")
+    return made_by_setup if transport.exists(made_by_setup) else "python3"
 
 
 def select_devices(spec: str | None, inventory: dict[str, Device], tag: str | None = None) -> list[Device]:

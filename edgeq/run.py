@@ -15,7 +15,7 @@ from typing import Callable
 from edgeq import __version__
 from edgeq.agent_client import AgentSession
 from edgeq.deploy import Deployer
-from edgeq.devices import Device, connect
+from edgeq.devices import Device, connect, device_python
 from edgeq.errors import AgentError, ConfigError, IncompatibleRuntime, TransportError
 from edgeq.inputset import load_inputset, match_model_inputs, write_npz
 from edgeq.modelinfo import ModelInfo, read_model
@@ -83,7 +83,7 @@ def run_on_device(device: Device, specs: list[RunSpec], rundirs: list[Path],
     with connect(device) as transport:
         deployer = Deployer(transport, device.workdir)
         agent_path = deployer.push_agent()
-        with AgentSession(transport, device.python, agent_path) as session:
+        with AgentSession(transport, device_python(device, transport), agent_path) as session:
             facts = session.hello()
             for item in prepared:
                 preflight(device.name, facts, item.info)

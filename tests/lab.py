@@ -25,7 +25,6 @@ import base64
 import fcntl
 import getpass
 import hashlib
-import json
 import os
 import re
 import shlex
@@ -288,16 +287,16 @@ class SshServer:
         except OSError:
             return "(no sshd log)"
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def stop(self) -> None:
         """Stop sshd and every session it spawned (agents included), like a device going down."""
         proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            tree = [proc.pid]
+            try:
+                tree += descendants(proc.pid)
+            finally:
+                kill_all(tree)
         if proc is not None:
-            if proc.poll() is None:
-                kill_all([proc.pid] + descendants(proc.pid))
             proc.wait(timeout=10)
 
     def restart(self) -> SshServer:
@@ -312,7 +311,7 @@ class SshServer:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> SshServer:
-        return self if self.running else self.start()
+        return self if self._proc and self._proc.poll() is None else self.start()
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -340,15 +339,6 @@ class SshServer:
                        look_for_keys=False, timeout=10, banner_timeout=10, auth_timeout=10)
         client.connect(host or self.host, port or self.port, **{**options, **kwargs})
         return client
-
-
-def inventory_toml(devices: dict[str, dict]) -> str:
-    """{name: inventory_entry()} as edgeq.toml text (JSON strings are valid TOML strings)."""
-    lines = []
-    for name, entry in devices.items():
-        lines.append(f"[devices.{json.dumps(name)}]")
-        lines += [f"{k} = {v if isinstance(v, int) else json.dumps(str(v))}" for k, v in entry.items()]
-    return "\n".join(lines) + "\n"
 
 
 # ---- several devices in network namespaces -------------------------------------------------
@@ -602,11 +592,6 @@ class TcpProxy:
         self._cut_links()
         _LIVE.discard(self)
 
-    def __enter__(self) -> TcpProxy:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 @atexit.register

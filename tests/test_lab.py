@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -32,7 +33,8 @@ def test_exec_with_known_hosts_and_reject_policy(sshd_server):
     assert fingerprint == sshd_server.host_key_fingerprint
     assert sshd_server.known_hosts.read_text() == \
         f"[127.0.0.1]:{sshd_server.port} {sshd_server.host_public_key}\n"
-    assert not Path("/run/sshd").exists() or not lab.can_unshare()  # the host's /run is untouched
+    if lab.can_unshare():  # sshd lives in its own mount namespace: the host's /run is untouched
+        assert os.readlink(f"/proc/{sshd_server._proc.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
 
 
 def test_unknown_host_key_is_rejected(sshd_server, tmp_path):
@@ -65,11 +67,12 @@ def test_openssh_client_with_config_block(sshd_server, tmp_path):
     assert (proc.returncode, proc.stdout) == (0, "hi\n"), proc.stderr
 
 
-def test_inventory_entry_is_valid_toml(sshd_server):
+def test_inventory_entry_fits_edgeq_toml(sshd_server):
     entry = sshd_server.inventory_entry()
-    parsed = tomllib.loads(lab.inventory_toml({"pi-test": entry}))
-    assert parsed["devices"]["pi-test"] == entry
+    text = "[devices.pi-test]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in entry.items())
+    assert tomllib.loads(text)["devices"]["pi-test"] == entry
     assert entry["python"] == sys.executable and entry["port"] == sshd_server.port
+    assert Path(entry["identity_file"]).exists() and Path(entry["workdir"]).is_dir()
 
 
 def test_small_disk_and_set_env_only_inside_sshd(tmp_path):
