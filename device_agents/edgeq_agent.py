@@ -356,6 +356,8 @@ class RunWriter:
             for k, value in enumerate(sample_outputs)]
         self.latency = open_memmap(os.path.join(out_dir, "latency_ns.npy"), mode="w+", dtype="int64",
                                    shape=(repeats, len(steps)))
+        for rel in self.files():  # reserve the space now: a full disk is ENOSPC here, not SIGBUS later
+            _reserve(os.path.join(out_dir, rel))
         self.samples_done = 0
         self.invocations_done = 0
 
@@ -446,6 +448,12 @@ def write_manifest(out_dir, rels, meta):
                 {"complete": True, "agent_version": AGENT_VERSION, "files": listing})
     return {"out": out_dir, "samples": meta["samples"], "files": len(listing),
             "manifest_sha256": sha256_file(os.path.join(out_dir, "manifest.json"))}
+
+
+def _reserve(path):
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "rb+") as handle:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
 
 
 def _fsync_path(path):

@@ -342,7 +342,7 @@ def devices_list(inventory, as_json):
         return
     for name, d in found.items():
         where = "this host" if d.transport == "local" else f"{d.user + '@' if d.user else ''}{d.host}:{d.port or 22}"
-        click.echo(f"{name:20} {d.transport:6} {where:30} python={d.python or "auto"} workdir={d.workdir}")
+        click.echo(f"{name:20} {d.transport:6} {where:30} python={d.python or 'auto'} workdir={d.workdir}")
 
 
 @devices.command("check")

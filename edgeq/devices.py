@@ -16,7 +16,7 @@ from edgeq.errors import ConfigError
 
 DEFAULT_INVENTORY = "edgeq.toml"
 KNOWN_KEYS = {"host", "port", "user", "identity_file", "python", "workdir", "known_hosts",
-              "power", "tags", "transport"}
+              "power", "tags", "transport", "connect_timeout", "retries"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class Device:
     known_hosts: str | None = None
     power: str = "none"
     tags: tuple[str, ...] = field(default_factory=tuple)
+    connect_timeout: float = 10.0
+    retries: int = 3
 
 
 def local_device(workdir: str | None = None) -> Device:

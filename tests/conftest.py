@@ -76,3 +76,30 @@ def small_inputs(tmp_path, example_data) -> Path:
     x[20:] = np.clip(x[20:] + 4.0, 0, 16)
     return InputSet(arrays={"x": x}, y=y, category=category,
                     severity=np.zeros(40, dtype=np.int32)).save(tmp_path / "small.npz")
+
+
+from lab import netns_lab, sshd_server, sshd_session, tcp_proxy_factory  # noqa: E402,F401
+
+
+def write_inventory(path: Path, devices: dict[str, dict]) -> Path:
+    """An edgeq.toml for the given devices (keys quoted, so any device name works)."""
+    import json
+
+    lines = []
+    for name, entry in devices.items():
+        lines.append(f"[devices.{json.dumps(name)}]")
+        for key, value in entry.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+@pytest.fixture
+def ssh_device(sshd_session, tmp_path):
+    """An SSH device on the session's loopback sshd, with a fresh workdir."""
+    from edgeq.devices import load_inventory
+
+    entry = dict(sshd_session.inventory_entry(), workdir=str(tmp_path / "pi workdir"))
+    inventory = write_inventory(tmp_path / "edgeq.toml", {"pi-loop": entry})
+    return load_inventory(inventory)["pi-loop"], inventory

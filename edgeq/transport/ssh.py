@@ -86,11 +86,13 @@ class SshProcess(Process):
 
 
 class SshTransport(Transport):
-    def __init__(self, device, *, connect_timeout: float = 10.0, retries: int = 3,
+    def __init__(self, device, *, connect_timeout: float | None = None, retries: int | None = None,
                  backoff_s: float = 1.0, keepalive_s: int = 15):
         super().__init__(device.name)
         self.target = resolve_target(device)
-        self.connect_timeout, self.retries, self.backoff_s = connect_timeout, retries, backoff_s
+        self.connect_timeout = connect_timeout or getattr(device, "connect_timeout", 10.0)
+        self.retries = getattr(device, "retries", 3) if retries is None else retries
+        self.backoff_s = backoff_s
         self.keepalive_s = keepalive_s
         self._client: paramiko.SSHClient | None = None
         self._jump: paramiko.SSHClient | None = None
