@@ -31,11 +31,16 @@ class AgentSession:
             raise self._no_python(str(exc)) from None
         self._lines: queue.Queue = queue.Queue()
         self._ids = itertools.count(1)
+        self._eof = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
-        for raw in self.process.stdout:
-            self._lines.put(raw)
+        try:
+            for raw in self.process.stdout:
+                self._lines.put(raw)
+        except (OSError, ValueError):
+            pass
+        self._eof.set()
         self._lines.put(None)
 
     def request(self, op: str, *, on_event: EventHandler | None = None,
@@ -67,6 +72,7 @@ class AgentSession:
         except queue.Empty:
             raise AgentError(f"{self.device}: agent gave no answer to {op!r} within {timeout:.0f} s") from None
         if raw is None:
+            self._lines.put(None)  # every later request sees the end too
             raise self._died(f"during {op!r}")
         try:
             return json.loads(raw)
@@ -95,10 +101,11 @@ class AgentSession:
         return facts
 
     def close(self) -> None:
-        try:
-            self.request("shutdown", timeout=10)
-        except AgentError:
-            pass
+        if not self._eof.is_set():
+            try:
+                self.request("shutdown", timeout=10)
+            except AgentError:
+                pass
         if self.process.wait(timeout=5) is None:
             self.process.kill()
 
