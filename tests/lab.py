@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import ctypes
 import fcntl
 import getpass
 import hashlib
@@ -147,6 +148,15 @@ def agent_processes(pattern: str = "edgeq_agent") -> list[int]:
     return found
 
 
+def _die_with_parent():
+    """preexec_fn: SIGTERM the child when this test process dies, even by kill -9 (Linux
+    PR_SET_PDEATHSIG survives exec). Main thread only: the signal follows the forking thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 # ---- one device: a real sshd ---------------------------------------------------------------
 
 class SshServer:
@@ -239,7 +249,8 @@ class SshServer:
         for attempt in range(3):
             with open(self.log_path, "ab") as log:
                 self._proc = subprocess.Popen(self._launch_command(), stdin=subprocess.DEVNULL, stdout=log,
-                                              stderr=subprocess.STDOUT, start_new_session=True)
+                                              stderr=subprocess.STDOUT, start_new_session=True,
+                                              preexec_fn=_die_with_parent())
             _LIVE.add(self)
             try:
                 self.wait_ready(timeout)
