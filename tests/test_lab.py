@@ -17,7 +17,7 @@ import paramiko
 import pytest
 
 import lab
-from lab import NetnsLab, SshServer, agent_processes, netns_lab, sshd_server, tcp_proxy_factory  # noqa: F401
+from lab import NetnsLab, SshServer, agent_processes  # fixtures come from conftest.py
 
 
 def run(client: paramiko.SSHClient, command: str, timeout: float = 20) -> tuple[int, str, str]:
