@@ -412,3 +412,32 @@ def devices_trust(name, inventory, fingerprint, yes):
         sys.exit(1)
     path = pin_host_key(target, key, device.known_hosts)
     click.echo(f"pinned in {path}")
+
+
+@devices.command("setup")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
+@click.option("--offline", is_flag=True, help="Download wheels on this host and push them (air-gapped labs).")
+@click.option("--runtime", type=click.Choice(["ai-edge-litert", "tflite-runtime"]), default="ai-edge-litert",
+              show_default=True, help="tflite-runtime (2.14, numpy<2) for boards without ai-edge-litert wheels.")
+@click.option("--base-python", default="python3", show_default=True, help="Device Python that creates the venv.")
+@click.option("--wheels", "wheel_dir", type=path_arg, help="Keep downloaded wheels here (--offline).")
+@click.option("--json", "json_path", type=path_arg)
+def devices_setup(names, inventory, offline, runtime, base_python, wheel_dir, json_path):
+    """Make WORKDIR/venv on each device with numpy and a TFLite runtime; runs then use it."""
+    from edgeq.devices import load_inventory, select_devices
+    from edgeq.fleet import run_fleet
+    from edgeq.setup_device import setup_device
+
+    out = console()
+    chosen = select_devices(",".join(names), load_inventory(inventory))
+    fleet = run_fleet(chosen, lambda d: setup_device(d, offline=offline, runtime=runtime, base_python=base_python,
+                                                     wheel_dir=wheel_dir, log=out.log))
+    for name, facts in fleet.succeeded.items():
+        rt = facts.get("runtime", {})
+        click.echo(f"{name}: ready: {facts['python_path']} (Python {facts.get('python')}, numpy {facts.get('numpy')}, "
+                   f"{rt.get('name')} {rt.get('version')})")
+    for name, error in fleet.failed.items():
+        click.echo(f"{name}: FAILED: {error}", err=True)
+    write_json_file(json_path, {"ready": fleet.succeeded, "failed": {n: str(e) for n, e in fleet.failed.items()}})
+    sys.exit(fleet.exit_code)
