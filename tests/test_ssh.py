@@ -142,3 +142,18 @@ def test_wrong_python_on_an_ssh_device(ssh_device, example_tflite, small_inputs,
     broken = dataclasses.replace(device, python="/usr/bin/python9.9")
     with pytest.raises(TransportError, match=r"cannot run python '/usr/bin/python9.9'"):
         run_on_device(broken, [RunSpec(model=example_tflite[0], inputs=small_inputs)], [tmp_path / "r"])
+
+
+def test_proxyjump_from_ssh_config(sshd_session, sshd_server, tmp_path, monkeypatch):
+    config = tmp_path / "ssh_config"
+    config.write_text(sshd_session.ssh_config_block("jumpbox")
+                      + sshd_server.ssh_config_block("behind") + "    ProxyJump jumpbox\n")
+    monkeypatch.setenv("EDGEQ_SSH_CONFIG", str(config))
+    inventory = write_inventory(tmp_path / "edgeq.toml", {"pi-behind": {"host": "behind"}})
+    device = load_inventory(inventory)["pi-behind"]
+    logins_on_jump = sshd_session.log_tail(10000).count("Accepted publickey")
+    with SshTransport(device) as ssh:
+        assert ssh.target.proxy_jump == "jumpbox"
+        assert ssh.run(["echo", "through the jump host"]).stdout.strip() == "through the jump host"
+    assert sshd_session.log_tail(10000).count("Accepted publickey") == logins_on_jump + 1
+    assert "Accepted publickey" in sshd_server.log_tail(50)
