@@ -156,7 +156,10 @@ def _dtype_name(dtype):
 
 
 def device_facts(runtime):
-    import numpy as np
+    try:
+        import numpy as np
+    except ImportError:
+        raise AgentFailure("NoNumpy", "numpy is not installed for %s" % sys.executable)
 
     facts = {
         "agent_version": AGENT_VERSION,

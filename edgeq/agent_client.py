@@ -125,4 +125,7 @@ def _agent_failure(device: str, error: dict) -> Exception:
         return ModelError(device, message)
     if kind == "BadInputs":
         return InputSetError(device, message)
+    if kind == "NoNumpy":
+        return AgentError(f"{device}: {message}; run `edgeq devices setup {device}` or set python= in the "
+                          "inventory to an interpreter with numpy and a TFLite runtime", kind=kind)
     return AgentError(f"{device}: agent {kind}: {message}", kind=kind)

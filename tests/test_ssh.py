@@ -157,3 +157,42 @@ def test_proxyjump_from_ssh_config(sshd_session, sshd_server, tmp_path, monkeypa
         assert ssh.run(["echo", "through the jump host"]).stdout.strip() == "through the jump host"
     assert sshd_session.log_tail(10000).count("Accepted publickey") == logins_on_jump + 1
     assert "Accepted publickey" in sshd_server.log_tail(50)
+
+
+def test_python_without_numpy_is_explained(ssh_device, example_tflite, small_inputs, tmp_path):
+    import subprocess
+
+    bare = tmp_path / "bare-venv"
+    subprocess.run([os.sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    device, _ = ssh_device
+    broken = dataclasses.replace(device, python=str(bare / "bin" / "python"))
+    with pytest.raises(TransportError, match=r"numpy is not installed for .*bare-venv.*devices setup pi-loop"):
+        run_on_device(broken, [RunSpec(model=example_tflite[0], inputs=small_inputs)], [tmp_path / "r"])
+
+
+def test_ssh_agent_authentication_and_command_timeout(sshd_session, tmp_path, monkeypatch):
+    import subprocess
+
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if socket_path.exists():
+                break
+            import time
+
+            time.sleep(0.05)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(socket_path)}
+        subprocess.run(["ssh-add", str(sshd_session.client_key)], env=env, check=True, capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh keys: only the agent can log in
+        entry = dict(sshd_session.inventory_entry())
+        del entry["identity_file"]
+        device = load_inventory(write_inventory(tmp_path / "edgeq.toml", {"pi": entry}))["pi"]
+        with SshTransport(device) as ssh:
+            assert ssh.run(["echo", "agent auth"]).stdout.strip() == "agent auth"
+            with pytest.raises(TransportError, match="did not finish in 1.0 s"):
+                ssh.run(["sleep", "30"], timeout=1.0)
+    finally:
+        agent.terminate()
+        agent.wait()
