@@ -198,24 +198,11 @@ def test_wrong_python_on_the_device_is_named(local, example_tflite, small_inputs
         run_on_device(broken, [RunSpec(model=example_tflite[0], inputs=small_inputs)], [tmp_path / "r"])
 
 
-def agent_pids(marker: str) -> list[int]:
-    import os
-
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if marker.encode() in handle.read():
-                        pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
-
-
 def test_agent_killed_mid_run_keeps_what_exists_marked_incomplete(local, example_tflite, small_inputs, tmp_path):
     import os
     import signal
+
+    from lab import agent_processes
 
     from edgeq.errors import AgentError
 
@@ -223,7 +210,7 @@ def test_agent_killed_mid_run_keeps_what_exists_marked_incomplete(local, example
 
     def kill_on_first_progress(label, done, total):
         if not killed and done > 0:
-            for pid in agent_pids(str(tmp_path / "device" / "agents")):
+            for pid in agent_processes(str(tmp_path / "device" / "agents")):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
 
