@@ -155,6 +155,24 @@ def timing_options(f):
     return f
 
 
+def history_options(f):
+    f = click.option("--no-history", is_flag=True, help="Do not record this run in the results database.")(f)
+    return click.option("--db", envvar="EDGEQ_DB", help="Results database: a SQLite path or an SQLAlchemy URL "
+                        "(default ~/.local/share/edgeq/history.sqlite).")(f)
+
+
+def record_history(db: str | None, records: list) -> None:
+    """Store runs for `edgeq history`; a broken database warns instead of losing the run."""
+    from edgeq.store import Store
+
+    try:
+        with Store.open(db) as store:
+            for record in records:
+                store.add(record)
+    except EdgeqError as exc:
+        click.echo(f"edgeq: warning: not recorded in history: {exc}", err=True)
+
+
 class RunProgress:
     """Rich progress bars fed by the agent's progress events."""
 
@@ -191,8 +209,9 @@ class RunProgress:
 @click.option("-o", "--outdir", type=path_arg, required=True, help="Run directory to write.")
 @timing_options
 @click.option("--json", "json_path", type=path_arg, help="Write a run summary here.")
+@history_options
 def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, warmup, repeats, batch_size,
-        json_path):
+        json_path, db, no_history):
     """Run MODEL over an input set on device(s); outputs and latencies land in OUTDIR.
 
     With several devices each gets OUTDIR/<device>/.
@@ -211,7 +230,8 @@ def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, w
         rundir = outdir if single else outdir / safe_dirname(target.name)
         (result,) = run_on_device(target, [spec], [rundir], lambda _, d, t: progress(target.name, d, t))
         return {"rundir": str(rundir), "device": device_section(result), "samples": result.n,
-                "latency_ms": latency_stats(result.latency_ms_per_sample())}
+                "latency_ms": latency_stats(result.latency_ms_per_sample()), "model_name": model.name,
+                "model_sha256": result.meta["model_sha256"], "edgeq_version": __version__}
 
     with RunProgress() as progress:
         fleet = run_fleet(targets, one)
@@ -223,6 +243,10 @@ def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, w
                    f"p99 {lat['p99']:.3f} ms")
     for name, error in fleet.failed.items():
         click.echo(f"{name}: FAILED: {error}", err=True)
+    if not no_history:
+        from edgeq.store import record_from_run
+
+        record_history(db, [record_from_run(summary, "run", summary["rundir"]) for summary in fleet.succeeded.values()])
     payload = (next(iter(fleet.succeeded.values())) if single
                else {"devices": fleet.succeeded, "failed": {n: str(e) for n, e in fleet.failed.items()}})
     write_json_file(json_path, payload)
@@ -272,8 +296,9 @@ def compare(ref, cand, json_path, html_path, fail_on, output_index):
 @click.option("--fail-on", help="Gates, e.g. drop=0.05,verdict=catastrophic (exit 1 when crossed).")
 @click.option("--json", "json_path", type=path_arg, help="Write report.json here too.")
 @click.option("-q", "--quiet", is_flag=True, help="No table or progress, just the verdict line.")
+@history_options
 def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, seed, max_per_category, range_mode,
-             threads, resolver, warmup, repeats, batch_size, fail_on, json_path, quiet):
+             threads, resolver, warmup, repeats, batch_size, fail_on, json_path, quiet, db, no_history):
     """The main job: does quantization hurt MODEL on any kind of input, on DEVICE?
 
     With no MODEL, runs the built-in example (an MLP on scikit-learn's digits).
@@ -298,6 +323,10 @@ def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, s
         click.echo(f"{report['verdict']} (worst: {report['worst_category']})")
     if report is not None:
         write_json_file(json_path, report)
+    if not no_history:
+        from edgeq.store import record_from_report
+
+        record_history(db, [record_from_report(r, "evaluate", str(outdir)) for r in result.reports.values()])
     sys.exit(result.exit_code)
 
 
@@ -322,122 +351,10 @@ def print_fleet(out, result) -> None:
                   + ", ".join(result.fleet.failed))
 
 
-@main.group()
-def devices():
-    """The device inventory."""
+def _register_subcommands() -> None:
+    """Command groups live in their own modules; importing them attaches them to ``main``."""
+    import edgeq.cli_devices  # noqa: F401
+    import edgeq.cli_history  # noqa: F401
 
 
-@devices.command("list")
-@click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def devices_list(inventory, as_json):
-    """List the devices edgeq knows (local is always there)."""
-    from dataclasses import asdict
-
-    from edgeq.devices import load_inventory
-
-    found = load_inventory(inventory)
-    if as_json:
-        click.echo(json.dumps({name: asdict(d) for name, d in found.items()}, indent=1))
-        return
-    for name, d in found.items():
-        where = "this host" if d.transport == "local" else f"{d.user + '@' if d.user else ''}{d.host}:{d.port or 22}"
-        click.echo(f"{name:20} {d.transport:6} {where:30} python={d.python or 'auto'} workdir={d.workdir}")
-
-
-@devices.command("check")
-@click.argument("names", nargs=-1)
-@click.option("--tag", help="Every inventory device with this tag.")
-@click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
-@click.option("--json", "json_path", type=path_arg)
-def devices_check(names, tag, inventory, json_path):
-    """Connect, start the agent and report what each device has (all devices by default)."""
-    from edgeq.devices import load_inventory, select_devices
-    from edgeq.fleet import run_fleet
-    from edgeq.probe import probe_device
-
-    found = load_inventory(inventory)
-    chosen = select_devices(",".join(names) if names else ",".join(found), found, tag=tag)
-    fleet = run_fleet(chosen, probe_device)
-    results = {name: facts for name, facts in fleet.succeeded.items()}
-    print_device_table(console(), results)
-    write_json_file(json_path, results)
-    if not all(f.get("ok") for f in results.values()):
-        sys.exit(3)
-
-
-def print_device_table(out, results: dict) -> None:
-    from rich.table import Table
-
-    table = Table(title="devices", title_justify="left")
-    for column in ("device", "reachable", "auth", "arch", "OS", "python", "numpy", "TFLite runtime",
-                   "free disk", "sensors", "problem"):
-        table.add_column(column)
-    yes = {True: "[green]yes[/]", False: "[red]no[/]"}
-    for name, f in results.items():
-        runtime = f.get("runtime") or {}
-        sensors = f.get("sensors") or {}
-        found = [f"{k} {len(v)}" for k, v in sensors.items() if isinstance(v, list) and v]
-        if sensors.get("vcgencmd"):
-            found.append("vcgencmd")
-        free = (f.get("disk") or {}).get("free")
-        table.add_row(name, yes[bool(f.get("reachable"))], yes[bool(f.get("auth"))], f.get("arch", ""),
-                      (f.get("os") or "")[:32], f.get("python", ""), f.get("numpy", ""),
-                      f"{runtime.get('name', '')} {runtime.get('version', '')}".strip(),
-                      f"{free / 1e9:.1f} GB" if free is not None else "", ", ".join(found) or "none",
-                      "" if f.get("ok") else f"[red]{f.get('stage', '')}[/]: {f.get('error', '')}")
-    out.print(table)
-
-
-@devices.command("trust")
-@click.argument("name")
-@click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
-@click.option("--fingerprint", help="Pin only if the device presents this key (SHA256:...). For scripts.")
-@click.option("--yes", is_flag=True, help="Pin without asking (you checked the fingerprint another way).")
-def devices_trust(name, inventory, fingerprint, yes):
-    """Show a device's SSH host key fingerprint and pin it in its known_hosts file."""
-    from edgeq.devices import load_inventory, select_devices
-    from edgeq.errors import TransportError
-    from edgeq.probe import fetch_host_key, pin_host_key
-    from edgeq.transport.ssh import fingerprint as fingerprint_of
-
-    (device,) = select_devices(name, load_inventory(inventory))
-    target, key = fetch_host_key(device)
-    shown = fingerprint_of(key)
-    click.echo(f"{name} ({target.known_hosts_key}) presents {key.get_name()} {shown}")
-    if fingerprint and fingerprint != shown:
-        raise TransportError(f"{name}: presents {shown}, not the expected {fingerprint}; nothing pinned")
-    if not (fingerprint or yes or click.confirm("Trust this key?", default=False)):
-        click.echo("not pinned")
-        sys.exit(1)
-    path = pin_host_key(target, key, device.known_hosts)
-    click.echo(f"pinned in {path}")
-
-
-@devices.command("setup")
-@click.argument("names", nargs=-1, required=True)
-@click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
-@click.option("--offline", is_flag=True, help="Download wheels on this host and push them (air-gapped labs).")
-@click.option("--runtime", type=click.Choice(["ai-edge-litert", "tflite-runtime"]), default="ai-edge-litert",
-              show_default=True, help="tflite-runtime (2.14, numpy<2) for boards without ai-edge-litert wheels.")
-@click.option("--base-python", default="python3", show_default=True, help="Device Python that creates the venv.")
-@click.option("--wheels", "wheel_dir", type=path_arg, help="Keep downloaded wheels here (--offline).")
-@click.option("--json", "json_path", type=path_arg)
-def devices_setup(names, inventory, offline, runtime, base_python, wheel_dir, json_path):
-    """Make WORKDIR/venv on each device with numpy and a TFLite runtime; runs then use it."""
-    from edgeq.devices import load_inventory, select_devices
-    from edgeq.fleet import run_fleet
-    from edgeq.setup_device import setup_device
-
-    out = console()
-    chosen = select_devices(",".join(names), load_inventory(inventory))
-    fleet = run_fleet(chosen, lambda d: setup_device(d, offline=offline, runtime=runtime, base_python=base_python,
-                                                     wheel_dir=wheel_dir, log=out.log))
-    for name, facts in fleet.succeeded.items():
-        rt = facts.get("runtime", {})
-        click.echo(f"{name}: ready: {facts['python_path']} (Python {facts.get('python')}, numpy {facts.get('numpy')}, "
-                   f"{rt.get('name')} {rt.get('version')})")
-    for name, error in fleet.failed.items():
-        click.echo(f"{name}: FAILED: {error}", err=True)
-    write_json_file(json_path, {"ready": fleet.succeeded, "failed": {n: str(e) for n, e in fleet.failed.items()}})
-    sys.exit(fleet.exit_code)
+_register_subcommands()

@@ -96,6 +96,7 @@ class Evaluation:
 
     report: dict | None
     fleet: "FleetResult"
+    reports: dict = field(default_factory=dict)  # device name → that device's report
 
     @property
     def exit_code(self) -> int:
@@ -152,7 +153,7 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
         from edgeq.results import write_json_atomic
 
         write_json_atomic(opts.outdir / "report.json", top)
-    return Evaluation(top, fleet)
+    return Evaluation(top, fleet, reports)
 
 
 def _device_dir(opts: EvaluateOptions, device, single: bool) -> Path:

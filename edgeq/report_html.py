@@ -324,7 +324,10 @@ def render_html(report: dict, latencies_ms: dict | None = None) -> str:
 
 def write_html(report: dict, path, latencies_ms=None) -> None:
     """Write the page as UTF-8, atomically: a temporary file next to ``path``, then os.replace."""
-    text = render_html(report, latencies_ms)
+    write_text_atomic(path, render_html(report, latencies_ms))
+
+
+def write_text_atomic(path, text: str) -> None:
     path = os.fspath(path)
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html.tmp", dir=os.path.dirname(path) or ".")
     try:

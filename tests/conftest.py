@@ -11,6 +11,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if "EDGEQ_DB" not in os.environ:  # tests never write to the user's history
+    import tempfile
+
+    os.environ["EDGEQ_DB"] = os.path.join(tempfile.mkdtemp(prefix="edgeq-test-db-"), "history.sqlite")
 
 from edgeq.devices import Device  # noqa: E402
 from edgeq.evaluate import EXAMPLE_DATA, EXAMPLE_MODEL  # noqa: E402
