@@ -87,6 +87,10 @@ class AgentSession:
         detail = f": {' | '.join(tail)}" if tail else ""
         return AgentError(f"{self.device}: agent exited (code {code}) {when}{detail}")
 
+    def sha256(self, path: str) -> str:
+        """A device file's digest, computed by the agent (no new process on the device)."""
+        return self.request("sha256", paths=[path], timeout=600)[path] or ""
+
     def _no_python(self, detail: str) -> AgentError:
         return AgentError(f"{self.device}: cannot run python {self.python!r} on the device ({detail}); "
                           f"set python= in the inventory or run `edgeq devices setup {self.device}`",
@@ -106,8 +110,8 @@ class AgentSession:
                 self.request("shutdown", timeout=10)
             except AgentError:
                 pass
-        if self.process.wait(timeout=5) is None:
-            self.process.kill()
+        self.process.wait(timeout=5)
+        self.process.kill()  # ends it if it did not exit, and releases the pipes either way
 
     def __enter__(self):
         return self

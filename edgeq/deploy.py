@@ -25,6 +25,9 @@ class Deployer:
         self.transport = transport
         self.workdir = transport.expand(workdir)
         self.transfers: list[Transfer] = []
+        self.hasher = None  # set to hash device files through a running agent (no extra command)
+        self._made: set[str] = set()
+        self._free: int | None = None
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.workdir, *parts)
@@ -48,7 +51,9 @@ class Deployer:
 
     def _check_space(self, local: Path, remote: str) -> None:
         """Say "disk full" before sending, instead of failing half-way through."""
-        free = self.transport.free_bytes(posixpath.dirname(remote))
+        if self._free is None:  # asked once per session, then kept up to date as files go out
+            self._free = self.transport.free_bytes(posixpath.dirname(remote))
+        free = self._free
         need = local.stat().st_size + SPACE_MARGIN
         if free is not None and free < need:
             raise TransportError(f"{self.transport.device}: not enough free space in {self.workdir} for "
@@ -62,9 +67,14 @@ class Deployer:
             size = local.stat().st_size
             self.transfers.append(Transfer(str(local), remote, size, digest, 0, 0.0, skipped=True))
             return
-        self.transport.makedirs(posixpath.dirname(remote))
+        folder = posixpath.dirname(remote)
+        if folder not in self._made:
+            self.transport.makedirs(folder)
+            self._made.add(folder)
         self._check_space(local, remote)
-        transfer = self.transport.put(local, remote)
+        transfer = self.transport.put(local, remote, sha256=digest, hasher=self.hasher)
+        if self._free is not None:
+            self._free -= transfer.size
         if transfer.sha256 != digest:
             raise TransportError(f"{self.transport.device}: {local.name} arrived corrupted "
                                  f"(sha256 {transfer.sha256[:12]} != {digest[:12]})")

@@ -10,7 +10,7 @@ import abc
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Callable, Sequence
 
 from edgeq.errors import RemoteCommandFailed
 
@@ -77,9 +77,15 @@ class Transport(abc.ABC):
     def start(self, argv: Sequence[str]) -> Process:
         return self._start_impl(list(argv))
 
-    def put(self, local: Path, remote: str) -> Transfer:
-        """Upload atomically: a partial upload never sits under the final name."""
-        return self._put_impl(Path(local), remote)
+    def put(self, local: Path, remote: str, *, sha256: str | None = None,
+            hasher: Callable[[str], str] | None = None) -> Transfer:
+        """Upload atomically and verified: a partial or corrupted upload never sits under the final name.
+
+        ``sha256`` is the local file's digest if already known; ``hasher`` computes a device
+        file's digest (e.g. through a running agent) instead of a separate command.
+        """
+        local = Path(local)
+        return self._put_impl(local, remote, sha256 or sha256_file(local), hasher)
 
     def get(self, remote: str, local: Path) -> Transfer:
         return self._get_impl(remote, Path(local))
@@ -100,7 +106,7 @@ class Transport(abc.ABC):
     def _start_impl(self, argv: list[str]) -> Process: ...
 
     @abc.abstractmethod
-    def _put_impl(self, local: Path, remote: str) -> Transfer: ...
+    def _put_impl(self, local: Path, remote: str, sha256: str, hasher) -> Transfer: ...
 
     @abc.abstractmethod
     def _get_impl(self, remote: str, local: Path) -> Transfer: ...
@@ -110,6 +116,10 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def makedirs(self, remote: str) -> None: ...
+
+    @abc.abstractmethod
+    def read_from(self, remote: str, offset: int, limit: int = 16 << 20) -> bytes:
+        """Bytes of a growing device file from ``offset`` (b"" if it does not exist yet)."""
 
     def free_bytes(self, remote: str) -> int | None:
         """Free space where ``remote`` lives; None when the device can't say."""

@@ -70,8 +70,12 @@ class LocalTransport(Transport):
             raise TransportError(f"{self.device}: cannot start {argv[0]}: {exc.strerror}") from None
         return LocalProcess(popen)
 
-    def _put_impl(self, local, remote):
-        return _copy_atomic(local, Path(remote))
+    def _put_impl(self, local, remote, sha256, hasher):
+        transfer = _copy_atomic(local, Path(remote))
+        if transfer.sha256 != sha256:
+            Path(remote).unlink(missing_ok=True)
+            raise TransportError(f"{self.device}: {local.name} changed while it was copied (sha256 mismatch)")
+        return transfer
 
     def _get_impl(self, remote, local):
         return _copy_atomic(Path(remote), local)
@@ -87,6 +91,16 @@ class LocalTransport(Transport):
 
     def expand(self, remote):
         return os.path.expanduser(remote)
+
+    def read_from(self, remote, offset, limit=16 << 20):
+        try:
+            with open(remote, "rb") as handle:
+                handle.seek(offset)
+                return handle.read(limit)
+        except FileNotFoundError:
+            return b""
+        except OSError as exc:
+            raise TransportError(f"{self.device}: cannot read {remote}: {exc.strerror or exc}") from None
 
     def free_bytes(self, remote):
         path = Path(remote)
