@@ -19,15 +19,39 @@ Answers are {"id": N, "ok": true, "result": {...}} or
 
 A run writes its files into job["out"] and writes manifest.json last, with the
 sha256 of every file, so a run that was cut short is never mistaken for a whole one.
+
+Run job options beyond model/inputs/threads/resolver/batch_size/warmup/repeats:
+
+    min_duration_s      0      timed passes repeat until `repeats` passes AND this long
+    power               None   None: no sampling (the files of older agents only);
+                               "none" | "hwmon" | "power_supply" | "pi5-pmic": a sampler
+                               thread records power (NaN for "none"), temperature and
+                               throttle bits, and invoke start times are kept
+    power_sensor        None   which hwmon chip (name or hwmonN) / power supply to read
+    sample_hz           20     sampler rate; the achieved rate is in meta["sampling"]
+    idle_s              1.0 with a power backend, else 0: idle baseline before timing
+    cooldown_c          None   wait until the temperature is <= this before measuring
+    cooldown_timeout_s  300    ... but no longer than this (meta["cooldown"] says which)
+    sysfs_root          EDGEQ_SYSFS_ROOT, else /sys
+    vcgencmd            the vcgencmd on PATH; "" for none
+
+Files: outputs/output_<k>.npy, latency_ns.npy (passes x invocations), batch_sizes.npy,
+meta.json, manifest.json; with sampling also invoke_start_ns.npy (perf_counter_ns,
+shaped like latency_ns) and sensors.npz (t_ns, power_w, temp_c, throttled, zone_temp_c).
 """
 
 import errno
 import gc
+import glob
 import hashlib
 import json
 import os
 import platform
+import re
+import shutil
+import subprocess
 import sys
+import threading
 import time
 
 AGENT_VERSION = "1"
@@ -155,7 +179,7 @@ def _dtype_name(dtype):
 # --------------------------------------------------------------------------- device facts
 
 
-def device_facts(runtime):
+def device_facts(runtime, sysfs_root=None, vcgencmd=None):
     try:
         import numpy as np
     except ImportError:
@@ -176,18 +200,21 @@ def device_facts(runtime):
     if runtime is not None:
         facts["runtime"] = {"name": runtime[0], "version": runtime[1]}
     facts["libc"] = "-".join(platform.libc_ver()) or None
-    facts["sensors"] = find_sensors(os.environ.get("EDGEQ_SYSFS_ROOT", "/sys"))
+    facts["sensors"] = find_sensors(sysfs_root or default_sysfs_root(),
+                                    vcgencmd if vcgencmd is not None else shutil.which("vcgencmd"))
     return facts
 
 
-def find_sensors(sysfs_root):
+def default_sysfs_root():
+    return os.environ.get("EDGEQ_SYSFS_ROOT") or "/sys"
+
+
+def find_sensors(sysfs_root, vcgencmd=None):
     """Thermal zones, hwmon chips and power supplies the device exposes, plus vcgencmd."""
-    import glob
-    import shutil
 
     def names(pattern, name_file):
         found = []
-        for path in sorted(glob.glob(os.path.join(sysfs_root, pattern))):
+        for path in sorted(glob.glob(os.path.join(sysfs_root, pattern)), key=_natural):
             try:
                 with open(os.path.join(path, name_file)) as handle:
                     found.append("%s:%s" % (os.path.basename(path), handle.read().strip()))
@@ -198,7 +225,7 @@ def find_sensors(sysfs_root):
     return {"thermal": names("class/thermal/thermal_zone*", "type"),
             "hwmon": names("class/hwmon/hwmon*", "name"),
             "power_supply": names("class/power_supply/*", "type"),
-            "vcgencmd": shutil.which("vcgencmd")}
+            "vcgencmd": vcgencmd or None}
 
 
 def _cpu_model():
@@ -211,6 +238,434 @@ def _cpu_model():
     except OSError:
         pass
     return platform.processor() or None
+
+
+# --------------------------------------------------------------------------- sensors
+#
+# Everything here reads a sysfs root given as a parameter (job["sysfs_root"], else
+# EDGEQ_SYSFS_ROOT, else /sys) and a vcgencmd path (job["vcgencmd"], else the one on
+# PATH), so tests run this code against a directory laid out like sysfs and a stand-in
+# vcgencmd. A sensor that is absent or unreadable gives NaN (or -1 for throttle bits),
+# never an exception; a power backend that was asked for and is not there fails the job.
+
+NAN = float("nan")
+POWER_BACKENDS = ("none", "hwmon", "power_supply", "pi5-pmic")
+THROTTLE_BITS = ((0, "under_voltage"), (1, "arm_frequency_capped"), (2, "throttled"), (3, "soft_temperature_limit"))
+PMIC_LINE = re.compile(r"^\s*(\S+)_([AV])\s+(?:current|volt)\(\d+\)\s*=\s*([-+0-9.eE]+)\s*[AV]?\s*$")
+
+
+def _natural(path):
+    """hwmon2 before hwmon10."""
+    match = re.search(r"(\d+)$", path)
+    return (re.sub(r"\d+$", "", path), int(match.group(1)) if match else -1)
+
+
+def _read_number(path):
+    try:
+        with open(path, "rb") as handle:
+            return float(handle.read())
+    except (OSError, ValueError):
+        return NAN
+
+
+def _read_text(path):
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _finite(value):
+    return value if isinstance(value, (int, float)) and value == value and abs(value) != float("inf") else None
+
+
+def decode_throttled(value):
+    """Names of the bits of `vcgencmd get_throttled` (bits 0-3 now, 16-19 has occurred)."""
+    if value is None or value < 0:
+        return []
+    now = [name for bit, name in THROTTLE_BITS if value >> bit & 1]
+    occurred = [name + "_occurred" for bit, name in THROTTLE_BITS if value >> (bit + 16) & 1]
+    return now + occurred
+
+
+def resolve_vcgencmd(value):
+    """None: the vcgencmd on PATH; "" or False: none; anything else: that command."""
+    if value is None:
+        return shutil.which("vcgencmd")
+    if not value:
+        return None
+    return shutil.which(str(value)) or None
+
+
+class Vcgencmd:
+    """The Raspberry Pi firmware tool; every failure is None, never an exception."""
+
+    def __init__(self, path, timeout_s=2.0):
+        self.path, self.timeout_s = path, timeout_s
+
+    def query(self, *args):
+        try:
+            done = subprocess.run([self.path] + list(args), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  stdin=subprocess.DEVNULL, timeout=self.timeout_s)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if done.returncode != 0:
+            return None
+        return done.stdout.decode("ascii", "replace")
+
+    def temp_c(self):
+        match = re.search(r"temp=([-+0-9.]+)", self.query("measure_temp") or "")
+        return float(match.group(1)) if match else NAN
+
+    def throttled(self):
+        match = re.search(r"throttled=(0x[0-9a-fA-F]+|\d+)", self.query("get_throttled") or "")
+        return int(match.group(1), 0) if match else -1
+
+    def pmic(self):
+        return parse_pmic(self.query("pmic_read_adc") or "")
+
+
+def parse_pmic(text):
+    """`vcgencmd pmic_read_adc` -> (watts, {rail: [amps, volts]}): sum of I x V over rails with both."""
+    rails = {}
+    for line in text.splitlines():
+        match = PMIC_LINE.match(line)
+        if match:
+            rail, unit, value = match.group(1), match.group(2), float(match.group(3))
+            rails.setdefault(rail, [NAN, NAN])[0 if unit == "A" else 1] = value
+    paired = {rail: iv for rail, iv in rails.items() if iv[0] == iv[0] and iv[1] == iv[1]}
+    if not paired:
+        return NAN, {}
+    return sum(abs(amps * volts) for amps, volts in paired.values()), paired
+
+
+class Thermal:
+    """Thermal zones (millidegrees C); the reading is the hottest zone, else vcgencmd measure_temp.
+
+    On a Raspberry Pi thermal_zone0 is the same SoC sensor vcgencmd reads, and reading a
+    file costs far less than starting a process, so vcgencmd is used per sample only when
+    no thermal zone gives a reading (its reading is still recorded at the start and end of
+    a run, in meta["thermal"]).
+    """
+
+    def __init__(self, sysfs_root, vcgencmd):
+        self.zones, self.paths = [], []
+        for zone in sorted(glob.glob(os.path.join(sysfs_root, "class", "thermal", "thermal_zone*")), key=_natural):
+            if os.path.exists(os.path.join(zone, "temp")):
+                self.zones.append({"zone": os.path.basename(zone), "type": _read_text(os.path.join(zone, "type"))})
+                self.paths.append(os.path.join(zone, "temp"))
+        self.vcgencmd = vcgencmd
+        self.last = [NAN] * len(self.paths)
+        self.source = "thermal_zone" if self.paths else ("vcgencmd" if vcgencmd else None)
+
+    def read(self):
+        best = NAN
+        for i, path in enumerate(self.paths):
+            value = _read_number(path) / 1000.0
+            self.last[i] = value
+            if value == value and not value <= best:
+                best = value
+        if best != best and self.vcgencmd is not None:  # no zone, or none readable
+            best = self.vcgencmd.temp_c()
+        return best
+
+    def snapshot(self):
+        temp = self.read()
+        return {"temp_c": _finite(temp),
+                "zones": {z["zone"]: _finite(v) for z, v in zip(self.zones, self.last)},
+                "vcgencmd_temp_c": _finite(self.vcgencmd.temp_c()) if self.vcgencmd else None,
+                "throttled": self.vcgencmd.throttled() if self.vcgencmd else None}
+
+
+class HwmonPower:
+    """INA219/INA226-style hwmon chip: power<N>_input (uW), else in<N>_input (mV) x curr<N>_input (mA)."""
+
+    backend = "hwmon"
+
+    def __init__(self, sysfs_root, sensor=None):
+        base = os.path.join(sysfs_root, "class", "hwmon")
+        seen = []
+        for chip in sorted(glob.glob(os.path.join(base, "hwmon*")), key=_natural):
+            name = _read_text(os.path.join(chip, "name")) or ""
+            seen.append("%s:%s" % (os.path.basename(chip), name))
+            if sensor and sensor not in (name, os.path.basename(chip)):
+                continue
+            try:
+                files = set(os.listdir(chip))
+            except OSError:
+                continue
+            power = sorted((f for f in files if re.match(r"power\d+_input$", f)), key=_natural_file)
+            pairs = [("in%s_input" % m.group(1), m.group(0)) for m in
+                     sorted(filter(None, (re.match(r"curr(\d+)_input$", f) for f in files)), key=lambda m: int(m.group(1)))
+                     if "in%s_input" % m.group(1) in files]
+            if power or pairs:
+                self.chip, self.name = chip, name
+                self.power_files = [os.path.join(chip, f) for f in power]
+                self.pairs = [(os.path.join(chip, v), os.path.join(chip, c)) for v, c in pairs]
+                self.describe = {"backend": self.backend, "chip": os.path.basename(chip), "name": name,
+                                 "files": power if power else ["%s*%s" % p for p in pairs]}
+                return
+        raise AgentFailure("NoPowerSensor", "power 'hwmon'%s: no hwmon chip under %s has power<N>_input (uW) or "
+                           "in<N>_input (mV) with curr<N>_input (mA); found %s"
+                           % (" (sensor %r)" % sensor if sensor else "", base, ", ".join(seen) or "no hwmon chips"))
+
+    def read(self):
+        if self.power_files:
+            return sum(abs(_read_number(f)) for f in self.power_files) / 1e6
+        return sum(abs(_read_number(v) * _read_number(c)) for v, c in self.pairs) / 1e6
+
+
+def _natural_file(name):
+    match = re.search(r"(\d+)", name)
+    return int(match.group(1)) if match else -1
+
+
+class PowerSupplyPower:
+    """/sys/class/power_supply/<name>: power_now (uW), else current_now (uA) x voltage_now (uV).
+
+    Batteries report a signed current (negative while discharging on some drivers); the
+    magnitude is what the board draws. Battery-type supplies are preferred.
+    """
+
+    backend = "power_supply"
+
+    def __init__(self, sysfs_root, sensor=None):
+        base = os.path.join(sysfs_root, "class", "power_supply")
+        supplies = sorted(glob.glob(os.path.join(base, "*")))
+        supplies.sort(key=lambda p: (_read_text(os.path.join(p, "type")) != "Battery", os.path.basename(p)))
+        seen = []
+        for supply in supplies:
+            name = os.path.basename(supply)
+            seen.append("%s:%s" % (name, _read_text(os.path.join(supply, "type"))))
+            if sensor and sensor != name:
+                continue
+            has = lambda f: os.path.exists(os.path.join(supply, f))  # noqa: E731
+            if has("power_now"):
+                self.files = [os.path.join(supply, "power_now")]
+                self.scale = 1e-6
+            elif has("current_now") and has("voltage_now"):
+                self.files = [os.path.join(supply, "current_now"), os.path.join(supply, "voltage_now")]
+                self.scale = 1e-12
+            else:
+                continue
+            self.describe = {"backend": self.backend, "supply": name,
+                             "files": [os.path.basename(f) for f in self.files]}
+            return
+        raise AgentFailure("NoPowerSensor", "power 'power_supply'%s: no supply under %s has power_now (uW) or "
+                           "current_now (uA) with voltage_now (uV); found %s"
+                           % (" (sensor %r)" % sensor if sensor else "", base, ", ".join(seen) or "no supplies"))
+
+    def read(self):
+        value = 1.0
+        for path in self.files:
+            value *= _read_number(path)
+        return abs(value) * self.scale
+
+
+class PmicPower:
+    """Raspberry Pi 5: `vcgencmd pmic_read_adc`, sum over rails of current x voltage."""
+
+    backend = "pi5-pmic"
+
+    def __init__(self, vcgencmd):
+        if vcgencmd is None:
+            raise AgentFailure("NoPowerSensor", "power 'pi5-pmic' needs vcgencmd (Raspberry Pi 5 firmware tool): "
+                               "none on PATH and no job option 'vcgencmd' naming one")
+        watts, rails = vcgencmd.pmic()
+        if not rails:
+            raise AgentFailure("NoPowerSensor", "power 'pi5-pmic': `%s pmic_read_adc` gave no rail with both a "
+                               "current (..._A current(N)=xA) and a voltage (..._V volt(N)=yV)" % vcgencmd.path)
+        self.vcgencmd = vcgencmd
+        self.describe = {"backend": self.backend, "vcgencmd": vcgencmd.path, "rails": sorted(rails)}
+
+    def read(self):
+        return self.vcgencmd.pmic()[0]
+
+
+def open_power(backend, sysfs_root, vcgencmd, sensor=None):
+    if backend == "hwmon":
+        return HwmonPower(sysfs_root, sensor)
+    if backend == "power_supply":
+        return PowerSupplyPower(sysfs_root, sensor)
+    if backend == "pi5-pmic":
+        return PmicPower(vcgencmd)
+    return None
+
+
+def cpu_frequencies(sysfs_root):
+    """Governor and current/min/max frequency (kHz) of every CPU that has cpufreq."""
+    found = {}
+    for cpu in sorted(glob.glob(os.path.join(sysfs_root, "devices", "system", "cpu", "cpu[0-9]*")), key=_natural):
+        freq = os.path.join(cpu, "cpufreq")
+        if not os.path.isdir(freq):
+            continue
+        def number(name):
+            value = _finite(_read_number(os.path.join(freq, name)))
+            return int(value) if value is not None else None
+
+        found[os.path.basename(cpu)] = {
+            "governor": _read_text(os.path.join(freq, "scaling_governor")),
+            "cur_khz": number("scaling_cur_freq"), "min_khz": number("scaling_min_freq"),
+            "max_khz": number("scaling_max_freq")}
+    return found
+
+
+class Sampler:
+    """A thread that samples power, temperature and throttle bits every 1/hz seconds.
+
+    Between ticks it sleeps; a tick reads a few small files (and runs vcgencmd where
+    needed) and appends plain Python numbers to lists: no numpy, no allocation of
+    containers, so the timed loop (which runs with gc disabled) is not disturbed.
+    Timestamps are perf_counter_ns (CLOCK_MONOTONIC), the clock of invoke_start_ns.
+    """
+
+    def __init__(self, thermal, power, vcgencmd, hz):
+        self.thermal, self.power, self.vcgencmd = thermal, power, vcgencmd
+        self.period_ns = int(1e9 / hz)
+        self.t_ns, self.power_w, self.temp_c, self.throttled = [], [], [], []
+        self.zone_temp_c = [[] for _ in thermal.paths]
+        self.busy_ns = 0
+        self.errors = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="edgeq-sampler", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+    def tick(self):
+        begin = time.perf_counter_ns()
+        power = self.power.read() if self.power is not None else NAN
+        temp = self.thermal.read()
+        throttled = self.vcgencmd.throttled() if self.vcgencmd is not None else -1
+        end = time.perf_counter_ns()
+        self.t_ns.append((begin + end) // 2)
+        self.power_w.append(power)
+        self.temp_c.append(temp)
+        self.throttled.append(throttled)
+        for column, value in zip(self.zone_temp_c, self.thermal.last):
+            column.append(value)
+        self.busy_ns += end - begin
+
+    def _loop(self):
+        next_at = time.perf_counter_ns()
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception as exc:  # a sensor must never take the run down
+                if len(self.errors) < 5:
+                    self.errors.append("%s: %s" % (exc.__class__.__name__, exc))
+            next_at += self.period_ns
+            now = time.perf_counter_ns()
+            if next_at < now:  # fell behind (slow vcgencmd): skip ticks rather than burst
+                next_at = now
+            self._stop.wait((next_at - now) / 1e9)
+
+    def arrays(self):
+        import numpy as np
+
+        count = len(self.t_ns)
+        zones = np.array(self.zone_temp_c, dtype=np.float64).reshape(len(self.zone_temp_c), count).T
+        return {"t_ns": np.array(self.t_ns, dtype=np.int64), "power_w": np.array(self.power_w, dtype=np.float64),
+                "temp_c": np.array(self.temp_c, dtype=np.float64),
+                "throttled": np.array(self.throttled, dtype=np.int64), "zone_temp_c": zones}
+
+    def summary(self, windows):
+        count = len(self.t_ns)
+        span_s = (self.t_ns[-1] - self.t_ns[0]) / 1e9 if count > 1 else 0.0
+        seen = 0
+        for value in self.throttled:
+            if value > 0:
+                seen |= value
+        timed = windows.get("timed")
+        in_timed = sum(1 for t in self.t_ns if timed and timed[0] <= t <= timed[1])
+        return {"samples": count, "samples_timed": in_timed,
+                "achieved_hz": (count - 1) / span_s if span_s > 0 else None,
+                "busy_s": self.busy_ns / 1e9, "tick_ms_mean": self.busy_ns / 1e6 / count if count else None,
+                "throttled_any": seen, "throttled_seen": decode_throttled(seen), "errors": self.errors}
+
+
+def wait_for_cooldown(thermal, target_c, timeout_s, emit, poll_s=0.5):
+    """Block until the temperature is at or below target_c, or timeout_s passes."""
+    start = time.monotonic()
+    first = temp = thermal.read()
+    timed_out = False
+    while not temp <= target_c:  # NaN (no reading) keeps waiting, until the timeout
+        waited = time.monotonic() - start
+        if waited >= timeout_s:
+            timed_out = True
+            break
+        emit({"event": "cooldown", "temp_c": _finite(temp), "target_c": target_c, "waited_s": waited})
+        time.sleep(min(poll_s, max(0.0, timeout_s - waited)))
+        temp = thermal.read()
+    return {"target_c": target_c, "timeout_s": timeout_s, "waited_s": time.monotonic() - start,
+            "timed_out": timed_out, "start_temp_c": _finite(first), "end_temp_c": _finite(temp),
+            "source": thermal.source}
+
+
+class Sensing:
+    """What the job asked to sample, checked before anything runs."""
+
+    def __init__(self, job):
+        self.sysfs_root = job.get("sysfs_root") or default_sysfs_root()
+        path = resolve_vcgencmd(job.get("vcgencmd"))
+        self.vcgencmd = Vcgencmd(path) if path else None
+        self.thermal = Thermal(self.sysfs_root, self.vcgencmd)
+        self.backend = job.get("power")
+        if self.backend is not None and self.backend not in POWER_BACKENDS:
+            raise AgentFailure("BadJob", "unknown power backend %r (choose from %s)"
+                               % (self.backend, ", ".join(POWER_BACKENDS)))
+        self.enabled = self.backend is not None
+        self.sample_hz = float(job.get("sample_hz") or 20.0)
+        if not 0 < self.sample_hz <= 1000:
+            raise AgentFailure("BadJob", "sample_hz must be in (0, 1000], got %r" % job.get("sample_hz"))
+        idle = job.get("idle_s")
+        self.idle_s = float(idle) if idle is not None else (1.0 if self.backend not in (None, "none") else 0.0)
+        self.cooldown_c = job.get("cooldown_c")
+        self.cooldown_timeout_s = float(job.get("cooldown_timeout_s") or 300.0)
+        if self.cooldown_c is not None and self.thermal.source is None:
+            raise AgentFailure("NoTemperatureSensor", "cooldown_c is set but there is no thermal zone under %s "
+                               "and no vcgencmd to read a temperature from"
+                               % os.path.join(self.sysfs_root, "class", "thermal"))
+        self.power = open_power(self.backend, self.sysfs_root, self.vcgencmd, job.get("power_sensor"))
+
+    def sampler(self):
+        return Sampler(self.thermal, self.power, self.vcgencmd, self.sample_hz)
+
+    def describe(self):
+        return {"power": self.backend, "power_source": self.power.describe if self.power else None,
+                "sample_hz": self.sample_hz, "idle_s": self.idle_s, "sysfs_root": self.sysfs_root,
+                "vcgencmd": self.vcgencmd.path if self.vcgencmd else None,
+                "temperature_source": self.thermal.source, "thermal_zones": self.thermal.zones}
+
+
+def op_profile_status(runtime):
+    """Per-op timings: none of the Python runtimes exposes TFLite's profiler."""
+    return {"available": False, "runtime": "%s %s" % (runtime[0], runtime[1]),
+            "why": "the Python Interpreter of ai_edge_litert / tflite_runtime / tf.lite has no profiler API "
+                   "(no per-op timing call; experimental_force_delegate_node_profiling only affects a profiler "
+                   "installed from C++); use the benchmark_model tool with --enable_op_profiling=true"}
+
+
+def save_npz(path, arrays):
+    """An .npz of plain arrays, written with allow_pickle=False on any numpy (1.26 has no savez flag)."""
+    import zipfile
+
+    from numpy.lib import format as npy_format
+
+    with open(path, "wb") as raw:
+        with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as archive:
+            for name, array in arrays.items():
+                with archive.open(name + ".npy", "w", force_zip64=True) as member:
+                    npy_format.write_array(member, array, allow_pickle=False)
+        raw.flush()
+        os.fsync(raw.fileno())
+
 
 
 # --------------------------------------------------------------------------- run
@@ -281,10 +736,15 @@ def _run_job(job, runtime, emit):
     batch = max(1, int(job.get("batch_size", 1)))
     warmup = max(0, int(job.get("warmup", 10)))
     repeats = max(1, int(job.get("repeats", 1)))
+    min_duration_s = max(0.0, float(job.get("min_duration_s") or 0.0))
+    sensing = Sensing(job)  # a power backend that was asked for and is absent fails here, before any work
     _check_expected_sha(job.get("model"), job.get("model_sha256"))
     _check_expected_sha(job.get("inputs"), job.get("inputs_sha256"))
     _prepare_out_dir(out_dir)
 
+    clock = {"wall_ns": time.time_ns(), "perf_ns": time.perf_counter_ns()}  # aligns perf_counter_ns to UTC
+    cpufreq_start = cpu_frequencies(sensing.sysfs_root)
+    thermal_start = sensing.thermal.snapshot()
     started = time.time()
     load_start = time.perf_counter_ns()
     interpreter = open_interpreter(runtime, job["model"], threads, resolver)
@@ -304,22 +764,42 @@ def _run_job(job, runtime, emit):
         invoker.invoke_timed([a[:batch] for a in arrays])
 
     steps = [(s, min(s + batch, count)) for s in range(0, count, batch)]
-    writer = RunWriter(out_dir, count, steps, repeats, invoker.read_outputs())
+    writer = RunWriter(out_dir, count, steps, repeats, invoker.read_outputs(), record_starts=sensing.enabled)
     progress = Progress(emit, repeats * len(steps), on_tick=writer.checkpoint)
-    gc.disable()  # a collection inside the timed loop shows up as a latency outlier
+    windows = {}
+    cooldown = None
+    sampler = sensing.sampler().start() if sensing.enabled else None
     try:
-        _timed_passes(invoker, arrays, steps, repeats, writer, progress)
+        if sensing.cooldown_c is not None:
+            begin = time.perf_counter_ns()
+            cooldown = wait_for_cooldown(sensing.thermal, float(sensing.cooldown_c), sensing.cooldown_timeout_s, emit)
+            windows["cooldown"] = [begin, time.perf_counter_ns()]
+        if sampler is not None and sensing.idle_s > 0:  # the baseline: sensors on, nothing running
+            begin = time.perf_counter_ns()
+            time.sleep(sensing.idle_s)
+            windows["idle"] = [begin, time.perf_counter_ns()]
+        gc.disable()  # a collection inside the timed loop shows up as a latency outlier
+        try:
+            begin = time.perf_counter_ns()
+            passes = _timed_passes(invoker, arrays, steps, repeats, int(min_duration_s * 1e9), writer, progress)
+            windows["timed"] = [begin, time.perf_counter_ns()]
+        finally:
+            gc.enable()
     finally:
-        gc.enable()
-    progress.update(repeats * len(steps), force=True)
+        if sampler is not None:
+            sampler.stop()
+    progress.update(passes * len(steps), force=True)
     meta = {
         "job": {k: v for k, v in job.items() if k != "out"},
-        "device": device_facts(runtime),
+        "device": device_facts(runtime, sensing.sysfs_root, sensing.vcgencmd.path if sensing.vcgencmd else ""),
         "resolver": resolver,
         "threads": threads,
         "batch_size": batch,
         "warmup": warmup,
         "repeats": repeats,
+        "min_duration_s": min_duration_s,
+        "passes": passes,
+        "timed_s": (windows["timed"][1] - windows["timed"][0]) / 1e9,
         "samples": count,
         "model_sha256": sha256_file(job["model"]),
         "inputs_sha256": sha256_file(job["inputs"]),
@@ -327,19 +807,53 @@ def _run_job(job, runtime, emit):
         "outputs": tensor_summary(out_details),
         "load_ns": load_ns,
         "first_inference_ns": first_ns,
+        "clock": clock,
+        "windows": windows,
+        "cpufreq": {"start": cpufreq_start, "end": cpu_frequencies(sensing.sysfs_root),
+                    "governors": sorted(set(c["governor"] for c in cpufreq_start.values() if c["governor"]))},
+        "thermal": {"start": thermal_start, "end": sensing.thermal.snapshot()},
+        "cooldown": cooldown,
+        "op_profile": op_profile_status(runtime),
         "started": started,
         "finished": time.time(),
     }
-    return writer.finish(meta)
+    if sampler is not None:
+        meta["sampling"] = dict(sensing.describe(), **sampler.summary(windows))
+    return writer.finish(meta, sampler.arrays() if sampler is not None else None)
 
 
-def _timed_passes(invoker, arrays, steps, repeats, writer, progress):
-    for rep in range(repeats):
+def _timed_passes(invoker, arrays, steps, repeats, min_duration_ns, writer, progress):
+    """Whole passes over the input set until `repeats` passes AND min_duration_ns are done.
+
+    The latency file starts with room for `repeats` passes. When that is not enough
+    time, the pass rate measured so far sizes it for the rest (+10 %), again if needed;
+    at the end it is cut to the passes that ran. Resizing happens between passes,
+    never inside a timed invoke. Returns the number of passes.
+    """
+    per_pass = len(steps)
+    start = time.perf_counter_ns()
+    latency, starts = writer.latency, writer.starts
+    rep = 0
+    while True:
         for i, (lo, hi) in enumerate(steps):
-            writer.latency[rep, i] = invoker.invoke_timed([a[lo:hi] for a in arrays])
+            latency[rep, i] = invoker.invoke_timed([a[lo:hi] for a in arrays])
+            if starts is not None:
+                starts[rep, i] = invoker.last_start_ns
             if rep == 0:
                 writer.store(invoker.read_outputs(), lo, hi)
-            progress.update(rep * len(steps) + i + 1)
+            progress.update(rep * per_pass + i + 1)
+        rep += 1
+        elapsed = time.perf_counter_ns() - start
+        if rep >= repeats and elapsed >= min_duration_ns:
+            break
+        if rep == writer.passes:
+            more = (min_duration_ns - elapsed) * rep / max(elapsed, 1) * 1.1
+            writer.resize(rep + max(1, int(more) + 1))
+            latency, starts = writer.latency, writer.starts
+            progress.total = writer.passes * per_pass
+    if rep < writer.passes:
+        writer.resize(rep)
+    return rep
 
 
 class RunWriter:
@@ -349,7 +863,7 @@ class RunWriter:
     pull what exists; manifest.json, written last, is what marks a run complete.
     """
 
-    def __init__(self, out_dir, count, steps, repeats, sample_outputs):
+    def __init__(self, out_dir, count, steps, repeats, sample_outputs, record_starts=False):
         from numpy.lib.format import open_memmap
 
         self.out_dir, self.count, self.steps = out_dir, count, steps
@@ -357,15 +871,41 @@ class RunWriter:
             open_memmap(os.path.join(out_dir, "outputs", "output_%d.npy" % k), mode="w+", dtype=value.dtype,
                         shape=(count,) + tuple(value.shape[1:]))
             for k, value in enumerate(sample_outputs)]
-        self.latency = open_memmap(os.path.join(out_dir, "latency_ns.npy"), mode="w+", dtype="int64",
-                                   shape=(repeats, len(steps)))
+        self.passes = repeats
+        self.latency = self._timeline("latency_ns.npy", repeats)
+        self.starts = self._timeline("invoke_start_ns.npy", repeats) if record_starts else None
         for rel in self.files():  # reserve the space now: a full disk is ENOSPC here, not SIGBUS later
             _reserve(os.path.join(out_dir, rel))
         self.samples_done = 0
         self.invocations_done = 0
 
+    def _timeline(self, rel, passes, old=None):
+        """A (passes, invocations per pass) int64 .npy; with old, a resized copy replacing it."""
+        from numpy.lib.format import open_memmap
+
+        path = os.path.join(self.out_dir, rel)
+        target = path + ".resize" if old is not None else path
+        array = open_memmap(target, mode="w+", dtype="int64", shape=(passes, len(self.steps)))
+        if old is not None:
+            _reserve(target)
+            keep = min(passes, old.shape[0])
+            array[:keep] = old[:keep]
+            array.flush()
+            os.replace(target, path)
+        return array
+
+    def timelines(self):
+        return [("latency_ns.npy", self.latency)] + ([("invoke_start_ns.npy", self.starts)] if self.starts is not None
+                                                     else [])
+
+    def resize(self, passes):
+        self.latency = self._timeline("latency_ns.npy", passes, self.latency)
+        if self.starts is not None:
+            self.starts = self._timeline("invoke_start_ns.npy", passes, self.starts)
+        self.passes = passes
+
     def files(self):
-        return ["outputs/output_%d.npy" % k for k in range(len(self.outputs))] + ["latency_ns.npy"]
+        return ["outputs/output_%d.npy" % k for k in range(len(self.outputs))] + [rel for rel, _ in self.timelines()]
 
     def store(self, values, lo, hi):
         for target, value in zip(self.outputs, values):
@@ -374,23 +914,26 @@ class RunWriter:
 
     def checkpoint(self, invocations_done):
         self.invocations_done = invocations_done
-        for array in self.outputs + [self.latency]:
+        for array in self.outputs + [a for _, a in self.timelines()]:
             array.flush()
         _write_json(os.path.join(self.out_dir, "progress.json"),
                     {"samples_done": self.samples_done, "samples": self.count,
                      "invocations_done": invocations_done, "files": self.files()}, sync=False)
 
-    def finish(self, meta):
+    def finish(self, meta, sensors=None):
         import numpy as np
 
-        for array in self.outputs + [self.latency]:
+        rels = self.files()
+        for array in self.outputs + [a for _, a in self.timelines()]:
             array.flush()
-        self.outputs = self.latency = None  # close the maps before hashing
+        self.outputs = self.latency = self.starts = None  # close the maps before hashing
         batch_sizes = np.array([hi - lo for lo, hi in self.steps], dtype=np.int32)
         with open(os.path.join(self.out_dir, "batch_sizes.npy"), "wb") as handle:
             np.save(handle, batch_sizes, allow_pickle=False)
-        rels = ["outputs/output_%d.npy" % k for k in range(len(meta["outputs"]))] + ["latency_ns.npy",
-                                                                                     "batch_sizes.npy"]
+        rels.append("batch_sizes.npy")
+        if sensors is not None:
+            save_npz(os.path.join(self.out_dir, "sensors.npz"), sensors)
+            rels.append("sensors.npz")
         for rel in rels:
             _fsync_path(os.path.join(self.out_dir, rel))
         return write_manifest(self.out_dir, rels, meta)
@@ -404,6 +947,7 @@ class BatchInvoker:
         self.in_details = in_details
         self.out_details = out_details
         self.current = [tuple(int(s) for s in d["shape"]) for d in in_details]
+        self.last_start_ns = 0
 
     def invoke_timed(self, batches):
         interpreter = self.interpreter
@@ -417,7 +961,9 @@ class BatchInvoker:
             interpreter.set_tensor(detail["index"], array)
         start = time.perf_counter_ns()
         interpreter.invoke()
-        return time.perf_counter_ns() - start
+        end = time.perf_counter_ns()
+        self.last_start_ns = start
+        return end - start
 
     def read_outputs(self):
         return [self.interpreter.get_tensor(d["index"]) for d in self.out_details]
@@ -434,7 +980,7 @@ def _check_expected_sha(path, expected):
 
 def _prepare_out_dir(out_dir):
     os.makedirs(os.path.join(out_dir, "outputs"), exist_ok=True)
-    for stale in ("manifest.json", "progress.json"):
+    for stale in ("manifest.json", "progress.json", "sensors.npz", "invoke_start_ns.npy"):
         if os.path.exists(os.path.join(out_dir, stale)):
             os.remove(os.path.join(out_dir, stale))
 

@@ -4,6 +4,7 @@ Layout (the agent writes the first block, the host adds the second, each with it
 own "written last" file so a cut-short run is never mistaken for a whole one)::
 
     RUNDIR/outputs/output_<k>.npy  latency_ns.npy  batch_sizes.npy  meta.json  manifest.json
+           [invoke_start_ns.npy  sensors.npz]  (when the run sampled sensors; see edgeq/power.py)
     RUNDIR/samples.npz  (y / category / severity of each sample)   run.json
 """
 
@@ -38,6 +39,8 @@ class RunResult:
     latency_ns: np.ndarray
     batch_sizes: np.ndarray
     samples: dict[str, np.ndarray]
+    invoke_start_ns: np.ndarray | None = None  # perf_counter_ns of each invoke, shaped like latency_ns
+    sensors: dict[str, np.ndarray] | None = None  # t_ns, power_w, temp_c, throttled, zone_temp_c
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "RunResult":
@@ -55,8 +58,11 @@ class RunResult:
         outputs = [_load_npy(path / "outputs" / f"output_{k}.npy") for k in range(len(meta["outputs"]))]
         with np.load(path / SAMPLES, allow_pickle=False) as tags:
             samples = {k: tags[k] for k in tags.files}
+        starts = _load_npy(path / "invoke_start_ns.npy") if "invoke_start_ns.npy" in manifest["files"] else None
+        sensors = _load_npz(path / "sensors.npz") if "sensors.npz" in manifest["files"] else None
         return cls(path, meta, json.loads(run_file.read_text()), outputs,
-                   _load_npy(path / "latency_ns.npy"), _load_npy(path / "batch_sizes.npy"), samples)
+                   _load_npy(path / "latency_ns.npy"), _load_npy(path / "batch_sizes.npy"), samples,
+                   starts, sensors)
 
     @property
     def n(self) -> int:
@@ -72,6 +78,14 @@ def _load_npy(path: Path) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise IncompleteRun(f"{path}: cannot be read as a plain .npy array ({exc})") from None
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise IncompleteRun(f"{path}: cannot be read as a plain .npz archive ({exc})") from None
 
 
 def read_manifest(path: Path) -> dict:

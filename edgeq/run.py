@@ -24,6 +24,7 @@ from edgeq.results import RUN_FILE, SAMPLES, RunResult, pull_partial, pull_run, 
 ProgressFn = Callable[[str, int, int], None]
 INACTIVITY_TIMEOUT_S = 600.0  # the agent reports progress every 0.5 s while it runs
 RESOLVERS = ("AUTO", "BUILTIN", "BUILTIN_REF", "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
+POWER_CHOICES = ("device", "none", "hwmon", "power_supply", "pi5-pmic")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,16 @@ class RunSpec:
     warmup: int = 10
     repeats: int = 1
     batch_size: int = 1
+    min_duration_s: float = 0.0  # timed passes continue until repeats AND this long (whichever is longer)
+    # sensors (see edgeq/power.py): None = no sampling; "device" = the inventory's power key
+    power: str | None = None
+    power_sensor: str | None = None  # hwmon chip / power_supply name when a device has several
+    sample_hz: float = 20.0
+    idle_s: float | None = None  # idle baseline before the timed loop; None: 1 s with a power backend
+    cooldown_c: float | None = None  # wait until the device is at or below this temperature
+    cooldown_timeout_s: float = 300.0
+    sysfs_root: str | None = None  # on the device; None: EDGEQ_SYSFS_ROOT there, else /sys
+    vcgencmd: str | None = None  # on the device; None: vcgencmd on its PATH; "": never
 
 
 @dataclass
@@ -56,6 +67,13 @@ def prepare(spec: RunSpec, rundir: Path) -> _Prepared:
     for name in ("threads", "repeats", "batch_size"):
         if getattr(spec, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(spec, name)}")
+    if spec.power is not None and spec.power not in POWER_CHOICES:
+        raise ConfigError(f"unknown power backend {spec.power!r} (choose from {', '.join(POWER_CHOICES)})")
+    if not 0 < spec.sample_hz <= 1000:
+        raise ConfigError(f"sample_hz must be in (0, 1000], got {spec.sample_hz}")
+    for name in ("min_duration_s", "idle_s", "cooldown_timeout_s"):
+        if (getattr(spec, name) or 0) < 0:
+            raise ConfigError(f"{name} must not be negative, got {getattr(spec, name)}")
     info = read_model(spec.model)
     dataset = load_inputset(spec.inputs)
     model_inputs = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
@@ -85,6 +103,7 @@ def run_on_device(device: Device, specs: list[RunSpec], rundirs: list[Path],
         agent_path = deployer.push_agent()
         with AgentSession(transport, device_python(device, transport), agent_path) as session:
             facts = session.hello()
+            deployer.hasher = session.sha256
             for item in prepared:
                 preflight(device.name, facts, item.info)
             return [_run_one(device, deployer, session, item, progress) for item in prepared]
@@ -141,7 +160,10 @@ def _run_one(device: Device, deployer: Deployer, session: AgentSession, item: _P
     job = {"model": model_remote, "model_sha256": model_sha, "inputs": inputs_remote,
            "inputs_sha256": inputs_sha, "input_arrays": item.input_arrays, "out": remote_out,
            "threads": spec.threads, "resolver": spec.resolver, "warmup": spec.warmup,
-           "repeats": spec.repeats, "batch_size": spec.batch_size}
+           "repeats": spec.repeats, "batch_size": spec.batch_size, "min_duration_s": spec.min_duration_s,
+           "power": device.power if spec.power == "device" else spec.power, "power_sensor": spec.power_sensor,
+           "sample_hz": spec.sample_hz, "idle_s": spec.idle_s, "cooldown_c": spec.cooldown_c,
+           "cooldown_timeout_s": spec.cooldown_timeout_s, "sysfs_root": spec.sysfs_root, "vcgencmd": spec.vcgencmd}
 
     def on_event(event: dict) -> None:
         if progress and event.get("event") == "progress":

@@ -1,25 +1,27 @@
 #!/usr/bin/env python3
 """Transfer speed of edgeq's SSH deploy path, measured against baselines taken in the same run.
 
-Why: edgeq claims its pushes are at least as fast as plain `scp` although every upload
-goes to a `.part` name, is checked with sha256sum on the device and renamed; that an
-unchanged model is never sent twice; and that a fleet runs in parallel, not one device
-after another. Speed is measured, not asserted: each figure is a ratio against a
-baseline measured in this run, on the same sshd and the same files.
+Why: edgeq claims pushes as fast as `scp` although each upload goes to a `.part` name, is
+checked with sha256sum on the device and renamed; that unchanged content is never sent
+twice; that a fleet runs in parallel. Speed is measured, not asserted: every figure is a
+ratio against a baseline measured in this run, on the same sshd and the same files.
 
-  (a) Deployer.push of a 50 MB random .tflite into an empty workdir (connect, local hash,
-      SFTP upload, remote sha256sum, rename) vs OpenSSH `scp` of the same file to the same
-      sshd; interleaved rounds, median. Also SshTransport.put and the bare SFTP write
-      (SshTransport._upload_from) on an open connection, to show what verification costs.
-  (b) re-push of the unchanged file: bytes moved and wall time, with a fresh connection
-      and with an open one; wire bytes counted through tests/lab.py's TcpProxy.
-  (c) run_on_device of the built-in example on 1 vs 4 network-namespace devices through
-      run_fleet (fresh workdirs, so pushes are included): inference-bound and
-      transfer-bound (a 20 MB input set, 200 inferences). This box has 2 cores.
+  (a) Deployer.push of a 50 MB random .tflite into an empty workdir (connect, hash, upload,
+      remote sha256sum, rename) vs OpenSSH `scp` to the same sshd; interleaved rounds, medians.
+      Also SshTransport.put and the bare SFTP write (_upload_from) on an open connection.
+  (b) re-push of the unchanged file: bytes moved and wall time, fresh and open connection;
+      bytes on the wire counted through tests/lab.py's TcpProxy.
+  (c) run_on_device of the built-in example on 1 vs 4 network-namespace devices via
+      run_fleet (fresh workdirs: pushes included), inference-bound and transfer-bound
+      (a 20 MB input set, 200 inferences), with the machine's busy CPU-seconds per run.
+
+Lab sshds run commands through this user's shell, and bash sources ~/.bashrc for them;
+--plain-shell bind-mounts /dev/null over it in sshd's private mount namespace (the host
+is untouched) to tell edgeq's cost from this machine's shell start-up.
 
 Needs root (network namespaces), sshd, scp, ip, unshare. From the repository root:
 
-    .venv/bin/python scripts/bench_transfer.py [--size-mb 50] [--rounds 3] [--json FILE]
+    .venv/bin/python scripts/bench_transfer.py [--size-mb 50] [--rounds 3] [--plain-shell] [--json FILE]
 """
 
 from __future__ import annotations
@@ -41,6 +43,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import lab  # noqa: E402  (tests/lab.py: real sshd servers and namespace devices)
+from edgeq.convert import convert_model  # noqa: E402  (imports TensorFlow only when called)
+from edgeq.deploy import Deployer  # noqa: E402
+from edgeq.devices import Device  # noqa: E402
+from edgeq.evaluate import EXAMPLE_DATA, EXAMPLE_MODEL  # noqa: E402
+from edgeq.fleet import run_fleet  # noqa: E402
+from edgeq.inputset import InputSet  # noqa: E402
+from edgeq.run import RunSpec, run_on_device  # noqa: E402
+from edgeq.transport.ssh import SshTransport  # noqa: E402
+
 MB = 1e6
 
 
@@ -50,6 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds in (a), at least 3")
     parser.add_argument("--fleet-reps", type=int, default=2, help="repetitions of each fleet run (c)")
     parser.add_argument("--samples", type=int, default=2000, help="inferences per device in (c)")
+    parser.add_argument("--plain-shell", action="store_true", help="hide ~/.bashrc from the lab sshds only (their commands skip this user's shell start-up)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser.parse_args(argv)
 
@@ -60,22 +74,35 @@ def timed(fn, *args):
     return time.perf_counter() - start, value
 
 
-def ssh_device(server, name: str, workdir: Path, **override):
-    from edgeq.devices import Device
+def busy_cpu_s() -> float:
+    """CPU-seconds the whole machine spent busy (every process, every core), from /proc/stat."""
+    fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
+
+def plain_shell_sshd() -> None:
+    """Lab sshds started from now on see an empty ~/.bashrc, in their private mount namespace."""
+    original, bashrc = lab.SshServer._launch_command, Path.home() / ".bashrc"
+
+    def launch(self):
+        cmd, script = original(self), self.dir / "launch.sh"
+        script.write_text(script.read_text().replace("\nexec ", f"\nmount --bind /dev/null {bashrc}\nexec ", 1))
+        return cmd
+
+    if bashrc.exists() and lab.can_unshare():
+        lab.SshServer._launch_command = launch
+
+
+def ssh_device(server, name: str, workdir: Path, **override):
     return Device(name=name, **{**server.inventory_entry(), "workdir": str(workdir), **override})
 
 
-# ---- (a) one 50 MB push --------------------------------------------------------------------
-
-def edgeq_push(device, local: Path) -> tuple[str, int]:
-    from edgeq.deploy import Deployer
-    from edgeq.transport.ssh import SshTransport
-
+def edgeq_push(device, local: Path) -> int:
+    """Deployer.push on a new connection; returns the bytes it moved."""
     with SshTransport(device) as transport:
         deployer = Deployer(transport, device.workdir)
-        remote, _ = deployer.push(local)
-        return remote, sum(t.bytes_moved for t in deployer.transfers)
+        deployer.push(local)
+        return sum(t.bytes_moved for t in deployer.transfers)
 
 
 def scp(server, local: Path, remote: Path) -> None:
@@ -84,191 +111,166 @@ def scp(server, local: Path, remote: Path) -> None:
                     "-o", "BatchMode=yes", "-q", str(local), f"{server.user}@{server.host}:{remote}"], check=True)
 
 
-def open_put(device, local: Path, remote_dir: Path, raw: bool) -> tuple[float, float]:
-    """(connect s, upload s) on one connection: SshTransport.put, or the bare SFTP write."""
-    from edgeq.transport.ssh import SshTransport
-
+def open_put(device, local: Path, remote_dir: Path, raw: bool) -> dict:
+    """Connect, run one command (mkdir), then SshTransport.put or the bare SFTP write: each timed."""
     with SshTransport(device) as transport:
         connect_s, _ = timed(lambda: transport.sftp)
-        transport.makedirs(str(remote_dir))
-        if raw:
-            return connect_s, timed(transport._upload_from, local, str(remote_dir / ".m.part"), 0)[0]
-        return connect_s, timed(transport.put, local, str(remote_dir / "m.tflite"))[0]
+        command_s, _ = timed(transport.makedirs, str(remote_dir))
+        put = (transport._upload_from, local, str(remote_dir / ".m.part"), 0) if raw else \
+              (transport.put, local, str(remote_dir / "m.tflite"))
+        return {"connect": connect_s, "command": command_s, "raw_sftp" if raw else "put": timed(*put)[0]}
 
 
 def bench_push(server, local: Path, rounds: int) -> dict:
-    device = ssh_device(server, "loop", server.workdir)
-    size, root = local.stat().st_size, server.workdir
-    walls = {"edgeq_push": [], "scp": [], "put_open": [], "raw_sftp_open": [], "connect": []}
-    for i in range(rounds):
-        steps = [("edgeq_push", lambda: edgeq_push(ssh_device(server, "loop", root / f"push{i}"), local)),
-                 ("scp", lambda: scp(server, local, root / f"scp{i}.tflite")),
-                 ("put_open", lambda: open_put(device, local, root / f"put{i}", raw=False)),
-                 ("raw_sftp_open", lambda: open_put(device, local, root / f"raw{i}", raw=True))]
-        for name, step in steps[i % 4:] + steps[:i % 4]:  # rotate the order: no method always goes first
-            wall, value = timed(step)
-            if name in ("put_open", "raw_sftp_open"):
-                walls["connect"].append(value[0])
-                wall = value[1]
-            walls[name].append(wall)
+    device, root = ssh_device(server, "loop", server.workdir), server.workdir
+    runs = {"push": [], "scp": [], "put": [], "raw_sftp": [], "connect": [], "command": []}
+    for i in range(rounds):  # fresh destinations every round; the order rotates, no method always first
+        steps = [lambda: {"push": timed(edgeq_push, ssh_device(server, "loop", root / f"push{i}"), local)[0]},
+                 lambda: {"scp": timed(scp, server, local, root / f"scp{i}.tflite")[0]},
+                 lambda: open_put(device, local, root / f"put{i}", raw=False),
+                 lambda: open_put(device, local, root / f"raw{i}", raw=True)]
+        for step in steps[i % 4:] + steps[:i % 4]:
+            for name, seconds in step().items():
+                runs[name].append(seconds)
         for leftover in root.iterdir():
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-    figures = {name: statistics.median(w) for name, w in walls.items()}
-    figures.update({f"{name}_MBps": size / MB / figures[name] for name in ("edgeq_push", "scp", "put_open",
-                                                                           "raw_sftp_open")})
-    figures["runs_s"] = walls
-    return figures
+    figures = {name: statistics.median(values) for name, values in runs.items()}
+    figures.update({f"{n}_MBps": local.stat().st_size / MB / figures[n] for n in ("push", "scp", "put", "raw_sftp")})
+    return {**figures, "runs_s": runs}
 
-
-# ---- (b) re-push of unchanged content ------------------------------------------------------
 
 def bench_repush(server, local: Path) -> dict:
-    from edgeq.deploy import Deployer
-    from edgeq.transport.ssh import SshTransport
-    from lab import TcpProxy
-
-    workdir = server.workdir / "repush"
-    device = ssh_device(server, "loop", workdir)
+    device = ssh_device(server, "loop", server.workdir / "repush")
     edgeq_push(device, local)
-    fresh_s, (_, fresh_bytes) = timed(edgeq_push, device, local)
+    fresh_s, fresh_bytes = timed(edgeq_push, device, local)
     with SshTransport(device) as transport:
-        Deployer(transport, str(workdir)).push(local)  # connection opened, then timed
-        deployer = Deployer(transport, str(workdir))
+        transport.sftp  # connected before the clock starts
+        deployer = Deployer(transport, device.workdir)
         open_s, _ = timed(deployer.push, local)
-        open_bytes = sum(t.bytes_moved for t in deployer.transfers)
-    proxy = TcpProxy(server)
+    proxy = lab.TcpProxy(server)  # counts what really crosses the wire
     try:
-        edgeq_push(ssh_device(server, "loop", workdir, host=proxy.host, port=proxy.port), local)
+        edgeq_push(ssh_device(server, "loop", Path(device.workdir), host=proxy.host, port=proxy.port), local)
         wire_up = proxy.bytes_forwarded["up"]
     finally:
         proxy.close()
-    return {"fresh_s": fresh_s, "fresh_bytes": fresh_bytes, "open_s": open_s, "open_bytes": open_bytes,
-            "wire_bytes_up": wire_up}
+    return {"fresh_s": fresh_s, "fresh_bytes": fresh_bytes, "open_s": open_s,
+            "open_bytes": sum(t.bytes_moved for t in deployer.transfers), "wire_bytes_up": wire_up}
 
-
-# ---- (c) fleet -----------------------------------------------------------------------------
 
 def make_inputs(tmp: Path, samples: int, pad_mb: int = 0) -> Path:
-    from edgeq.evaluate import EXAMPLE_DATA
-    from edgeq.inputset import InputSet
-
     with np.load(EXAMPLE_DATA) as data:
-        x, y = data["x"], data["y"]
-    idx = np.arange(samples) % len(x)
-    arrays = {"x": np.ascontiguousarray(x[idx])}
-    if pad_mb:  # extra array the agent never reads: bytes to move, not work to do
-        arrays["pad"] = np.random.default_rng(1).integers(0, 255, (samples, pad_mb * 1_000_000 // samples),
-                                                          dtype=np.uint8)
-    return InputSet(arrays=arrays, y=y[idx]).save(tmp / f"inputs-{samples}-{pad_mb}mb.npz")
+        idx = np.arange(samples) % len(data["y"])
+        arrays, y = {"x": np.ascontiguousarray(data["x"][idx])}, data["y"][idx]
+    if pad_mb:  # an array the agent never reads: bytes to move, not work to do
+        shape = (samples, pad_mb * 1_000_000 // samples)
+        arrays["pad"] = np.random.default_rng(1).integers(0, 255, shape, dtype=np.uint8)
+    return InputSet(arrays=arrays, y=y).save(tmp / f"inputs-{samples}-{pad_mb}mb.npz")
 
 
-def fleet_wall(lab, model: Path, inputs: Path, n: int, tag: str, tmp: Path) -> float:
-    from edgeq.fleet import run_fleet
-    from edgeq.run import RunSpec, run_on_device
-
-    devices = [ssh_device(d.server, d.name, d.server.workdir / tag) for d in lab.devices[:n]]
-    spec = RunSpec(model=model, inputs=inputs, label="quant")
-    wall, result = timed(run_fleet, devices,
-                         lambda dev: run_on_device(dev, [spec], [tmp / "runs" / tag / dev.name]))
+def fleet_run(netns, model: Path, inputs: Path, n: int, tag: str, tmp: Path) -> tuple[float, float]:
+    """(wall s, machine busy CPU-s) of run_fleet over the first n devices, fresh workdirs."""
+    devices = [ssh_device(d.server, d.name, d.server.workdir / tag) for d in netns.devices[:n]]
+    spec, cpu = RunSpec(model=model, inputs=inputs, label="quant"), busy_cpu_s()
+    wall, result = timed(run_fleet, devices, lambda dev: run_on_device(dev, [spec], [tmp / "runs" / tag / dev.name]))
     if result.failed:
         raise SystemExit(f"fleet run {tag} failed: {result.failed}")
-    return wall
+    return wall, busy_cpu_s() - cpu
 
 
-def bench_fleet(lab, model: Path, inputs: Path, reps: int, tmp: Path, kind: str) -> dict:
-    walls = {1: [], 4: []}
+def bench_fleet(netns, model: Path, inputs: Path, reps: int, tmp: Path, kind: str) -> dict:
+    out = {"one_s": [], "four_s": [], "one_cpu_s": [], "four_cpu_s": []}
     for rep in range(reps):
-        for n in (1, 4) if rep % 2 == 0 else (4, 1):
-            walls[n].append(fleet_wall(lab, model, inputs, n, f"{kind}-{n}dev-{rep}", tmp))
-    one, four = statistics.median(walls[1]), statistics.median(walls[4])
-    return {"one_s": walls[1], "four_s": walls[4], "one_median_s": one, "four_median_s": four,
-            "ratios": [f / o for f, o in zip(walls[4], walls[1])], "ratio": four / one}
+        for n, key in ((1, "one"), (4, "four"))[::1 if rep % 2 == 0 else -1]:
+            wall, cpu = fleet_run(netns, model, inputs, n, f"{kind}-{n}dev-{rep}", tmp)
+            out[f"{key}_s"].append(wall)
+            out[f"{key}_cpu_s"].append(cpu)
+    one, four = statistics.median(out["one_s"]), statistics.median(out["four_s"])
+    return {**out, "one_median_s": one, "four_median_s": four, "ratio": four / one,
+            "ratios": [f / o for f, o in zip(out["four_s"], out["one_s"])]}
 
-
-# ---- report --------------------------------------------------------------------------------
 
 def rows(a: dict, b: dict, c: dict) -> list[tuple]:
-    """(name, measured, baseline, ratio, goal text, met)."""
-    push_s = a["edgeq_push"]
-    out = [("(a) edgeq push MB/s vs scp", a["edgeq_push_MBps"], a["scp_MBps"],
-            a["edgeq_push_MBps"] / a["scp_MBps"], ">= 1.0", a["edgeq_push_MBps"] >= a["scp_MBps"]),
-           ("(a) SshTransport.put MB/s (open)", a["put_open_MBps"], a["scp_MBps"],
-            a["put_open_MBps"] / a["scp_MBps"], "info", None),
-           ("(a) raw SFTP write MB/s (open)", a["raw_sftp_open_MBps"], a["scp_MBps"],
-            a["raw_sftp_open_MBps"] / a["scp_MBps"], "info", None),
-           ("(a) connect ssh+sftp s", a["connect"], None, None, "info", None),
-           ("(b) re-push bytes, fresh conn", b["fresh_bytes"], None, None, "== 0", b["fresh_bytes"] == 0),
-           ("(b) re-push bytes, open conn", b["open_bytes"], None, None, "== 0", b["open_bytes"] == 0),
-           ("(b) re-push wire bytes up (ssh)", b["wire_bytes_up"], None, None, "info", None),
-           ("(b) re-push s, fresh conn", b["fresh_s"], push_s, b["fresh_s"] / push_s, "< 1 s", b["fresh_s"] < 1),
-           ("(b) re-push s, open conn", b["open_s"], push_s, b["open_s"] / push_s, "< 1 s", b["open_s"] < 1)]
+    """(name, measured, baseline, ratio, goal, met); met None = information only."""
+    def row(name, value, base=None, goal="info", met=None):
+        return name, value, base, value / base if base else None, goal, met
+
+    out = [row("(a) push MB/s vs scp MB/s", a["push_MBps"], a["scp_MBps"], ">= 1.0", a["push_MBps"] >= a["scp_MBps"]),
+           row("(a) SshTransport.put MB/s, open conn", a["put_MBps"], a["scp_MBps"]),
+           row("(a) bare SFTP write MB/s, open conn", a["raw_sftp_MBps"], a["scp_MBps"]),
+           row("(a) connect ssh+sftp s", a["connect"]),
+           row("(a) one remote command (mkdir) s", a["command"]),
+           row("(b) re-push bytes moved, fresh conn", b["fresh_bytes"], None, "== 0", b["fresh_bytes"] == 0),
+           row("(b) re-push bytes moved, open conn", b["open_bytes"], None, "== 0", b["open_bytes"] == 0),
+           row("(b) re-push bytes on the wire, up", b["wire_bytes_up"]),
+           row("(b) re-push s, fresh conn (vs push)", b["fresh_s"], a["push"], "< 1 s", b["fresh_s"] < 1),
+           row("(b) re-push s, open conn (vs push)", b["open_s"], a["push"], "< 1 s", b["open_s"] < 1)]
     for kind, f in c.items():
-        out.append((f"(c) fleet 4/1 wall s, {kind}", f["four_median_s"], f["one_median_s"], f["ratio"],
-                    "<= 1.5", f["ratio"] <= 1.5))
+        out += [row(f"(c) fleet wall s 4/1, {kind}", f["four_median_s"], f["one_median_s"], "<= 1.5",
+                    f["ratio"] <= 1.5),
+                row(f"(c) machine CPU-s 4/1, {kind}", statistics.median(f["four_cpu_s"]),
+                    statistics.median(f["one_cpu_s"]))]
     return out
 
 
 def print_table(table: list[tuple]) -> None:
     fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
-    print(f"\n{'name':36} {'measured':>10} {'baseline':>10} {'ratio':>7}  {'goal':7} met?")
+    print(f"\n{'name':40} {'measured':>9} {'baseline':>9} {'ratio':>6}  {'goal':6} met?")
     for name, measured, baseline, ratio, goal, met in table:
         verdict = "-" if met is None else ("yes" if met else "NO")
-        print(f"{name:36} {fmt(measured):>10} {fmt(baseline):>10} {fmt(ratio):>7}  {goal:7} {verdict}")
+        print(f"{name:40} {fmt(measured):>9} {fmt(baseline):>9} {fmt(ratio):>6}  {goal:6} {verdict}")
 
 
 def run(args, tmp: Path, stack: ExitStack) -> dict:
-    from lab import NetnsLab, SshServer
-
-    from edgeq.convert import convert_model
-    from edgeq.evaluate import EXAMPLE_MODEL
-
+    show = lambda values: " ".join(f"{v:.2f}" for v in values)  # noqa: E731
     local = tmp / "model.tflite"
     local.write_bytes(np.random.default_rng(0).bytes(args.size_mb * 1_000_000))
-    server = stack.enter_context(SshServer(tmp / "sshd"))
-    print(f"(a) {args.size_mb} MB push vs scp, {args.rounds} interleaved rounds on {server.host}:{server.port}")
+    server = stack.enter_context(lab.SshServer(tmp / "sshd"))
+    print(f"load average {open('/proc/loadavg').read().split()[0]}, {os.cpu_count()} cores"
+          f"{', --plain-shell' if args.plain_shell else ''}")
+    print(f"(a) {args.size_mb} MB push vs scp, {args.rounds} interleaved rounds, sshd {server.host}:{server.port}")
     a = bench_push(server, local, args.rounds)
-    for name in ("edgeq_push", "scp", "put_open", "raw_sftp_open", "connect"):
-        print(f"    {name:14} runs s: {' '.join(f'{w:.3f}' for w in a['runs_s'][name])}")
-    print("(b) re-push of unchanged content")
+    for name, values in a["runs_s"].items():
+        print(f"    {name:9} s: {' '.join(f'{v:.3f}' for v in values)}")
     b = bench_repush(server, local)
-    print(f"    fresh conn {b['fresh_s']:.3f} s, open conn {b['open_s']:.3f} s")
+    print(f"(b) re-push: fresh connection {b['fresh_s']:.3f} s, open connection {b['open_s']:.3f} s")
     print("(c) fleet: converting the example, starting 4 namespace devices")
     model = convert_model(EXAMPLE_MODEL, tmp / "models").quant_path
-    lab = stack.enter_context(NetnsLab(4, tmp / "netns"))
-    fleet_wall(lab, model, make_inputs(tmp, 100), 1, "warmup", tmp)  # page cache, first imports
+    netns = stack.enter_context(lab.NetnsLab(4, tmp / "netns"))
+    fleet_run(netns, model, make_inputs(tmp, 100), 4, "warmup", tmp)  # page cache, first imports: not timed
     c = {}
     for kind, inputs in ((f"{args.samples} inferences", make_inputs(tmp, args.samples)),
                          ("20 MB set, 200 inf", make_inputs(tmp, 200, pad_mb=20))):
-        c[kind] = bench_fleet(lab, model, inputs, args.fleet_reps, tmp, kind.split()[0])
-        print(f"    {kind}: 1 dev s {['%.2f' % w for w in c[kind]['one_s']]}, 4 dev s "
-              f"{['%.2f' % w for w in c[kind]['four_s']]}, ratios {['%.2f' % r for r in c[kind]['ratios']]}")
+        f = c[kind] = bench_fleet(netns, model, inputs, args.fleet_reps, tmp, kind.split()[0])
+        print(f"    {kind}: 1 dev {show(f['one_s'])} s ({show(f['one_cpu_s'])} CPU-s), 4 dev {show(f['four_s'])} s "
+              f"({show(f['four_cpu_s'])} CPU-s), 4/1 {show(f['ratios'])}")
     table = rows(a, b, c)
     print_table(table)
-    return {"push": a, "repush": b, "fleet": c, "cores": os.cpu_count(),
+    return {"push": a, "repush": b, "fleet": c, "cores": os.cpu_count(), "plain_shell": args.plain_shell,
             "table": [dict(zip(("name", "measured", "baseline", "ratio", "goal", "met"), r)) for r in table]}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
-        print("bench_transfer.py must run as root: (c) needs network namespaces (and sshd needs a "
-              "private /run). Run: sudo .venv/bin/python scripts/bench_transfer.py", file=sys.stderr)
+        print("bench_transfer.py must run as root: (c) needs network namespaces and sshd a private /run.\n"
+              "Run: sudo .venv/bin/python scripts/bench_transfer.py", file=sys.stderr)
         return 2
-    missing = [t for t in ("sshd", "scp", "ip", "unshare", "ssh-keygen")
-               if not shutil.which(t, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")]
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    missing = [t for t in ("sshd", "scp", "ip", "unshare", "ssh-keygen") if not shutil.which(t, path=path)]
     if missing:
-        print(f"missing {', '.join(missing)}: bash scripts/setup.sh --tests installs them", file=sys.stderr)
+        print(f"missing {', '.join(missing)}: `bash scripts/setup.sh --tests` installs them", file=sys.stderr)
         return 2
     args.rounds = max(args.rounds, 3)
+    if args.plain_shell:
+        plain_shell_sshd()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeq-bench-") as tmpdir, ExitStack() as stack:
-        tmp = Path(tmpdir)
-        os.environ["EDGEQ_SSH_CONFIG"] = str(tmp / "no-ssh-config")  # the user's ~/.ssh/config stays out
-        figures = run(args, tmp, stack)
+        os.environ["EDGEQ_SSH_CONFIG"] = str(Path(tmpdir) / "no-ssh-config")  # keep ~/.ssh/config out
+        figures = run(args, Path(tmpdir), stack)
     figures["total_s"] = time.perf_counter() - start
     print(f"\ntotal {figures['total_s']:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 
