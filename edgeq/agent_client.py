@@ -91,6 +91,9 @@ class AgentSession:
         """A device file's digest, computed by the agent (no new process on the device)."""
         return self.request("sha256", paths=[path], timeout=600)[path] or ""
 
+    def free_bytes(self, path: str) -> int:
+        return int(self.request("df", path=path, timeout=60)["free"])
+
     def _no_python(self, detail: str) -> AgentError:
         return AgentError(f"{self.device}: cannot run python {self.python!r} on the device ({detail}); "
                           f"set python= in the inventory or run `edgeq devices setup {self.device}`",

@@ -103,7 +103,7 @@ def run_on_device(device: Device, specs: list[RunSpec], rundirs: list[Path],
         agent_path = deployer.push_agent()
         with AgentSession(transport, device_python(device, transport), agent_path) as session:
             facts = session.hello()
-            deployer.hasher = session.sha256
+            deployer.hasher, deployer.free_space = session.sha256, session.free_bytes
             for item in prepared:
                 preflight(device.name, facts, item.info)
             return [_run_one(device, deployer, session, item, progress) for item in prepared]

@@ -63,7 +63,7 @@ class SshProcess(Process):
         self._reader.start()
 
     def _drain(self):
-        stream = self.channel.makefile_stderr("rb")
+        stream = self._stderr_file = self.channel.makefile_stderr("rb")
         for line in stream:
             self._stderr += line
             del self._stderr[:-16000]
@@ -83,10 +83,13 @@ class SshProcess(Process):
         return self.channel.recv_exit_status()
 
     def kill(self):
-        try:
-            self.stdin.close()
-        except (OSError, ValueError, EOFError):
-            pass
+        """Close the channel and its three file objects now, not in __del__ at interpreter exit."""
+        for stream in (self.stdin, self.stdout, getattr(self, "_stderr_file", None)):
+            try:
+                if stream is not None:
+                    stream.close()
+            except (OSError, ValueError, EOFError):
+                pass
         self.channel.close()
 
 
@@ -313,7 +316,19 @@ class SshTransport(Transport):
             raise TransportError(f"{self.device}: cannot check {remote}: {exc}") from None
 
     def makedirs(self, remote):
-        self.run(["mkdir", "-p", "--", remote], timeout=30)
+        """Over SFTP, one component at a time: no shell command, so no login-shell start-up."""
+        path = ""
+        for part in remote.strip("/").split("/"):
+            path += "/" + part
+            try:
+                self.sftp.stat(path)
+            except FileNotFoundError:
+                try:
+                    self.sftp.mkdir(path)
+                except OSError as exc:
+                    raise TransportError(f"{self.device}: cannot create {path}: {exc}") from None
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise TransportError(f"{self.device}: cannot check {path}: {exc}") from None
 
     def expand(self, remote):
         if remote == "~" or remote.startswith("~/"):
