@@ -45,6 +45,7 @@ import gc
 import glob
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -1091,7 +1092,179 @@ class Agent:
         return 0
 
 
+# --------------------------------------------------------------------------- soak
+
+
+def rss_kb():
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class SoakLog:
+    """records.jsonl (append + fsync per record) and status.json (atomic), in the soak folder."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.records = open(os.path.join(folder, "records.jsonl"), "a")
+        self.status = {"state": "starting", "pid": os.getpid(), "windows": 0}
+
+    def append(self, record):
+        self.records.write(json.dumps(record, sort_keys=True) + "\n")
+        self.records.flush()
+        os.fsync(self.records.fileno())
+
+    def set(self, **changes):
+        self.status.update(changes, updated=time.time())
+        _write_json(os.path.join(self.folder, "status.json"), self.status, sync=True)
+
+
+class LatencyHistogram:
+    """Window latency stats in constant memory: log buckets 1% wide, exact mean and max.
+
+    A 60 s window can hold millions of invocations; keeping them all would make the
+    soak's own RSS grow with the model's speed, which is what the soak is watching.
+    """
+
+    STEP = math.log(1.01)
+
+    def __init__(self):
+        self.counts, self.n, self.total, self.max = {}, 0, 0, 0
+
+    def add(self, ns):
+        bucket = int(math.log(ns) / self.STEP) if ns > 0 else 0
+        self.counts[bucket] = self.counts.get(bucket, 0) + 1
+        self.n += 1
+        self.total += ns
+        if ns > self.max:
+            self.max = ns
+
+    def percentile(self, p):
+        rank, seen = p / 100.0 * self.n, 0
+        for bucket in sorted(self.counts):
+            seen += self.counts[bucket]
+            if seen >= rank:
+                return math.exp((bucket + 0.5) * self.STEP) if bucket else 0.0
+        return float(self.max)
+
+    def stats(self):
+        return {"n": self.n, "p50": self.percentile(50) / 1e6, "p90": self.percentile(90) / 1e6,
+                "p99": self.percentile(99) / 1e6, "mean": self.total / self.n / 1e6, "max": self.max / 1e6}
+
+
+def soak_main(job_path):
+    """Run detached: cycle the input set until the duration ends or a stop file appears."""
+    import zlib
+
+    with open(job_path) as handle:
+        job = json.load(handle)
+    folder = job["dir"]
+    log = SoakLog(folder)
+    try:
+        runtime = import_runtime()
+        _check_expected_sha(job["model"], job.get("model_sha256"))
+        interpreter = open_interpreter(runtime, job["model"], job.get("threads", 1), job.get("resolver", "AUTO"))
+        in_details, out_details = interpreter.get_input_details(), interpreter.get_output_details()
+        arrays = load_inputs(job["inputs"], job["input_arrays"])
+        count = check_inputs(arrays, job["input_arrays"], in_details)
+        invoker = BatchInvoker(interpreter, in_details, out_details)
+        for _ in range(int(job.get("warmup", 10))):
+            invoker.invoke_timed([a[:1] for a in arrays])
+        sensors = SoakSensors(job)
+        facts = device_facts(runtime)
+        log.set(state="running", started=time.time(), arch=facts["arch"], runtime="%s %s" % runtime[:2],
+                resolver=job.get("resolver", "AUTO"), threads=job.get("threads", 1),
+                model_sha256=job.get("model_sha256"), model_name=os.path.basename(job["model"]))
+        state = _soak_loop(job, log, invoker, arrays, count, sensors, zlib.crc32)
+        log.set(state=state)
+    except AgentFailure as exc:
+        log.set(state="failed", error=str(exc))
+        return 1
+    except Exception as exc:  # the host reads this from status.json; there is no one to raise to
+        log.set(state="failed", error="%s: %s" % (exc.__class__.__name__, exc))
+        return 1
+    return 0
+
+
+def _soak_loop(job, log, invoker, arrays, count, sensors, checksum):
+    started = time.monotonic()
+    deadline = started + float(job["duration_s"])
+    window_s = float(job.get("window_s", 60))
+    stop_file = os.path.join(job["dir"], "stop")
+    first_pass, mismatched, checked, passes, index = [None] * count, 0, 0, 0, 0
+    window, window_end = LatencyHistogram(), started + window_s
+    while True:
+        for i in range(count):
+            window.add(invoker.invoke_timed([a[i:i + 1] for a in arrays]))
+            digest = checksum(b"".join(o.tobytes() for o in invoker.read_outputs()))
+            if passes == 0:
+                first_pass[i] = digest
+            else:
+                checked += 1
+                mismatched += digest != first_pass[i]
+            now = time.monotonic()
+            if now >= window_end:
+                record = {"type": "window", "index": index, "elapsed_s": now - started, "t": time.time(),
+                          "latency_ms": window.stats(), "rss_kb": rss_kb(), "pass": passes,
+                          "drift": {"checked": checked, "mismatched": mismatched}}
+                record.update(sensors.read())
+                log.append(record)
+                index += 1
+                log.set(windows=index, elapsed_s=now - started)
+                window, window_end = LatencyHistogram(), now + window_s
+                if now >= deadline:
+                    return "finished"
+                if os.path.exists(stop_file):
+                    return "stopped"
+        passes += 1
+        if passes == 1:
+            _write_json(os.path.join(job["dir"], "first_pass.json"), {"crc32": first_pass}, sync=True)
+
+
+class SoakSensors:
+    """Per-window temperature, throttle bits and mean power, in constant memory.
+
+    A soak runs for hours, so unlike the run sampler nothing is kept per sample: a thread
+    adds power readings to a running sum that each window reads and resets.
+    """
+
+    def __init__(self, job):
+        sensing = Sensing(dict(job, power=job.get("power") or "none"))
+        self.thermal, self.power, self.vcgencmd = sensing.thermal, sensing.power, sensing.vcgencmd
+        self.period_s = 1.0 / float(job.get("sample_hz") or 2.0)
+        self._sum, self._count = 0.0, 0
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        if self.power is not None:
+            threading.Thread(target=self._loop, name="edgeq-soak-power", daemon=True).start()
+
+    def _loop(self):
+        while not self._stop.wait(self.period_s):
+            try:
+                value = self.power.read()
+            except Exception:  # a sensor must never take the soak down
+                continue
+            if value == value:
+                with self._lock:
+                    self._sum += value
+                    self._count += 1
+
+    def read(self):
+        with self._lock:
+            power = self._sum / self._count if self._count else None
+            self._sum, self._count = 0.0, 0
+        throttled = self.vcgencmd.throttled() if self.vcgencmd is not None else -1
+        return {"temp_c": _finite(self.thermal.read()), "power_w": power,
+                "throttled": max(throttled, 0), "throttled_flags": decode_throttled(throttled) if throttled > 0 else []}
+
+
 def main(argv):
+    if argv[:1] == ["soak"] and len(argv) == 2:  # detached: no protocol stream, status files only
+        return soak_main(argv[1])
     # The protocol owns the real stdout; anything a runtime prints goes to stderr.
     protocol_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)

@@ -355,6 +355,7 @@ def _register_subcommands() -> None:
     """Command groups live in their own modules; importing them attaches them to ``main``."""
     import edgeq.cli_devices  # noqa: F401
     import edgeq.cli_history  # noqa: F401
+    import edgeq.cli_soak  # noqa: F401
 
 
 _register_subcommands()

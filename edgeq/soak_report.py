@@ -1,0 +1,104 @@
+"""What a soak showed, CI gates over it, and JUnit XML for Jenkins/GitLab.
+
+Pure functions over the pulled ``records.jsonl``, so a soak can be re-judged offline.
+Start and end latency are medians over the first and last few windows, so one noisy
+window neither hides nor invents a drift.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import xml.etree.ElementTree as ET
+
+from edgeq.errors import ConfigError
+
+EDGE_WINDOWS = 3
+GATES = {
+    "p99-drift": ("p99 latency at the end vs the start, relative", lambda s: s["p99_ms"]["drift"]),
+    "rss-growth": ("agent RSS at the end vs after the first window, relative", lambda s: s["rss_kb"]["growth"]),
+    "output-drift": ("outputs that differ from the first pass (count)", lambda s: s["output_drift"]["mismatched"]),
+    "throttled": ("windows with the SoC throttled (count)", lambda s: s["throttled_windows"]),
+}
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _relative(start, end):
+    return None if not start or end is None else end / start - 1.0
+
+
+def summarize(records: list[dict], status: dict | None = None) -> dict:
+    windows = [r for r in records if r.get("type") == "window"]
+    status = status or {}
+    if not windows:
+        return {"windows": 0, "state": status.get("state"), "error": status.get("error"),
+                "p99_ms": {"start": None, "end": None, "drift": None}, "rss_kb": {"start": None, "end": None,
+                                                                                 "growth": None},
+                "output_drift": {"checked": 0, "mismatched": 0}, "throttled_windows": 0}
+    p99 = [w["latency_ms"]["p99"] for w in windows]
+    start, end = _median(p99[:EDGE_WINDOWS]), _median(p99[-EDGE_WINDOWS:])
+    rss_start, rss_end = windows[0].get("rss_kb"), _median([w.get("rss_kb") for w in windows[-EDGE_WINDOWS:]])
+    temps = [w.get("temp_c") for w in windows if w.get("temp_c") is not None]
+    powers = [w.get("power_w") for w in windows if w.get("power_w") is not None]
+    drift = windows[-1].get("drift") or {"checked": 0, "mismatched": 0}
+    return {
+        "windows": len(windows), "state": status.get("state"), "error": status.get("error"),
+        "elapsed_s": windows[-1].get("elapsed_s"), "inferences": sum(w["latency_ms"]["n"] for w in windows),
+        "p99_ms": {"start": start, "end": end, "drift": _relative(start, end), "max": max(p99)},
+        "p50_ms": {"start": _median([w["latency_ms"]["p50"] for w in windows[:EDGE_WINDOWS]]),
+                   "end": _median([w["latency_ms"]["p50"] for w in windows[-EDGE_WINDOWS:]])},
+        "rss_kb": {"start": rss_start, "end": rss_end, "growth": _relative(rss_start, rss_end)},
+        "output_drift": {"checked": drift.get("checked", 0), "mismatched": drift.get("mismatched", 0)},
+        "temp_c": {"max": max(temps) if temps else None, "mean": statistics.fmean(temps) if temps else None},
+        "power_w": {"mean": statistics.fmean(powers) if powers else None},
+        "throttled_windows": sum(1 for w in windows if w.get("throttled")),
+    }
+
+
+def parse_soak_gates(text: str | None) -> list[tuple[str, float]]:
+    gates = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.strip().partition("=")
+        if not sep or name not in GATES:
+            raise ConfigError(f"--fail-on: {item!r}: soak gates are {', '.join(GATES)} (NAME=VALUE)")
+        try:
+            gates.append((name, float(value)))
+        except ValueError:
+            raise ConfigError(f"--fail-on {name}= needs a number, not {value!r}") from None
+    return gates
+
+
+def evaluate_soak_gates(summary: dict, gates: list[tuple[str, float]]) -> list[dict]:
+    results = []
+    for name, limit in gates:
+        observed = GATES[name][1](summary)
+        results.append({"gate": name, "limit": limit, "observed": observed,
+                        "failed": observed is None or observed > limit, "meaning": GATES[name][0]})
+    return results
+
+
+def junit_xml(summary: dict, gates: list[dict], device: str, model: str) -> str:
+    """One test suite per soak: "ran to the end" plus one test case per gate."""
+    suite = ET.Element("testsuite", name=f"edgeq soak on {device}", tests=str(len(gates) + 1),
+                       failures=str(sum(g["failed"] for g in gates) + (summary.get("state") != "finished")),
+                       time=f"{summary.get('elapsed_s') or 0:.1f}")
+    ran = ET.SubElement(suite, "testcase", classname=f"edgeq.soak.{device}", name=f"{model} ran to the end",
+                        time=f"{summary.get('elapsed_s') or 0:.1f}")
+    if summary.get("state") != "finished":
+        ET.SubElement(ran, "failure", message=f"soak ended {summary.get('state')}: {summary.get('error') or ''}")
+    for gate in gates:
+        case = ET.SubElement(suite, "testcase", classname=f"edgeq.soak.{device}",
+                             name=f"{gate['gate']} <= {gate['limit']}")
+        if gate["failed"]:
+            ET.SubElement(case, "failure", message=f"{gate['meaning']}: observed {gate['observed']}, "
+                                                   f"limit {gate['limit']}")
+    ET.SubElement(suite, "system-out").text = json.dumps(summary, indent=1)
+    root = ET.Element("testsuites")
+    root.append(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

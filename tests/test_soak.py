@@ -1,0 +1,107 @@
+"""Soak: detached on the device, survives the host disconnecting, gates and JUnit for CI."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+from click.testing import CliRunner
+from conftest import write_inventory
+from fake_sysfs import FakeSysfs
+from lab import agent_processes
+
+from edgeq.cli import main
+from edgeq.devices import load_inventory
+from edgeq.run import RunSpec
+from edgeq.soak import SoakHandle, follow, load_records, parse_duration, start_soak
+from edgeq.soak_report import summarize
+from edgeq.store import Store
+
+
+def test_durations():
+    assert parse_duration("8h") == 28800 and parse_duration("1h30m") == 5400 and parse_duration("90") == 90
+    from edgeq.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not like 8h"):
+        parse_duration("eight hours")
+
+
+def test_local_soak_with_sensors_gates_junit_and_history(example_tflite, small_inputs, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEQ_LOCAL_WORKDIR", str(tmp_path / "device"))
+    sysfs = FakeSysfs(tmp_path / "sys")
+    sysfs.thermal_zone(0, "cpu-thermal", 61.5)
+    sysfs.hwmon(0, "ina226", power1_input=3_250_000)
+    db = str(tmp_path / "h.sqlite")
+    out = tmp_path / "soak"
+    args = ["soak", "--device", "local", "--model", str(example_tflite[1]), "--inputs", str(small_inputs),
+            "--duration", "3s", "--window", "1s", "-o", str(out), "--power", "hwmon", "--sysfs-root",
+            str(tmp_path / "sys"), "--vcgencmd", "", "--junit", str(tmp_path / "soak.xml"), "--db", db,
+            "--json", str(tmp_path / "summary.json")]
+    passed = CliRunner().invoke(main, args + ["--fail-on", "p99-drift=10,output-drift=0"])
+    assert passed.exit_code == 0, passed.output
+    records = load_records(out)
+    assert [r["index"] for r in records] == [0, 1, 2]
+    assert all(r["temp_c"] == 61.5 and r["power_w"] == pytest.approx(3.25) for r in records)
+    assert records[-1]["drift"]["checked"] > 0 and records[-1]["drift"]["mismatched"] == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["state"] == "finished" and summary["windows"] == 3 and summary["rss_kb"]["start"] > 0
+    suite = ET.parse(tmp_path / "soak.xml").getroot().find("testsuite")
+    assert suite.get("tests") == "3" and suite.get("failures") == "0"
+    with Store.open(db) as store:
+        (stored,) = store.query(kind="soak")
+    assert stored.device == "local" and stored.p99_ms == summary["p99_ms"]["end"]
+
+    failing = CliRunner().invoke(main, args[:-2] + ["--no-history", "-o", str(tmp_path / "soak2"),
+                                                    "--fail-on", "rss-growth=-1"])
+    assert failing.exit_code == 1, failing.output
+    suite = ET.parse(tmp_path / "soak.xml").getroot().find("testsuite")
+    assert suite.get("failures") == "1" and suite.find("testcase[@name='rss-growth <= -1.0']/failure") is not None
+
+
+def test_soak_survives_the_host_disconnecting(sshd_session, tcp_proxy_factory, example_tflite, small_inputs,
+                                              tmp_path):
+    proxy = tcp_proxy_factory(sshd_session)
+    inventory = write_inventory(tmp_path / "edgeq.toml",
+                                {"pi": dict(proxy.inventory_entry(), workdir=str(tmp_path / "w"), retries=0,
+                                            connect_timeout=2.0)})
+    device = load_inventory(inventory)["pi"]
+    out = tmp_path / "soak"
+    handle = start_soak(device, RunSpec(model=example_tflite[1], inputs=small_inputs), out, 6.0, 1.0)
+    proxy.cut()  # the host is gone: no connection at all for a while
+    time.sleep(2.5)
+    assert agent_processes(handle.remote_dir + "/job.json"), "the agent died with the link"
+    proxy.resume()
+    cuts = threading.Timer(1.5, lambda: (proxy.cut(), time.sleep(2.0), proxy.resume()))
+    cuts.start()  # and once more while we follow: follow() must reconnect and lose nothing
+    seen_states = []
+    status = follow(device, SoakHandle.load(out), out, lambda new, st: seen_states.append(st.get("state")),
+                    poll_s=0.5)
+    cuts.join()
+    assert status["state"] == "finished"
+    assert "reconnecting" in seen_states
+    records = load_records(out)
+    assert [r["index"] for r in records] == list(range(6))  # no record lost, none twice
+    assert summarize(records, status)["output_drift"]["mismatched"] == 0
+
+
+def test_attach_and_stop_a_detached_soak(ssh_device, example_tflite, small_inputs, tmp_path):
+    device, inventory = ssh_device
+    out = tmp_path / "soak"
+    runner = CliRunner()
+    started = runner.invoke(main, ["soak", "--device", "pi-loop", "--inventory", str(inventory), "--model",
+                                   str(example_tflite[1]), "--inputs", str(small_inputs), "--duration", "10m",
+                                   "--window", "1s", "-o", str(out), "--detach"])
+    assert started.exit_code == 0, started.output
+    assert "soak --attach" in started.output
+    time.sleep(2.0)
+    stopped = runner.invoke(main, ["soak", "--attach", str(out), "--stop", "--inventory", str(inventory),
+                                   "--json", str(tmp_path / "s.json"), "--no-history"])
+    assert stopped.exit_code == 0, stopped.output
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["state"] == "stopped" and 1 <= summary["windows"] < 60
+    assert (out / "device" / "agent.log").exists()
+    assert not agent_processes(str(tmp_path / "pi workdir" / "soaks"))
