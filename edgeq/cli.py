@@ -155,6 +155,38 @@ def timing_options(f):
     return f
 
 
+MEASURE_OPTIONS = ("min_duration", "power", "power_sensor", "sample_hz", "idle_s", "cooldown_c",
+                   "cooldown_timeout", "sysfs_root", "vcgencmd")
+
+
+def measure_options(f):
+    """Sensor and latency-method options; the command receives them in ``**measure``."""
+    for decorator in (
+        click.option("--min-duration", type=float, default=0.0, help="Keep timing passes for at least this "
+                     "many seconds (whichever of --repeats and this is longer)."),
+        click.option("--power", type=click.Choice(["device", "none", "hwmon", "power_supply", "pi5-pmic"]),
+                     help="Sample power and temperature during the run: a backend, `device` (the inventory's "
+                     "power key) or `none` (temperature and throttling only)."),
+        click.option("--power-sensor", help="hwmon chip or power_supply name, when the device has several."),
+        click.option("--sample-hz", type=float, default=20.0, show_default=True),
+        click.option("--idle-s", type=float, help="Idle baseline before timing (default 1 s with power)."),
+        click.option("--cooldown-c", type=float, help="Wait until the device is at or below this °C first."),
+        click.option("--cooldown-timeout", type=float, default=300.0, show_default=True),
+        click.option("--sysfs-root", help="Where the agent reads sensors on the device (default /sys)."),
+        click.option("--vcgencmd", help="vcgencmd path on the device ('' for none; default: on PATH)."),
+    ):
+        f = decorator(f)
+    return f
+
+
+def spec_measure(measure: dict) -> dict:
+    """RunSpec fields from the measure options."""
+    return {"min_duration_s": measure["min_duration"], "power": measure["power"],
+            "power_sensor": measure["power_sensor"], "sample_hz": measure["sample_hz"], "idle_s": measure["idle_s"],
+            "cooldown_c": measure["cooldown_c"], "cooldown_timeout_s": measure["cooldown_timeout"],
+            "sysfs_root": measure["sysfs_root"], "vcgencmd": measure["vcgencmd"]}
+
+
 def history_options(f):
     f = click.option("--no-history", is_flag=True, help="Do not record this run in the results database.")(f)
     return click.option("--db", envvar="EDGEQ_DB", help="Results database: a SQLite path or an SQLAlchemy URL "
@@ -209,29 +241,33 @@ class RunProgress:
 @click.option("-o", "--outdir", type=path_arg, required=True, help="Run directory to write.")
 @timing_options
 @click.option("--json", "json_path", type=path_arg, help="Write a run summary here.")
+@measure_options
 @history_options
 def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, warmup, repeats, batch_size,
-        json_path, db, no_history):
+        json_path, db, no_history, **measure):
     """Run MODEL over an input set on device(s); outputs and latencies land in OUTDIR.
 
     With several devices each gets OUTDIR/<device>/.
     """
     from edgeq.devices import load_inventory, select_devices
     from edgeq.fleet import run_fleet, safe_dirname
+    from edgeq.power import energy_per_inference, thermal_summary
     from edgeq.report import device_section, latency_stats
     from edgeq.run import RunSpec, run_on_device
 
     targets = select_devices(device, load_inventory(inventory), tag=tag)
     spec = RunSpec(model=model, inputs=inputs_path, label=model.name, threads=threads, resolver=resolver,
-                   warmup=warmup, repeats=repeats, batch_size=batch_size)
+                   warmup=warmup, repeats=repeats, batch_size=batch_size, **spec_measure(measure))
     single = len(targets) == 1
 
     def one(target):
         rundir = outdir if single else outdir / safe_dirname(target.name)
         (result,) = run_on_device(target, [spec], [rundir], lambda _, d, t: progress(target.name, d, t))
+        energy = energy_per_inference(result)
         return {"rundir": str(rundir), "device": device_section(result), "samples": result.n,
                 "latency_ms": latency_stats(result.latency_ms_per_sample()), "model_name": model.name,
-                "model_sha256": result.meta["model_sha256"], "edgeq_version": __version__}
+                "model_sha256": result.meta["model_sha256"], "edgeq_version": __version__,
+                "energy": energy, "energy_mj": energy and energy["energy_mj"], "thermal": thermal_summary(result)}
 
     with RunProgress() as progress:
         fleet = run_fleet(targets, one)
@@ -239,8 +275,9 @@ def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, w
         raise next(iter(fleet.failed.values()))
     for name, summary in fleet.succeeded.items():
         lat = summary["latency_ms"]
+        energy = f"; {summary['energy_mj']:.4g} mJ/inference" if summary["energy_mj"] is not None else ""
         click.echo(f"{summary['rundir']}: {summary['samples']} samples on {name}; latency p50 {lat['p50']:.3f} ms, "
-                   f"p99 {lat['p99']:.3f} ms")
+                   f"p99 {lat['p99']:.3f} ms{energy}")
     for name, error in fleet.failed.items():
         click.echo(f"{name}: FAILED: {error}", err=True)
     if not no_history:
@@ -274,10 +311,9 @@ def compare(ref, cand, json_path, html_path, fail_on, output_index):
     print_summary(console(), report)
     write_json_file(json_path, report)
     if html_path:
-        from edgeq.report_html import write_html
+        from edgeq.report import write_report_html
 
-        write_html(report, html_path, {"float": ref_run.latency_ms_per_sample(),
-                                       "quant": cand_run.latency_ms_per_sample()})
+        write_report_html(html_path, report, {"float": ref_run, "quant": cand_run})
     exit_for_gates(report)
 
 
@@ -296,9 +332,10 @@ def compare(ref, cand, json_path, html_path, fail_on, output_index):
 @click.option("--fail-on", help="Gates, e.g. drop=0.05,verdict=catastrophic (exit 1 when crossed).")
 @click.option("--json", "json_path", type=path_arg, help="Write report.json here too.")
 @click.option("-q", "--quiet", is_flag=True, help="No table or progress, just the verdict line.")
+@measure_options
 @history_options
 def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, seed, max_per_category, range_mode,
-             threads, resolver, warmup, repeats, batch_size, fail_on, json_path, quiet, db, no_history):
+             threads, resolver, warmup, repeats, batch_size, fail_on, json_path, quiet, db, no_history, **measure):
     """The main job: does quantization hurt MODEL on any kind of input, on DEVICE?
 
     With no MODEL, runs the built-in example (an MLP on scikit-learn's digits).
@@ -309,7 +346,8 @@ def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, s
     opts = EvaluateOptions(model=model, data=data, quant_model=quant_model, device=device, tag=tag,
                            inventory=inventory, outdir=outdir, policy=policy, seed=seed,
                            max_per_category=max_per_category, range_mode=range_mode, threads=threads,
-                           resolver=resolver, warmup=warmup, repeats=repeats, batch_size=batch_size, fail_on=fail_on)
+                           resolver=resolver, warmup=warmup, repeats=repeats, batch_size=batch_size, fail_on=fail_on,
+                           measure=spec_measure(measure))
     out = console(quiet)
     with RunProgress(quiet) as progress:
         result = run_evaluation(opts, announce=progress.phase, progress=progress)

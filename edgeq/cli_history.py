@@ -102,13 +102,13 @@ def report(source, output, baseline):
 
 
 def _rerender(folder: Path, output: Path) -> None:
-    from edgeq.report_html import write_html
+    from edgeq.report import write_report_html
     from edgeq.results import RunResult
 
     report = json.loads((folder / "report.json").read_text())
-    latencies = {}
+    runs = {}
     for which in ("float", "quant"):
         run_dir = Path(report.get("runs", {}).get(which, folder / "runs" / which))
         if (run_dir / "manifest.json").exists():
-            latencies[which] = RunResult.load(run_dir).latency_ms_per_sample()
-    write_html(report, output, latencies or None)
+            runs[which] = RunResult.load(run_dir)
+    write_report_html(output, report, runs)

@@ -7,6 +7,7 @@ compare → report.json + report.html. Each phase's wall time goes into the repo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ class EvaluateOptions:
     batch_size: int = 1
     fail_on: str | None = None
     tag: str | None = None
+    measure: dict = field(default_factory=dict)  # RunSpec sensor / latency-method fields
     timings: dict = field(default_factory=dict)
 
 
@@ -134,7 +136,7 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     with _phase(opts, "risky inputs", announce):
         suite_path = build_suite(opts, data)
     common = dict(inputs=suite_path, threads=opts.threads, resolver=opts.resolver, warmup=opts.warmup,
-                  repeats=opts.repeats, batch_size=opts.batch_size)
+                  repeats=opts.repeats, batch_size=opts.batch_size, **opts.measure)
     specs = [RunSpec(model=float_path, label="float", **common), RunSpec(model=quant_path, label="quant", **common)]
     extra = _provenance(opts, float_path, quant_path, card, suite_path)
     single = len(devices) == 1
@@ -176,7 +178,8 @@ def _host_runs(opts, devices, fleet, inventory, specs, progress):
     """The same models on this host, so device-kernel differences show apart from quantization."""
     if all(d.transport == "local" for d in devices) or not fleet.succeeded:
         return None
-    return _device_runs(inventory["local"], specs, opts.outdir / "host", progress, single=False)
+    plain = [dataclasses.replace(s, power=None, cooldown_c=None, min_duration_s=0.0) for s in specs]
+    return _device_runs(inventory["local"], plain, opts.outdir / "host", progress, single=False)
 
 
 def _device_report(runs, host, extra: dict, gates) -> dict:
@@ -201,7 +204,7 @@ def _write(report: dict, outdir: Path, runs, opts: EvaluateOptions) -> None:
     from edgeq.report import write_report
 
     report["timings_s"] = dict(opts.timings)
-    write_report(outdir, report, {"float": runs[0].latency_ms_per_sample(), "quant": runs[1].latency_ms_per_sample()})
+    write_report(outdir, report, {"float": runs[0], "quant": runs[1]})
 
 
 def _fleet_report(reports: dict, fleet, opts: EvaluateOptions) -> dict | None:

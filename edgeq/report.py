@@ -30,7 +30,10 @@ def device_section(run: RunResult) -> dict:
     return {"name": run.run.get("device"), "arch": device.get("arch"),
             "runtime": f"{runtime.get('name')} {runtime.get('version')}", "resolver": meta.get("resolver"),
             "threads": meta.get("threads"), "os": device.get("os"), "python": device.get("python"),
-            "cpu": device.get("cpu_model"), "batch_size": meta.get("batch_size")}
+            "cpu": device.get("cpu_model"), "batch_size": meta.get("batch_size"),
+            "cpu_governors": (meta.get("cpufreq") or {}).get("governors"),
+            "per_op_profile": (meta.get("op_profile") or {}).get("available"),
+            "sample_hz": (meta.get("sampling") or {}).get("achieved_hz")}
 
 
 def build_report(comparison: dict, ref: RunResult, cand: RunResult, extra: dict | None = None) -> dict:
@@ -40,6 +43,9 @@ def build_report(comparison: dict, ref: RunResult, cand: RunResult, extra: dict 
     report["latency_ms"] = {"float": latency_stats(ref.latency_ms_per_sample()),
                             "quant": latency_stats(cand.latency_ms_per_sample())}
     report["model_load_ms"] = {"float": ref.meta["load_ns"] / 1e6, "quant": cand.meta["load_ns"] / 1e6}
+    report["first_inference_ms"] = {"float": ref.meta["first_inference_ns"] / 1e6,
+                                    "quant": cand.meta["first_inference_ns"] / 1e6}
+    report.update(measurements(ref, cand))
     report["runs"] = {"float": str(ref.path), "quant": str(cand.path)}
     report["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     report["edgeq_version"] = __version__
@@ -47,13 +53,34 @@ def build_report(comparison: dict, ref: RunResult, cand: RunResult, extra: dict 
     return report
 
 
-def write_report(outdir: Path, report: dict, latencies_ms: dict | None = None) -> tuple[Path, Path]:
-    from edgeq.report_html import write_html
+def measurements(ref: RunResult, cand: RunResult) -> dict:
+    """Energy and thermal sections, present only when the runs sampled sensors."""
+    from edgeq.power import energy_per_inference, thermal_summary
 
+    found = {}
+    energy = {"float": energy_per_inference(ref), "quant": energy_per_inference(cand)}
+    if any(energy.values()):
+        found["energy"] = energy
+    thermal = {"float": thermal_summary(ref), "quant": thermal_summary(cand)}
+    if any(thermal.values()):
+        found["thermal"] = thermal
+    return found
+
+
+def write_report(outdir: Path, report: dict, runs: dict[str, RunResult]) -> tuple[Path, Path]:
+    """report.json and report.html (with latency histograms and, when sampled, latency vs temperature)."""
     json_path, html_path = outdir / "report.json", outdir / "report.html"
     write_json_atomic(json_path, report)
-    write_html(report, html_path, latencies_ms)
+    write_report_html(html_path, report, runs)
     return json_path, html_path
+
+
+def write_report_html(path: Path, report: dict, runs: dict[str, RunResult]) -> None:
+    from edgeq.report_html import write_html
+    from edgeq.report_measure import measurement_html
+
+    write_html(report, path, {label: run.latency_ms_per_sample() for label, run in runs.items()} or None,
+               extra_html=measurement_html(report, runs))
 
 
 def _fmt(value, percent=False, digits=1) -> str:

@@ -309,22 +309,22 @@ def gates_html(report: dict) -> str:
             f"<th>observed</th><th>result</th></tr>{''.join(rows)}</table></section>")
 
 
-def render_html(report: dict, latencies_ms: dict | None = None) -> str:
+def render_html(report: dict, latencies_ms: dict | None = None, extra_html: str = "") -> str:
     report = _d(report)
     basis, thr = _basis(report), _thresholds(report)
     cats = _sorted_categories(report, basis)
     body = (header_html(report, cats, basis, thr) + gates_html(report) + summary_html(report)
             + chart_html(report, cats, basis, thr) + categories_html(report, cats, basis)
-            + latency_html(report, latencies_ms))
+            + latency_html(report, latencies_ms) + extra_html)
     title = f"edgeq report: {report.get('verdict') or 'unknown'}"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
             f"<body><main>{body}</main></body></html>\n")
 
 
-def write_html(report: dict, path, latencies_ms=None) -> None:
+def write_html(report: dict, path, latencies_ms=None, extra_html: str = "") -> None:
     """Write the page as UTF-8, atomically: a temporary file next to ``path``, then os.replace."""
-    write_text_atomic(path, render_html(report, latencies_ms))
+    write_text_atomic(path, render_html(report, latencies_ms, extra_html))
 
 
 def write_text_atomic(path, text: str) -> None:

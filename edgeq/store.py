@@ -153,7 +153,7 @@ def record_from_report(report: dict, kind: str, location: str | None = None) -> 
     device = report.get("device") or {}
     latency = report.get("latency_ms") or {}
     worst = (report.get("categories") or {}).get(report.get("worst_category") or "", {})
-    energy = ((report.get("energy") or {}).get("quant") or {}).get("mj_per_inference")
+    energy = ((report.get("energy") or {}).get("quant") or {}).get("energy_mj")
     return Record(
         id=uuid.uuid4().hex, kind=kind, created=time.time(), device=device.get("name"), arch=device.get("arch"),
         model_name=Path(model.get("source") or model.get("float", {}).get("path", "")).name or None,
