@@ -31,27 +31,32 @@ GATES = {
 }
 
 
-def parse_gates(text: str | None) -> list[tuple[str, object]]:
-    if not text:
-        return []
+def parse_limits(text: str | None, known: dict, text_values: dict | None = None) -> list[tuple[str, object]]:
+    """``NAME=NUMBER,…`` for the gates in ``known``; ``text_values`` names gates taking words."""
+    text_values = text_values or {}
     gates = []
-    for item in text.split(","):
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
         name, sep, value = item.strip().partition("=")
         if not sep:
             raise ConfigError(f"--fail-on: {item!r} is not NAME=VALUE")
-        if name == "verdict":
-            if value not in VERDICT_ORDER[1:]:
-                raise ConfigError(f"--fail-on verdict= takes degraded or catastrophic, not {value!r}")
+        if name in text_values:
+            if value not in text_values[name]:
+                raise ConfigError(f"--fail-on {name}= takes {' or '.join(text_values[name])}, not {value!r}")
             gates.append((name, value))
             continue
-        if name not in GATES:
-            known = ", ".join(list(GATES) + ["verdict"])
-            raise ConfigError(f"--fail-on: unknown gate {name!r} (known: {known})")
+        if name not in known:
+            raise ConfigError(f"--fail-on: unknown gate {name!r} (known: {', '.join(list(known) + list(text_values))})")
         try:
             gates.append((name, float(value)))
         except ValueError:
             raise ConfigError(f"--fail-on {name}= needs a number, not {value!r}") from None
     return gates
+
+
+def parse_gates(text: str | None) -> list[tuple[str, object]]:
+    return parse_limits(text, GATES, {"verdict": VERDICT_ORDER[1:]})
 
 
 def evaluate_gates(report: dict, gates: list[tuple[str, object]]) -> list[dict]:

@@ -11,7 +11,6 @@ import json
 import statistics
 import xml.etree.ElementTree as ET
 
-from edgeq.errors import ConfigError
 
 EDGE_WINDOWS = 3
 GATES = {
@@ -60,18 +59,9 @@ def summarize(records: list[dict], status: dict | None = None) -> dict:
 
 
 def parse_soak_gates(text: str | None) -> list[tuple[str, float]]:
-    gates = []
-    for item in (text or "").split(","):
-        if not item.strip():
-            continue
-        name, sep, value = item.strip().partition("=")
-        if not sep or name not in GATES:
-            raise ConfigError(f"--fail-on: {item!r}: soak gates are {', '.join(GATES)} (NAME=VALUE)")
-        try:
-            gates.append((name, float(value)))
-        except ValueError:
-            raise ConfigError(f"--fail-on {name}= needs a number, not {value!r}") from None
-    return gates
+    from edgeq.gates import parse_limits
+
+    return parse_limits(text, GATES)
 
 
 def evaluate_soak_gates(summary: dict, gates: list[tuple[str, float]]) -> list[dict]:
