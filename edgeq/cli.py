@@ -6,7 +6,6 @@ Exit codes (the same for every command): 0 ran, 1 a --fail-on gate was crossed,
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Generic, TypeVar
 
-from edgeq.errors import EXIT_DEVICE, EdgeqError
+from edgeq.errors import EdgeqError
 
 T = TypeVar("T")
 
@@ -74,4 +74,4 @@ def safe_dirname(name: str) -> str:
     return f"{cleaned[:40]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
-__all__ = ["DeviceOutcome", "FleetResult", "run_fleet", "safe_dirname", "EXIT_DEVICE"]
+__all__ = ["DeviceOutcome", "FleetResult", "run_fleet", "safe_dirname"]

@@ -7,7 +7,6 @@ directory laid out like /sys and a stand-in vcgencmd (tests/fake_sysfs.py).
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
