@@ -111,12 +111,10 @@ def inputs_risky(model, data, output, seed, max_per_category, range_mode):
 
 
 def _check_against_model(dataset, model: Path) -> list[str]:
-    from edgeq.inputset import match_model_inputs
+    from edgeq.inputset import input_specs, match_model_inputs
     from edgeq.modelinfo import read_model
 
-    info = read_model(model)
-    return match_model_inputs(dataset, [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
-                                         "shape_signature": list(t.shape_signature or t.shape)} for t in info.inputs])
+    return match_model_inputs(dataset, input_specs(read_model(model)))
 
 
 @inputs.command("check")

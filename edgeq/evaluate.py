@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from edgeq.errors import ConfigError
-from edgeq.inputset import InputSet, load_inputset, match_model_inputs
+from edgeq.inputset import InputSet, input_specs, load_inputset, match_model_inputs
 
 if TYPE_CHECKING:
     from edgeq.fleet import FleetResult
@@ -131,8 +131,7 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     with _phase(opts, "convert", announce):
         float_path, quant_path, card = prepare_models(opts)
     info = read_model(float_path)
-    match_model_inputs(data, [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
-                               "shape_signature": list(t.shape_signature or t.shape)} for t in info.inputs])
+    match_model_inputs(data, input_specs(info))
     with _phase(opts, "risky inputs", announce):
         suite_path = build_suite(opts, data)
     common = dict(inputs=suite_path, threads=opts.threads, resolver=opts.resolver, warmup=opts.warmup,

@@ -153,6 +153,12 @@ def clean_tensor_name(name: str) -> str:
     return name[len("serving_default_"):] if name.startswith("serving_default_") else name
 
 
+def input_specs(info) -> list[dict]:
+    """A ModelInfo's inputs in the form ``match_model_inputs`` takes."""
+    return [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
+             "shape_signature": list(t.shape_signature or t.shape)} for t in info.inputs]
+
+
 def match_model_inputs(dataset: InputSet, model_inputs: list[dict]) -> list[str]:
     """Check shapes and dtypes against the model; return array names in input order.
 

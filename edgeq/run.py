@@ -17,7 +17,7 @@ from edgeq.agent_client import AgentSession
 from edgeq.deploy import Deployer
 from edgeq.devices import Device, connect, device_python
 from edgeq.errors import AgentError, ConfigError, IncompatibleRuntime, TransportError
-from edgeq.inputset import load_inputset, match_model_inputs, write_npz
+from edgeq.inputset import input_specs, load_inputset, match_model_inputs, write_npz
 from edgeq.modelinfo import ModelInfo, read_model
 from edgeq.results import RUN_FILE, SAMPLES, RunResult, pull_partial, pull_run, write_json_atomic
 
@@ -76,10 +76,7 @@ def prepare(spec: RunSpec, rundir: Path) -> _Prepared:
             raise ConfigError(f"{name} must not be negative, got {getattr(spec, name)}")
     info = read_model(spec.model)
     dataset = load_inputset(spec.inputs)
-    model_inputs = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
-                     "shape_signature": list(t.shape_signature) if t.shape_signature else None}
-                    for t in info.inputs]
-    names = match_model_inputs(dataset, model_inputs)
+    names = match_model_inputs(dataset, input_specs(info))
     ensure_writable_dir(rundir)
     return _Prepared(spec, Path(rundir), names, dataset.labels_only(), info)
 
