@@ -16,7 +16,8 @@ from edgeq.errors import EXIT_GATE, ConfigError
 
 
 @main.command()
-@click.option("--device", help="Device name from the inventory (a soak runs on one device).")
+@click.option("--device", help="Device name(s) from the inventory: NAME or NAME,NAME,…")
+@click.option("--tag", help="Every inventory device with this tag.")
 @click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
 @click.option("--model", type=path_arg, help=".tflite to soak.")
 @click.option("--inputs", "inputs_path", type=path_arg, help="Input set (.npz), cycled for the whole run.")
@@ -36,10 +37,14 @@ from edgeq.errors import EXIT_GATE, ConfigError
 @click.option("--json", "json_path", type=path_arg, help="Write the soak summary here too.")
 @click.option("--junit", "junit_path", type=path_arg, help="Write JUnit XML here (Jenkins, GitLab).")
 @history_options
-def soak(device, inventory, model, inputs_path, duration, window, outdir, threads, resolver, power, sysfs_root,
+def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, threads, resolver, power, sysfs_root,
          vcgencmd, attach_dir, stop, detach, fail_on, json_path, junit_path, db, no_history):
-    """Run MODEL on DEVICE for --duration, detached from this session; gate on drift and leaks."""
+    """Run MODEL on DEVICE(s) for --duration, detached from this session; gate on drift and leaks.
+
+    With several devices (--device a,b or --tag) each soaks in parallel into OUTDIR/<device>/.
+    """
     from edgeq.devices import load_inventory, select_devices
+    from edgeq.fleet import run_fleet, safe_dirname
     from edgeq.run import RunSpec
     from edgeq.soak import SoakHandle, parse_duration, start_soak, stop_soak
     from edgeq.soak_report import parse_soak_gates
@@ -48,80 +53,119 @@ def soak(device, inventory, model, inputs_path, duration, window, outdir, thread
     found = load_inventory(inventory)
     out = console()
     if attach_dir:
-        outdir = attach_dir
-        handle = SoakHandle.load(outdir)
-        (target,) = select_devices(handle.device, found)
+        folders = _soak_folders(attach_dir)
+        handles = {folder: SoakHandle.load(folder) for folder in folders}
+        targets = {folder: select_devices(h.device, found)[0] for folder, h in handles.items()}
         if stop:
-            stop_soak(target, handle)
-            out.print(f"asked {target.name} to stop soak {handle.soak_id}")
+            for folder, handle in handles.items():
+                stop_soak(targets[folder], handle)
+                out.print(f"asked {handle.device} to stop soak {handle.soak_id}")
     else:
-        if not (device and model and inputs_path):
-            raise ConfigError("a new soak needs --device, --model and --inputs (or --attach OUTDIR)")
-        (target,) = select_devices(device, found)
+        if not ((device or tag) and model and inputs_path):
+            raise ConfigError("a new soak needs --device (or --tag), --model and --inputs (or --attach OUTDIR)")
+        chosen = select_devices(device, found, tag=tag)
         outdir = outdir or Path(f"edgeq-soak-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}")
+        targets = {(outdir if len(chosen) == 1 else outdir / safe_dirname(d.name)): d for d in chosen}
         spec = RunSpec(model=model, inputs=inputs_path, threads=threads, resolver=resolver)
-        handle = start_soak(target, spec, outdir, parse_duration(duration), parse_duration(window),
-                            power or target.power, {"sysfs_root": sysfs_root, "vcgencmd": vcgencmd})
-        out.print(f"soak {handle.soak_id} running on {target.name} (pid {handle.pid}) for {duration}; "
-                  f"records in {outdir}")
+        sensing = {"sysfs_root": sysfs_root, "vcgencmd": vcgencmd}
+        started = run_fleet(list(targets.values()), lambda d: start_soak(
+            d, spec, _folder_of(targets, d), parse_duration(duration), parse_duration(window), power or d.power, sensing))
+        handles = {_folder_of(targets, found[name]): handle for name, handle in started.succeeded.items()}
+        for name, error in started.failed.items():
+            out.print(f"[red]{name}: could not start: {error}[/]")
+        for folder, handle in handles.items():
+            out.print(f"soak {handle.soak_id} running on {handle.device} (pid {handle.pid}) for {duration}; "
+                      f"records in {folder}")
         if detach:
             out.print(f"collect it later with: edgeq soak --attach {outdir}")
-            return
-    summary = _follow_and_judge(target, handle, outdir, gates, out)
-    _write_outputs(summary, outdir, json_path, junit_path, target.name, model or handle.soak_id)
+            sys.exit(started.exit_code)
+        if not handles:
+            sys.exit(started.exit_code)
+    with RunProgress() as progress:  # one live display shared by every device's follower
+        results = run_fleet([targets[f] for f in handles], lambda d: _follow_and_judge(
+            d, handles[_folder_of(targets, d)], _folder_of(targets, d), gates, out, progress))
+    summaries = results.succeeded
+    for name, error in results.failed.items():
+        out.print(f"[red]{name}: {error}[/]")
+    _write_outputs(summaries, json_path, junit_path, model, targets)
     if not no_history:
         from edgeq.store import record_from_run
 
-        record_history(db, [record_from_run(_history_summary(summary, target, outdir), "soak", str(outdir))])
-    if any(g["failed"] for g in summary["gates"]):
+        record_history(db, [record_from_run(_history_summary(summary, folder), "soak", str(folder))
+                            for folder, summary in ((_folder_of(targets, found[n]), s) for n, s in summaries.items())])
+    if any(g["failed"] for s in summaries.values() for g in s["gates"]):
         sys.exit(EXIT_GATE)
-    if summary["state"] == "failed":
+    if results.failed or any(s["state"] == "failed" for s in summaries.values()) or (
+            not attach_dir and started.failed):
         sys.exit(3)
 
 
-def _follow_and_judge(target, handle, outdir: Path, gates, out) -> dict:
+def _folder_of(targets: dict, device) -> Path:
+    return next(folder for folder, d in targets.items() if d.name == device.name)
+
+
+def _soak_folders(root: Path) -> list[Path]:
+    """A soak's folder, or a fleet soak's folder holding one per device."""
+    from edgeq.soak import HANDLE_FILE
+
+    if (root / HANDLE_FILE).exists():
+        return [root]
+    folders = sorted(p.parent for p in root.glob(f"*/{HANDLE_FILE}"))
+    if not folders:
+        raise ConfigError(f"{root}: no soak here (no {HANDLE_FILE} in it or its subfolders)")
+    return folders
+
+
+def _follow_and_judge(target, handle, outdir: Path, gates, out, progress) -> dict:
     from edgeq.soak import follow, load_records
     from edgeq.soak_report import evaluate_soak_gates, summarize
 
-    with RunProgress() as progress:
-        def on_records(new, status):
-            windows = status.get("windows", 0)
-            total = max(1, int(handle.duration_s // handle.window_s))
-            progress(f"{target.name} soak ({status.get('state', '…')})", min(windows, total), total)
-            for record in new:
-                if record.get("type") == "window":
-                    lat = record["latency_ms"]
-                    out.log(f"window {record['index']}: p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms  "
-                            f"temp {record.get('temp_c')}  rss {record.get('rss_kb')} kB  "
-                            f"drift {record.get('drift', {}).get('mismatched', 0)}")
+    def on_records(new, status):
+        windows = status.get("windows", 0)
+        total = max(1, int(handle.duration_s // handle.window_s))
+        progress(f"{target.name} soak", min(windows, total), total)
+        for record in new:
+            if record.get("type") == "window":
+                lat = record["latency_ms"]
+                out.log(f"{target.name} window {record['index']}: p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms"
+                        f"  temp {record.get('temp_c')}  rss {record.get('rss_kb')} kB  "
+                        f"drift {record.get('drift', {}).get('mismatched', 0)}")
+        if status.get("state") == "reconnecting":
+            out.log(f"{target.name}: connection lost, reconnecting (the soak keeps running)")
 
-        status = follow(target, handle, outdir, on_records)
+    status = follow(target, handle, outdir, on_records)
     summary = summarize(load_records(outdir), status)
     summary["gates"] = evaluate_soak_gates(summary, gates)
     summary["device"], summary["soak_id"] = target.name, handle.soak_id
-    out.print(f"soak {summary['state']}: {summary['windows']} windows, p99 {summary['p99_ms']['start']} → "
+    out.print(f"{target.name}: soak {summary['state']}: {summary['windows']} windows, p99 {summary['p99_ms']['start']} → "
               f"{summary['p99_ms']['end']} ms, RSS {summary['rss_kb']['start']} → {summary['rss_kb']['end']} kB, "
               f"{summary['output_drift']['mismatched']} drifted outputs")
     for gate in summary["gates"]:
-        out.print(f"gate {gate['gate']}={gate['limit']}: observed {gate['observed']} "
+        out.print(f"{target.name}: gate {gate['gate']}={gate['limit']}: observed {gate['observed']} "
                   + ("[red]FAILED[/]" if gate["failed"] else "[green]ok[/]"))
     return summary
 
 
-def _write_outputs(summary: dict, outdir: Path, json_path, junit_path, device: str, model) -> None:
+def _write_outputs(summaries: dict, json_path, junit_path, model, targets: dict) -> None:
     from edgeq.results import write_json_atomic
     from edgeq.soak_report import junit_xml
 
-    write_json_atomic(outdir / "summary.json", summary)
-    write_json_file(json_path, summary)
+    folders = {d.name: folder for folder, d in targets.items()}
+    for name, summary in summaries.items():
+        write_json_atomic(folders[name] / "summary.json", summary)
+    if len(summaries) == 1:
+        write_json_file(json_path, next(iter(summaries.values())))
+    else:
+        write_json_file(json_path, {"devices": summaries})
     if junit_path:
-        Path(junit_path).write_text(junit_xml(summary, summary["gates"], device, Path(str(model)).name))
+        label = Path(str(model)).name if model else "model"
+        Path(junit_path).write_text(junit_xml([(s, name, label) for name, s in summaries.items()]))
 
 
-def _history_summary(summary: dict, target, outdir: Path) -> dict:
+def _history_summary(summary: dict, outdir: Path) -> dict:
     meta_path = outdir / "device" / "status.json"
     status = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    return {"device": {"name": target.name, "arch": status.get("arch"), "runtime": status.get("runtime"),
+    return {"device": {"name": summary["device"], "arch": status.get("arch"), "runtime": status.get("runtime"),
                        "resolver": status.get("resolver"), "threads": status.get("threads")},
             "latency_ms": {"p50": summary["p50_ms"]["end"], "p99": summary["p99_ms"]["end"]},
             "model_name": status.get("model_name"), "model_sha256": status.get("model_sha256"),

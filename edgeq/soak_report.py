@@ -73,8 +73,15 @@ def evaluate_soak_gates(summary: dict, gates: list[tuple[str, float]]) -> list[d
     return results
 
 
-def junit_xml(summary: dict, gates: list[dict], device: str, model: str) -> str:
-    """One test suite per soak: "ran to the end" plus one test case per gate."""
+def junit_xml(suites: list[tuple[dict, str, str]]) -> str:
+    """One test suite per device (summary, device, model): "ran to the end" plus one case per gate."""
+    root = ET.Element("testsuites")
+    for summary, device, model in suites:
+        root.append(_suite(summary, summary.get("gates", []), device, model))
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _suite(summary: dict, gates: list[dict], device: str, model: str) -> ET.Element:
     suite = ET.Element("testsuite", name=f"edgeq soak on {device}", tests=str(len(gates) + 1),
                        failures=str(sum(g["failed"] for g in gates) + (summary.get("state") != "finished")),
                        time=f"{summary.get('elapsed_s') or 0:.1f}")
@@ -89,6 +96,4 @@ def junit_xml(summary: dict, gates: list[dict], device: str, model: str) -> str:
             ET.SubElement(case, "failure", message=f"{gate['meaning']}: observed {gate['observed']}, "
                                                    f"limit {gate['limit']}")
     ET.SubElement(suite, "system-out").text = json.dumps(summary, indent=1)
-    root = ET.Element("testsuites")
-    root.append(suite)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    return suite

@@ -60,3 +60,26 @@ def test_run_and_check_on_a_fleet(lab_inventory, example_tflite, small_inputs, t
     facts = json.loads((tmp_path / "check.json").read_text())
     assert all(facts[name]["ok"] and facts[name]["hostname"] == name for name in names)
     assert facts["pi-broken"]["reachable"] is False and facts["pi-broken"]["stage"] == "connect"
+
+
+def test_soak_on_a_fleet_then_reattach(lab_inventory, example_tflite, small_inputs, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    inventory, names = lab_inventory
+    out = tmp_path / "soak"
+    runner = CliRunner()
+    result = runner.invoke(main, ["soak", "--device", ",".join(names), "--inventory", str(inventory), "--model",
+                                  str(example_tflite[1]), "--inputs", str(small_inputs), "--duration", "3s",
+                                  "--window", "1s", "-o", str(out), "--junit", str(tmp_path / "soak.xml"),
+                                  "--json", str(tmp_path / "soak.json"), "--fail-on", "output-drift=0",
+                                  "--no-history"])
+    assert result.exit_code == 0, result.output
+    summaries = json.loads((tmp_path / "soak.json").read_text())["devices"]
+    assert set(summaries) == set(names)
+    assert all(s["state"] == "finished" and s["windows"] == 3 for s in summaries.values())
+    suites = ET.parse(tmp_path / "soak.xml").getroot().findall("testsuite")
+    assert sorted(s.get("name") for s in suites) == sorted(f"edgeq soak on {n}" for n in names)
+    again = runner.invoke(main, ["soak", "--attach", str(out), "--inventory", str(inventory), "--no-history",
+                                 "--json", str(tmp_path / "again.json")])
+    assert again.exit_code == 0, again.output  # finished soaks: attach just collects and judges again
+    assert json.loads((tmp_path / "again.json").read_text())["devices"].keys() == summaries.keys()
