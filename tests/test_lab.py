@@ -110,7 +110,7 @@ def test_dead_sshd_fails_fast_with_its_log(tmp_path):
     started = time.monotonic()
     with pytest.raises(lab.LabError, match="NoSuchOption|Bad configuration"):
         server.start()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 12  # well before the 15 s start timeout: it noticed sshd died
     server.close()
 
 
