@@ -93,7 +93,7 @@ def test_stop_kills_sessions_and_restart_keeps_identity(sshd_server):
     deadline = time.monotonic() + 10
     while not agent_processes(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(agent_processes(marker)) == 1
+    assert agent_processes(marker)  # the session (its shell may not have exec'd python yet)
     sshd_server.stop()
     assert agent_processes(marker) == []
     client.close()
