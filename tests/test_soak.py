@@ -103,4 +103,7 @@ def test_attach_and_stop_a_detached_soak(ssh_device, example_tflite, small_input
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["state"] == "stopped" and 1 <= summary["windows"] < 60
     assert (out / "device" / "agent.log").exists()
+    deadline = time.monotonic() + 10  # it wrote "stopped"; give it a moment to exit
+    while agent_processes(str(tmp_path / "pi workdir" / "soaks")) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not agent_processes(str(tmp_path / "pi workdir" / "soaks"))
