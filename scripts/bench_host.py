@@ -60,7 +60,7 @@ def run_evaluate(args, outdir: Path) -> tuple[dict, float]:
     opts = EvaluateOptions(model=args.model, data=args.data, outdir=outdir / "eval", threads=args.threads,
                            resolver=args.resolver, warmup=args.warmup)
     start = time.perf_counter()
-    report = evaluate(opts)
+    report = evaluate(opts).report
     return report, time.perf_counter() - start
 
 
