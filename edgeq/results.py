@@ -49,6 +49,8 @@ class RunResult:
             raise ConfigError(f"{path}: run directory not found")
         manifest = read_manifest(path)
         for rel, entry in manifest["files"].items():
+            if not (path / rel).is_file():
+                raise IncompleteRun(f"{path / rel}: listed in the run's manifest but missing")
             if sha256_file(path / rel) != entry["sha256"]:
                 raise IncompleteRun(f"{path / rel}: sha256 does not match the run's manifest")
         run_file = path / RUN_FILE

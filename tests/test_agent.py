@@ -223,3 +223,9 @@ def test_agent_killed_mid_run_keeps_what_exists_marked_incomplete(local, example
     assert not (tmp_path / "run" / "manifest.json").exists()
     with pytest.raises(IncompleteRun, match="40 of 40 samples done"):
         RunResult.load(tmp_path / "run")
+
+
+def test_a_file_missing_from_a_run_is_named(runs):
+    (runs[0].path / "latency_ns.npy").unlink()
+    with pytest.raises(IncompleteRun, match="latency_ns.npy: listed in the run's manifest but missing"):
+        RunResult.load(runs[0].path)
