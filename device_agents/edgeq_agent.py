@@ -591,6 +591,105 @@ class Sampler:
                 "throttled_any": seen, "throttled_seen": decode_throttled(seen), "errors": self.errors}
 
 
+class SamplerProcess(Sampler):
+    """The sampler in a process of its own, so it shares no GIL with the timed loop.
+
+    As a thread, each tick had to take the GIL: invoke() calls returning during a tick
+    waited for it (their latency rose), and runs completed fewer inferences. A process
+    reads the same sensors with the same clock (perf_counter_ns is CLOCK_MONOTONIC,
+    one clock for every process) and appends fixed-size records to a file the agent
+    reads when the run ends. Closing its stdin stops it.
+    """
+
+    def __init__(self, sensing, job, out_dir):
+        Sampler.__init__(self, sensing.thermal, sensing.power, sensing.vcgencmd, sensing.sample_hz)
+        self.file = os.path.join(out_dir, ".sensors.bin")
+        self.config = dict(job, sample_file=self.file, sample_hz=sensing.sample_hz)
+        self.config.pop("out", None)
+        self.cpu_s = None
+        self.proc = None
+
+    def start(self):
+        config = self.file + ".json"
+        with open(config, "w") as handle:
+            json.dump(self.config, handle)
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "sample", config],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        if self.proc.stdout.readline().strip() != b"ready":
+            raise AgentFailure("SamplerFailed", "the sensor sampler process did not start (see the agent log)")
+        return self
+
+    def stop(self):
+        self.proc.stdin.close()
+        final = self.proc.stdout.read().decode().strip().splitlines()
+        self.proc.wait()
+        done = json.loads(final[-1]) if final else {}
+        self.busy_ns, self.errors, self.cpu_s = done.get("busy_ns", 0), done.get("errors", []), done.get("cpu_s")
+        self._load_records()
+
+    def _load_records(self):
+        import struct
+
+        record = struct.Struct(sample_record_format(len(self.zone_temp_c)))
+        with open(self.file, "rb") as handle:
+            data = handle.read()
+        for values in record.iter_unpack(data[: len(data) - len(data) % record.size]):
+            self.t_ns.append(values[0])
+            self.power_w.append(values[1])
+            self.temp_c.append(values[2])
+            self.throttled.append(values[3])
+            for column, value in zip(self.zone_temp_c, values[4:]):
+                column.append(value)
+        for leftover in (self.file, self.file + ".json"):
+            os.remove(leftover)
+
+    def summary(self, windows):
+        found = Sampler.summary(self, windows)
+        found["sampler_cpu_s"] = self.cpu_s
+        found["process"] = True
+        return found
+
+
+def sample_record_format(zones):
+    return "<qddq" + "d" * zones
+
+
+def sample_main(config_path):
+    """``agent.py sample CONFIG``: tick until stdin closes, one binary record per tick."""
+    import select
+    import struct
+
+    with open(config_path) as handle:
+        config = json.load(handle)
+    sensing = Sensing(config)
+    sampler = Sampler(sensing.thermal, sensing.power, sensing.vcgencmd, sensing.sample_hz)
+    record = struct.Struct(sample_record_format(len(sampler.zone_temp_c)))
+    out = open(config["sample_file"], "wb")
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    next_at = time.perf_counter_ns()
+    while True:
+        try:
+            sampler.tick()
+            out.write(record.pack(sampler.t_ns.pop(), sampler.power_w.pop(), sampler.temp_c.pop(),
+                                  sampler.throttled.pop(), *(column.pop() for column in sampler.zone_temp_c)))
+            out.flush()
+        except Exception as exc:  # a sensor must never take the run down
+            if len(sampler.errors) < 5:
+                sampler.errors.append("%s: %s" % (exc.__class__.__name__, exc))
+        next_at += sampler.period_ns
+        now = time.perf_counter_ns()
+        if next_at < now:
+            next_at = now
+        readable, _, _ = select.select([sys.stdin], [], [], (next_at - now) / 1e9)
+        if readable and not os.read(sys.stdin.fileno(), 1):
+            break
+    out.close()
+    sys.stdout.write(json.dumps({"busy_ns": sampler.busy_ns, "errors": sampler.errors,
+                                 "cpu_s": time.process_time()}) + "\n")
+    return 0
+
+
 def wait_for_cooldown(thermal, target_c, timeout_s, emit, poll_s=0.5):
     """Block until the temperature is at or below target_c, or timeout_s passes."""
     start = time.monotonic()
@@ -635,8 +734,8 @@ class Sensing:
                                % os.path.join(self.sysfs_root, "class", "thermal"))
         self.power = open_power(self.backend, self.sysfs_root, self.vcgencmd, job.get("power_sensor"))
 
-    def sampler(self):
-        return Sampler(self.thermal, self.power, self.vcgencmd, self.sample_hz)
+    def sampler(self, job, out_dir):
+        return SamplerProcess(self, job, out_dir)
 
     def describe(self):
         return {"power": self.backend, "power_source": self.power.describe if self.power else None,
@@ -769,7 +868,7 @@ def _run_job(job, runtime, emit):
     progress = Progress(emit, repeats * len(steps), on_tick=writer.checkpoint)
     windows = {}
     cooldown = None
-    sampler = sensing.sampler().start() if sensing.enabled else None
+    sampler = sensing.sampler(job, out_dir).start() if sensing.enabled else None
     try:
         if sensing.cooldown_c is not None:
             begin = time.perf_counter_ns()
@@ -1265,6 +1364,8 @@ class SoakSensors:
 def main(argv):
     if argv[:1] == ["soak"] and len(argv) == 2:  # detached: no protocol stream, status files only
         return soak_main(argv[1])
+    if argv[:1] == ["sample"] and len(argv) == 2:  # the sensor sampler of a run, as its own process
+        return sample_main(argv[1])
     # The protocol owns the real stdout; anything a runtime prints goes to stderr.
     protocol_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
