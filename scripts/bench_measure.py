@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_host import print_table  # one table format for every benchmark (scripts/ is on sys.path)
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # FakeSysfs: a directory laid out like /sys
 
 GOALS = {"latency": ("<=", 1.02), "rss": ("<", 0.05)}
@@ -138,25 +140,6 @@ def build_rows(lat: dict, soaked: dict, args) -> list:
              row("soak RSS end (kB, median last 3) / first", (soaked["summary"]["rss_kb"] or {}).get("end"),
                  (soaked["summary"]["rss_kb"] or {}).get("start"))]
     return rows
-
-
-def fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
-    return str(value)
-
-
-def print_table(rows: list) -> None:
-    header = ("name", "measured", "baseline", "ratio", "goal", "met?")
-    lines = [header] + [(r["name"], fmt(r["measured"]), fmt(r["baseline"]), fmt(r["ratio"]), r["goal"],
-                         {True: "yes", False: "NO", None: "-"}[r["met"]]) for r in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for k, line in enumerate(lines):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def main(argv=None) -> int:
