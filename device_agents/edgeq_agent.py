@@ -513,12 +513,12 @@ def cpu_frequencies(sysfs_root):
 
 
 class Sampler:
-    """A thread that samples power, temperature and throttle bits every 1/hz seconds.
+    """Samples power, temperature and throttle bits, one ``tick`` at a time.
 
-    Between ticks it sleeps; a tick reads a few small files (and runs vcgencmd where
-    needed) and appends plain Python numbers to lists: no numpy, no allocation of
-    containers, so the timed loop (which runs with gc disabled) is not disturbed.
-    Timestamps are perf_counter_ns (CLOCK_MONOTONIC), the clock of invoke_start_ns.
+    A tick reads a few small files (and runs vcgencmd where needed) and appends plain
+    Python numbers to lists. Ticks run in their own process (``SamplerProcess`` /
+    ``sample_main``), never in the timed one. Timestamps are perf_counter_ns
+    (CLOCK_MONOTONIC), the clock of invoke_start_ns.
     """
 
     def __init__(self, thermal, power, vcgencmd, hz):
@@ -528,16 +528,6 @@ class Sampler:
         self.zone_temp_c = [[] for _ in thermal.paths]
         self.busy_ns = 0
         self.errors = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="edgeq-sampler", daemon=True)
-
-    def start(self):
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join()
 
     def tick(self):
         begin = time.perf_counter_ns()
@@ -552,20 +542,6 @@ class Sampler:
         for column, value in zip(self.zone_temp_c, self.thermal.last):
             column.append(value)
         self.busy_ns += end - begin
-
-    def _loop(self):
-        next_at = time.perf_counter_ns()
-        while not self._stop.is_set():
-            try:
-                self.tick()
-            except Exception as exc:  # a sensor must never take the run down
-                if len(self.errors) < 5:
-                    self.errors.append("%s: %s" % (exc.__class__.__name__, exc))
-            next_at += self.period_ns
-            now = time.perf_counter_ns()
-            if next_at < now:  # fell behind (slow vcgencmd): skip ticks rather than burst
-                next_at = now
-            self._stop.wait((next_at - now) / 1e9)
 
     def arrays(self):
         import numpy as np
@@ -679,7 +655,7 @@ def sample_main(config_path):
                 sampler.errors.append("%s: %s" % (exc.__class__.__name__, exc))
         next_at += sampler.period_ns
         now = time.perf_counter_ns()
-        if next_at < now:
+        if next_at < now:  # fell behind (slow vcgencmd): skip ticks rather than burst
             next_at = now
         readable, _, _ = select.select([sys.stdin], [], [], (next_at - now) / 1e9)
         if readable and not os.read(sys.stdin.fileno(), 1):

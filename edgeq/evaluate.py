@@ -209,11 +209,12 @@ def _write(report: dict, outdir: Path, runs, opts: EvaluateOptions) -> None:
 def _fleet_report(reports: dict, fleet, opts: EvaluateOptions) -> dict | None:
     """The worst device's report (so contract readers see the worst case) plus every device."""
     from edgeq.compare import verdict_metric
+    from edgeq.fleet import safe_dirname
 
     summary = {name: {"verdict": r["verdict"], "worst_category": r["worst_category"],
                       "worst_value": verdict_metric(r["categories"][r["worst_category"]]),
                       "latency_ms": r["latency_ms"], "device": r["device"],
-                      "report": str(opts.outdir / "devices" / _safe(name) / "report.json")}
+                      "report": str(opts.outdir / "devices" / safe_dirname(name) / "report.json")}
                for name, r in reports.items()}
     failed = {name: {"error": str(err), "exit_code": err.exit_code} for name, err in fleet.failed.items()}
     if not reports:
@@ -223,12 +224,6 @@ def _fleet_report(reports: dict, fleet, opts: EvaluateOptions) -> dict | None:
     top["fleet"] = {"worst_device": worst, "devices": summary, "failed": failed}
     top["gates"] = [dict(g, device=name) for name, r in reports.items() for g in r["gates"]]
     return top
-
-
-def _safe(name: str) -> str:
-    from edgeq.fleet import safe_dirname
-
-    return safe_dirname(name)
 
 
 VERDICT_RANK = {"robust": 0, "degraded": 1, "catastrophic": 2}

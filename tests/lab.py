@@ -159,6 +159,23 @@ def _die_with_parent():
 
 # ---- one device: a real sshd ---------------------------------------------------------------
 
+class AgentKiller:
+    """A run's progress callback that SIGKILLs the agent at its first progress event.
+
+    ``marker`` is a string in the agent's command line (its device workdir); ``killed``
+    lists the PIDs it killed, so a test can check the fault really happened.
+    """
+
+    def __init__(self, marker: str):
+        self.marker, self.killed = marker, []
+
+    def __call__(self, label, done, total) -> None:
+        if not self.killed and done:
+            for pid in agent_processes(self.marker):
+                os.kill(pid, signal.SIGKILL)
+                self.killed.append(pid)
+
+
 class SshServer:
     """A real OpenSSH sshd with its own port, host key, client key and config: one lab device.
 

@@ -199,25 +199,15 @@ def test_wrong_python_on_the_device_is_named(local, example_tflite, small_inputs
 
 
 def test_agent_killed_mid_run_keeps_what_exists_marked_incomplete(local, example_tflite, small_inputs, tmp_path):
-    import os
-    import signal
-
-    from lab import agent_processes
+    from lab import AgentKiller
 
     from edgeq.errors import AgentError
 
-    killed = []
-
-    def kill_on_first_progress(label, done, total):
-        if not killed and done > 0:
-            for pid in agent_processes(str(tmp_path / "device" / "agents")):
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-
+    killer = AgentKiller(str(tmp_path / "device" / "agents"))
     spec = RunSpec(model=example_tflite[1], inputs=small_inputs, repeats=100000)
     with pytest.raises(AgentError, match=r"partial results \(40 of 40 samples\) kept in .*run, marked incomplete"):
-        run_on_device(local, [spec], [tmp_path / "run"], kill_on_first_progress)
-    assert killed
+        run_on_device(local, [spec], [tmp_path / "run"], killer)
+    assert killer.killed
     partial = np.load(tmp_path / "run" / "outputs" / "output_0.npy")
     assert np.array_equal(partial, host_outputs(example_tflite[1], np.load(small_inputs)["x"]))
     assert not (tmp_path / "run" / "manifest.json").exists()

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
 
 import numpy as np
 import pytest
 from conftest import write_inventory
-from lab import SshServer, agent_processes
+from lab import AgentKiller, SshServer
 
 from edgeq.deploy import Deployer
 from edgeq.devices import load_inventory
@@ -61,18 +60,11 @@ def test_a_cut_upload_never_looks_whole(sshd_session, tcp_proxy_factory, big_fil
 
 def test_agent_killed_mid_run_over_ssh(sshd_session, example_tflite, small_inputs, tmp_path):
     device = device_for(sshd_session.inventory_entry(), tmp_path, workdir=str(tmp_path / "w"))
-    killed = []
-
-    def kill_on_progress(label, done, total):
-        if not killed and done:
-            for pid in agent_processes(str(tmp_path / "w" / "agents")):
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-
+    killer = AgentKiller(str(tmp_path / "w" / "agents"))
     spec = RunSpec(model=example_tflite[1], inputs=small_inputs, repeats=100000)
     with pytest.raises(AgentError, match=r"partial results \(40 of 40 samples\)"):
-        run_on_device(device, [spec], [tmp_path / "run"], kill_on_progress)
-    assert killed
+        run_on_device(device, [spec], [tmp_path / "run"], killer)
+    assert killer.killed
     assert np.load(tmp_path / "run" / "outputs" / "output_0.npy").shape == (40, 10)
     with pytest.raises(IncompleteRun, match="incomplete run"):
         RunResult.load(tmp_path / "run")
