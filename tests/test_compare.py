@@ -1,15 +1,18 @@
-"""Comparison metrics, the verdict rule and the CI gates, on hand-made outputs."""
+"""Comparison metrics, the worst-cell verdict, intervals and the CI gates, on hand-made outputs."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
-from edgeq.compare import compare_outputs, group_metrics, kl_mean, sqnr_db, verdict
+from edgeq.analysis.compare import compare_outputs, verdict
+from edgeq.analysis.gates import evaluate_gates, parse_gates
+from edgeq.analysis.intervals import paired_difference, wilson
 from edgeq.errors import ConfigError
-from edgeq.gates import evaluate_gates, parse_gates
+from edgeq.results import strict_json
 
 
 def one_hot_logits(classes, n_classes=3, scale=5.0):
@@ -18,9 +21,14 @@ def one_hot_logits(classes, n_classes=3, scale=5.0):
     return logits
 
 
+def overall(ref, cand, labels=None):
+    samples = {} if labels is None else {"y": np.asarray(labels)}
+    return compare_outputs(ref, cand, samples, min_n=1)["overall"]
+
+
 def test_identical_outputs_are_perfect():
     ref = one_hot_logits([0, 1, 2, 1])
-    m = group_metrics(ref, ref.copy(), np.array([0, 1, 2, 0]))
+    m = overall(ref, ref.copy(), [0, 1, 2, 0])
     assert m["agreement"] == 1.0 and m["flip_rate"] == 0.0
     assert m["float_accuracy"] == m["quant_accuracy"] == 0.75
     assert m["accuracy_drop"] == 0.0
@@ -29,33 +37,41 @@ def test_identical_outputs_are_perfect():
 
 
 def test_flips_drop_and_errors_are_counted():
-    labels = np.array([0, 1, 2, 1])
     ref = one_hot_logits([0, 1, 2, 1])
     cand = one_hot_logits([0, 1, 0, 0])
-    m = group_metrics(ref, cand, labels)
+    m = overall(ref, cand, [0, 1, 2, 1])
     assert m["quant_accuracy"] == 0.5 and m["accuracy_drop"] == 0.5
     assert m["agreement"] == 0.5 and m["flip_rate"] == 0.5
     assert m["max_abs_error"] == pytest.approx(5.0)
     assert m["kl_mean"] > 0.5
+    assert m["value"] == 0.5 and m["ci95"][0] < 0.5 < m["ci95"][1]
 
 
 def test_sqnr_in_decibels():
     ref = np.ones((10, 4))
-    cand = ref + 0.1
-    assert sqnr_db(ref, cand) == pytest.approx(20.0)  # signal 1, noise 0.01 -> 100x
+    assert overall(ref, ref + 0.1)["sqnr_db"] == pytest.approx(20.0)  # signal 1, noise 0.01 -> 100x
 
 
 def test_kl_uses_probabilities_as_given():
     p = np.array([[0.5, 0.5]])
     q = np.array([[0.9, 0.1]])
     expected = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)
-    assert kl_mean(p, q) == pytest.approx(expected)
+    assert overall(p, q)["kl_mean"] == pytest.approx(expected)
+
+
+def test_top_k_agreement_counts_near_misses():
+    ref = np.array([[5.0, 4.0, 0.0, -1.0, -2.0, -3.0, -4.0]] * 4)
+    cand = ref.copy()
+    cand[0] = [4.0, 5.0, 0.0, -1.0, -2.0, -3.0, -4.0]     # flip, float's class 2nd: inside top-5
+    cand[1] = [-9.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0]        # flip, float's class last: outside top-5
+    m = overall(ref, cand)
+    assert m["flip_rate"] == 0.5 and m["top_k"] == 5 and m["topk_agreement"] == 0.75
 
 
 def test_single_unit_outputs_are_binary_classifiers():
     ref = np.array([[0.9], [0.2], [0.7]])
     cand = np.array([[0.6], [0.6], [0.1]])
-    m = group_metrics(ref, cand, np.array([1, 0, 1]))
+    m = overall(ref, cand, [1, 0, 1])
     assert m["float_accuracy"] == 1.0
     assert m["quant_accuracy"] == pytest.approx(1 / 3)
 
@@ -73,9 +89,32 @@ def test_verdict_thresholds(drops, expected):
     assert worst == max(drops, key=drops.get)
 
 
-def test_verdict_uses_flip_rate_without_labels():
-    categories = {"a": {"accuracy_drop": None, "flip_rate": 0.15}}
-    assert verdict(categories) == ("catastrophic", "a")
+def flipped_cells(rates: dict[tuple[str, int], float], n: int = 100):
+    """Outputs where each (category, severity) cell flips the given share of its n samples."""
+    refs, cands, cats, sevs = [], [], [], []
+    for (category, severity), share in rates.items():
+        classes = np.arange(n) % 3
+        ref = one_hot_logits(classes)
+        cand = ref.copy()
+        flips = int(round(share * n))
+        cand[:flips] = one_hot_logits((classes[:flips] + 1) % 3)
+        refs.append(ref), cands.append(cand)
+        cats += [category] * n
+        sevs += [severity] * n
+    return np.concatenate(refs), np.concatenate(cands), {"category": np.array(cats), "severity": np.array(sevs)}
+
+
+def test_the_worst_severity_decides_not_the_category_mean():
+    """13 % at severity 3 and 11 % at 2 average to 9 % with severity 1: still catastrophic."""
+    ref, cand, samples = flipped_cells({("clean", 0): 0.0, ("outlier", 1): 0.03, ("outlier", 2): 0.11,
+                                        ("outlier", 3): 0.13})
+    report = compare_outputs(ref, cand, samples)
+    assert report["categories"]["outlier"]["flip_rate"] == pytest.approx(0.09)
+    assert report["verdict"] == "catastrophic"
+    assert (report["worst_category"], report["worst_severity"]) == ("outlier", "3")
+    section = report["outputs"][report["deciding_output"]]
+    assert section["worst_value"] == pytest.approx(0.13) and section["worst_n"] == 100
+    assert section["worst_ci95"] == pytest.approx(list(wilson(13, 100)))
 
 
 def test_compare_outputs_groups_by_category_and_severity():
@@ -93,8 +132,34 @@ def test_compare_outputs_groups_by_category_and_severity():
     assert noise["severities"]["1"]["flip_rate"] == 0.0
     assert "severities" not in report["categories"]["clean"]
     assert report["verdict"] == "catastrophic" and report["worst_category"] == "noise"
+    assert report["worst_severity"] == "2"
     assert report["metric_basis"] == "accuracy_drop"
     assert report["overall"]["n"] == 8
+
+
+def test_tiny_cells_are_flagged_and_the_verdict_says_so():
+    """Five samples per cell and one flip: catastrophic, but the report says it rests on too few."""
+    ref, cand, samples = flipped_cells({("clean", 0): 0.0, ("noise", 1): 0.2}, n=5)
+    report = compare_outputs(ref, cand, samples, min_n=30)
+    assert report["verdict"] == "catastrophic"
+    assert report["verdict_confidence"]["level"] == "low-n"
+    assert report["categories"]["noise"]["low_n"] is True
+    assert any("too few samples" in w for w in report["warnings"])
+    (gate,) = evaluate_gates(report, parse_gates("min-n=30"))
+    assert gate["failed"] and gate["observed"] == 5
+
+
+def test_confidence_is_firm_only_when_the_interval_stays_in_the_band():
+    ref, cand, samples = flipped_cells({("clean", 0): 0.0, ("noise", 1): 0.3}, n=500)
+    report = compare_outputs(ref, cand, samples)
+    assert report["verdict"] == "catastrophic" and report["verdict_confidence"]["level"] == "firm"
+    ref, cand, samples = flipped_cells({("clean", 0): 0.0, ("noise", 1): 0.11}, n=100)
+    assert compare_outputs(ref, cand, samples)["verdict_confidence"]["level"] == "tentative"
+    ref, cand, samples = flipped_cells({("clean", 0): 0.0, ("noise", 1): 0.0}, n=500)
+    robust = compare_outputs(ref, cand, samples)
+    assert robust["verdict"] == "robust" and robust["verdict_confidence"]["level"] == "firm"
+    ref, cand, samples = flipped_cells({("clean", 0): 0.0, ("noise", 1): 0.0}, n=50)
+    assert compare_outputs(ref, cand, samples)["verdict_confidence"]["level"] == "tentative"
 
 
 def test_compare_without_labels_reports_flip_rate_basis():
@@ -105,15 +170,48 @@ def test_compare_without_labels_reports_flip_rate_basis():
     assert report["verdict"] == "robust"
 
 
+def test_reports_are_strict_json():
+    ref = one_hot_logits([0, 1, 2, 0])
+    report = strict_json(compare_outputs(ref, ref.copy(), {"category": np.array(["clean"] * 4)}))
+    text = json.dumps(report, allow_nan=False)
+    assert report["overall"]["sqnr_db"] is None  # identical outputs: infinite SQNR is written as null
+    assert "Infinity" not in text and "NaN" not in text
+
+
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ConfigError, match="differ in shape"):
         compare_outputs(np.zeros((3, 2)), np.zeros((3, 3)), {})
 
 
-def report_with(drop, flip, sqnr, verdict_name="degraded", p99=2.0):
-    return {"verdict": verdict_name,
-            "categories": {"clean": {"accuracy_drop": 0.0, "flip_rate": 0.0, "sqnr_db": 40.0, "kl_mean": 0.0},
-                           "noise": {"accuracy_drop": drop, "flip_rate": flip, "sqnr_db": sqnr, "kl_mean": 0.1}},
+# --- intervals, against independent calculations ------------------------------------------------
+
+@pytest.mark.parametrize("k, n, lo, hi", [(0, 10, 0.0, 0.2775), (5, 10, 0.2366, 0.7634), (1, 5, 0.0362, 0.6245),
+                                          (13, 100, 0.0776, 0.2098)])
+def test_wilson_matches_published_values(k, n, lo, hi):
+    assert wilson(k, n) == pytest.approx((lo, hi), abs=5e-4)
+
+
+def test_paired_interval_approaches_the_normal_one_for_large_n():
+    """Newcombe's interval ≈ Wald's for a paired difference when n is large."""
+    both, only_f, only_q, neither = 8000, 600, 200, 1200
+    n = both + only_f + only_q + neither
+    delta = (only_f - only_q) / n
+    half = 1.959964 * math.sqrt((only_f + only_q) - (only_f - only_q) ** 2 / n) / n
+    lo, hi = paired_difference(both, only_f, only_q, neither)
+    assert lo == pytest.approx(delta - half, abs=1.5e-3) and hi == pytest.approx(delta + half, abs=1.5e-3)
+    assert lo < delta < hi
+
+
+def test_paired_interval_of_no_change_contains_zero():
+    lo, hi = paired_difference(40, 0, 0, 10)
+    assert lo < 0 < hi or (lo <= 0 <= hi)
+
+
+# --- gates ---------------------------------------------------------------------------------------
+
+def report_with(drop, flip, sqnr, verdict_="robust", p99=1.0):
+    return {"verdict": verdict_, "categories": {"noise": {"accuracy_drop": drop, "flip_rate": flip,
+                                                          "sqnr_db": sqnr, "kl_mean": 0.1}},
             "latency_ms": {"quant": {"p99": p99}}}
 
 
@@ -126,6 +224,13 @@ def test_gates_fail_only_when_crossed():
     assert failed[0]["where"] == "noise" and failed[0]["observed"] == 0.06
 
 
+def test_gates_look_at_every_cell_of_every_verdict_output():
+    ref, cand, samples = flipped_cells({("clean", 0): 0.0, ("noise", 1): 0.0, ("noise", 2): 0.07})
+    report = compare_outputs(ref, cand, samples)
+    (gate,) = evaluate_gates(report, parse_gates("flip=0.05"))
+    assert gate["failed"] and gate["observed"] == pytest.approx(0.07) and "severity 2" in gate["where"]
+
+
 def test_verdict_gate_orders_verdicts():
     (gate,) = evaluate_gates(report_with(0, 0, 40, "degraded"), parse_gates("verdict=degraded"))
     assert gate["failed"]
@@ -135,7 +240,7 @@ def test_verdict_gate_orders_verdicts():
 
 @pytest.mark.parametrize("text, needle", [
     ("drop", "not NAME=VALUE"), ("speed=3", "unknown gate"), ("drop=lots", "needs a number"),
-    ("verdict=robust", "degraded or catastrophic"),
+    ("verdict=robust", "degraded or catastrophic"), ("drop=nan", "finite"), ("sqnr=inf", "finite"),
 ])
 def test_bad_gates_are_config_errors(text, needle):
     with pytest.raises(ConfigError, match=needle):

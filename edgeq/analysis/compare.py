@@ -1,0 +1,231 @@
+"""Float vs quantized: pure functions over saved outputs, so a comparison reruns offline.
+
+Every output is judged by its kind (``kinds/``), in every *cell*: a (category,
+severity) pair of the risky suite. The verdict rule (DESIGN.md): a cell's rate is the
+accuracy drop of a labelled classification output, otherwise the kind's own flip or
+fail rate; every cell < 0.02 → robust, any ≥ 0.10 → catastrophic, otherwise
+degraded. The worst cell of the worst output decides — not a category mean, which
+would let two mild severities hide a bad one. Each rate carries a 95 % interval;
+cells with fewer than ``min_n`` trials are flagged, and a verdict resting on one says so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeq.analysis.intervals import wilson
+from edgeq.analysis.kinds import get_kind
+from edgeq.analysis.plan import OutputInfo, OutputSpec, check_labels, plan_outputs
+from edgeq.errors import ConfigError
+
+THRESHOLDS = {"degraded": 0.02, "catastrophic": 0.10}
+MIN_N = 30
+CHUNK_ELEMENTS = 1 << 18  # output values per evidence slice
+VERDICTS = ("robust", "degraded", "catastrophic")
+METRIC_KEYS = ("n", "float_accuracy", "quant_accuracy", "accuracy_drop", "agreement",
+               "flip_rate", "sqnr_db", "kl_mean", "max_abs_error")
+
+
+def verdict_metric(metrics: dict) -> float:
+    """The number the verdict uses for a group: its ``value``, or the old contract's rule."""
+    if metrics.get("value") is not None:
+        return metrics["value"]
+    drop = metrics.get("accuracy_drop")
+    return metrics["flip_rate"] if drop is None else drop
+
+
+def band(value: float, thresholds: dict = THRESHOLDS) -> str:
+    if value >= thresholds["catastrophic"]:
+        return "catastrophic"
+    return "degraded" if value >= thresholds["degraded"] else "robust"
+
+
+def verdict(categories: dict[str, dict], thresholds: dict = THRESHOLDS) -> tuple[str, str | None]:
+    """(verdict, worst group) over already summarised groups."""
+    if not categories:
+        raise ConfigError("nothing to compare: no samples")
+    worst = max(categories, key=lambda name: verdict_metric(categories[name]))
+    return band(verdict_metric(categories[worst]), thresholds), worst
+
+
+class Cells:
+    """The suite's groups: categories in order, and the severities inside each."""
+
+    def __init__(self, samples: dict[str, np.ndarray], n: int):
+        self.category = np.asarray(samples.get("category", np.full(n, "all")))
+        self.severity = np.asarray(samples.get("severity", np.zeros(n, dtype=np.int64)))
+        if len(self.category) != n or len(self.severity) != n:
+            raise ConfigError(f"the run's sample tags do not match its {n} outputs")
+        self.names = list(dict.fromkeys(self.category.tolist()))
+        clean = self.category == "clean"
+        self.reference = clean if clean.any() else np.ones(n, dtype=bool)
+
+    def levels(self, name) -> list[int]:
+        return sorted(set(self.severity[self.category == name].tolist()))
+
+
+def compare_outputs(ref, cand, samples: dict[str, np.ndarray], *, outputs: list[OutputInfo] | None = None,
+                    spec: OutputSpec | None = None, thresholds: dict = THRESHOLDS, min_n: int = MIN_N) -> dict:
+    """Compare every output; ``ref``/``cand`` are one array or a list (one per output)."""
+    ref, cand = _as_list(ref), _as_list(cand)
+    if len(ref) != len(cand):
+        raise ConfigError(f"the models have different numbers of outputs: {len(ref)} vs {len(cand)}")
+    for k, (r, c) in enumerate(zip(ref, cand)):
+        if r.shape != c.shape:
+            raise ConfigError(f"outputs differ in shape: {r.shape} vs {c.shape} (output {k})")
+    n = len(ref[0])
+    if n == 0:
+        raise ConfigError("nothing to compare: no samples")
+    outputs = outputs or [OutputInfo(k, f"output_{k}", tuple(r.shape[1:])) for k, r in enumerate(ref)]
+    labels = samples.get("y")
+    plans = plan_outputs(outputs, spec, labels is not None, values=ref)
+    if labels is not None:
+        check_labels(plans, outputs, labels, "input set")
+    cells = Cells(samples, n)
+    sections = {outputs[p.index].short: judge_output(p, ref, cand, labels, cells, thresholds, min_n)
+                for p in plans}
+    return assemble(sections, outputs, thresholds, min_n, labels is not None)
+
+
+def _as_list(x) -> list[np.ndarray]:
+    return [x] if isinstance(x, np.ndarray) else list(x)
+
+
+def judge_output(plan, ref, cand, labels, cells: Cells, thresholds, min_n) -> dict:
+    """One output's section: per-sample evidence once, then every group reduces it."""
+    kind = get_kind(plan.kind)
+    roles = {"output": plan.index, **plan.members}
+    ref_roles, cand_roles = {r: ref[i] for r, i in roles.items()}, {r: cand[i] for r, i in roles.items()}
+    kind.prepare(ref_roles, cand_roles, plan, cells.reference)
+    ev = chunked_evidence(kind, ref_roles, cand_roles, plan, labels if plan.labels else None)
+
+    def group(mask):
+        picked = {k: v[mask] for k, v in ev.items()}
+        summary = kind.summarize(picked, labels[mask] if plan.labels and labels is not None else None, plan)
+        return _with_interval(summary, min_n)
+
+    categories = {}
+    for name in cells.names:
+        mask = cells.category == name
+        entry = group(mask)
+        levels = cells.levels(name)
+        if len(levels) > 1:
+            entry["severities"] = {str(level): group(mask & (cells.severity == level)) for level in levels}
+        categories[str(name)] = entry
+    section = dict(plan.describe(), overall=group(np.ones(len(cells.category), dtype=bool)), categories=categories)
+    if plan.labels:
+        section["metric"] = "accuracy_drop"
+    section.update(_output_verdict(section, thresholds))
+    return section
+
+
+def chunked_evidence(kind, ref: dict, cand: dict, plan, labels) -> dict[str, np.ndarray]:
+    """Evidence a slice of samples at a time: temporaries stay cache-sized, not suite-sized."""
+    n = len(ref["output"])
+    per_sample = max(sum(int(np.prod(a.shape[1:])) for a in ref.values()), 1)
+    step = max(1, CHUNK_ELEMENTS // per_sample)
+    parts = [kind.evidence({r: a[i:i + step] for r, a in ref.items()}, {r: a[i:i + step] for r, a in cand.items()},
+                           plan, None if labels is None else labels[i:i + step]) for i in range(0, n, step)]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def _with_interval(summary: dict, min_n: int) -> dict:
+    if summary.get("value") is None:
+        summary.update(ci95=None, low_n=False)
+        return summary
+    if "ci95" not in summary:
+        summary["ci95"] = list(wilson(summary["events"], summary["trials"]))
+    summary["low_n"] = summary["trials"] < min_n
+    return summary
+
+
+def cells_of(section: dict):
+    """(category, severity or None, figures) for every cell of an output section."""
+    for name, entry in section["categories"].items():
+        if entry.get("severities"):
+            for level, figures in entry["severities"].items():
+                yield name, level, figures
+        else:
+            yield name, None, entry
+
+
+def _output_verdict(section: dict, thresholds) -> dict:
+    cells = [c for c in cells_of(section) if c[2].get("value") is not None]
+    if not cells:
+        return {"verdict": None, "worst_category": None, "worst_severity": None, "worst_value": None}
+    category, level, worst = max(cells, key=lambda c: c[2]["value"])
+    return {"verdict": band(worst["value"], thresholds), "worst_category": category, "worst_severity": level,
+            "worst_value": worst["value"], "worst_ci95": worst["ci95"], "worst_n": worst["trials"],
+            "confidence": _confidence(band(worst["value"], thresholds), worst, [c[2] for c in cells], thresholds)}
+
+
+def _confidence(result: str, worst: dict, cells: list[dict], thresholds) -> dict:
+    """Firm when the interval stays inside the verdict's band; says why when not."""
+    lo, hi = worst["ci95"]
+    if worst["low_n"]:
+        return {"level": "low-n", "note": f"the deciding cell has only {worst['trials']} trials"}
+    if result == "robust":
+        highest = max(c["ci95"][1] for c in cells)
+        if highest < thresholds["degraded"]:
+            return {"level": "firm", "note": "every cell's 95% interval is below the degraded threshold"}
+        return {"level": "tentative", "note": f"a cell's 95% interval reaches {highest:.1%}, above the degraded "
+                                              f"threshold {thresholds['degraded']:.0%}: more samples would tell"}
+    floor = thresholds[result]
+    if lo >= floor:
+        return {"level": "firm", "note": f"the deciding cell's 95% interval [{lo:.1%}, {hi:.1%}] is above {floor:.0%}"}
+    return {"level": "tentative", "note": f"the deciding cell's 95% interval [{lo:.1%}, {hi:.1%}] reaches below "
+                                          f"the {result} threshold {floor:.0%}"}
+
+
+def assemble(sections: dict[str, dict], outputs, thresholds, min_n, has_labels) -> dict:
+    """Top-level report keys: the contract's, taken from the output and cell that decided."""
+    driving = {name: s for name, s in sections.items() if s["drives_verdict"] and s["verdict"] is not None}
+    if not driving:
+        raise ConfigError("nothing to compare: no output with a verdict")
+    name = max(driving, key=lambda k: (driving[k]["worst_value"], -driving[k]["index"]))
+    deciding = driving[name]
+    low = sorted({f"{out}: {cat}" + (f" severity {lvl}" if lvl else "")
+                  for out, s in driving.items() for cat, lvl, c in cells_of(s) if c.get("low_n")})
+    warnings = []
+    if low:
+        warnings.append(f"{len(low)} cell(s) have fewer than {min_n} trials, e.g. {low[0]}")
+    if deciding["confidence"]["level"] == "low-n":
+        warnings.append(f"the verdict rests on too few samples: {deciding['confidence']['note']}")
+    if has_labels and not any(s["labels"] for s in sections.values()):
+        warnings.append("labels y were not used: no output is a classification")
+    return {"verdict": deciding["verdict"], "worst_category": deciding["worst_category"],
+            "worst_severity": deciding["worst_severity"], "deciding_output": name,
+            "verdict_confidence": deciding["confidence"], "metric_basis": deciding["metric"],
+            "thresholds": dict(thresholds), "min_n": min_n,
+            "overall": deciding["overall"], "categories": deciding["categories"],
+            "outputs": sections, "warnings": warnings}
+
+
+def worst_value(report: dict) -> float | None:
+    """The rate of the cell that decided a report's verdict."""
+    section = (report.get("outputs") or {}).get(report.get("deciding_output"))
+    if section is not None:
+        return section["worst_value"]
+    worst = (report.get("categories") or {}).get(report.get("worst_category"))
+    return verdict_metric(worst) if worst else None
+
+
+def run_outputs(run) -> list[OutputInfo]:
+    """OutputInfo for each output of a RunResult (names from the agent's metadata)."""
+    metas = run.meta.get("outputs") or []
+    return [OutputInfo(k, (metas[k]["name"] if k < len(metas) else f"output_{k}"), tuple(a.shape[1:]))
+            for k, a in enumerate(run.outputs)]
+
+
+def compare_runs(ref, cand, *, spec: OutputSpec | None = None, producers: list[str] | None = None,
+                 thresholds: dict = THRESHOLDS, min_n: int = MIN_N) -> dict:
+    """Compare two RunResults made from the same input set; ``producers`` come from the model file."""
+    if ref.meta["inputs_sha256"] != cand.meta["inputs_sha256"]:
+        raise ConfigError(f"{ref.path} and {cand.path} were run on different input sets; "
+                          "a comparison needs the same inputs")
+    outputs = run_outputs(ref)
+    if producers and len(producers) == len(outputs):
+        for o, op in zip(outputs, producers):
+            o.producer = op
+    return compare_outputs(ref.outputs, cand.outputs, ref.samples, outputs=outputs, spec=spec,
+                           thresholds=thresholds, min_n=min_n)

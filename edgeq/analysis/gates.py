@@ -1,0 +1,115 @@
+"""CI gates (``--fail-on drop=0.05,flip=0.1,sqnr=20,verdict=degraded``): exit 1 when crossed.
+
+Gates look at every cell of every output that drives the verdict, so a gate and the
+verdict always judge the same things.
+"""
+
+from __future__ import annotations
+
+import math
+
+from edgeq.analysis.compare import cells_of
+from edgeq.errors import ConfigError
+
+VERDICT_ORDER = ("robust", "degraded", "catastrophic")
+
+
+def _cells(report: dict):
+    sections = report.get("outputs")
+    if not sections:  # a report from before output kinds: its categories are the cells
+        sections = {"": {"categories": report.get("categories") or {}, "drives_verdict": True}}
+    for output, section in sections.items():
+        if section.get("drives_verdict", True):
+            for category, level, figures in cells_of(section):
+                where = category + (f" severity {level}" if level else "") + (f" ({output})" if output else "")
+                yield where, figures
+
+
+def _worst(report: dict, key: str, higher_is_worse: bool = True):
+    values = [(figures.get(key), where) for where, figures in _cells(report) if figures.get(key) is not None]
+    if not values:
+        return None, None
+    return max(values) if higher_is_worse else min(values)
+
+
+def _deciding_n(report: dict):
+    """Trials behind the verdict: the deciding cell's, or for robust every cell's smallest."""
+    if report.get("verdict") == "robust":
+        counts = [(f.get("trials", f.get("n")), where) for where, f in _cells(report) if f.get("value") is not None]
+        return min(counts) if counts else (None, None)
+    section = (report.get("outputs") or {}).get(report.get("deciding_output"), {})
+    where = f"{report.get('worst_category')}" + (f" severity {report['worst_severity']}"
+                                                  if report.get("worst_severity") else "")
+    return section.get("worst_n"), where
+
+
+def _value(figures: dict):
+    value = figures.get("value")
+    if value is not None:
+        return value
+    return figures["flip_rate"] if figures.get("accuracy_drop") is None else figures["accuracy_drop"]
+
+
+def _worst_value(report: dict):
+    values = [(_value(f), where) for where, f in _cells(report) if _value(f) is not None]
+    return max(values) if values else (None, None)
+
+
+# name -> (description, observe(report) -> (value, where), failed(value, limit))
+GATES = {
+    "drop": ("worst cell's verdict rate above the limit (accuracy drop with labels, else the output kind's "
+             "flip or fail rate)", _worst_value, lambda v, lim: v > lim),
+    "flip": ("worst cell flip rate above the limit", lambda r: _worst(r, "flip_rate"), lambda v, lim: v > lim),
+    "sqnr": ("worst cell SQNR (dB) below the limit", lambda r: _worst(r, "sqnr_db", higher_is_worse=False),
+             lambda v, lim: v < lim),
+    "kl": ("worst cell mean KL divergence above the limit", lambda r: _worst(r, "kl_mean"), lambda v, lim: v > lim),
+    "p99-ms": ("quantized model p99 latency (ms) above the limit",
+               lambda r: ((r.get("latency_ms") or {}).get("quant", {}).get("p99"), "quant"),
+               lambda v, lim: v > lim),
+    "min-n": ("the verdict rests on fewer trials than the limit (refuse verdicts from tiny sets)",
+              _deciding_n, lambda v, lim: v < lim),
+}
+
+
+def parse_limits(text: str | None, known: dict, text_values: dict | None = None) -> list[tuple[str, object]]:
+    """``NAME=NUMBER,…`` for the gates in ``known``; ``text_values`` names gates taking words."""
+    text_values = text_values or {}
+    gates = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.strip().partition("=")
+        if not sep:
+            raise ConfigError(f"--fail-on: {item!r} is not NAME=VALUE")
+        if name in text_values:
+            if value not in text_values[name]:
+                raise ConfigError(f"--fail-on {name}= takes {' or '.join(text_values[name])}, not {value!r}")
+            gates.append((name, value))
+            continue
+        if name not in known:
+            raise ConfigError(f"--fail-on: unknown gate {name!r} (known: {', '.join(list(known) + list(text_values))})")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"--fail-on {name}= needs a number, not {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"--fail-on {name}= needs a finite number, not {value!r}")
+        gates.append((name, number))
+    return gates
+
+
+def parse_gates(text: str | None) -> list[tuple[str, object]]:
+    return parse_limits(text, GATES, {"verdict": VERDICT_ORDER[1:]})
+
+
+def evaluate_gates(report: dict, gates: list[tuple[str, object]]) -> list[dict]:
+    results = []
+    for name, limit in gates:
+        if name == "verdict":
+            observed, where = report["verdict"], None
+            failed = VERDICT_ORDER.index(observed) >= VERDICT_ORDER.index(limit)
+        else:
+            observed, where = GATES[name][1](report)
+            failed = observed is not None and GATES[name][2](observed, limit)
+        results.append({"gate": name, "limit": limit, "observed": observed, "where": where, "failed": bool(failed)})
+    return results

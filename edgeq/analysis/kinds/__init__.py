@@ -1,0 +1,173 @@
+"""Output kinds: what an output *is* decides how a quantization error is judged.
+
+A box regressor judged by argmax, a mask by "class flips" or sigmoid scores through a
+softmax all give numbers that mean nothing. Each kind is one module that registers an
+``OutputKind`` here: its options (with defaults), a shape check, per-sample evidence
+computed once over every sample, and a summary of any group of samples. The verdict
+rate of every kind is a fraction in [0, 1] with an event count, so one rule and one
+confidence interval serve them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeq.errors import ConfigError
+
+KINDS: dict[str, "OutputKind"] = {}
+
+
+def register(kind: "OutputKind") -> "OutputKind":
+    KINDS[kind.name] = kind
+    return kind
+
+
+def get_kind(name: str) -> "OutputKind":
+    _load_all()
+    if name not in KINDS:
+        raise ConfigError(f"unknown output kind {name!r} (known: {', '.join(sorted(KINDS))})")
+    return KINDS[name]
+
+
+def _load_all() -> None:
+    from edgeq.analysis.kinds import (classification, detection, ignore, multilabel,  # noqa: F401
+                                      regression, segmentation)
+
+
+@dataclass
+class OutputPlan:
+    """How one output (or a group, for detections) is judged, and why."""
+
+    name: str
+    index: int
+    kind: str
+    reason: str
+    source: str = "auto"  # auto | spec file | --output
+    options: dict = field(default_factory=dict)
+    members: dict = field(default_factory=dict)  # role -> output index (detection: scores, classes, count)
+    drives_verdict: bool = True
+    labels: bool = False
+
+    def describe(self) -> dict:
+        return {"index": self.index, "kind": self.kind, "reason": self.reason, "source": self.source,
+                "options": dict(self.options), "members": dict(self.members),
+                "drives_verdict": self.drives_verdict, "labels": self.labels,
+                "metric": get_kind(self.kind).metric}
+
+
+class OutputKind:
+    """One kind of output. Subclasses set the class attributes and three methods."""
+
+    name = ""
+    metric = "flip_rate"  # the verdict rate's name in reports
+    description = ""
+    defaults: dict = {}
+    roles: tuple = ()  # other outputs it reads, by role (detection: "scores", ...)
+
+    def options(self, given: dict, where: str) -> dict:
+        """Defaults overlaid with the user's options, each checked and typed."""
+        unknown = sorted(set(given) - set(self.defaults) - set(self.roles))
+        if unknown:
+            known = ", ".join(sorted(set(self.defaults) | set(self.roles))) or "none"
+            raise ConfigError(f"{where}: kind {self.name} has no option {unknown[0]!r} (options: {known})")
+        merged = dict(self.defaults)
+        for key, value in given.items():
+            if key in self.roles:
+                continue
+            default = self.defaults[key]
+            merged[key] = _typed(value, default, f"{where}: {key}")
+        return merged
+
+    def check(self, plan: OutputPlan, shapes: dict[str, tuple]) -> None:
+        """Raise ConfigError when the output's sample shape cannot be this kind."""
+
+    def prepare(self, ref: dict[str, np.ndarray], cand: dict[str, np.ndarray], plan: OutputPlan,
+                reference_mask: np.ndarray) -> None:
+        """Settle the options that depend on all samples (scales, thresholds) into ``plan.options``.
+
+        ``ref``/``cand`` map a role ("output" and the kind's roles) to a stacked output;
+        ``reference_mask`` marks the samples that set scales (the clean ones when present).
+        Runs once, before ``evidence`` sees the samples a chunk at a time.
+        """
+
+    def evidence(self, ref: dict[str, np.ndarray], cand: dict[str, np.ndarray], plan: OutputPlan,
+                 labels: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Per-sample arrays (first axis = samples) that every group summary reduces.
+
+        Samples are independent here, so this may be called on any slice of them.
+        """
+        raise NotImplementedError
+
+    def summarize(self, ev: dict[str, np.ndarray], labels: np.ndarray | None, plan: OutputPlan) -> dict:
+        """Figures for one group: the contract's keys, the kind's own, and ``value``/``events``/``trials``."""
+        raise NotImplementedError
+
+
+def _typed(value, default, where: str):
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "yes", "1", "false", "no", "0"):
+            return str(value).lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
+    if isinstance(default, (int, float)) or default is None:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, not {value!r}") from None
+        if not np.isfinite(number):
+            raise ConfigError(f"{where} must be a finite number, not {value!r}")
+        return int(number) if isinstance(default, int) and number == int(number) else number
+    return str(value)
+
+
+# --- helpers shared by the kinds -------------------------------------------------------------
+
+def flat(a: np.ndarray) -> np.ndarray:
+    return a.reshape(len(a), -1)
+
+
+def error_evidence(ref: np.ndarray, cand: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-sample sums behind SQNR and the largest error: valid for every kind."""
+    r = flat(ref).astype(np.float64)
+    diff = r - flat(cand)
+    return {"sq_err": np.einsum("ij,ij->i", diff, diff), "sq_ref": np.einsum("ij,ij->i", r, r),
+            "max_abs": np.abs(diff, out=diff).max(axis=1) if diff.shape[1] else np.zeros(len(diff))}
+
+
+def error_summary(ev: dict[str, np.ndarray]) -> dict:
+    noise, signal = float(ev["sq_err"].sum()), float(ev["sq_ref"].sum())
+    if noise == 0.0:
+        sqnr = float("inf")
+    elif signal == 0.0:
+        sqnr = float("-inf")
+    else:
+        sqnr = 10.0 * float(np.log10(signal / noise))
+    return {"sqnr_db": sqnr, "max_abs_error": float(ev["max_abs"].max()) if len(ev["max_abs"]) else 0.0}
+
+
+def contract_keys(n: int, rate: float, **given) -> dict:
+    """The report contract's metric keys; kinds without classes leave accuracy as None."""
+    base = {"n": n, "float_accuracy": None, "quant_accuracy": None, "accuracy_drop": None,
+            "agreement": 1.0 - rate, "flip_rate": rate, "kl_mean": None}
+    base.update(given)
+    return base
+
+
+def rate(events: int, trials: int) -> float:
+    return events / trials if trials else 0.0
+
+
+def is_probability_rows(x: np.ndarray) -> bool:
+    f = flat(x)
+    return bool(f.shape[1] > 1 and f.min() >= 0 and np.allclose(f.sum(axis=1), 1.0, atol=1e-3))
+
+
+def in_unit_interval(x: np.ndarray) -> bool:
+    return bool(x.size and x.min() >= 0.0 and x.max() <= 1.0)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
