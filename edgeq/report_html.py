@@ -45,6 +45,8 @@ METRICS = [  # key, label, kind, meaning
     ("max_abs_error", "max |error|", "sci", "largest absolute output difference"),
 ]
 _LABELS = {k: label for k, label, _, _ in METRICS}
+_LABELS.update(sample_flip_rate="sample flip rate", fail_rate="fail rate", detection_flip_rate="detection flip rate")
+BASES = ("accuracy_drop", "flip_rate", "sample_flip_rate", "fail_rate", "detection_flip_rate")
 
 
 def _e(x) -> str:
@@ -89,7 +91,7 @@ def _size(b) -> str:
 
 def _basis(report: dict) -> str:
     b = report.get("metric_basis")
-    if b in ("accuracy_drop", "flip_rate"):
+    if b in BASES:
         return b
     cats = _d(report.get("categories")).values()
     has_labels = any(_num(_d(c).get("accuracy_drop")) is not None for c in cats)
@@ -141,6 +143,8 @@ def _meta_lines(report: dict) -> list[str]:
 
 
 def header_html(report: dict, cats, basis: str, thr) -> str:
+    from edgeq.report_outputs_html import deciding_html, is_per_output, warnings_html
+
     verdict = report.get("verdict")
     cls = verdict if verdict in VERDICTS else "unknown"
     worst = report.get("worst_category")
@@ -148,10 +152,14 @@ def header_html(report: dict, cats, basis: str, thr) -> str:
     wval = dict(cats).get(worst, {}).get(basis)
     worst_txt = (f"worst category <b>{_e(worst)}</b>: {_e(_LABELS[basis])} <b>{fmt(wval, 'pct')}</b>"
                  if worst is not None else f"verdict metric: {_e(_LABELS[basis])}")
+    per_output = is_per_output(report)
+    if per_output:
+        worst_txt = deciding_html(report, _LABELS[basis]) or f"verdict metric: {_e(_LABELS[basis])}"
     return (f'<header><h1>edgeq quantization report</h1>'
             f'<span class="badge verdict-{cls}">{_e(verdict or "unknown")}</span>'
             f'<span class="worst">{worst_txt}<br><span class="meta">degraded ≥ {fmt(thr[0], "pct")}, '
             f'catastrophic ≥ {fmt(thr[1], "pct")}</span></span>'
+            + (warnings_html(report) if per_output else "")
             + "".join(f'<p class="meta">{ln}</p>' for ln in _meta_lines(report)) + "</header>")
 
 
@@ -159,7 +167,11 @@ def summary_html(report: dict) -> str:
     ov = _d(report.get("overall"))
     rows = "".join(f"<tr><td>{label}</td><td>{fmt(ov.get(k), kind)}</td><td class=\"desc\">{meaning}</td></tr>"
                    for k, label, kind, meaning in METRICS)
-    return f"<section><h2>Overall</h2><table><tr><th>metric</th><th>value</th><th></th></tr>{rows}</table></section>"
+    which = report.get("deciding_output")
+    note = (f'<p class="note">Figures of output {_e(which)}, which decided the verdict.</p>'
+            if which is not None and _d(report.get("outputs")) else "")
+    return (f"<section><h2>Overall</h2><table><tr><th>metric</th><th>value</th><th></th></tr>{rows}</table>"
+            f"{note}</section>")
 
 
 def bars_svg(cats: list[tuple[str, dict]], basis: str, thr) -> str:
@@ -194,7 +206,9 @@ def bars_svg(cats: list[tuple[str, dict]], basis: str, thr) -> str:
 def chart_html(report: dict, cats, basis: str, thr) -> str:
     if not cats:
         return ""
-    return (f"<section><h2>{_e(_LABELS[basis])} by category (worst first)</h2>{bars_svg(cats, basis, thr)}"
+    which = report.get("deciding_output")
+    which = f" — output {_e(which)}" if which is not None and _d(report.get("outputs")) else ""
+    return (f"<section><h2>{_e(_LABELS[basis])} by category (worst first){which}</h2>{bars_svg(cats, basis, thr)}"
             f'<p class="note">{"Bars left of zero: the quantized model did better. " if basis == "accuracy_drop" else ""}Green below '
             f"{fmt(thr[0], 'pct')}, amber below {fmt(thr[1], 'pct')}, red at or above.</p></section>")
 
@@ -310,15 +324,18 @@ def gates_html(report: dict) -> str:
 
 
 def render_html(report: dict, latencies_ms: dict | None = None, extra_html: str = "") -> str:
+    from edgeq.report_outputs_html import OUTPUT_CSS, is_per_output, outputs_html, overview_html
+
     report = _d(report)
     basis, thr = _basis(report), _thresholds(report)
     cats = _sorted_categories(report, basis)
-    body = (header_html(report, cats, basis, thr) + gates_html(report) + summary_html(report)
+    body = (header_html(report, cats, basis, thr) + gates_html(report) + overview_html(report) + summary_html(report)
             + chart_html(report, cats, basis, thr) + categories_html(report, cats, basis)
-            + latency_html(report, latencies_ms) + extra_html)
+            + outputs_html(report, thr) + latency_html(report, latencies_ms) + extra_html)
+    css = CSS + ("\n" + OUTPUT_CSS if is_per_output(report) else "")
     title = f"edgeq report: {report.get('verdict') or 'unknown'}"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{css}</style></head>'
             f"<body><main>{body}</main></body></html>\n")
 
 

@@ -287,3 +287,213 @@ def test_latency_section_skipped_without_any_latency():
     assert "<h2>Latency</h2>" not in render_html(report)
     page = render_html(report, {"float": [1.0, 2.0], "quant": [1.0]})
     assert "<h2>Latency</h2>" in page and svg_block(page, "hist") is not None
+
+
+# --- reports judged output by output ------------------------------------------------------------
+
+import json  # noqa: E402
+
+from edgeq.report_outputs_html import output_cells, rate_text  # noqa: E402
+
+
+def group(value, events, trials, ci, low_n=False, **kind):
+    g = {"n": trials, "float_accuracy": None, "quant_accuracy": None, "accuracy_drop": None,
+         "agreement": 1 - value, "flip_rate": value, "sqnr_db": 24.5, "kl_mean": None, "max_abs_error": 0.3,
+         "value": value, "events": events, "trials": trials, "ci95": ci, "low_n": low_n}
+    g.update(kind)
+    return g
+
+
+def det(value, trials=500, low_n=False):
+    events = round(value * trials)
+    return group(value, events, trials, [max(value - 0.03, 0), min(value + 0.031, 1)], low_n,
+                 detection_flip_rate=value, detections=trials, flipped_detections=events, float_detections=trials - 3,
+                 quant_detections=trials - 5, sample_flip_rate=value * 2, matched_iou_mean=0.8123)
+
+
+def section(kind, cats, verdict, worst, metric, **extra):
+    s = {"index": 0, "kind": kind, "reason": f"chosen as {kind}", "source": "auto", "options": {}, "members": {},
+         "drives_verdict": True, "labels": False, "metric": metric, "verdict": verdict,
+         "worst_category": worst[0], "worst_severity": worst[1], "overall": next(iter(cats.values())), "categories": cats}
+    cell = cats[worst[0]]["severities"][worst[1]] if worst[1] else cats[worst[0]] if worst[0] else {}
+    s.update(worst_value=cell.get("value"), worst_ci95=cell.get("ci95"), worst_n=cell.get("trials"),
+             confidence={"level": "tentative", "note": "the deciding cell's 95% interval reaches below 10%"})
+    s.update(extra)
+    return s
+
+
+def new_report(**extra):
+    det_cats = {"clean": det(0.01), "noise": dict(det(0.08), severities={"1": det(0.02), "2": det(0.05),
+                                                                          "3": dict(det(0.0), value=0.12, ci95=[0.094, 0.151])}),
+                "blur": dict(det(0.03, trials=12, low_n=True))}
+    seg = lambda v, low=False: group(v, round(v * 40), 40, [0.0, v + 0.1], low, fail_rate=v, mask_iou_mean=0.95,
+                                     mask_iou_min=0.61, pixel_agreement=0.991)
+    cls = lambda d: group(d, 3, 200, [d - 0.02, d + 0.03], float_accuracy=0.9, quant_accuracy=0.9 - d,
+                          accuracy_drop=d, topk_agreement=0.995, top_k=5, flips=7, kl_mean=0.0012)
+    ign = {"n": 60, "sqnr_db": None, "max_abs_error": 0.0, "value": None, "events": 0, "trials": 0, "ci95": None,
+           "low_n": False}
+    outputs = {
+        "regressors": section("detection", det_cats, "catastrophic", ("noise", "3"), "detection_flip_rate", index=0,
+                              members={"scores": 1}, options={"layout": "anchors", "threshold": 0.5, "iou": 0.5}),
+        "mask": section("segmentation", {"clean": seg(0.0), "noise": seg(0.05, True)}, "degraded", ("noise", None),
+                        "fail_rate", index=2, source="spec outputs.toml", options={"min_iou": 0.9}),
+        "Identity": section("classification", {"clean": cls(-0.005), "noise": cls(0.015)}, "robust", ("noise", None),
+                            "accuracy_drop", index=3, labels=True),
+        "aux": dict(section("ignore", {"clean": ign, "noise": ign}, None, (None, None), "none", index=4,
+                            drives_verdict=False), confidence=None, worst_ci95=None),
+    }
+    report = {"verdict": "catastrophic", "worst_category": "noise", "worst_severity": "3",
+              "deciding_output": "regressors", "metric_basis": "detection_flip_rate",
+              "verdict_confidence": {"level": "firm", "note": "the deciding cell's 95% interval [9.4%, 15.1%] is above 10%"},
+              "thresholds": {"degraded": 0.02, "catastrophic": 0.10}, "min_n": 30,
+              "warnings": ["1 cell(s) have fewer than 30 trials, e.g. regressors: blur"],
+              "overall": det_cats["clean"], "categories": det_cats, "outputs": outputs,
+              "device": {"name": "local", "arch": "x86_64", "runtime": "ai_edge_litert 2.3.0"}}
+    report.update(extra)
+    return report
+
+
+def sections_of(page):
+    return dict(re.findall(r'<section class="output"><h2>output (.*?) — .*?</h2>(.*?)</section>', page, re.S))
+
+
+def test_rate_text():
+    assert rate_text(0.12, [0.094, 0.151]) == "12.0% [9.4–15.1%]"
+    assert rate_text(-0.005, [-0.02, 0.01]) == "−0.50% [−2.0–1.0%]"
+    assert rate_text(0.12, None) == rate_text(0.12, [0.1, "x"]) == "12.0%"
+    assert rate_text(None, [0.1, 0.2]) == "—"
+
+
+def test_fixture_is_strict_json():
+    report = new_report()
+    assert json.loads(json.dumps(report, allow_nan=False)) == report
+
+
+def test_header_names_deciding_output_cell_interval_confidence_and_warnings():
+    page = render_html(new_report())
+    header = page[page.index("<header>"):page.index("</header>")]
+    assert 'class="badge verdict-catastrophic"' in header
+    assert "deciding output <b>regressors</b> (detection)" in header
+    assert "cell <b>noise, severity 3</b>: detection flip rate <b>12.0% [9.4–15.1%]</b> over 500 trials" in header
+    assert "confidence <b>firm</b>" in header and "is above 10%" in header
+    assert '<div class="warnings">' in header and "e.g. regressors: blur</li>" in header
+    assert "<script" not in page and "nan" not in page.lower()
+    p = parse(page)
+    assert p.errors == [] and p.stack == [] and "script" not in p.counts
+
+
+def test_one_section_per_output_with_reason_options_and_flags():
+    page = render_html(new_report())
+    secs = sections_of(page)
+    assert list(secs) == ["regressors", "mask", "Identity", "aux"]  # by index
+    assert '<h2>output regressors — detection<span class="deciding">decides the verdict</span></h2>' in page
+    assert page.count("decides the verdict") == 1
+    assert "chosen as detection" in secs["regressors"] and "(source: auto)" in secs["regressors"]
+    assert "options: layout=anchors, threshold=0.5, iou=0.5 · reads scores=output 1" in secs["regressors"]
+    assert "drives the verdict: <b>yes</b> · labels: <b>no</b>" in secs["regressors"]
+    assert "labels: <b>yes</b>" in secs["Identity"] and "drives the verdict: <b>no</b>" in secs["aux"]
+    assert "(source: spec outputs.toml)" in secs["mask"]
+    assert "<h2>Outputs</h2>" in page and page.count('<span class="deciding">decides</span>') == 1
+    assert "— output regressors</h2>" in page  # the category chart is the deciding output's
+
+
+def test_cell_tables_show_intervals_counts_kind_columns_and_worst_row():
+    secs = sections_of(render_html(new_report()))
+    reg = secs["regressors"]
+    rows = re.findall(r"<tr( class=\"worst-row\")?><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)", reg)
+    assert [(c, s) for _, c, s, _ in rows] == [("clean", "—"), ("noise", "1"), ("noise", "2"), ("noise", "3"),
+                                               ("blur", "—")]
+    assert [w for w, *_ in rows] == ["", "", "", ' class="worst-row"', ""]
+    assert rows[3][3] == "12.0% [9.4–15.1%]"
+    assert "<th>flipped / detections</th>" in reg and "<td>0 / 500</td>" in reg
+    assert "matched IoU" in reg and "0.8123" in reg and "497 → 495" in reg
+    assert "mask IoU mean" in secs["mask"] and "0.6100" in secs["mask"] and "99.1%" in secs["mask"]
+    ident = secs["Identity"]
+    assert "accuracy drop [95%]" in ident and "top-5 agreement" in ident and "99.5%" in ident
+    assert "−0.50% [−2.5–2.5%]" in ident and "mean KL" in ident
+    assert "not judged" in secs["aux"] and "[95%]" not in secs["aux"] and "<td>—</td>" in secs["aux"]
+
+
+def test_low_n_marker_on_cells_and_bars():
+    secs = sections_of(render_html(new_report()))
+    blur = re.search(r"<tr><td>blur</td>.*?</tr>", secs["regressors"]).group(0)
+    assert '<span class="lown" title="fewer than 30 trials">low n</span>' in blur
+    clean = re.search(r"<tr><td>clean</td>.*?</tr>", secs["regressors"]).group(0)
+    assert "lown" not in clean
+    assert re.search(r'fill-opacity="0.45"[^>]*><title>blur: [^<]*\(low n\)</title>', secs["regressors"])
+
+
+def test_cell_chart_bars_whiskers_thresholds_and_worst():
+    secs = sections_of(render_html(new_report(thresholds={"degraded": 0.05, "catastrophic": 0.2})))
+    svg = svg_block(secs["regressors"], "cells")
+    assert len(re.findall(r'<rect class="cell ', svg)) == 5 == len(output_cells(new_report()["outputs"]["regressors"]))
+    assert len(re.findall(r'class="whisker"', svg)) == 5 and len(re.findall(r'class="threshold"', svg)) == 2
+    assert "degraded 5.0%" in svg and "catastrophic 20.0%" in svg
+    assert len(re.findall(r'class="cell band-\w+ worst"', svg)) == 1
+    assert "<title>noise, severity 3: 12.0% [9.4–15.1%]</title>" in svg
+    assert svg_block(secs["aux"], "cells") is None  # nothing judged: no chart
+
+
+def test_hostile_strings_are_escaped_everywhere():
+    report = new_report(warnings=[EVIL], deciding_output=EVIL, worst_category=EVIL, worst_severity=EVIL,
+                        verdict_confidence={"level": EVIL, "note": EVIL})
+    outs = report["outputs"]
+    outs[EVIL] = dict(outs.pop("regressors"), reason=EVIL, source=EVIL, kind=EVIL, metric=EVIL,
+                      options={EVIL: EVIL, "n": 3}, members={EVIL: EVIL}, worst_category=EVIL, worst_severity=EVIL)
+    outs[EVIL]["categories"] = {EVIL: dict(det(0.2), severities={EVIL: det(0.3), "2": det(0.1)})}
+    page = render_html(report)
+    assert EVIL not in page and "<script" not in page
+    assert page.count(html_escape(EVIL)) >= 15
+    assert f"<h2>output {html_escape(EVIL)} — {html_escape(EVIL)}" in page
+    p = parse(page)
+    assert p.errors == [] and p.stack == []
+
+
+def test_many_outputs_and_cells_render():
+    cats = {f"corruption_{i:02d}_with_a_long_name": dict(det(0.01 * i), severities={str(s): det(0.01 * i * s)
+                                                                                   for s in (1, 2, 3)})
+            for i in range(15)}
+    outs = {f"out{k}": section("detection", copy.deepcopy(cats), "catastrophic", ("corruption_14_with_a_long_name", "3"),
+                               "detection_flip_rate", index=k) for k in range(6)}
+    report = new_report(outputs=outs, categories=cats, deciding_output="out5",
+                        worst_category="corruption_14_with_a_long_name")
+    json.dumps(report, allow_nan=False)
+    page = render_html(report)
+    p = parse(page)
+    assert p.errors == [] and p.stack == [] and p.counts["svg"] == 7
+    assert len(sections_of(page)) == 6
+    for svg in re.findall(r'<svg class="cells".*?</svg>', page, re.S):
+        assert len(re.findall(r'<rect class="cell ', svg)) == 45 and "rotate(-35" in svg
+        assert "nan" not in svg.lower()
+
+
+def test_null_values_and_missing_keys_render_as_dash():
+    report = new_report()
+    sec = report["outputs"]["mask"]
+    sec.update(worst_value=None, worst_ci95=None, worst_n=None, confidence=None, options=None, members=None)
+    sec["categories"]["noise"].update(value=None, ci95=None, sqnr_db=None, mask_iou_min=None)
+    report["overall"]["sqnr_db"] = None
+    report["categories"]["clean"]["severities"] = {"1": None}
+    page = render_html(report)
+    assert re.search(r"<td>SQNR</td><td>—</td>", page)
+    mask = sections_of(page)["mask"]
+    assert re.search(r'<tr class="worst-row"><td>noise</td><td>—</td><td>—<span class="lown"', mask) and "SQNR" in mask
+    assert parse(page).errors == []
+    for garbage in ({"outputs": "x"}, {"outputs": {"a": None, "b": {"categories": {"c": "x"}}}},
+                    {"outputs": {"a": {"categories": {"c": {"severities": {"1": {"value": "x", "ci95": [1]}}}}}},
+                     "warnings": "one sentence", "deciding_output": "zz", "worst_severity": 3}):
+        page = render_html(garbage)
+        assert parse(page).errors == [] and "<script" not in page
+
+
+def test_deciding_cell_read_from_top_level_without_output_section():
+    report = new_report()
+    del report["outputs"]
+    header = render_html(report).split("</header>")[0]
+    assert "deciding output <b>regressors</b>" in header and "<b>12.0% [9.4–15.1%]</b> over 500 trials" in header
+
+
+def test_old_reports_have_no_per_output_parts():
+    page = render_html(make_report())
+    for marker in ('class="output"', "<h2>Outputs</h2>", 'class="warnings"', ".warnings{", "deciding output", "lown"):
+        assert marker not in page
