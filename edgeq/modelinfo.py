@@ -87,6 +87,12 @@ class ModelInfo:
     # ops that read an integer weight directly while producing float32: the hybrid
     # (dynamic-range) kernels, e.g. ("CONV_2D", "FULLY_CONNECTED")
     hybrid_ops: tuple[str, ...] = ()
+    # per output of subgraph 0, the builtin op producing it ("" for an input or a
+    # constant): SOFTMAX means class probabilities, LOGISTIC independent scores, ...
+    output_producers: tuple[str, ...] = ()
+    # op codes stored only in deprecated_builtin_code (builtin_code 0): the runtime reads
+    # them right, tools that read builtin_code alone (ai-edge-quantizer) see ADD
+    old_schema_opcodes: bool = False
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (tuples become lists)."""
@@ -163,10 +169,11 @@ def _parse(buf, size: int):
     if model.SubgraphsLength() == 0:
         raise _Bad("TFLite model has no subgraphs")
 
-    codes = []
+    codes, old_schema = [], False
     for i in range(model.OperatorCodesLength()):
         oc = model.OperatorCodes(i)
         code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+        old_schema |= oc.BuiltinCode() < code
         if code == schema.BuiltinOperator.CUSTOM:
             name = "CUSTOM:" + (oc.CustomCode() or b"").decode("utf-8", "replace")
         else:
@@ -201,6 +208,7 @@ def _parse(buf, size: int):
     counts: dict[tuple[str, int], int] = {}
     weights: dict[tuple[int, int], list] = {}
     hybrid: set[str] = set()
+    producers: dict[int, str] = {}  # subgraph 0: tensor index -> op writing it
     for s in range(model.SubgraphsLength()):
         sg = model.Subgraphs(s)
         ops = []
@@ -210,11 +218,14 @@ def _parse(buf, size: int):
             counts[(name, version)] = counts.get((name, version), 0) + 1
             ops.append((name, _ints(op.InputsAsNumpy, op.InputsLength),
                         _ints(op.OutputsAsNumpy, op.OutputsLength)))
+            if s == 0:
+                producers.update((t, name) for t in ops[-1][2])
         _weights(sg, ops, stored, type_names, s, weights, hybrid)
 
     op_infos = tuple(OpInfo(n, v, c) for (n, v), c in counts.items())
     winfos = tuple(WeightInfo(*w[:5], tuple(sorted(w[5]))) for w in weights.values())
-    return inputs, outputs, op_infos, winfos, tuple(sorted(hybrid))
+    output_producers = tuple(producers.get(i, "") for i in _ints(main.OutputsAsNumpy, main.OutputsLength))
+    return inputs, outputs, op_infos, winfos, tuple(sorted(hybrid)), output_producers, old_schema
 
 
 def _weights(sg, ops, stored, type_names, s, out, hybrid) -> None:
@@ -277,3 +288,15 @@ def weight_summary(info: ModelInfo, target_dtype: str) -> dict:
         "total_bytes": sum(w.nbytes for w in info.weights),
         "target_bytes": sum(w.nbytes for w in info.weights if w.dtype == target_dtype),
     }
+
+
+def float16_weights(info: ModelInfo) -> int:
+    """How many weight tensors are stored as float16 (``fp16 const -> DEQUANTIZE``):
+    MediaPipe/BirdNET-style files, which edgeq dequantizes into a float32 reference."""
+    return sum(1 for w in info.weights if w.dtype == "float16")
+
+
+def integer_weights(info: ModelInfo) -> tuple[WeightInfo, ...]:
+    """Weights already stored as integers (int8/uint8/int4/int16): the model is quantized
+    and cannot serve as a float reference."""
+    return tuple(w for w in info.weights if w.dtype in _INT_TYPES)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgeq.errors import ModelError
-from edgeq.modelinfo import ModelInfo, read_model, weight_summary
+from edgeq.modelinfo import ModelInfo, float16_weights, integer_weights, read_model, weight_summary
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -46,8 +46,13 @@ def models(tmp_path_factory):
     x = layers.GlobalAveragePooling2D()(layers.Conv2D(32, 3, activation="relu")(x))
     cnn = keras.Model(inp, layers.Dense(10)(x))
 
+    x = inp = keras.Input((8,))
+    x = layers.Dense(16, activation="relu")(x)
+    heads = keras.Model(inp, [layers.Dense(3, activation="softmax")(x), layers.Dense(2, activation="sigmoid")(x),
+                              layers.Dense(4)(x)])
+
     d = tmp_path_factory.mktemp("modelinfo")
-    out = {}
+    out = {"heads.float": _convert(tf, heads, d / "heads.float.tflite", "float")}
     for name, model in (("mlp", mlp), ("cnn", cnn)):
         for policy in ("float", "dynamic"):
             out[f"{name}.{policy}"] = _convert(tf, model, d / f"{name}.{policy}.tflite", policy)
@@ -121,6 +126,55 @@ def test_float16_policy_reports_float16_weights(models):
     assert (big.nbytes, big.used_by) == (2 * 8192, ("FULLY_CONNECTED",))
     s = weight_summary(info, "float16")
     assert (s["total"], s["target"], s["float32"], s["small"]) == (3, 3, 0, 2)
+
+
+def test_float16_and_integer_weight_helpers(models):
+    assert float16_weights(read_model(models["mlp.float16"])) == 3
+    assert float16_weights(read_model(models["mlp.float"])) == 0
+    assert [w.shape for w in integer_weights(read_model(models["mlp.dynamic"]))] == [(128, 64)]
+    assert integer_weights(read_model(models["mlp.float16"])) == ()
+
+
+def test_output_producers(models, tmp_path):
+    """SOFTMAX -> classification, LOGISTIC -> sigmoid scores: what output kinds start from."""
+    info = read_model(models["heads.float"])
+    assert len(info.output_producers) == len(info.outputs) == 3
+    by_size = {o.shape[-1]: p for o, p in zip(info.outputs, info.output_producers)}
+    assert by_size == {3: "SOFTMAX", 2: "LOGISTIC", 4: "FULLY_CONNECTED"}
+    assert read_model(models["mlp.dynamic"]).output_producers == ("FULLY_CONNECTED",)
+    assert read_model(models["mlp.float16"]).output_producers == ("FULLY_CONNECTED",)
+    # an output that is the model input itself has no producer
+    from edgeq import model_rewrite
+
+    model = model_rewrite.load(models["mlp.float"])
+    sg = model.subgraphs[0]
+    sg.outputs = list(sg.outputs) + [int(sg.inputs[0])]
+    model.signatureDefs = None
+    path = tmp_path / "passthrough.tflite"
+    model_rewrite.save(model, path)
+    assert read_model(path).output_producers == ("FULLY_CONNECTED", "")
+    assert json.loads(json.dumps(read_model(path).to_dict()))["output_producers"] == ["FULLY_CONNECTED", ""]
+
+
+def test_old_schema_opcodes(models, tmp_path):
+    from edgeq import model_rewrite
+
+    model = model_rewrite.load(models["cnn.dynamic"])
+    model_rewrite.to_old_schema(model)
+    path = tmp_path / "old.tflite"
+    model_rewrite.save(model, path)
+    old, new = read_model(path), read_model(models["cnn.dynamic"])
+    assert old.old_schema_opcodes and not new.old_schema_opcodes
+    # names, hybrid ops and weights are read as the runtime reads them
+    assert sorted(old.ops, key=str) == sorted(new.ops, key=str)
+    assert old.hybrid_ops == new.hybrid_ops == ("CONV_2D",)
+    assert [(w.shape, w.dtype) for w in old.weights] == [(w.shape, w.dtype) for w in new.weights]
+
+
+def test_existing_constructor_still_works():
+    info = ModelInfo("m.tflite", "0" * 64, 10, (), (), (), ())
+    assert (info.output_producers, info.old_schema_opcodes, info.hybrid_ops) == ((), False, ())
+    assert info.to_dict()["output_producers"] == [] and info.to_dict()["old_schema_opcodes"] is False
 
 
 def test_buffer_offset_layout(models, tmp_path):
