@@ -155,7 +155,9 @@ def prune(model) -> dict:
             m.tensorIndex = remap[m.tensorIndex]
 
     used_buffers = {0} | {t.buffer for sg in model.subgraphs or [] for t in sg.tensors or []}
-    used_buffers |= {m.buffer for m in model.metadata or []} | set(model.metadataBuffer or [])
+    used_buffers |= {m.buffer for m in model.metadata or []}
+    if model.metadataBuffer is not None:  # a numpy array in the object API: no truth value
+        used_buffers |= {int(b) for b in model.metadataBuffer}
     kept = sorted(b for b in used_buffers if b < len(model.buffers or []))
     bmap = {old: new for new, old in enumerate(kept)}
     removed["buffers"] = len(model.buffers or []) - len(kept)

@@ -93,6 +93,10 @@ class ModelInfo:
     # op codes stored only in deprecated_builtin_code (builtin_code 0): the runtime reads
     # them right, tools that read builtin_code alone (ai-edge-quantizer) see ADD
     old_schema_opcodes: bool = False
+    # per output of subgraph 0, its name in the model's signature ("" if none): Keras
+    # converts dict outputs to tensors named StatefulPartitionedCall:K and keeps the
+    # names people know (``boxes``, ``probs``) only in the signature
+    output_signature_names: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (tuples become lists)."""
@@ -219,13 +223,43 @@ def _parse(buf, size: int):
             ops.append((name, _ints(op.InputsAsNumpy, op.InputsLength),
                         _ints(op.OutputsAsNumpy, op.OutputsLength)))
             if s == 0:
-                producers.update((t, name) for t in ops[-1][2])
+                producers.update((t, (name, ops[-1][1])) for t in ops[-1][2])
         _weights(sg, ops, stored, type_names, s, weights, hybrid)
 
     op_infos = tuple(OpInfo(n, v, c) for (n, v), c in counts.items())
     winfos = tuple(WeightInfo(*w[:5], tuple(sorted(w[5]))) for w in weights.values())
-    output_producers = tuple(producers.get(i, "") for i in _ints(main.OutputsAsNumpy, main.OutputsLength))
-    return inputs, outputs, op_infos, winfos, tuple(sorted(hybrid)), output_producers, old_schema
+    output_indices = _ints(main.OutputsAsNumpy, main.OutputsLength)
+    output_producers = tuple(_producer(producers, i) for i in output_indices)
+    return (inputs, outputs, op_infos, winfos, tuple(sorted(hybrid)), output_producers, old_schema,
+            _signature_names(model, output_indices))
+
+
+_SHAPE_ONLY = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS"})
+
+
+def _producer(producers: dict, tensor: int) -> str:
+    """The op that computes a tensor, looking through reshapes (a LOGISTIC behind a
+    RESHAPE still makes sigmoid scores)."""
+    for _ in range(16):
+        name, inputs = producers.get(tensor, ("", []))
+        if name not in _SHAPE_ONLY or not inputs or inputs[0] < 0:
+            return name
+        tensor = inputs[0]
+    return name
+
+
+def _signature_names(model, output_indices: list[int]) -> tuple[str, ...]:
+    """Output names from the first signature of subgraph 0, in output order."""
+    names = {}
+    for k in range(model.SignatureDefsLength()):
+        sig = model.SignatureDefs(k)
+        if sig.SubgraphIndex() != 0:
+            continue
+        for j in range(sig.OutputsLength()):
+            entry = sig.Outputs(j)
+            names.setdefault(entry.TensorIndex(), (entry.Name() or b"").decode("utf-8", "replace"))
+        break
+    return tuple(names.get(i, "") for i in output_indices)
 
 
 def _weights(sg, ops, stored, type_names, s, out, hybrid) -> None:

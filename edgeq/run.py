@@ -81,6 +81,13 @@ def prepare(spec: RunSpec, rundir: Path) -> _Prepared:
     return _Prepared(spec, Path(rundir), names, dataset.labels_only(), info)
 
 
+def output_facts(info: ModelInfo) -> list[dict]:
+    """What the model file says of each output, kept so an offline compare can judge it."""
+    producers, signatures = info.output_producers, info.output_signature_names
+    return [{"name": t.name, "producer": producers[k] if k < len(producers) else "",
+             "signature": signatures[k] if k < len(signatures) else ""} for k, t in enumerate(info.outputs)]
+
+
 def ensure_writable_dir(path: Path) -> None:
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
@@ -176,7 +183,7 @@ def _run_one(device: Device, deployer: Deployer, session: AgentSession, item: _P
     write_json_atomic(item.rundir / RUN_FILE, {
         "device": device.name, "label": spec.label, "edgeq_version": __version__,
         "spec": {k: str(v) for k, v in asdict(spec).items()},
-        "model": {"path": str(spec.model), "sha256": model_sha},
+        "model": {"path": str(spec.model), "sha256": model_sha, "outputs": output_facts(item.info)},
         "inputs": {"path": str(spec.inputs), "sha256": inputs_sha},
         "remote_dir": remote_out, "started": started, "finished": time.time(),
     })

@@ -245,3 +245,10 @@ def test_verdict_gate_orders_verdicts():
 def test_bad_gates_are_config_errors(text, needle):
     with pytest.raises(ConfigError, match=needle):
         parse_gates(text)
+
+
+def test_a_robust_verdict_from_tiny_cells_rests_on_too_few_samples():
+    ref, cand, samples = flipped_cells({("clean", 0): 0.0, ("noise", 1): 0.0}, n=5)
+    report = compare_outputs(ref, cand, samples, min_n=30)
+    assert report["verdict"] == "robust" and report["verdict_confidence"]["level"] == "low-n"
+    assert any("too few samples" in w for w in report["warnings"])

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgeq.analysis.intervals import wilson
 from edgeq.analysis.kinds import get_kind
-from edgeq.analysis.plan import OutputInfo, OutputSpec, check_labels, plan_outputs
+from edgeq.analysis.plan import OutputInfo, OutputSpec, check_labels, describe_outputs, plan_outputs
 from edgeq.errors import ConfigError
 
 THRESHOLDS = {"degraded": 0.02, "catastrophic": 0.10}
@@ -76,7 +76,7 @@ def compare_outputs(ref, cand, samples: dict[str, np.ndarray], *, outputs: list[
     n = len(ref[0])
     if n == 0:
         raise ConfigError("nothing to compare: no samples")
-    outputs = outputs or [OutputInfo(k, f"output_{k}", tuple(r.shape[1:])) for k, r in enumerate(ref)]
+    outputs = outputs or describe_outputs([f"output_{k}" for k in range(len(ref))], [r.shape[1:] for r in ref])
     labels = samples.get("y")
     plans = plan_outputs(outputs, spec, labels is not None, values=ref)
     if labels is not None:
@@ -162,14 +162,20 @@ def _output_verdict(section: dict, thresholds) -> dict:
 def _confidence(result: str, worst: dict, cells: list[dict], thresholds) -> dict:
     """Firm when the interval stays inside the verdict's band; says why when not."""
     lo, hi = worst["ci95"]
-    if worst["low_n"]:
+    if result != "robust" and worst["low_n"]:
         return {"level": "low-n", "note": f"the deciding cell has only {worst['trials']} trials"}
     if result == "robust":
-        highest = max(c["ci95"][1] for c in cells)
+        counted = [c for c in cells if not c["low_n"]]
+        if not counted:
+            return {"level": "low-n", "note": "every cell has too few trials to show a failure"}
+        skipped = f"; {len(cells) - len(counted)} cell(s) with too few trials not counted" if len(counted) < len(
+            cells) else ""
+        highest = max((c["ci95"][1] for c in counted), default=1.0)
         if highest < thresholds["degraded"]:
-            return {"level": "firm", "note": "every cell's 95% interval is below the degraded threshold"}
+            return {"level": "firm", "note": f"every cell's 95% interval is below the degraded threshold{skipped}"}
         return {"level": "tentative", "note": f"a cell's 95% interval reaches {highest:.1%}, above the degraded "
-                                              f"threshold {thresholds['degraded']:.0%}: more samples would tell"}
+                                              f"threshold {thresholds['degraded']:.0%}: more samples would tell"
+                                              + skipped}
     floor = thresholds[result]
     if lo >= floor:
         return {"level": "firm", "note": f"the deciding cell's 95% interval [{lo:.1%}, {hi:.1%}] is above {floor:.0%}"}
@@ -210,22 +216,39 @@ def worst_value(report: dict) -> float | None:
     return verdict_metric(worst) if worst else None
 
 
-def run_outputs(run) -> list[OutputInfo]:
-    """OutputInfo for each output of a RunResult (names from the agent's metadata)."""
+def run_outputs(run, model_info=None) -> list[OutputInfo]:
+    """OutputInfo for each output of a RunResult (tensor names from the agent's metadata;
+    producers and signature names from the model's ModelInfo when given and matching)."""
     metas = run.meta.get("outputs") or []
-    return [OutputInfo(k, (metas[k]["name"] if k < len(metas) else f"output_{k}"), tuple(a.shape[1:]))
-            for k, a in enumerate(run.outputs)]
+    names = [metas[k]["name"] if k < len(metas) else f"output_{k}" for k in range(len(run.outputs))]
+    if model_info is not None and [t.name for t in model_info.outputs] != names:
+        model_info = None  # another model's facts would mislabel these outputs
+    if model_info is None:
+        model_info = _facts_from_run(run, names)
+    return describe_outputs(names, [a.shape[1:] for a in run.outputs], model_info)
 
 
-def compare_runs(ref, cand, *, spec: OutputSpec | None = None, producers: list[str] | None = None,
+def _facts_from_run(run, names: list[str]):
+    """The output facts edgeq stored in run.json when the run was made (None if absent or other)."""
+    from types import SimpleNamespace
+
+    facts = ((run.run or {}).get("model") or {}).get("outputs")
+    if not isinstance(facts, list) or [f.get("name") for f in facts if isinstance(f, dict)] != names:
+        return None
+    return SimpleNamespace(output_producers=[str(f.get("producer") or "") for f in facts],
+                           output_signature_names=[str(f.get("signature") or "") for f in facts])
+
+
+def compare_runs(ref, cand, *, spec: OutputSpec | None = None, model_info=None,
                  thresholds: dict = THRESHOLDS, min_n: int = MIN_N) -> dict:
-    """Compare two RunResults made from the same input set; ``producers`` come from the model file."""
+    """Compare two RunResults made from the same input set; ``model_info`` is the float model's."""
     if ref.meta["inputs_sha256"] != cand.meta["inputs_sha256"]:
         raise ConfigError(f"{ref.path} and {cand.path} were run on different input sets; "
                           "a comparison needs the same inputs")
-    outputs = run_outputs(ref)
-    if producers and len(producers) == len(outputs):
-        for o, op in zip(outputs, producers):
-            o.producer = op
-    return compare_outputs(ref.outputs, cand.outputs, ref.samples, outputs=outputs, spec=spec,
+    ref_names = [o["name"] for o in ref.meta.get("outputs") or []]
+    cand_names = [o["name"] for o in cand.meta.get("outputs") or []]
+    cand_outputs = list(cand.outputs)
+    if ref_names != cand_names and sorted(ref_names) == sorted(cand_names):
+        cand_outputs = [cand.outputs[cand_names.index(name)] for name in ref_names]  # same outputs, other order
+    return compare_outputs(ref.outputs, cand_outputs, ref.samples, outputs=run_outputs(ref, model_info), spec=spec,
                            thresholds=thresholds, min_n=min_n)

@@ -101,21 +101,42 @@ class OutputInfo:
     """What is known of one output before any judging: name, sample shape, producer op."""
 
     index: int
-    name: str
+    name: str  # the tensor's name
     shape: tuple  # one sample's shape (no batch axis)
-    producer: str = ""
+    producer: str = ""  # the op computing it (looking through reshapes), when the model is at hand
+    signature: str = ""  # its name in the model's signature (what Keras called it)
+    label: str = ""  # the unique name reports use; set by ``describe_outputs``
 
     @property
     def short(self) -> str:
-        from edgeq.inputset import clean_tensor_name
+        return self.label or self.signature or self.name
 
-        return clean_tensor_name(self.name)
+
+def describe_outputs(names: list[str], shapes: list[tuple], info=None) -> list[OutputInfo]:
+    """OutputInfo per output, with producers and signature names from a ModelInfo when given.
+
+    Reports name an output by its signature name, else its tensor name without the
+    ``:0``/``serving_default_`` decoration, else (when that is not unique) in full.
+    """
+    from edgeq.inputset import clean_tensor_name
+
+    producers = list(getattr(info, "output_producers", ()) or [])
+    signatures = list(getattr(info, "output_signature_names", ()) or [])
+    outputs = [OutputInfo(k, name, tuple(shape), producers[k] if k < len(producers) else "",
+                          signatures[k] if k < len(signatures) else "") for k, (name, shape) in enumerate(zip(names, shapes))]
+    short = [o.signature or clean_tensor_name(o.name) for o in outputs]
+    for o, label in zip(outputs, short):
+        o.label = label if short.count(label) == 1 else o.name
+    if len({o.label for o in outputs}) < len(outputs):
+        for o in outputs:
+            o.label = f"output_{o.index}"
+    return outputs
 
 
 def resolve(name: str, outputs: list[OutputInfo], where: str) -> int:
-    """An output by its tensor name, short name, index or ``output_K``."""
+    """An output by its report name, signature name, tensor name, index or ``output_K``."""
     for o in outputs:
-        if name in (o.name, o.short, str(o.index), f"output_{o.index}"):
+        if name in (o.short, o.signature, o.name, str(o.index), f"output_{o.index}"):
             return o.index
     known = ", ".join(repr(o.short) for o in outputs)
     raise ConfigError(f"{where}: the model has no output {name!r} (outputs: {known})")
