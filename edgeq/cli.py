@@ -90,9 +90,10 @@ def inputs():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-per-category", type=int, default=500, show_default=True,
               help="Samples drawn from the data for each category and severity.")
-@click.option("--range-mode", type=click.Choice(["global", "channel"]), default="global", show_default=True)
+@click.option("--range-mode", type=click.Choice(["auto", "global", "channel"]), default="auto", show_default=True,
+              help="auto = per-feature ranges for tabular data, else one range for the whole array.")
 def inputs_risky(model, data, output, seed, max_per_category, range_mode):
-    """Build the risky suite: clean + graded brightness, contrast, noise, impulse and outlier sets."""
+    """Build the risky suite: clean + graded photometric, noise, outlier and sensor-fault sets."""
     from edgeq.evaluate import EvaluateOptions, build_suite
     from edgeq.inputset import load_inputset
 
@@ -101,6 +102,8 @@ def inputs_risky(model, data, output, seed, max_per_category, range_mode):
         _check_against_model(dataset, model)
     opts = EvaluateOptions(outdir=output.parent, seed=seed, max_per_category=max_per_category, range_mode=range_mode)
     built = build_suite(opts, dataset)
+    for name, (mode, reason) in (dataset.extra.get("range_modes") or {}).items():
+        click.echo(f"value ranges of {name!r}: {'per feature' if mode == 'channel' else mode} ({reason})", err=True)
     built.replace(output)
     suite = load_inputset(output)
     counts = {}
@@ -287,23 +290,61 @@ def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, w
     sys.exit(fleet.exit_code)
 
 
+def output_options(f):
+    """How outputs are judged: kinds, labels, which outputs decide, the smallest cell trusted."""
+    for decorator in (
+        click.option("--output", "output_flags", multiple=True, metavar="NAME=KIND[:k=v,...]",
+                     help="Judge output NAME (name, short name or index) as KIND: classification, multilabel, "
+                     "regression, embedding, detection, segmentation or ignore; options such as "
+                     "detection:scores=NAME,iou=0.5 or regression:atol=0.01. Repeatable."),
+        click.option("--outputs-spec", type=path_arg, help="TOML/JSON file with [outputs.NAME] kind = ..., "
+                     "labels = NAME, verdict = [NAMES] (see README: output kinds)."),
+        click.option("--labels-for", help="The output the labels y belong to (default: the first classification)."),
+        click.option("--verdict-outputs", help="Only these outputs (comma-separated) decide the verdict."),
+        click.option("--min-n", type=click.IntRange(min=1), default=30, show_default=True,
+                     help="Cells with fewer trials are flagged; a verdict resting on one says so."),
+    ):
+        f = decorator(f)
+    return f
+
+
+def output_spec(output_flags, outputs_spec, labels_for, verdict_outputs):
+    from edgeq.analysis.plan import OutputSpec
+
+    return OutputSpec.from_sources(outputs_spec, output_flags, labels_for, verdict_outputs)
+
+
 @main.command()
 @click.argument("ref", type=path_arg)
 @click.argument("cand", type=path_arg)
 @click.option("--json", "json_path", type=path_arg, help="Write the comparison here.")
 @click.option("--html", "html_path", type=path_arg, help="Write an HTML report here.")
-@click.option("--fail-on", help="Gates, e.g. drop=0.05,flip=0.1,sqnr=20,verdict=degraded (exit 1 when crossed).")
-@click.option("--output-index", type=int, default=0, show_default=True, help="Which model output to compare.")
-def compare(ref, cand, json_path, html_path, fail_on, output_index):
-    """Compare two run directories (REF = float, CAND = quantized), offline."""
-    from edgeq.compare import compare_runs
-    from edgeq.gates import evaluate_gates, parse_gates
+@click.option("--fail-on", help="Gates, e.g. drop=0.05,flip=0.1,sqnr=20,verdict=degraded,min-n=100 "
+              "(exit 1 when crossed).")
+@click.option("--model", "model_path", type=path_arg, help="The float .tflite, so output kinds can use the op "
+              "that makes each output.")
+@click.option("--output-index", type=int, hidden=True, help="Old spelling of --verdict-outputs INDEX.")
+@output_options
+def compare(ref, cand, json_path, html_path, fail_on, model_path, output_index, output_flags, outputs_spec,
+            labels_for, verdict_outputs, min_n):
+    """Compare two run directories (REF = float, CAND = quantized), offline, output by output."""
+    from edgeq.analysis.compare import compare_runs
+    from edgeq.analysis.gates import evaluate_gates, parse_gates
     from edgeq.report import build_report, print_summary
     from edgeq.results import RunResult
 
     gates = parse_gates(fail_on)
+    if output_index is not None and not verdict_outputs:
+        verdict_outputs = str(output_index)
+    spec = output_spec(output_flags, outputs_spec, labels_for, verdict_outputs)
+    model_info = None
+    if model_path is not None:
+        from edgeq.modelinfo import read_model
+
+        model_info = read_model(model_path)
     ref_run, cand_run = RunResult.load(ref), RunResult.load(cand)
-    report = build_report(compare_runs(ref_run, cand_run, output_index), ref_run, cand_run)
+    report = build_report(compare_runs(ref_run, cand_run, spec=spec, model_info=model_info, min_n=min_n),
+                          ref_run, cand_run)
     report["gates"] = evaluate_gates(report, gates)
     print_summary(console(), report)
     write_json_file(json_path, report)
@@ -324,15 +365,18 @@ def compare(ref, cand, json_path, html_path, fail_on, output_index):
               show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-per-category", type=int, default=500, show_default=True)
-@click.option("--range-mode", type=click.Choice(["global", "channel"]), default="global", show_default=True)
+@click.option("--range-mode", type=click.Choice(["auto", "global", "channel"]), default="auto", show_default=True,
+              help="Value ranges the risky families scale to: auto = per feature for tabular data, else global.")
 @timing_options
-@click.option("--fail-on", help="Gates, e.g. drop=0.05,verdict=catastrophic (exit 1 when crossed).")
+@click.option("--fail-on", help="Gates, e.g. drop=0.05,verdict=catastrophic,min-n=100 (exit 1 when crossed).")
 @click.option("--json", "json_path", type=path_arg, help="Write report.json here too.")
 @click.option("-q", "--quiet", is_flag=True, help="No table or progress, just the verdict line.")
+@output_options
 @measure_options
 @history_options
 def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, seed, max_per_category, range_mode,
-             threads, resolver, warmup, repeats, batch_size, fail_on, json_path, quiet, db, no_history, **measure):
+             threads, resolver, warmup, repeats, batch_size, fail_on, json_path, quiet, output_flags, outputs_spec,
+             labels_for, verdict_outputs, min_n, db, no_history, **measure):
     """The main job: does quantization hurt MODEL on any kind of input, on DEVICE?
 
     With no MODEL, runs the built-in example (an MLP on scikit-learn's digits).
@@ -344,18 +388,22 @@ def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, s
                            inventory=inventory, outdir=outdir, policy=policy, seed=seed,
                            max_per_category=max_per_category, range_mode=range_mode, threads=threads,
                            resolver=resolver, warmup=warmup, repeats=repeats, batch_size=batch_size, fail_on=fail_on,
-                           measure=spec_measure(measure))
+                           measure=spec_measure(measure), min_n=min_n,
+                           output_spec=output_spec(output_flags, outputs_spec, labels_for, verdict_outputs))
     out = console(quiet)
     with RunProgress(quiet) as progress:
         result = run_evaluation(opts, announce=progress.phase, progress=progress)
     report = result.report
+    for note in (report or {}).get("notes", []):
+        out.print(f"[dim]note:[/] {note}", highlight=False)
     if report and report.get("categories"):
         print_summary(out, report)
     if len(result.fleet.outcomes) > 1:
         print_fleet(out, result)
     out.print(f"report: {outdir / 'report.json'}" + ("" if "fleet" in (report or {}) else f", {outdir / 'report.html'}"))
     if quiet and report and report.get("verdict"):
-        click.echo(f"{report['verdict']} (worst: {report['worst_category']})")
+        cell = report["worst_category"] + (f"/{report['worst_severity']}" if report.get("worst_severity") else "")
+        click.echo(f"{report['verdict']} (worst: {cell})")
     if report is not None:
         write_json_file(json_path, report)
     if not no_history:

@@ -17,6 +17,7 @@ from edgeq.errors import ConfigError
 from edgeq.inputset import InputSet, input_specs, load_inputset, match_model_inputs
 
 if TYPE_CHECKING:
+    from edgeq.analysis.plan import OutputSpec
     from edgeq.fleet import FleetResult
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -35,7 +36,7 @@ class EvaluateOptions:
     policy: str = "dynamic-range"
     seed: int = 0
     max_per_category: int | None = 500
-    range_mode: str = "global"
+    range_mode: str = "auto"
     threads: int = 1
     resolver: str = "AUTO"
     warmup: int = 10
@@ -44,7 +45,10 @@ class EvaluateOptions:
     fail_on: str | None = None
     tag: str | None = None
     measure: dict = field(default_factory=dict)  # RunSpec sensor / latency-method fields
+    output_spec: "OutputSpec | None" = None  # what the user said about output kinds, labels, verdict outputs
+    min_n: int = 30  # cells with fewer trials are flagged
     timings: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)  # every automatic choice, in words: printed and stored
 
 
 @contextlib.contextmanager
@@ -78,6 +82,7 @@ def prepare_models(opts: EvaluateOptions) -> tuple[Path, Path, dict | None]:
     from edgeq.convert import convert_model
 
     conversion = convert_model(opts.model, opts.outdir / "models", policy=opts.policy)
+    opts.notes.append(f"converted: {conversion.summary}")
     return conversion.float_path, conversion.quant_path, conversion.card
 
 
@@ -86,9 +91,9 @@ def build_suite(opts: EvaluateOptions, data: InputSet) -> Path:
 
     suite = build_risky_suite(data.arrays, data.y, seed=opts.seed, max_per_category=opts.max_per_category,
                               range_mode=opts.range_mode)
-    tags = ("y", "category", "severity", "source_index")
-    risky = InputSet(arrays={k: v for k, v in suite.items() if k not in tags},
-                     **{k: suite[k] for k in tags if k in suite})
+    # the range mode used per input array, (mode, reason): kept on the data set the caller holds
+    data.extra["range_modes"] = suite.range_modes
+    risky = InputSet(arrays=suite.arrays, **suite.tags, extra={"range_modes": suite.range_modes})
     return risky.save(opts.outdir / "inputs" / "risky.npz")
 
 
@@ -118,7 +123,7 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     """
     from edgeq.devices import load_inventory, select_devices
     from edgeq.fleet import run_fleet
-    from edgeq.gates import parse_gates
+    from edgeq.analysis.gates import parse_gates
     from edgeq.modelinfo import read_model
     from edgeq.run import RunSpec, ensure_writable_dir
 
@@ -132,18 +137,23 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
         float_path, quant_path, card = prepare_models(opts)
     info = read_model(float_path)
     match_model_inputs(data, input_specs(info))
+    check_outputs_before_running(opts, info, data)
     with _phase(opts, "risky inputs", announce):
         suite_path = build_suite(opts, data)
     common = dict(inputs=suite_path, threads=opts.threads, resolver=opts.resolver, warmup=opts.warmup,
                   repeats=opts.repeats, batch_size=opts.batch_size, **opts.measure)
     specs = [RunSpec(model=float_path, label="float", **common), RunSpec(model=quant_path, label="quant", **common)]
-    extra = _provenance(opts, float_path, quant_path, card, suite_path)
+    range_modes = data.extra.get("range_modes") or {}
+    for name, (mode, reason) in range_modes.items():
+        opts.notes.append(f"value ranges of {name!r}: {'per feature' if mode == 'channel' else mode} ({reason})")
+    extra = _provenance(opts, float_path, quant_path, card, suite_path, range_modes)
     single = len(devices) == 1
     with _phase(opts, "device runs", announce):
         fleet = run_fleet(devices, lambda d: _device_runs(d, specs, _device_dir(opts, d, single), progress, single))
         host = _host_runs(opts, devices, fleet, inventory, specs, progress)
     with _phase(opts, "compare", announce):
-        reports = {name: _device_report(runs, host, extra, gates) for name, runs in fleet.succeeded.items()}
+        judge = dict(spec=opts.output_spec, model_info=info, min_n=opts.min_n)
+        reports = {name: _device_report(runs, host, extra, gates, judge) for name, runs in fleet.succeeded.items()}
     for device in devices:
         if device.name in reports:
             _write(reports[device.name], _device_dir(opts, device, single), fleet.succeeded[device.name], opts)
@@ -181,22 +191,44 @@ def _host_runs(opts, devices, fleet, inventory, specs, progress):
     return _device_runs(inventory["local"], plain, opts.outdir / "host", progress, single=False)
 
 
-def _device_report(runs, host, extra: dict, gates) -> dict:
-    from edgeq.compare import compare_runs, group_metrics
-    from edgeq.gates import evaluate_gates
+def check_outputs_before_running(opts: EvaluateOptions, info, data: InputSet) -> None:
+    """Judge the output spec and the labels against the model before any device time is spent."""
+    from edgeq.analysis.plan import check_labels, describe_outputs, plan_outputs
+
+    outputs = describe_outputs([t.name for t in info.outputs], [t.shape[1:] for t in info.outputs], info)
+    plans = plan_outputs(outputs, opts.output_spec, data.y is not None)
+    if data.y is not None:
+        check_labels(plans, outputs, data.y, str(opts.data))
+
+
+def _device_report(runs, host, extra: dict, gates, judge: dict) -> dict:
+    from edgeq.analysis.compare import compare_runs
+    from edgeq.analysis.gates import evaluate_gates
     from edgeq.report import build_report
 
     ref, cand = runs
-    report = build_report(compare_runs(ref, cand), ref, cand, extra)
+    report = build_report(compare_runs(ref, cand, **judge), ref, cand, extra)
     report["inputs"] = dict(report["inputs"], n=report["overall"]["n"])
     if host is not None:
-        report["device_vs_host"] = {
-            which: {k: v for k, v in group_metrics(h.outputs[0], d.outputs[0], None).items()
-                    if k in ("n", "agreement", "flip_rate", "sqnr_db", "max_abs_error")}
-            for which, h, d in (("float", host[0], ref), ("quant", host[1], cand))}
-        report["device_vs_host"]["host"] = host[0].meta["device"].get("arch")
+        report["device_vs_host"] = device_vs_host(host, runs, report["deciding_output"], judge)
     report["gates"] = evaluate_gates(report, gates)
     return report
+
+
+def device_vs_host(host, runs, deciding: str, judge: dict) -> dict:
+    """The same model on this host vs on the device, judged output by output like float vs quant."""
+    from edgeq.analysis.compare import compare_outputs, run_outputs
+
+    found = {"host": host[0].meta["device"].get("arch")}
+    for which, h, d in (("float", host[0], runs[0]), ("quant", host[1], runs[1])):
+        outputs = run_outputs(h, judge.get("model_info"))
+        tags = {k: v for k, v in d.samples.items() if k != "y"}
+        sections = compare_outputs(h.outputs, d.outputs, tags, outputs=outputs, spec=judge.get("spec"),
+                                   min_n=judge.get("min_n", 30))["outputs"]
+        pick = lambda m: {k: m.get(k) for k in ("n", "agreement", "flip_rate", "sqnr_db", "max_abs_error")}
+        found[which] = dict(pick(sections.get(deciding, next(iter(sections.values())))["overall"]),
+                            outputs={name: dict(pick(s["overall"]), kind=s["kind"]) for name, s in sections.items()})
+    return found
 
 
 def _write(report: dict, outdir: Path, runs, opts: EvaluateOptions) -> None:
@@ -208,11 +240,12 @@ def _write(report: dict, outdir: Path, runs, opts: EvaluateOptions) -> None:
 
 def _fleet_report(reports: dict, fleet, opts: EvaluateOptions) -> dict | None:
     """The worst device's report (so contract readers see the worst case) plus every device."""
-    from edgeq.compare import verdict_metric
+    from edgeq.analysis.compare import worst_value
     from edgeq.fleet import safe_dirname
 
     summary = {name: {"verdict": r["verdict"], "worst_category": r["worst_category"],
-                      "worst_value": verdict_metric(r["categories"][r["worst_category"]]),
+                      "worst_severity": r.get("worst_severity"), "deciding_output": r.get("deciding_output"),
+                      "worst_value": worst_value(r),
                       "latency_ms": r["latency_ms"], "device": r["device"],
                       "report": str(opts.outdir / "devices" / safe_dirname(name) / "report.json")}
                for name, r in reports.items()}
@@ -229,7 +262,8 @@ def _fleet_report(reports: dict, fleet, opts: EvaluateOptions) -> dict | None:
 VERDICT_RANK = {"robust": 0, "degraded": 1, "catastrophic": 2}
 
 
-def _provenance(opts, float_path: Path, quant_path: Path, card: dict | None, suite_path: Path) -> dict:
+def _provenance(opts, float_path: Path, quant_path: Path, card: dict | None, suite_path: Path,
+                range_modes: dict) -> dict:
     from edgeq.risky import describe_categories
     from edgeq.transport.base import sha256_file
 
@@ -238,6 +272,11 @@ def _provenance(opts, float_path: Path, quant_path: Path, card: dict | None, sui
              "policy": opts.policy if card else "given", "source": str(opts.model)}
     if card:
         model["weights_quantized"] = f"{card['weights']['quantized']} of {card['weights']['total']}"
-    return {"model": model, "category_descriptions": describe_categories(),
+        source = card.get("source") or {}
+        model.update({k: source[k] for k in ("weights", "float_reference", "op_codes") if source.get(k)})
+        model["kept_float"] = [{k: w.get(k) for k in ("name", "op", "cause")}
+                               for w in (card["weights"].get("kept_float") or [])]
+    modes = {name: {"mode": mode, "reason": reason} for name, (mode, reason) in range_modes.items()}
+    return {"model": model, "category_descriptions": describe_categories(), "notes": list(opts.notes),
             "inputs": {"path": str(suite_path), "sha256": sha256_file(suite_path), "data": str(opts.data),
-                       "seed": opts.seed, "max_per_category": opts.max_per_category}}
+                       "seed": opts.seed, "max_per_category": opts.max_per_category, "range_modes": modes}}

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeq import __version__
-from edgeq.compare import verdict_metric
-from edgeq.results import RunResult, write_json_atomic
+from edgeq.analysis.compare import verdict_metric, worst_value
+from edgeq.results import RunResult, strict_json, write_json_atomic
 
 VERDICT_STYLE = {"robust": "bold green", "degraded": "bold yellow", "catastrophic": "bold red"}
 
@@ -50,7 +50,7 @@ def build_report(comparison: dict, ref: RunResult, cand: RunResult, extra: dict 
     report["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     report["edgeq_version"] = __version__
     report.update(extra or {})
-    return report
+    return strict_json(report)
 
 
 def measurements(ref: RunResult, cand: RunResult) -> dict:
@@ -91,39 +91,90 @@ def _fmt(value, percent=False, digits=1) -> str:
     return f"{value * 100:.{digits}f}%" if percent else f"{value:.{digits}f}"
 
 
+def _interval(ci) -> str:
+    return f"[{ci[0] * 100:.1f}–{ci[1] * 100:.1f}%]" if ci else ""
+
+
+def _cell_name(category, severity) -> str:
+    return f"{category}/{severity}" if severity else str(category)
+
+
+RATE_LABEL = {"accuracy_drop": "drop", "flip_rate": "flip", "sample_flip_rate": "flip", "fail_rate": "fail",
+              "detection_flip_rate": "det flip"}
+
+
 def print_summary(console, report: dict) -> None:
+    """The deciding output's categories as a table, one line per output, then the verdict."""
+    from rich import box
     from rich.table import Table
 
     basis = report.get("metric_basis", "accuracy_drop")
-    from rich import box
-
-    table = Table(title="float vs quantized, per input category", title_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False)
-    table.add_column("category", no_wrap=True, min_width=11)
-    for column in ("n", "float", "quant", "drop" if basis == "accuracy_drop" else "flip",
-                   "agree", "SQNR dB", "KL", "max err"):
+    deciding = report.get("deciding_output")
+    title = "float vs quantized, per input category" + (f" (output {deciding})" if deciding else "")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    table.add_column("category", no_wrap=True, min_width=11, max_width=16)
+    accuracy = report["overall"].get("float_accuracy") is not None
+    columns = (("n", "float", "quant") if accuracy else ("n",)) + (
+        RATE_LABEL.get(basis, "rate"), "worst sev", "SQNR dB", "max err")
+    for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     rows = list(report["categories"].items()) + [("overall", report["overall"])]
+    thresholds = report["thresholds"]
     for name, m in rows:
-        value = verdict_metric(m)
-        style = "red" if value >= report["thresholds"]["catastrophic"] else (
-            "yellow" if value >= report["thresholds"]["degraded"] else "")
-        table.add_row(name, str(m["n"]), _fmt(m["float_accuracy"], True), _fmt(m["quant_accuracy"], True),
-                      _fmt(value, True), _fmt(m["agreement"], True), _fmt(m["sqnr_db"]),
-                      _fmt(m["kl_mean"], digits=4), _fmt(m["max_abs_error"], digits=3),
-                      style=style, end_section=name == rows[-2][0])
+        worst_sev = max((m.get("severities") or {}).items(), key=lambda kv: verdict_metric(kv[1]), default=None)
+        value = verdict_metric(worst_sev[1] if worst_sev else m)
+        style = "red" if value >= thresholds["catastrophic"] else ("yellow" if value >= thresholds["degraded"] else "")
+        cells = [str(m["n"])] + ([_fmt(m["float_accuracy"], True), _fmt(m["quant_accuracy"], True)] if accuracy
+                                 else [])
+        cells += [_fmt(verdict_metric(m), True), f"{worst_sev[0]}: {_fmt(value, True)}" if worst_sev else "",
+                  _fmt(m["sqnr_db"]), _fmt(m["max_abs_error"], digits=3)]
+        table.add_row(name, *cells, style=style, end_section=name == rows[-2][0])
     console.print(table)
+    _print_outputs(console, report)
+    _print_latency(console, report)
+    _print_verdict(console, report, basis)
+
+
+def _print_outputs(console, report: dict) -> None:
+    sections = report.get("outputs") or {}
+    if len(sections) < 2 and not any(s.get("source") != "auto" for s in sections.values()):
+        for name, s in sections.items():
+            console.print(f"output {name}: {s['kind']} ({s['reason']})", soft_wrap=False, highlight=False)
+        return
+    for name, s in sections.items():
+        if s.get("verdict") is None:
+            console.print(f"output {name}: {s['kind']}, not judged", highlight=False)
+            continue
+        mark = "" if s["drives_verdict"] else ", not in verdict"
+        console.print(f"output {name}: {s['kind']}{mark}; worst {_cell_name(s['worst_category'], s['worst_severity'])} "
+                      f"{RATE_LABEL.get(s['metric'], s['metric'])} {_fmt(s['worst_value'], True)} "
+                      f"{_interval(s.get('worst_ci95'))} → {s['verdict']}", highlight=False)
+        console.print(f"  [dim]{s['reason']}[/]", highlight=False)
+
+
+def _print_latency(console, report: dict) -> None:
     lat = report.get("latency_ms", {})
     if lat.get("float") and lat.get("quant"):
-        console.print(f"latency p50/p99 ms on {report['device']['name']} ({report['device']['arch']}, "
-                      f"{report['device']['runtime']}, {report['device']['resolver']}, "
-                      f"{report['device']['threads']} thread(s)): float {_fmt(lat['float']['p50'], digits=3)}/"
+        device = report["device"]
+        console.print(f"latency p50/p99 ms: float {_fmt(lat['float']['p50'], digits=3)}/"
                       f"{_fmt(lat['float']['p99'], digits=3)}  quant {_fmt(lat['quant']['p50'], digits=3)}/"
-                      f"{_fmt(lat['quant']['p99'], digits=3)}")
+                      f"{_fmt(lat['quant']['p99'], digits=3)}  on {device['name']}", highlight=False)
+        console.print(f"  [dim]{device['arch']}, {device['runtime']}, resolver {device['resolver']}, "
+                      f"{device['threads']} thread(s)[/]", highlight=False)
+
+
+def _print_verdict(console, report: dict, basis: str) -> None:
     verdict = report["verdict"]
-    worst = report.get("worst_category")
-    console.print(f"verdict: [{VERDICT_STYLE[verdict]}]{verdict}[/] (worst category: {worst}, "
-                  f"{basis.replace('_', ' ')} {_fmt(verdict_metric(report['categories'][worst]), True)})")
+    cell = _cell_name(report.get("worst_category"), report.get("worst_severity"))
+    section = (report.get("outputs") or {}).get(report.get("deciding_output"), {})
+    where = f"output {report['deciding_output']}, " if len(report.get("outputs") or {}) > 1 else ""
+    console.print(f"verdict: [{VERDICT_STYLE[verdict]}]{verdict}[/] (worst cell: {where}{cell}, "
+                  f"{basis.replace('_', ' ')} {_fmt(worst_value(report), True)} {_interval(section.get('worst_ci95'))})")
+    confidence = report.get("verdict_confidence")
+    if confidence and confidence.get("level") != "firm":
+        console.print(f"[yellow]confidence: {confidence['level']}[/]: {confidence['note']}")
+    for warning in report.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     for gate in report.get("gates", []):
         mark = "[red]FAILED[/]" if gate["failed"] else "[green]ok[/]"
         observed = gate["observed"]

@@ -159,10 +159,31 @@ def pull_partial(transport: Transport, remote_dir: str, local_dir: Path) -> dict
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
+    """Strict JSON (no NaN/Infinity: they become null), written to a temporary name first."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=_json_default))
+    tmp.write_text(json.dumps(strict_json(payload), indent=1, sort_keys=True, allow_nan=False,
+                              default=_json_default))
     os.replace(tmp, path)
+
+
+def strict_json(value):
+    """A copy with every non-finite float replaced by None, numpy scalars made plain.
+
+    JSON has no Infinity or NaN; readers that follow the standard reject them. Where a
+    figure is infinite (SQNR of identical outputs) the report says null, as documented.
+    """
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
 
 
 def _json_default(value):

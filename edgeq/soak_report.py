@@ -59,7 +59,7 @@ def summarize(records: list[dict], status: dict | None = None) -> dict:
 
 
 def parse_soak_gates(text: str | None) -> list[tuple[str, float]]:
-    from edgeq.gates import parse_limits
+    from edgeq.analysis.gates import parse_limits
 
     return parse_limits(text, GATES)
 

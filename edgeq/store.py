@@ -147,12 +147,11 @@ def _sqlalchemy_connection(url: str):
 
 def record_from_report(report: dict, kind: str, location: str | None = None) -> Record:
     """A history row from an evaluate report (also fine for one device of a fleet)."""
-    from edgeq.compare import verdict_metric
+    from edgeq.analysis.compare import worst_value
 
     model = report.get("model") or {}
     device = report.get("device") or {}
     latency = report.get("latency_ms") or {}
-    worst = (report.get("categories") or {}).get(report.get("worst_category") or "", {})
     energy = ((report.get("energy") or {}).get("quant") or {}).get("energy_mj")
     return Record(
         id=uuid.uuid4().hex, kind=kind, created=time.time(), device=device.get("name"), arch=device.get("arch"),
@@ -160,11 +159,13 @@ def record_from_report(report: dict, kind: str, location: str | None = None) -> 
         model_sha256=(model.get("float") or {}).get("sha256"), quant_sha256=(model.get("quant") or {}).get("sha256"),
         runtime=device.get("runtime"), resolver=device.get("resolver"), threads=device.get("threads"),
         edgeq_version=report.get("edgeq_version"), verdict=report.get("verdict"),
-        accuracy_drop=verdict_metric(worst) if worst else None,
+        accuracy_drop=worst_value(report) if report.get("categories") else None,
         flip_rate=(report.get("overall") or {}).get("flip_rate"),
         p50_ms=(latency.get("quant") or {}).get("p50"), p99_ms=(latency.get("quant") or {}).get("p99"),
         float_p50_ms=(latency.get("float") or {}).get("p50"), energy_mj=energy, location=location,
         payload=json.dumps({"worst_category": report.get("worst_category"),
+                            "worst_severity": report.get("worst_severity"),
+                            "deciding_output": report.get("deciding_output"),
                             "timings_s": report.get("timings_s")}))
 
 

@@ -77,7 +77,7 @@ def time_help(times: int = 3) -> float:
 
 
 def tensorflow_free() -> bool:
-    code = ("import sys, edgeq.cli, edgeq.run, edgeq.compare, edgeq.evaluate; "
+    code = ("import sys, edgeq.cli, edgeq.run, edgeq.analysis.compare, edgeq.evaluate; "
             "print('tensorflow' not in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return done.stdout.strip() == "True"
@@ -159,7 +159,7 @@ def latency_rounds(models: dict, suite: Path, outdir: Path, args) -> dict:
 
 
 def compare_throughput(rundir: Path, times: int = 5) -> dict:
-    from edgeq.compare import compare_runs
+    from edgeq.analysis.compare import compare_runs
     from edgeq.results import RunResult
 
     loads, compares = [], []

@@ -49,6 +49,20 @@ def fragile_keras(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tabular_keras(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """The sentinel-coded tabular model and its normal twin: name -> (keras, data .npz with x, y)."""
+    from tabular import make_tabular_data, make_tabular_model
+
+    data = make_tabular_data(0)
+    out = tmp_path_factory.mktemp("tabular_models")
+    found = {}
+    for name, x in (("sentinel", data.x), ("twin", data.x_twin)):
+        np.savez(out / f"{name}.npz", x=x, y=data.y)
+        found[name] = (make_tabular_model(x, data.y, out / f"{name}.keras"), out / f"{name}.npz")
+    return found
+
+
+@pytest.fixture(scope="session")
 def tflite214_python() -> str:
     """A Python with the old tflite-runtime 2.14 and numpy<2: an old device's userland.
 

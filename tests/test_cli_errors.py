@@ -171,7 +171,7 @@ def test_a_corrupted_stored_copy_on_the_device_is_replaced(example_tflite, small
 def test_help_does_not_import_tensorflow():
     code = ("import sys; from click.testing import CliRunner; from edgeq.cli import main; "
             "r = CliRunner().invoke(main, ['evaluate', '--help']); "
-            "import edgeq.run, edgeq.compare, edgeq.evaluate, edgeq.report; "
+            "import edgeq.run, edgeq.analysis.compare, edgeq.evaluate, edgeq.report; "
             "print(r.exit_code, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["0", "False", "False"]

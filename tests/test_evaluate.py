@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeq.cli import main
+from edgeq.risky import CATEGORIES
 
 CONTRACT_METRICS = {"n", "float_accuracy", "quant_accuracy", "accuracy_drop", "agreement", "sqnr_db",
                     "kl_mean", "max_abs_error"}
@@ -51,8 +52,11 @@ def test_normal_twin_is_robust_through_the_real_command(example_keras, example_d
         assert set(entry) >= CONTRACT_METRICS
         for key in ("float_accuracy", "quant_accuracy", "agreement"):
             assert 0.0 <= entry[key] <= 1.0
-    assert set(report["categories"]) == {"clean", "brightness+", "brightness-", "contrast+", "contrast-",
-                                         "noise", "impulse", "outlier"}
+    assert set(report["categories"]) == set(CATEGORIES)
+    assert {"noise", "outlier", "sentinel", "stuck", "dropout-zero"} <= set(CATEGORIES)
+    assert report["inputs"]["range_modes"]["x"]["mode"] == "global"  # digits pixels share one range
+    assert report["deciding_output"] and report["worst_severity"] in (None, "1", "2", "3")
+    assert any("value ranges of 'x'" in note for note in report["notes"])
     assert {"name", "arch", "runtime", "resolver", "threads"} <= set(report["device"])
     assert report["device"]["name"] == "local" and report["device"]["runtime"].startswith("ai_edge_litert ")
     for which in ("float", "quant"):
@@ -76,7 +80,7 @@ def test_report_numbers_match_an_independent_recount(fragile_report, fragile_ker
     bright = category == "brightness+"
     assert report["categories"]["brightness+"]["quant_accuracy"] == pytest.approx(
         np.mean(quant[bright].argmax(axis=1) == y[bright]))
-    assert report["overall"]["n"] == len(y) == 200 * 22
+    assert report["overall"]["n"] == len(y) == 200 * (1 + 3 * (len(CATEGORIES) - 1))
 
 
 def test_gates_exit_1_and_compare_reruns_offline(fragile_report, tmp_path):
@@ -116,14 +120,15 @@ def test_inputs_run_and_devices_commands(example_tflite, example_data, tmp_path,
     built = runner.invoke(main, ["inputs", "risky", "--model", str(example_tflite[0]), "--data", str(example_data),
                                  "-o", str(risky), "--max-per-category", "20", "--seed", "3"])
     assert built.exit_code == 0, built.output
-    assert "440 samples in 8 categories" in built.output
+    total = 20 * (1 + 3 * (len(CATEGORIES) - 1))
+    assert f"{total} samples in {len(CATEGORIES)} categories" in built.output
     checked = runner.invoke(main, ["inputs", "check", str(risky), "--model", str(example_tflite[1])])
-    assert checked.exit_code == 0 and "ok, 440 samples" in checked.output
+    assert checked.exit_code == 0 and f"ok, {total} samples" in checked.output
     ran = runner.invoke(main, ["run", "--device", "local", "--model", str(example_tflite[1]), "--inputs", str(risky),
                                "-o", str(tmp_path / "run"), "--json", str(tmp_path / "run.json"), "--repeats", "2"])
     assert ran.exit_code == 0, ran.output
     summary = json.loads((tmp_path / "run.json").read_text())
-    assert summary["samples"] == 440 and summary["latency_ms"]["n"] == 880
+    assert summary["samples"] == total and summary["latency_ms"]["n"] == 2 * total
     listed = runner.invoke(main, ["devices", "list"])
     assert listed.exit_code == 0 and listed.output.startswith("local")
     probed = runner.invoke(main, ["devices", "check", "local", "--json", str(tmp_path / "probe.json")])

@@ -1,48 +1,72 @@
-"""The basic risky input suite: inputs that stress dynamic-range quantization.
+"""The risky input suite: inputs that stress dynamic-range quantization.
 
 Dynamic-range quantization picks each activation row's int8 scale from the input
-itself (max|row|/127), so a shift of the whole input, stretched contrast, noise or
-one large value changes the rounding of everything else. An average validation set
-never exercises that; this suite derives such inputs from the user's own data, in
-three graded severities per family, so a comparison can say which kind of shift
-breaks a model and how hard it has to be pushed.
+itself (max|row|/127), so a shift of the whole input, stretched contrast, noise,
+one large value or a rare sentinel code changes the rounding of everything else.
+An average validation set never exercises that; this suite derives such inputs
+from the user's own data, in three graded severities per family, so a comparison
+can say which kind of shift breaks a model and how hard it has to be pushed.
 
-Families live in ``photometric`` and ``corruption``; their strengths in
-``severities`` (one table); ranges and dtype handling in ``ranges``.
+Families are registered in ``families`` (transforms in ``photometric``,
+``corruption`` and ``sensors``); their strengths in ``severities`` (one table);
+ranges, the auto range mode and dtype handling in ``ranges``; per-feature
+observations of the full data in ``observed``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgeq.errors import InputSetError
-from edgeq.risky import corruption, photometric
-from edgeq.risky.ranges import RANGE_MODES, ValueRange, to_dtype, value_range
-from edgeq.risky.severities import CATEGORIES, SEVERITIES, SEVERITY_LEVELS, describe_categories
+from edgeq.risky.families import CATEGORIES, FAMILIES, describe_categories
+from edgeq.risky.observed import DataStats
+from edgeq.risky.ranges import RANGE_MODES, choose_range_mode, resolve_range_modes, to_dtype
+from edgeq.risky.severities import SEVERITIES, SEVERITY_LEVELS
 
 __all__ = [
     "CATEGORIES",
     "SEVERITIES",
     "RANGE_MODES",
+    "RiskySuite",
     "build_risky_suite",
+    "category_array",
+    "choose_range_mode",
     "describe_categories",
 ]
 
 _SOURCE = "<data>"
 _RESERVED = ("y", "category", "severity", "source_index")
-_CATEGORY_DTYPE = "<U16"
 
-_FAMILIES = {
-    "brightness+": photometric.brighten,
-    "brightness-": photometric.darken,
-    "contrast+": photometric.contrast,
-    "contrast-": photometric.contrast,
-    "noise": corruption.gaussian_noise,
-    "impulse": corruption.salt_and_pepper,
-    "outlier": corruption.outlier,
-}
+
+@dataclass(eq=False)
+class RiskySuite(Mapping):
+    """The built suite.
+
+    ``arrays``: one transformed array per input name; ``tags``: ``category``,
+    ``severity``, ``source_index`` and (with labels) ``y``, one value per sample;
+    ``range_modes``: input name → (mode used, the reason as a sentence);
+    ``families``: the risky families in the suite, in suite order ("clean" is not one).
+    It also reads as a mapping over arrays and tags (``suite["x"]``,
+    ``suite["category"]``), which is what an input set file holds.
+    """
+
+    arrays: dict[str, np.ndarray]
+    tags: dict[str, np.ndarray]
+    range_modes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    families: list[str] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.arrays[key] if key in self.arrays else self.tags[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.arrays
+        yield from self.tags
+
+    def __len__(self) -> int:
+        return len(self.arrays) + len(self.tags)
 
 
 def build_risky_suite(
@@ -51,14 +75,17 @@ def build_risky_suite(
     *,
     seed: int = 0,
     max_per_category: int | None = 500,
-    range_mode: str = "global",
+    range_mode: str = "auto",
     categories: Sequence[str] | None = None,
-) -> dict[str, np.ndarray]:
+) -> RiskySuite:
     """Build the suite: clean first, then each family at severities 1..3.
 
-    Ranges come from the full data (not the subsample), so a subsample that misses
-    the extremes does not shrink them. The same subsample is used for every
-    category so per-category results are comparable sample by sample.
+    Ranges and per-feature observations come from the full data (not the
+    subsample), so a subsample that misses the extremes (or a rare -999 row) does
+    not shrink them. The same subsample is used for every category so
+    per-category results are comparable sample by sample. ``range_mode="auto"``
+    decides per array (``choose_range_mode``): per-feature ranges for tabular data,
+    one global range otherwise.
     """
     inputs, n = _check_arrays(arrays)
     labels = _check_labels(y, n)
@@ -69,21 +96,26 @@ def build_risky_suite(
     _check_limit(max_per_category)
     index = _subsample(n, max_per_category, seed)
     plan = [(c, s) for c in chosen for s in ((0,) if c == "clean" else SEVERITY_LEVELS)]
+    modes = resolve_range_modes(inputs, range_mode)
 
-    suite = {
-        name: _transform_all(x, index, plan, value_range(x, range_mode), seed)
-        for name, x in inputs.items()
-    }
-    if labels is not None:
-        suite["y"] = np.tile(labels[index], len(plan))
+    out = {name: _transform_all(x, index, plan, DataStats(x, modes[name][0]), seed) for name, x in inputs.items()}
     k = len(index)
-    suite["category"] = np.repeat(np.array([c for c, _ in plan], dtype=_CATEGORY_DTYPE), k)
-    suite["severity"] = np.repeat(np.array([s for _, s in plan], dtype=np.int32), k)
-    suite["source_index"] = np.tile(index, len(plan))
-    return suite
+    tags = {}
+    if labels is not None:
+        tags["y"] = np.tile(labels[index], len(plan))
+    tags["category"] = np.repeat(category_array([c for c, _ in plan]), k)
+    tags["severity"] = np.repeat(np.array([s for _, s in plan], dtype=np.int32), k)
+    tags["source_index"] = np.tile(index, len(plan))
+    return RiskySuite(arrays=out, tags=tags, range_modes=modes, families=[c for c in chosen if c != "clean"])
 
 
-def _transform_all(x: np.ndarray, index: np.ndarray, plan, vr: ValueRange, seed: int) -> np.ndarray:
+def category_array(names: Sequence[str]) -> np.ndarray:
+    """Unicode array wide enough for the longest name (a fixed width would cut long names)."""
+    width = max([1, *(len(name) for name in names)])
+    return np.array(list(names), dtype=f"<U{width}")
+
+
+def _transform_all(x: np.ndarray, index: np.ndarray, plan, data: DataStats, seed: int) -> np.ndarray:
     """Apply every (category, severity) of the plan to one named array and stack.
 
     Each (category, severity) gets its own generator from [seed, category index,
@@ -99,8 +131,9 @@ def _transform_all(x: np.ndarray, index: np.ndarray, plan, vr: ValueRange, seed:
             parts.append(picked.copy())
             continue
         rng = np.random.default_rng([seed, CATEGORIES.index(category), severity])
-        level = SEVERITIES[category][severity - 1]
-        parts.append(to_dtype(_FAMILIES[category](base, level, vr, rng), x.dtype))
+        family = FAMILIES[category]
+        level = family.levels[severity - 1]
+        parts.append(to_dtype(family.transform(base, level, data, rng), x.dtype))
     return np.concatenate(parts, axis=0)
 
 

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.risky.ranges import ValueRange
+from edgeq.risky.observed import DataStats
 
 
-def gaussian_noise(x: np.ndarray, sigma: float, vr: ValueRange, rng: np.random.Generator) -> np.ndarray:
+def gaussian_noise(x: np.ndarray, sigma: float, data: DataStats, rng: np.random.Generator) -> np.ndarray:
     """Additive Gaussian noise with std sigma·R, clipped to the data range."""
+    vr = data.range
     noisy = x + rng.standard_normal(x.shape) * (sigma * vr.span)
     return np.clip(noisy, vr.lo, vr.hi)
 
 
-def salt_and_pepper(x: np.ndarray, fraction: float, vr: ValueRange, rng: np.random.Generator) -> np.ndarray:
+def salt_and_pepper(x: np.ndarray, fraction: float, data: DataStats, rng: np.random.Generator) -> np.ndarray:
     """Set a fraction of each sample's elements (at least one) to lo or hi, 50/50."""
+    vr = data.range
     n, sample_shape = x.shape[0], x.shape[1:]
     out = x.reshape(n, -1).copy()
     size = out.shape[1]
@@ -34,13 +36,14 @@ def salt_and_pepper(x: np.ndarray, fraction: float, vr: ValueRange, rng: np.rand
     return out.reshape(x.shape)
 
 
-def outlier(x: np.ndarray, multiple: float, vr: ValueRange, rng: np.random.Generator) -> np.ndarray:
+def outlier(x: np.ndarray, multiple: float, data: DataStats, rng: np.random.Generator) -> np.ndarray:
     """One element per sample at hi + multiple·R: the single value that owns the scale.
 
     Not clipped to the range on purpose; the cast back to the dtype clips only to
     what the dtype can hold (so integer data that already reaches the dtype's
     max, e.g. uint8 at 255, cannot exceed its range).
     """
+    vr = data.range
     n, sample_shape = x.shape[0], x.shape[1:]
     out = x.reshape(n, -1).copy()
     _, hi, span = vr.flat(sample_shape)

@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.risky.ranges import ValueRange
+from edgeq.risky.observed import DataStats
 
 
-def brighten(x: np.ndarray, level: float, vr: ValueRange, rng: np.random.Generator) -> np.ndarray:
+def brighten(x: np.ndarray, level: float, data: DataStats, rng: np.random.Generator) -> np.ndarray:
     """Shift up by level·R, clipped: saturation is part of what real overexposure does."""
+    vr = data.range
     return np.clip(x + level * vr.span, vr.lo, vr.hi)
 
 
-def darken(x: np.ndarray, level: float, vr: ValueRange, rng: np.random.Generator) -> np.ndarray:
+def darken(x: np.ndarray, level: float, data: DataStats, rng: np.random.Generator) -> np.ndarray:
     """Shift down by level·R, clipped."""
+    vr = data.range
     return np.clip(x - level * vr.span, vr.lo, vr.hi)
 
 
-def contrast(x: np.ndarray, gain: float, vr: ValueRange, rng: np.random.Generator) -> np.ndarray:
+def contrast(x: np.ndarray, gain: float, data: DataStats, rng: np.random.Generator) -> np.ndarray:
     """m + gain·(x − m) around each sample's own mean, so the sample's level stays put."""
+    vr = data.range
     axes = tuple(range(1, x.ndim))
     mean = x.mean(axis=axes, keepdims=True)
     return np.clip(mean + gain * (x - mean), vr.lo, vr.hi)
