@@ -99,7 +99,7 @@ def _cell_name(category, severity) -> str:
     return f"{category}/{severity}" if severity else str(category)
 
 
-RATE_LABEL = {"accuracy_drop": "drop", "flip_rate": "flip", "sample_flip_rate": "flip", "fail_rate": "fail",
+RATE_LABEL = {"accuracy_drop": "drop", "flip_rate": "flip", "sample_flip_rate": "flip", "label_flip_rate": "label flip", "fail_rate": "fail",
               "detection_flip_rate": "det flip"}
 
 
@@ -135,11 +135,18 @@ def print_summary(console, report: dict) -> None:
     _print_verdict(console, report, basis)
 
 
+def _options_text(options: dict) -> str:
+    shown = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted((options or {}).items())
+             if v is not None]
+    return ", ".join(shown)
+
+
 def _print_outputs(console, report: dict) -> None:
     sections = report.get("outputs") or {}
     if len(sections) < 2 and not any(s.get("source") != "auto" for s in sections.values()):
         for name, s in sections.items():
-            console.print(f"output {name}: {s['kind']} ({s['reason']})", soft_wrap=False, highlight=False)
+            console.print(f"output {name}: {s['kind']} ({s['reason']}; {_options_text(s.get('options'))})",
+                          highlight=False)
         return
     for name, s in sections.items():
         if s.get("verdict") is None:
@@ -149,7 +156,7 @@ def _print_outputs(console, report: dict) -> None:
         console.print(f"output {name}: {s['kind']}{mark}; worst {_cell_name(s['worst_category'], s['worst_severity'])} "
                       f"{RATE_LABEL.get(s['metric'], s['metric'])} {_fmt(s['worst_value'], True)} "
                       f"{_interval(s.get('worst_ci95'))} → {s['verdict']}", highlight=False)
-        console.print(f"  [dim]{s['reason']}[/]", highlight=False)
+        console.print(f"  [dim]{s['reason']}; {_options_text(s.get('options'))}[/]", highlight=False)
 
 
 def _print_latency(console, report: dict) -> None:

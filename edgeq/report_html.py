@@ -45,8 +45,8 @@ METRICS = [  # key, label, kind, meaning
     ("max_abs_error", "max |error|", "sci", "largest absolute output difference"),
 ]
 _LABELS = {k: label for k, label, _, _ in METRICS}
-_LABELS.update(sample_flip_rate="sample flip rate", fail_rate="fail rate", detection_flip_rate="detection flip rate")
-BASES = ("accuracy_drop", "flip_rate", "sample_flip_rate", "fail_rate", "detection_flip_rate")
+_LABELS.update(sample_flip_rate="sample flip rate", label_flip_rate="label flip rate", fail_rate="fail rate", detection_flip_rate="detection flip rate")
+BASES = ("accuracy_drop", "flip_rate", "sample_flip_rate", "label_flip_rate", "fail_rate", "detection_flip_rate")
 
 
 def _e(x) -> str:

@@ -22,7 +22,7 @@ OUTPUT_CSS = """.warnings{background:#fef7e0;border:1px solid #f9d67a;border-rad
 KIND_COLUMNS = {
     "classification": [("float_accuracy", "float acc.", "pct"), ("quant_accuracy", "quant acc.", "pct"),
                        ("topk_agreement", "top-k agreement", "pct"), ("kl_mean", "mean KL", "num")],
-    "multilabel": [("label_flip_mean", "label flips (mean)", "pct"), ("label_flip_worst", "worst label flips", "pct"),
+    "multilabel": [("sample_flip_rate", "samples with a flip", "pct"), ("label_flip_mean", "label flips (mean)", "pct"), ("label_flip_worst", "worst label flips", "pct"),
                    ("worst_label", "worst label", "int"), ("labels_per_sample", "labels / sample", "num")],
     "regression": [("mean_abs_error", "mean |err|", "num"), ("p99_abs_error", "p99 |err|", "num"),
                    ("p99_abs_error_rel", "p99 / spread", "pct"), ("cosine_min", "min cosine", "cos")],
@@ -34,10 +34,10 @@ KIND_COLUMNS = {
 }
 KIND_COLUMNS["embedding"] = [("mean_abs_error", "mean |err|", "num"), ("p99_abs_error", "p99 |err|", "num"),
                              ("cosine_mean", "mean cosine", "cos"), ("cosine_min", "min cosine", "cos")]
-COUNT_LABELS = {"classification": "flips / samples", "multilabel": "flipped / samples",
+COUNT_LABELS = {"classification": "flips / samples", "multilabel": "flipped / labels found",
                 "detection": "flipped / detections", "ignore": "events / trials"}
 METRIC_LABELS = {"accuracy_drop": "accuracy drop", "flip_rate": "flip rate", "sample_flip_rate": "sample flip rate",
-                 "fail_rate": "fail rate", "detection_flip_rate": "detection flip rate", "none": "not judged"}
+                 "label_flip_rate": "label flip rate", "fail_rate": "fail rate", "detection_flip_rate": "detection flip rate", "none": "not judged"}
 
 
 def _f(group: dict, key: str, kind: str) -> str:

@@ -35,10 +35,11 @@ GRID = 8  # detector anchor grid (8x8 = 64 anchors, stride 4 px)
 STRIDE = IMAGE // GRID
 ANCHORS = GRID * GRID
 
-# get_output_details() order: (signature name, tensor name, per-sample shape, op producing it)
+# get_output_details() order: (signature name, tensor name, per-sample shape, op producing it as
+# ModelInfo.output_producers names it: the op computing the values, seen through reshapes)
 OUTPUTS = {
-    "detector": [("classificators", "StatefulPartitionedCall_1:0", (64, 1), "RESHAPE"),
-                 ("regressors", "StatefulPartitionedCall_1:1", (64, 8), "RESHAPE")],
+    "detector": [("classificators", "StatefulPartitionedCall_1:0", (64, 1), "CONV_2D"),  # behind a RESHAPE
+                 ("regressors", "StatefulPartitionedCall_1:1", (64, 8), "CONV_2D")],
     "segmenter": [("mask", "StatefulPartitionedCall_1:0", (32, 32, 1), "LOGISTIC")],
     "multiclass_segmenter": [("segmentation", "StatefulPartitionedCall_1:0", (32, 32, 4), "SOFTMAX")],
     "multilabel": [("labels", "StatefulPartitionedCall_1:0", (12,), "LOGISTIC")],

@@ -118,6 +118,7 @@ def test_multilabel_scores_are_not_softmaxed(built, tmp_path):
     f, q = raw(tmp_path, "float", 0)[clean] > 0.5, raw(tmp_path, "quant", 0)[clean] > 0.5
     figures = section["categories"]["clean"]
     assert figures["sample_flip_rate"] == pytest.approx(np.mean((f != q).any(axis=1)))
+    assert figures["label_flip_rate"] == pytest.approx((f != q).sum() / (f | q).sum())
     assert figures["label_flip_mean"] == pytest.approx(np.mean(f != q))
 
 

@@ -224,3 +224,24 @@ def test_not_a_model(tmp_path):
     bad.write_bytes(struct.pack("<I", 8) + b"NOPE" + bytes(16))
     with pytest.raises(ModelError, match="no TFL3 identifier"):
         model_rewrite.load(bad)
+
+
+def test_metadata_buffers_survive_like_in_mediapipe_files(models, tmp_path):
+    """MediaPipe files list metadata buffers; read back they are a numpy array, not a list."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = model_rewrite.load(models["mlp.float16"])
+    note = schema.BufferT()
+    note.data = np.frombuffer(b"edgeq metadata", dtype=np.uint8)
+    model.buffers.append(note)
+    model.metadataBuffer = [len(model.buffers) - 1]
+    with_metadata = tmp_path / "with_metadata.tflite"
+    model_rewrite.save(model, with_metadata)
+    assert isinstance(model_rewrite.load(with_metadata).metadataBuffer, np.ndarray)
+    out, done = rewrite(with_metadata, tmp_path)
+    assert done["dequantized"] > 0
+    kept = model_rewrite.load(out)
+    (index,) = [int(i) for i in kept.metadataBuffer]
+    assert bytes(kept.buffers[index].data) == b"edgeq metadata"
+    x = random_inputs(out)
+    assert np.array_equal(run(out, x), run(models["mlp.float16"], x))

@@ -28,8 +28,11 @@ def test_multilabel_flips_per_label_and_per_sample():
     label_flips = [[(ref[i, j] > 0.5) != (cand[i, j] > 0.5) for j in range(12)] for i in range(200)]
     per_sample = sum(any(row) for row in label_flips) / 200
     per_label = [sum(label_flips[i][j] for i in range(200)) / 200 for j in range(12)]
+    found = sum((ref[i, j] > 0.5) or (cand[i, j] > 0.5) for i in range(200) for j in range(12))
     m = s["overall"]
-    assert m["sample_flip_rate"] == pytest.approx(per_sample) == m["value"]
+    assert m["label_flip_rate"] == pytest.approx(sum(map(sum, label_flips)) / found) == m["value"]
+    assert m["labels_found"] == found and m["trials"] == found
+    assert m["sample_flip_rate"] == pytest.approx(per_sample)
     assert m["label_flip_mean"] == pytest.approx(np.mean(per_label))
     assert m["label_flip_worst"] == pytest.approx(max(per_label))
     p, q = np.clip(ref.astype(np.float64), 1e-7, 1 - 1e-7), np.clip(cand.astype(np.float64), 1e-7, 1 - 1e-7)
@@ -46,6 +49,7 @@ def test_sigmoid_scores_are_not_softmaxed():
     cand[:10, 0] = 0.4  # the one detected label disappears on half the samples
     s, _ = section([ref], [cand], outputs=[OutputInfo(0, "birds", (6522,), "LOGISTIC")])
     assert s["overall"]["sample_flip_rate"] == 0.5
+    assert s["overall"]["label_flip_rate"] == pytest.approx(10 / 20)  # the one label found, lost on 10 of 20
     assert s["overall"]["kl_mean"] == pytest.approx(0.5 * (0.6 * np.log(1.5) + 0.4 * np.log(0.4 / 0.6)), rel=1e-4)
 
 
