@@ -381,15 +381,14 @@ def make_landmarks(directory, seed: int = 0, train: int = 1000, evaluate: int = 
 # --- 5. classifier + embedding -------------------------------------------------------------------
 
 def digits_split(seed: int = 0):
-    """scripts/make_example.py's 70/30 split of sklearn digits; x in 0..16 float32 (N, 64)."""
-    from sklearn.datasets import load_digits
+    """scripts/make_example.py's 70/30 split of sklearn digits (imported from there, so the two never drift)."""
+    import importlib.util
 
-    digits = load_digits()
-    x = digits.data.astype(np.float32)
-    y = digits.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(x))
-    cut = int(len(x) * 0.7)
-    return (x[order[:cut]], y[order[:cut]]), (x[order[cut:]], y[order[cut:]])
+    script = Path(__file__).resolve().parent.parent / "scripts" / "make_example.py"
+    spec = importlib.util.spec_from_file_location("edgeq_make_example", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.digits_split(seed)
 
 
 def make_classifier_with_aux(directory, seed: int = 0, epochs: int = 20) -> tuple[Path, Path]:
