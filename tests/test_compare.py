@@ -252,3 +252,16 @@ def test_a_robust_verdict_from_tiny_cells_rests_on_too_few_samples():
     report = compare_outputs(ref, cand, samples, min_n=30)
     assert report["verdict"] == "robust" and report["verdict_confidence"]["level"] == "low-n"
     assert any("too few samples" in w for w in report["warnings"])
+
+
+def test_analysis_imports_no_transport_runtime_or_tensorflow():
+    """DESIGN rule: a comparison reruns offline anywhere, so analysis needs none of them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, edgeq.analysis.compare, edgeq.analysis.gates; from edgeq.analysis.kinds import _load_all; "
+            "_load_all(); print(sorted({m.split('.')[0] if not m.startswith('edgeq') else '.'.join(m.split('.')[:2]) "
+            "for m in sys.modules if m.startswith(('paramiko', 'ai_edge_litert', 'tflite_runtime', 'tensorflow', "
+            "'edgeq.transport', 'edgeq.devices', 'edgeq.cli'))}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
