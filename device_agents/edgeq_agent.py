@@ -252,6 +252,7 @@ def _cpu_model():
 NAN = float("nan")
 POWER_BACKENDS = ("none", "hwmon", "power_supply", "pi5-pmic")
 THROTTLE_BITS = ((0, "under_voltage"), (1, "arm_frequency_capped"), (2, "throttled"), (3, "soft_temperature_limit"))
+THROTTLED_NOW_MASK = 0xF  # bits 0-3 hold now; 16-19 only say it happened since boot
 PMIC_LINE = re.compile(r"^\s*(\S+)_([AV])\s+(?:current|volt)\(\d+\)\s*=\s*([-+0-9.eE]+)\s*[AV]?\s*$")
 
 
@@ -282,12 +283,21 @@ def _finite(value):
 
 
 def decode_throttled(value):
-    """Names of the bits of `vcgencmd get_throttled` (bits 0-3 now, 16-19 has occurred)."""
+    """Names of the bits of `vcgencmd get_throttled` (bits 0-3 now, 16-19 has occurred).
+
+    The one decoder: the host imports it (and THROTTLE_BITS, throttled_now) from here.
+    """
     if value is None or value < 0:
         return []
     now = [name for bit, name in THROTTLE_BITS if value >> bit & 1]
     occurred = [name + "_occurred" for bit, name in THROTTLE_BITS if value >> (bit + 16) & 1]
     return now + occurred
+
+
+def throttled_now(value):
+    """The bits that hold at the moment of reading (0 when unknown): a board that once
+    under-volted keeps bit 16 set until reboot, which says nothing about this window."""
+    return value & THROTTLED_NOW_MASK if value is not None and value > 0 else 0
 
 
 def resolve_vcgencmd(value):
@@ -1333,8 +1343,8 @@ class SoakSensors:
             power = self._sum / self._count if self._count else None
             self._sum, self._count = 0.0, 0
         throttled = self.vcgencmd.throttled() if self.vcgencmd is not None else -1
-        return {"temp_c": _finite(self.thermal.read()), "power_w": power,
-                "throttled": max(throttled, 0), "throttled_flags": decode_throttled(throttled) if throttled > 0 else []}
+        return {"temp_c": _finite(self.thermal.read()), "power_w": power, "throttled": throttled_now(throttled),
+                "throttled_raw": max(throttled, 0), "throttled_flags": decode_throttled(throttled)}
 
 
 def main(argv):

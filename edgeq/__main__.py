@@ -1,3 +1,3 @@
-from edgeq.cli import main
+from edgeq.cli.main import main
 
 main()

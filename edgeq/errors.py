@@ -34,7 +34,7 @@ class ModelError(EdgeqError):
 
 
 class InputSetError(EdgeqError):
-    """An input set that breaks the format rules (see ``edgeq.inputset``)."""
+    """An input set that breaks the format rules (see ``edgeq.inputs.inputset``)."""
 
     def __init__(self, path, problem: str, array: str | None = None):
         self.path = str(path)

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from edgeq.errors import ConfigError
-from edgeq.inputset import InputSet, input_specs, load_inputset, match_model_inputs
+from edgeq.inputs.inputset import InputSet, input_specs, load_inputset, match_model_inputs
 
 if TYPE_CHECKING:
     from edgeq.analysis.plan import OutputSpec
-    from edgeq.fleet import FleetResult
+    from edgeq.devices.fleet import FleetResult
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 EXAMPLE_MODEL = EXAMPLES / "digits_mlp.keras"
@@ -74,12 +74,12 @@ def resolve_inputs(opts: EvaluateOptions) -> None:
 def prepare_models(opts: EvaluateOptions) -> tuple[Path, Path, dict | None]:
     """Float and quantized .tflite for the run; converts unless both were given."""
     if opts.quant_model is not None:
-        from edgeq.convert import source_kind
+        from edgeq.models.convert import source_kind
 
         if source_kind(opts.model) != "tflite":
             raise ConfigError("--quant-model needs the float model as a .tflite file")
         return opts.model, Path(opts.quant_model), None
-    from edgeq.convert import convert_model
+    from edgeq.models.convert import convert_model
 
     conversion = convert_model(opts.model, opts.outdir / "models", policy=opts.policy)
     opts.notes.append(f"converted: {conversion.summary}")
@@ -87,7 +87,7 @@ def prepare_models(opts: EvaluateOptions) -> tuple[Path, Path, dict | None]:
 
 
 def build_suite(opts: EvaluateOptions, data: InputSet) -> Path:
-    from edgeq.risky import build_risky_suite
+    from edgeq.inputs.risky import build_risky_suite
 
     suite = build_risky_suite(data.arrays, data.y, seed=opts.seed, max_per_category=opts.max_per_category,
                               range_mode=opts.range_mode)
@@ -121,11 +121,11 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     raised). With several, each device gets OUTDIR/devices/<name>/ and OUTDIR/report.json
     is the worst device's report plus a ``fleet`` section.
     """
-    from edgeq.devices import load_inventory, select_devices
-    from edgeq.fleet import run_fleet
+    from edgeq.devices.inventory import load_inventory, select_devices
+    from edgeq.devices.fleet import run_fleet
     from edgeq.analysis.gates import parse_gates
-    from edgeq.modelinfo import read_model
-    from edgeq.run import RunSpec, ensure_writable_dir
+    from edgeq.models.modelinfo import read_model
+    from edgeq.devices.run import RunSpec, ensure_writable_dir
 
     resolve_inputs(opts)
     gates = parse_gates(opts.fail_on)
@@ -168,13 +168,13 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
 
 
 def _device_dir(opts: EvaluateOptions, device, single: bool) -> Path:
-    from edgeq.fleet import safe_dirname
+    from edgeq.devices.fleet import safe_dirname
 
     return opts.outdir if single else opts.outdir / "devices" / safe_dirname(device.name)
 
 
 def _device_runs(device, specs, outdir: Path, progress, single: bool):
-    from edgeq.run import run_on_device
+    from edgeq.devices.run import run_on_device
 
     def labelled(label, done, total):
         if progress:
@@ -204,7 +204,7 @@ def check_outputs_before_running(opts: EvaluateOptions, info, data: InputSet) ->
 def _device_report(runs, host, extra: dict, gates, judge: dict) -> dict:
     from edgeq.analysis.compare import compare_runs
     from edgeq.analysis.gates import evaluate_gates
-    from edgeq.report import build_report
+    from edgeq.reports.report import build_report
 
     ref, cand = runs
     report = build_report(compare_runs(ref, cand, **judge), ref, cand, extra)
@@ -232,7 +232,7 @@ def device_vs_host(host, runs, deciding: str, judge: dict) -> dict:
 
 
 def _write(report: dict, outdir: Path, runs, opts: EvaluateOptions) -> None:
-    from edgeq.report import write_report
+    from edgeq.reports.report import write_report
 
     report["timings_s"] = dict(opts.timings)
     write_report(outdir, report, {"float": runs[0], "quant": runs[1]})
@@ -241,7 +241,7 @@ def _write(report: dict, outdir: Path, runs, opts: EvaluateOptions) -> None:
 def _fleet_report(reports: dict, fleet, opts: EvaluateOptions) -> dict | None:
     """The worst device's report (so contract readers see the worst case) plus every device."""
     from edgeq.analysis.compare import worst_value
-    from edgeq.fleet import safe_dirname
+    from edgeq.devices.fleet import safe_dirname
 
     summary = {name: {"verdict": r["verdict"], "worst_category": r["worst_category"],
                       "worst_severity": r.get("worst_severity"), "deciding_output": r.get("deciding_output"),
@@ -264,8 +264,8 @@ VERDICT_RANK = {"robust": 0, "degraded": 1, "catastrophic": 2}
 
 def _provenance(opts, float_path: Path, quant_path: Path, card: dict | None, suite_path: Path,
                 range_modes: dict) -> dict:
-    from edgeq.risky import describe_categories
-    from edgeq.transport.base import sha256_file
+    from edgeq.inputs.risky import describe_categories
+    from edgeq.devices.transport.base import sha256_file
 
     model = {"float": {"path": str(float_path), "sha256": sha256_file(float_path), "size": float_path.stat().st_size},
              "quant": {"path": str(quant_path), "sha256": sha256_file(quant_path), "size": quant_path.stat().st_size},

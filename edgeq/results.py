@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.errors import ConfigError, TransportError
-from edgeq.transport.base import Transport, sha256_file
+from edgeq.devices.transport.base import Transport, sha256_file
 
 MANIFEST = "manifest.json"
 RUN_FILE = "run.json"

@@ -37,7 +37,7 @@ def build_models(outdir: Path) -> tuple[Path, Path]:
     """A small BlazeFace-like Keras model, converted to float and dynamic-range .tflite."""
     import keras
 
-    from edgeq.convert import convert_model
+    from edgeq.models.convert import convert_model
 
     keras.utils.set_random_seed(0)
     image = keras.Input((128, 128, 3), name="image")

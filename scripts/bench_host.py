@@ -77,7 +77,7 @@ def time_help(times: int = 3) -> float:
 
 
 def tensorflow_free() -> bool:
-    code = ("import sys, edgeq.cli, edgeq.run, edgeq.analysis.compare, edgeq.evaluate; "
+    code = ("import sys, edgeq.cli.main, edgeq.devices.run, edgeq.analysis.compare, edgeq.evaluate; "
             "print('tensorflow' not in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return done.stdout.strip() == "True"
@@ -85,8 +85,8 @@ def tensorflow_free() -> bool:
 
 def suite_arrays(model: Path, suite: Path, rundir: Path) -> list:
     """The suite's input arrays in model-input order, chosen as run_on_device does."""
-    from edgeq.inputset import load_inputset
-    from edgeq.run import RunSpec, prepare
+    from edgeq.inputs.inputset import load_inputset
+    from edgeq.devices.run import RunSpec, prepare
 
     names = prepare(RunSpec(model=model, inputs=suite), rundir).input_arrays
     data = load_inputset(suite)
@@ -128,8 +128,8 @@ def bare_loop(model: Path, arrays: list, args) -> tuple:
 
 def agent_round(models: dict, suite: Path, rundir: Path, workdir: Path, args) -> dict:
     """One real run_on_device on the local device (one agent session, both models)."""
-    from edgeq.devices import local_device
-    from edgeq.run import RunSpec, run_on_device
+    from edgeq.devices.inventory import local_device
+    from edgeq.devices.run import RunSpec, run_on_device
 
     specs = [RunSpec(model=path, inputs=suite, label=label, threads=args.threads, resolver=args.resolver,
                      warmup=args.warmup, repeats=args.repeats) for label, path in models.items()]
@@ -244,7 +244,7 @@ def main(argv=None) -> int:
         print(f"(b) compare_runs {cmp['compare_s'] * 1e3:.2f} ms for {cmp['samples']} samples; "
               f"RunResult.load {cmp['load_s'] * 1e3:.2f} ms each")
         help_s, tf_free = time_help(), tensorflow_free()
-        print(f"(c) edgeq --help {help_s:.3f} s; tensorflow not imported by edgeq.cli/run/compare/evaluate: "
+        print(f"(c) edgeq --help {help_s:.3f} s; tensorflow not imported by edgeq.cli.main/run/compare/evaluate: "
               f"{'yes' if tf_free else 'no'}\n")
         rows = build_rows(lat, cmp, help_s, tf_free, eval_wall)
         print_table(rows)

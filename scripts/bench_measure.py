@@ -64,8 +64,8 @@ def fake_sysfs(root: Path) -> str:
 
 
 def latency_rounds(model: Path, data: Path, sysfs: str, work: Path, args) -> dict:
-    from edgeq.devices import local_device
-    from edgeq.run import RunSpec, run_on_device
+    from edgeq.devices.inventory import local_device
+    from edgeq.devices.run import RunSpec, run_on_device
 
     specs = {"on": RunSpec(model=model, inputs=data, label="on", min_duration_s=args.min_duration, power="hwmon",
                            sample_hz=args.sample_hz, sysfs_root=sysfs, vcgencmd=""),
@@ -94,10 +94,10 @@ def latency_rounds(model: Path, data: Path, sysfs: str, work: Path, args) -> dic
 
 
 def soak(model: Path, data: Path, sysfs: str, work: Path, args) -> dict:
-    from edgeq.devices import local_device
-    from edgeq.run import RunSpec
-    from edgeq.soak import follow, load_records, start_soak
-    from edgeq.soak_report import summarize
+    from edgeq.devices.inventory import local_device
+    from edgeq.devices.run import RunSpec
+    from edgeq.devices.soak import follow, load_records, start_soak
+    from edgeq.reports.soak import summarize
 
     device, out = local_device(str(work / "device")), work / "soak"
     handle = start_soak(device, RunSpec(model=model, inputs=data, label="soak"), out, args.soak_minutes * 60,
@@ -145,14 +145,14 @@ def build_rows(lat: dict, soaked: dict, args) -> list:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from edgeq.inputset import load_inputset
+    from edgeq.inputs.inputset import load_inputset
 
     load_inputset(args.data)  # a bad input set fails here, in one line, before any device work
     with tempfile.TemporaryDirectory(prefix="edgeq-bench-measure-") as tmp:
         work = Path(tmp)
         model = args.model
         if model is None:
-            from edgeq.convert import convert_model
+            from edgeq.models.convert import convert_model
             from edgeq.evaluate import EXAMPLE_MODEL
 
             model = convert_model(EXAMPLE_MODEL, work / "models").quant_path

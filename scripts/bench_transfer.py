@@ -45,14 +45,14 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import lab  # noqa: E402  (tests/lab.py: real sshd servers and namespace devices)
-from edgeq.convert import convert_model  # noqa: E402  (imports TensorFlow only when called)
-from edgeq.deploy import Deployer  # noqa: E402
-from edgeq.devices import Device  # noqa: E402
+from edgeq.models.convert import convert_model  # noqa: E402  (imports TensorFlow only when called)
+from edgeq.devices.deploy import Deployer  # noqa: E402
+from edgeq.devices.inventory import Device  # noqa: E402
 from edgeq.evaluate import EXAMPLE_DATA, EXAMPLE_MODEL  # noqa: E402
-from edgeq.fleet import run_fleet  # noqa: E402
-from edgeq.inputset import InputSet  # noqa: E402
-from edgeq.run import RunSpec, run_on_device  # noqa: E402
-from edgeq.transport.ssh import SshTransport  # noqa: E402
+from edgeq.devices.fleet import run_fleet  # noqa: E402
+from edgeq.inputs.inputset import InputSet  # noqa: E402
+from edgeq.devices.run import RunSpec, run_on_device  # noqa: E402
+from edgeq.devices.transport.ssh import SshTransport  # noqa: E402
 
 MB = 1e6
 
@@ -107,8 +107,8 @@ def edgeq_push(device, local: Path) -> int:
 
 def edgeq_push_in_run(device, local: Path) -> float:
     """The push as run_on_device does it: connection open, agent running and hashing the upload."""
-    from edgeq.agent_client import AgentSession
-    from edgeq.devices import device_python
+    from edgeq.devices.agent_client import AgentSession
+    from edgeq.devices.inventory import device_python
 
     with SshTransport(device) as transport:
         deployer = Deployer(transport, device.workdir)

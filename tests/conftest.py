@@ -16,7 +16,7 @@ if "EDGEQ_DB" not in os.environ:  # tests never write to the user's history
 
     os.environ["EDGEQ_DB"] = os.path.join(tempfile.mkdtemp(prefix="edgeq-test-db-"), "history.sqlite")
 
-from edgeq.devices import Device  # noqa: E402
+from edgeq.devices.inventory import Device  # noqa: E402
 from edgeq.evaluate import EXAMPLE_DATA, EXAMPLE_MODEL  # noqa: E402
 
 
@@ -33,7 +33,7 @@ def example_keras() -> Path:
 @pytest.fixture(scope="session")
 def example_tflite(tmp_path_factory) -> tuple[Path, Path]:
     """(float, dynamic-range) .tflite of the built-in example, converted once."""
-    from edgeq.convert import convert_model
+    from edgeq.models.convert import convert_model
 
     result = convert_model(EXAMPLE_MODEL, tmp_path_factory.mktemp("example_models"))
     return result.float_path, result.quant_path
@@ -85,7 +85,7 @@ def local(tmp_path) -> Device:
 @pytest.fixture
 def small_inputs(tmp_path, example_data) -> Path:
     """40 labelled clean samples with categories, as an input set file."""
-    from edgeq.inputset import InputSet
+    from edgeq.inputs.inputset import InputSet
 
     with np.load(example_data) as data:
         x, y = data["x"][:40], data["y"][:40]
@@ -116,7 +116,7 @@ def write_inventory(path: Path, devices: dict[str, dict]) -> Path:
 @pytest.fixture
 def ssh_device(sshd_session, tmp_path):
     """An SSH device on the session's loopback sshd, with a fresh workdir."""
-    from edgeq.devices import load_inventory
+    from edgeq.devices.inventory import load_inventory
 
     entry = dict(sshd_session.inventory_entry(), workdir=str(tmp_path / "pi workdir"))
     inventory = write_inventory(tmp_path / "edgeq.toml", {"pi-loop": entry})

@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-from edgeq.agent_client import AgentSession
-from edgeq.deploy import AGENT_SOURCE, Deployer
+from edgeq.devices.agent_client import AgentSession
+from edgeq.devices.deploy import AGENT_SOURCE, Deployer
 from edgeq.errors import AgentError, ModelError
 from edgeq.results import IncompleteRun, RunResult, checked_manifest
-from edgeq.run import RunSpec, run_on_device
-from edgeq.transport.local import LocalTransport
+from edgeq.devices.run import RunSpec, run_on_device
+from edgeq.devices.transport.local import LocalTransport
 
 
 def host_outputs(model_path, x, resolver="AUTO"):
@@ -47,7 +47,7 @@ def test_outputs_match_a_bare_interpreter_bit_for_bit(runs, example_tflite, smal
 
 
 def test_run_records_timing_and_provenance(runs, example_tflite):
-    from edgeq.transport.base import sha256_file
+    from edgeq.devices.transport.base import sha256_file
 
     run = runs[1]
     assert run.latency_ns.shape == (1, 40) and (run.latency_ns > 0).all()
@@ -162,7 +162,7 @@ def old_device(local, tflite214_python):
 
 def test_agent_runs_on_tflite_runtime_214_with_a_target_runtime_model(old_device, example_keras, small_inputs,
                                                                       tmp_path, local):
-    from edgeq.convert import convert_model
+    from edgeq.models.convert import convert_model
 
     old = convert_model(example_keras, tmp_path / "m", target_runtime="tflite-runtime-2.14")
     spec = RunSpec(model=old.quant_path, inputs=small_inputs)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeq.cli import main
+from edgeq.cli.main import main
 
 
 def one_line_error(args, needles, code=2):
@@ -145,7 +145,7 @@ def test_results_gathered_so_far_stay_on_disk(example_tflite, small_inputs, tmp_
     """The device fails during the second run: the first run's results stay whole and loadable."""
     from edgeq.errors import AgentError
     from edgeq.results import RunResult
-    from edgeq.run import RunSpec, run_on_device
+    from edgeq.devices.run import RunSpec, run_on_device
 
     good = RunSpec(model=example_tflite[0], inputs=small_inputs)
     doomed = RunSpec(model=example_tflite[1], inputs=small_inputs, resolver="BUILTIN")
@@ -157,8 +157,8 @@ def test_results_gathered_so_far_stay_on_disk(example_tflite, small_inputs, tmp_
 
 
 def test_a_corrupted_stored_copy_on_the_device_is_replaced(example_tflite, small_inputs, tmp_path, local):
-    from edgeq.run import RunSpec, run_on_device
-    from edgeq.transport.base import sha256_file
+    from edgeq.devices.run import RunSpec, run_on_device
+    from edgeq.devices.transport.base import sha256_file
 
     spec = RunSpec(model=example_tflite[1], inputs=small_inputs)
     run_on_device(local, [spec], [tmp_path / "a"])
@@ -169,9 +169,9 @@ def test_a_corrupted_stored_copy_on_the_device_is_replaced(example_tflite, small
 
 
 def test_help_does_not_import_tensorflow():
-    code = ("import sys; from click.testing import CliRunner; from edgeq.cli import main; "
+    code = ("import sys; from click.testing import CliRunner; from edgeq.cli.main import main; "
             "r = CliRunner().invoke(main, ['evaluate', '--help']); "
-            "import edgeq.run, edgeq.analysis.compare, edgeq.evaluate, edgeq.report; "
+            "import edgeq.devices.run, edgeq.analysis.compare, edgeq.evaluate, edgeq.reports.report; "
             "print(r.exit_code, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["0", "False", "False"]

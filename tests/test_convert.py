@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeq.cli import main
-from edgeq.convert import convert_model
+from edgeq.cli.main import main
+from edgeq.models.convert import convert_model
 from edgeq.errors import ConfigError, ModelError, QuantizedNothing
-from edgeq.modelinfo import read_model
-from edgeq.runtime_compat import incompatible_ops
-from edgeq.transport.base import sha256_file
+from edgeq.models.modelinfo import read_model
+from edgeq.models.runtime_compat import incompatible_ops
+from edgeq.devices.transport.base import sha256_file
 
 
 def kernel_dtypes(path):
@@ -182,8 +182,8 @@ def test_cli_convert_and_evaluate_take_a_float16_tflite(float16_sources, small_i
 
 
 def test_old_schema_source_is_normalised_then_quantized(example_tflite, example_data, tmp_path):
-    from edgeq import model_rewrite
-    from edgeq.converters import kept_float_reasons, quantizer_convert
+    from edgeq.models import model_rewrite
+    from edgeq.models.converters import kept_float_reasons, quantizer_convert
 
     model = model_rewrite.load(example_tflite[0])
     model_rewrite.to_old_schema(model)

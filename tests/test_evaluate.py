@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeq.cli import main
-from edgeq.risky import CATEGORIES
+from edgeq.cli.main import main
+from edgeq.inputs.risky import CATEGORIES
 
 CONTRACT_METRICS = {"n", "float_accuracy", "quant_accuracy", "accuracy_drop", "agreement", "sqnr_db",
                     "kl_mean", "max_abs_error"}
@@ -137,7 +137,7 @@ def test_inputs_run_and_devices_commands(example_tflite, example_data, tmp_path,
 
 
 def test_float_tflite_source_keeps_a_clean_stem(example_tflite, tmp_path):
-    from edgeq.convert import convert_model
+    from edgeq.models.convert import convert_model
 
     result = convert_model(example_tflite[0], tmp_path)
     assert result.quant_path.name == "digits_mlp.dynamic-range.tflite"

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import kind_models as km
-from edgeq.cli import main
+from edgeq.cli.main import main
 
 
 def strict_load(path: Path) -> dict:

@@ -12,7 +12,7 @@ import json
 
 from click.testing import CliRunner
 
-from edgeq.cli import main
+from edgeq.cli.main import main
 
 
 def evaluate(model, data, out, *extra):
@@ -39,7 +39,7 @@ def test_sentinel_coded_tabular_model_is_catastrophic_and_its_twin_robust(tabula
 
 
 def test_old_schema_tflite_is_evaluated_end_to_end(example_tflite, example_data, tmp_path):
-    from edgeq import model_rewrite
+    from edgeq.models import model_rewrite
 
     model = model_rewrite.load(example_tflite[0])
     model_rewrite.to_old_schema(model)

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_inventory
 
-from edgeq.cli import main
+from edgeq.cli.main import main
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
-from edgeq.cli import main
+from edgeq.cli.main import main
 from edgeq.errors import ConfigError
-from edgeq.history import flag_regressions, sparkline
-from edgeq.store import Record, Store
+from edgeq.store.history import flag_regressions, sparkline
+from edgeq.store.db import Record, Store
 
 
 def record(p99, drop=0.01, device="pi5", sha="abc123", created=None, energy=None):

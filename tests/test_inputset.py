@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgeq.errors import InputSetError
-from edgeq.inputset import InputSet, load_inputset, match_model_inputs
+from edgeq.inputs.inputset import InputSet, load_inputset, match_model_inputs
 
 MODEL_INPUT = [{"name": "serving_default_pixels:0", "shape": [1, 64], "dtype": "float32",
                 "shape_signature": [-1, 64]}]

@@ -34,8 +34,8 @@ def run_tflite(path, x):
 
 def build_and_run(name, tmp_path):
     """Build, convert (dynamic-range), run both files; check the documented outputs."""
-    from edgeq.convert import convert_model
-    from edgeq.modelinfo import read_model
+    from edgeq.models.convert import convert_model
+    from edgeq.models.modelinfo import read_model
 
     start = time.perf_counter()
     keras_path, data_path = km.BUILDERS[name](tmp_path / name)

@@ -7,7 +7,7 @@ import json
 from click.testing import CliRunner
 from fake_sysfs import FakeSysfs, FakeVcgencmd
 
-from edgeq.cli import main
+from edgeq.cli.main import main
 
 
 def test_evaluate_reports_energy_temperature_and_throttling(example_tflite, small_inputs, tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""edgeq.model_rewrite on real float16 and old-schema models converted in the test session."""
+"""edgeq.models.model_rewrite on real float16 and old-schema models converted in the test session."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import struct
 import numpy as np
 import pytest
 
-from edgeq import model_rewrite
+from edgeq.models import model_rewrite
 from edgeq.errors import ModelError
-from edgeq.modelinfo import float16_weights, read_model
+from edgeq.models.modelinfo import float16_weights, read_model
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 RESOLVERS = ("AUTO", "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "BUILTIN_REF")

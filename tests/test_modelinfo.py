@@ -1,4 +1,4 @@
-"""edgeq.modelinfo on tiny models converted by TensorFlow inside the test session."""
+"""edgeq.models.modelinfo on tiny models converted by TensorFlow inside the test session."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgeq.errors import ModelError
-from edgeq.modelinfo import ModelInfo, float16_weights, integer_weights, read_model, weight_summary
+from edgeq.models.modelinfo import ModelInfo, float16_weights, integer_weights, read_model, weight_summary
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -144,7 +144,7 @@ def test_output_producers(models, tmp_path):
     assert read_model(models["mlp.dynamic"]).output_producers == ("FULLY_CONNECTED",)
     assert read_model(models["mlp.float16"]).output_producers == ("FULLY_CONNECTED",)
     # an output that is the model input itself has no producer
-    from edgeq import model_rewrite
+    from edgeq.models import model_rewrite
 
     model = model_rewrite.load(models["mlp.float"])
     sg = model.subgraphs[0]
@@ -157,7 +157,7 @@ def test_output_producers(models, tmp_path):
 
 
 def test_old_schema_opcodes(models, tmp_path):
-    from edgeq import model_rewrite
+    from edgeq.models import model_rewrite
 
     model = model_rewrite.load(models["cnn.dynamic"])
     model_rewrite.to_old_schema(model)
@@ -202,7 +202,7 @@ def test_sha256_size_and_dict(models):
 
 
 def test_no_tensorflow_import(models):
-    code = ("import sys; from edgeq.modelinfo import read_model; "
+    code = ("import sys; from edgeq.models.modelinfo import read_model; "
             f"read_model({str(models['mlp.dynamic'])!r}); "
             "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
     root = str(Path(__file__).resolve().parents[1])

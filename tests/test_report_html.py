@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from edgeq.report_html import fmt, render_html, write_html
+from edgeq.reports.html import fmt, render_html, write_html
 
 EVIL = "<script>alert(1)</script>&"
 VOID = {"meta", "br", "hr", "img", "input", "link", "wbr", "col", "area", "base", "source"}
@@ -261,7 +261,7 @@ def test_write_html_writes_balanced_utf8_file(tmp_path):
 def test_write_html_failure_leaves_old_file(tmp_path, monkeypatch):
     out = tmp_path / "r.html"
     out.write_text("old", encoding="utf-8")
-    import edgeq.report_html as mod
+    import edgeq.reports.html as mod
 
     def boom(src, dst):
         raise OSError("disk full")
@@ -293,7 +293,7 @@ def test_latency_section_skipped_without_any_latency():
 
 import json  # noqa: E402
 
-from edgeq.report_outputs_html import output_cells, rate_text  # noqa: E402
+from edgeq.reports.outputs_html import output_cells, rate_text  # noqa: E402
 
 
 def group(value, events, trials, ci, low_n=False, **kind):

@@ -1,4 +1,4 @@
-"""Tests for the basic risky input suite (edgeq.risky)."""
+"""Tests for the basic risky input suite (edgeq.inputs.risky)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeq.errors import InputSetError
-from edgeq.risky import CATEGORIES, SEVERITIES, build_risky_suite, describe_categories
+from edgeq.inputs.risky import CATEGORIES, SEVERITIES, build_risky_suite, describe_categories
 
 FAMILIES = [c for c in CATEGORIES if c != "clean"]
 # families that leave the data range on purpose (an outlier, a unit change, a calibration

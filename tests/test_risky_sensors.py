@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeq.inputset import InputSet, load_inputset
-from edgeq.risky import CATEGORIES, SEVERITIES, build_risky_suite, choose_range_mode, describe_categories
-from edgeq.risky import category_array
-from edgeq.risky.families import FAMILIES
-from edgeq.risky.ranges import value_range
+from edgeq.inputs.inputset import InputSet, load_inputset
+from edgeq.inputs.risky import CATEGORIES, SEVERITIES, build_risky_suite, choose_range_mode, describe_categories
+from edgeq.inputs.risky import category_array
+from edgeq.inputs.risky.families import FAMILIES
+from edgeq.inputs.risky.ranges import value_range
 from tabular import MISSING_CODE, make_tabular_data, make_tabular_model
 
 SENSOR_FAMILIES = ["sentinel", "stuck", "scaled", "offset", "dropout-zero", "dropout-mean"]
@@ -225,8 +225,8 @@ def test_seeded_like_the_other_families():
     sentinel = a["category"] == "sentinel"
     np.testing.assert_array_equal(a["x"][sentinel], c["x"][sentinel])
     # generator from [seed, CATEGORIES.index(category), severity]
-    from edgeq.risky.families import FAMILIES as registry
-    from edgeq.risky.observed import DataStats
+    from edgeq.inputs.risky.families import FAMILIES as registry
+    from edgeq.inputs.risky.observed import DataStats
 
     rng = np.random.default_rng([7, CATEGORIES.index("stuck"), 2])
     direct = registry["stuck"].transform(x.astype(np.float64), 2, DataStats(x, "global"), rng)
@@ -361,7 +361,7 @@ def _cell_drops(conversion, x, y):
 
 @pytest.fixture(scope="module")
 def tabular_models(tabular, tabular_keras, tmp_path_factory):
-    from edgeq.convert import convert_model
+    from edgeq.models.convert import convert_model
 
     out = tmp_path_factory.mktemp("tabular")
     found = {}

@@ -1,4 +1,4 @@
-"""edgeq.runtime_compat: which models an old TFLite runtime (tflite-runtime 2.14) loads.
+"""edgeq.models.runtime_compat: which models an old TFLite runtime (tflite-runtime 2.14) loads.
 
 Measured with tflite-runtime 2.14.0 on TF 2.21 conversions: the float model and the
 dynamic-range model converted with ``_experimental_disable_per_channel=True`` load;
@@ -15,8 +15,8 @@ import subprocess
 
 import pytest
 
-from edgeq.modelinfo import ModelInfo, OpInfo, read_model
-from edgeq.runtime_compat import (
+from edgeq.models.modelinfo import ModelInfo, OpInfo, read_model
+from edgeq.models.runtime_compat import (
     KERNEL_GAPS, KNOWN_RUNTIMES, MAX_OP_VERSIONS, incompatible_ops, runtime_key,
 )
 

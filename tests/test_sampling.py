@@ -16,10 +16,10 @@ import pytest
 from fake_sysfs import PMIC_SAMPLE, PMIC_SAMPLE_W, FakeSysfs, FakeVcgencmd
 
 from edgeq.errors import AgentError, ConfigError
-from edgeq.power import (decode_throttled, energy_per_inference, latency_temperature_series, perf_to_utc_s,
+from edgeq.analysis.power import (decode_throttled, energy_per_inference, latency_temperature_series, perf_to_utc_s,
                          thermal_summary)
 from edgeq.results import RunResult
-from edgeq.run import RunSpec, run_on_device
+from edgeq.devices.run import RunSpec, run_on_device
 
 THROTTLED = 0x50005  # under-voltage + throttled now, both have occurred
 THROTTLED_NAMES = ["under_voltage", "throttled", "under_voltage_occurred", "throttled_occurred"]
@@ -267,7 +267,7 @@ def test_energy_per_inference_matches_the_analytic_value(local, example_tflite, 
 
 
 def test_bad_sampling_options_are_refused_on_the_host(example_tflite, small_inputs, tmp_path):
-    from edgeq.run import prepare
+    from edgeq.devices.run import prepare
 
     for options, match in [({"power": "battery"}, "unknown power backend"), ({"sample_hz": 0}, "sample_hz"),
                            ({"min_duration_s": -1}, "min_duration_s")]:
@@ -300,7 +300,7 @@ def test_sampling_runs_on_an_old_numpy_1_device(local, tflite214_python, example
     """numpy 1.26 has no np.savez(allow_pickle=...): sensors.npz must still be a plain archive."""
     import dataclasses
 
-    from edgeq.convert import convert_model
+    from edgeq.models.convert import convert_model
 
     old = convert_model(example_keras, tmp_path / "m", target_runtime="tflite-runtime-2.14")
     device = dataclasses.replace(local, python=tflite214_python)
@@ -312,7 +312,7 @@ def test_sampling_runs_on_an_old_numpy_1_device(local, tflite214_python, example
     assert run.latency_ns.shape[0] > 1 and run.invoke_start_ns.shape == run.latency_ns.shape
 
 
-# --------------------------------------------------------------------------- edgeq.power on synthetic runs
+# --------------------------------------------------------------------------- edgeq.analysis.power on synthetic runs
 
 
 def synthetic_run(idle_w, busy_w, *, idle=(0.0, 1.0), timed=(1.0, 3.0), hz=20, passes=100, per_pass=10,

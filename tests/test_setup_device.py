@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_inventory
 
-from edgeq.cli import main
+from edgeq.cli.main import main
 from edgeq.errors import ConfigError
-from edgeq.run import RunSpec, run_on_device
-from edgeq.setup_device import platform_tags
+from edgeq.devices.run import RunSpec, run_on_device
+from edgeq.devices.setup_device import platform_tags
 
 
 def test_platform_tags_follow_the_device_glibc():
@@ -37,7 +37,7 @@ def test_setup_then_runs_use_the_venv(sshd_session, example_tflite, small_inputs
     if offline:
         assert list((tmp_path / "wheels").glob("ai_edge_litert-*.whl"))
         assert list((tmp_path / "pi" / "wheels").glob("numpy-*.whl"))
-    from edgeq.devices import load_inventory
+    from edgeq.devices.inventory import load_inventory
 
     device = load_inventory(inventory)["fresh-pi"]
     (run,) = run_on_device(device, [RunSpec(model=example_tflite[0], inputs=small_inputs)], [tmp_path / "run"])

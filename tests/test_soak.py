@@ -13,12 +13,12 @@ from conftest import write_inventory
 from fake_sysfs import FakeSysfs
 from lab import agent_processes
 
-from edgeq.cli import main
-from edgeq.devices import load_inventory
-from edgeq.run import RunSpec
-from edgeq.soak import SoakHandle, follow, load_records, parse_duration, start_soak
-from edgeq.soak_report import summarize
-from edgeq.store import Store
+from edgeq.cli.main import main
+from edgeq.devices.inventory import load_inventory
+from edgeq.devices.run import RunSpec
+from edgeq.devices.soak import SoakHandle, follow, load_records, parse_duration, start_soak
+from edgeq.reports.soak import summarize
+from edgeq.store.db import Store
 
 
 def test_durations():
@@ -107,3 +107,29 @@ def test_attach_and_stop_a_detached_soak(ssh_device, example_tflite, small_input
     while agent_processes(str(tmp_path / "pi workdir" / "soaks")) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not agent_processes(str(tmp_path / "pi workdir" / "soaks"))
+
+
+def test_throttle_gate_ignores_bits_that_only_say_since_boot(tmp_path):
+    """A board that once under-volted keeps bit 16 until reboot: that is no throttled window."""
+    from device_agents.edgeq_agent import SoakSensors
+    from edgeq.reports.soak import evaluate_soak_gates, parse_soak_gates
+    from fake_sysfs import FakeVcgencmd
+
+    vcgencmd = FakeVcgencmd(tmp_path / "bin")
+    vcgencmd.temp(55.0)
+    sensors = SoakSensors({"sysfs_root": str(tmp_path / "sys"), "vcgencmd": str(vcgencmd.path), "power": None})
+    window = {"type": "window", "latency_ms": {"p99": 1.0, "p50": 1.0, "n": 10}}
+    vcgencmd.throttled(0x50000)  # under-voltage and throttling occurred since boot, neither now
+    since_boot = sensors.read()
+    assert since_boot["throttled"] == 0 and since_boot["throttled_raw"] == 0x50000
+    assert since_boot["throttled_flags"] == ["under_voltage_occurred", "throttled_occurred"]
+    vcgencmd.throttled(0x50004)  # and now throttled
+    now = sensors.read()
+    assert now["throttled"] == 4 and "throttled" in now["throttled_flags"]
+    gate = parse_soak_gates("throttled=0")
+    quiet = summarize([dict(window, **since_boot)] * 3)
+    assert quiet["throttled_windows"] == 0 and not evaluate_soak_gates(quiet, gate)[0]["failed"]
+    old_agent = summarize([dict(window, throttled=0x50000)] * 2)  # records of an agent before the fix
+    assert old_agent["throttled_windows"] == 0
+    hot = summarize([dict(window, **since_boot), dict(window, **now)])
+    assert hot["throttled_windows"] == 1 and evaluate_soak_gates(hot, gate)[0]["failed"]

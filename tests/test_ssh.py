@@ -11,13 +11,13 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_inventory
 
-from edgeq.cli import main
-from edgeq.deploy import Deployer
-from edgeq.devices import load_inventory
+from edgeq.cli.main import main
+from edgeq.devices.deploy import Deployer
+from edgeq.devices.inventory import load_inventory
 from edgeq.errors import RemoteCommandFailed, TransportError
-from edgeq.run import RunSpec, run_on_device
-from edgeq.transport.ssh import SshTransport, UnknownHostKey
-from edgeq.transport.base import sha256_file
+from edgeq.devices.run import RunSpec, run_on_device
+from edgeq.devices.transport.ssh import SshTransport, UnknownHostKey
+from edgeq.devices.transport.base import sha256_file
 
 NASTY = "a b; $(touch {m}) `touch {m}` 'q' \"d\" \n line & | > {m} *"
 

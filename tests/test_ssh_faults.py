@@ -9,13 +9,13 @@ import pytest
 from conftest import write_inventory
 from lab import AgentKiller, SshServer
 
-from edgeq.deploy import Deployer
-from edgeq.devices import load_inventory
+from edgeq.devices.deploy import Deployer
+from edgeq.devices.inventory import load_inventory
 from edgeq.errors import AgentError, TransportError
 from edgeq.results import IncompleteRun, RunResult
-from edgeq.run import RunSpec, run_on_device
-from edgeq.transport.base import sha256_file
-from edgeq.transport.ssh import SshTransport
+from edgeq.devices.run import RunSpec, run_on_device
+from edgeq.devices.transport.base import sha256_file
+from edgeq.devices.transport.ssh import SshTransport
 
 
 def device_for(entry: dict, tmp_path, name="pi", **extra):

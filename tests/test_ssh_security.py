@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_inventory
 
-from edgeq.cli import main
+from edgeq.cli.main import main
 from edgeq.results import IncompleteRun, RunResult, pull_run
-from edgeq.devices import load_inventory
-from edgeq.transport.ssh import SshTransport
+from edgeq.devices.inventory import load_inventory
+from edgeq.devices.transport.ssh import SshTransport
 
 
 def nasty(marker) -> str:

@@ -118,7 +118,7 @@ def describe_outputs(names: list[str], shapes: list[tuple], info=None) -> list[O
     Reports name an output by its signature name, else its tensor name without the
     ``:0``/``serving_default_`` decoration, else (when that is not unique) in full.
     """
-    from edgeq.inputset import clean_tensor_name
+    from edgeq.inputs.inputset import clean_tensor_name
 
     producers = list(getattr(info, "output_producers", ()) or [])
     signatures = list(getattr(info, "output_signature_names", ()) or [])

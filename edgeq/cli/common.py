@@ -1,0 +1,175 @@
+"""What every command shares: the error-to-exit-code group, consoles, option sets, progress.
+
+Exit codes (the same for every command): 0 ran, 1 a --fail-on gate was crossed,
+2 bad input or usage, 3 a device or connection failed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from edgeq.errors import EXIT_GATE, EdgeqError
+
+path_arg = click.Path(path_type=Path)
+
+
+class EdgeqGroup(click.Group):
+    """Turns EdgeqError into one line on stderr and the contract's exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgeqError as exc:
+            click.echo(f"edgeq: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def console(quiet: bool = False):
+    from rich.console import Console
+
+    out = Console(stderr=True, quiet=quiet)
+    if not out.is_terminal:  # logs and CI pages are wider than rich's 80-column default
+        out.width = max(out.width, 110)
+    return out
+
+
+def write_json_file(path: Path | None, payload: dict) -> None:
+    if path is None:
+        return
+    from edgeq.results import write_json_atomic
+    from edgeq.devices.run import ensure_writable_dir
+
+    ensure_writable_dir(path.parent if str(path.parent) else Path("."))
+    write_json_atomic(path, payload)
+
+
+def exit_for_gates(report: dict) -> None:
+    if any(g["failed"] for g in report.get("gates", [])):
+        sys.exit(EXIT_GATE)
+
+
+def device_options(f):
+    f = click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY", help="Device inventory (edgeq.toml).")(f)
+    f = click.option("--tag", help="Every inventory device with this tag (instead of --device).")(f)
+    return click.option("--device", default="local", show_default=True,
+                        help="Device name(s) from the inventory: NAME or NAME,NAME,…")(f)
+
+
+def timing_options(f):
+    for decorator in (
+        click.option("--threads", type=int, default=1, show_default=True),
+        click.option("--resolver", type=click.Choice(["AUTO", "BUILTIN", "BUILTIN_REF",
+                                                      "BUILTIN_WITHOUT_DEFAULT_DELEGATES"]),
+                     default="AUTO", show_default=True, help="Op resolver (AUTO uses XNNPACK)."),
+        click.option("--warmup", type=int, default=10, show_default=True),
+        click.option("--repeats", type=int, default=1, show_default=True, help="Timed passes over the set."),
+        click.option("--batch-size", type=int, default=1, show_default=True),
+    ):
+        f = decorator(f)
+    return f
+
+
+MEASURE_OPTIONS = ("min_duration", "power", "power_sensor", "sample_hz", "idle_s", "cooldown_c",
+                   "cooldown_timeout", "sysfs_root", "vcgencmd")
+
+
+def measure_options(f):
+    """Sensor and latency-method options; the command receives them in ``**measure``."""
+    for decorator in (
+        click.option("--min-duration", type=float, default=0.0, help="Keep timing passes for at least this "
+                     "many seconds (whichever of --repeats and this is longer)."),
+        click.option("--power", type=click.Choice(["device", "none", "hwmon", "power_supply", "pi5-pmic"]),
+                     help="Sample power and temperature during the run: a backend, `device` (the inventory's "
+                     "power key) or `none` (temperature and throttling only)."),
+        click.option("--power-sensor", help="hwmon chip or power_supply name, when the device has several."),
+        click.option("--sample-hz", type=float, default=20.0, show_default=True),
+        click.option("--idle-s", type=float, help="Idle baseline before timing (default 1 s with power)."),
+        click.option("--cooldown-c", type=float, help="Wait until the device is at or below this °C first."),
+        click.option("--cooldown-timeout", type=float, default=300.0, show_default=True),
+        click.option("--sysfs-root", help="Where the agent reads sensors on the device (default /sys)."),
+        click.option("--vcgencmd", help="vcgencmd path on the device ('' for none; default: on PATH)."),
+    ):
+        f = decorator(f)
+    return f
+
+
+def spec_measure(measure: dict) -> dict:
+    """RunSpec fields from the measure options."""
+    return {"min_duration_s": measure["min_duration"], "power": measure["power"],
+            "power_sensor": measure["power_sensor"], "sample_hz": measure["sample_hz"], "idle_s": measure["idle_s"],
+            "cooldown_c": measure["cooldown_c"], "cooldown_timeout_s": measure["cooldown_timeout"],
+            "sysfs_root": measure["sysfs_root"], "vcgencmd": measure["vcgencmd"]}
+
+
+def history_options(f):
+    f = click.option("--no-history", is_flag=True, help="Do not record this run in the results database.")(f)
+    return click.option("--db", envvar="EDGEQ_DB", help="Results database: a SQLite path or an SQLAlchemy URL "
+                        "(default ~/.local/share/edgeq/history.sqlite).")(f)
+
+
+def record_history(db: str | None, records: list) -> None:
+    """Store runs for `edgeq history`; a broken database warns instead of losing the run."""
+    from edgeq.store.db import Store
+
+    try:
+        with Store.open(db) as store:
+            for record in records:
+                store.add(record)
+    except EdgeqError as exc:
+        click.echo(f"edgeq: warning: not recorded in history: {exc}", err=True)
+
+
+class RunProgress:
+    """Rich progress bars fed by the agent's progress events."""
+
+    def __init__(self, quiet: bool = False):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeRemainingColumn(), console=console(quiet), transient=True)
+        self.tasks = {}
+
+    def phase(self, name: str) -> None:
+        """Show the current phase as a spinner line that disappears when done."""
+        if "phase" not in self.tasks:
+            self.tasks["phase"] = self.bars.add_task(name, total=None)
+        self.bars.update(self.tasks["phase"], description=name)
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if label not in self.tasks:
+            self.tasks[label] = self.bars.add_task(label, total=total)
+        self.bars.update(self.tasks[label], completed=done, total=total)
+
+    def __enter__(self):
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.bars.__exit__(*exc)
+
+
+def output_options(f):
+    """How outputs are judged: kinds, labels, which outputs decide, the smallest cell trusted."""
+    for decorator in (
+        click.option("--output", "output_flags", multiple=True, metavar="NAME=KIND[:k=v,...]",
+                     help="Judge output NAME (name, short name or index) as KIND: classification, multilabel, "
+                     "regression, embedding, detection, segmentation or ignore; options such as "
+                     "detection:scores=NAME,iou=0.5 or regression:atol=0.01. Repeatable."),
+        click.option("--outputs-spec", type=path_arg, help="TOML/JSON file with [outputs.NAME] kind = ..., "
+                     "labels = NAME, verdict = [NAMES] (see README: output kinds)."),
+        click.option("--labels-for", help="The output the labels y belong to (default: the first classification)."),
+        click.option("--verdict-outputs", help="Only these outputs (comma-separated) decide the verdict."),
+        click.option("--min-n", type=click.IntRange(min=1), default=30, show_default=True,
+                     help="Cells with fewer trials are flagged; a verdict resting on one says so."),
+    ):
+        f = decorator(f)
+    return f
+
+
+def output_spec(output_flags, outputs_spec, labels_for, verdict_outputs):
+    from edgeq.analysis.plan import OutputSpec
+
+    return OutputSpec.from_sources(outputs_spec, output_flags, labels_for, verdict_outputs)

@@ -1,0 +1,131 @@
+"""``edgeq devices …``: the inventory, reachability, host keys and device setup."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from edgeq.cli.common import console, path_arg, write_json_file
+
+
+@click.group()
+def devices():
+    """The device inventory."""
+
+
+@devices.command("list")
+@click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def devices_list(inventory, as_json):
+    """List the devices edgeq knows (local is always there)."""
+    from dataclasses import asdict
+
+    from edgeq.devices.inventory import load_inventory
+
+    found = load_inventory(inventory)
+    if as_json:
+        click.echo(json.dumps({name: asdict(d) for name, d in found.items()}, indent=1))
+        return
+    for name, d in found.items():
+        where = "this host" if d.transport == "local" else f"{d.user + '@' if d.user else ''}{d.host}:{d.port or 22}"
+        click.echo(f"{name:20} {d.transport:6} {where:30} python={d.python or 'auto'} workdir={d.workdir}")
+
+
+@devices.command("check")
+@click.argument("names", nargs=-1)
+@click.option("--tag", help="Every inventory device with this tag.")
+@click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
+@click.option("--json", "json_path", type=path_arg)
+def devices_check(names, tag, inventory, json_path):
+    """Connect, start the agent and report what each device has (all devices by default)."""
+    from edgeq.devices.inventory import load_inventory, select_devices
+    from edgeq.devices.fleet import run_fleet
+    from edgeq.devices.probe import probe_device
+
+    found = load_inventory(inventory)
+    chosen = select_devices(",".join(names) if names else ",".join(found), found, tag=tag)
+    fleet = run_fleet(chosen, probe_device)
+    results = {name: facts for name, facts in fleet.succeeded.items()}
+    print_device_table(console(), results)
+    write_json_file(json_path, results)
+    if not all(f.get("ok") for f in results.values()):
+        sys.exit(3)
+
+
+def print_device_table(out, results: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="devices", title_justify="left")
+    for column in ("device", "reachable", "auth", "arch", "OS", "python", "numpy", "TFLite runtime",
+                   "free disk", "sensors", "problem"):
+        table.add_column(column)
+    yes = {True: "[green]yes[/]", False: "[red]no[/]"}
+    for name, f in results.items():
+        runtime = f.get("runtime") or {}
+        sensors = f.get("sensors") or {}
+        found = [f"{k} {len(v)}" for k, v in sensors.items() if isinstance(v, list) and v]
+        if sensors.get("vcgencmd"):
+            found.append("vcgencmd")
+        free = (f.get("disk") or {}).get("free")
+        table.add_row(name, yes[bool(f.get("reachable"))], yes[bool(f.get("auth"))], f.get("arch", ""),
+                      (f.get("os") or "")[:32], f.get("python", ""), f.get("numpy", ""),
+                      f"{runtime.get('name', '')} {runtime.get('version', '')}".strip(),
+                      f"{free / 1e9:.1f} GB" if free is not None else "", ", ".join(found) or "none",
+                      "" if f.get("ok") else f"[red]{f.get('stage', '')}[/]: {f.get('error', '')}")
+    out.print(table)
+
+
+@devices.command("trust")
+@click.argument("name")
+@click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
+@click.option("--fingerprint", help="Pin only if the device presents this key (SHA256:...). For scripts.")
+@click.option("--yes", is_flag=True, help="Pin without asking (you checked the fingerprint another way).")
+def devices_trust(name, inventory, fingerprint, yes):
+    """Show a device's SSH host key fingerprint and pin it in its known_hosts file."""
+    from edgeq.devices.inventory import load_inventory, select_devices
+    from edgeq.errors import TransportError
+    from edgeq.devices.probe import fetch_host_key, pin_host_key
+    from edgeq.devices.transport.ssh import fingerprint as fingerprint_of
+
+    (device,) = select_devices(name, load_inventory(inventory))
+    target, key = fetch_host_key(device)
+    shown = fingerprint_of(key)
+    click.echo(f"{name} ({target.known_hosts_key}) presents {key.get_name()} {shown}")
+    if fingerprint and fingerprint != shown:
+        raise TransportError(f"{name}: presents {shown}, not the expected {fingerprint}; nothing pinned")
+    if not (fingerprint or yes or click.confirm("Trust this key?", default=False)):
+        click.echo("not pinned")
+        sys.exit(1)
+    path = pin_host_key(target, key, device.known_hosts)
+    click.echo(f"pinned in {path}")
+
+
+@devices.command("setup")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
+@click.option("--offline", is_flag=True, help="Download wheels on this host and push them (air-gapped labs).")
+@click.option("--runtime", type=click.Choice(["ai-edge-litert", "tflite-runtime"]), default="ai-edge-litert",
+              show_default=True, help="tflite-runtime (2.14, numpy<2) for boards without ai-edge-litert wheels.")
+@click.option("--base-python", default="python3", show_default=True, help="Device Python that creates the venv.")
+@click.option("--wheels", "wheel_dir", type=path_arg, help="Keep downloaded wheels here (--offline).")
+@click.option("--json", "json_path", type=path_arg)
+def devices_setup(names, inventory, offline, runtime, base_python, wheel_dir, json_path):
+    """Make WORKDIR/venv on each device with numpy and a TFLite runtime; runs then use it."""
+    from edgeq.devices.inventory import load_inventory, select_devices
+    from edgeq.devices.fleet import run_fleet
+    from edgeq.devices.setup_device import setup_device
+
+    out = console()
+    chosen = select_devices(",".join(names), load_inventory(inventory))
+    fleet = run_fleet(chosen, lambda d: setup_device(d, offline=offline, runtime=runtime, base_python=base_python,
+                                                     wheel_dir=wheel_dir, log=out.log))
+    for name, facts in fleet.succeeded.items():
+        rt = facts.get("runtime", {})
+        click.echo(f"{name}: ready: {facts['python_path']} (Python {facts.get('python')}, numpy {facts.get('numpy')}, "
+                   f"{rt.get('name')} {rt.get('version')})")
+    for name, error in fleet.failed.items():
+        click.echo(f"{name}: FAILED: {error}", err=True)
+    write_json_file(json_path, {"ready": fleet.succeeded, "failed": {n: str(e) for n, e in fleet.failed.items()}})
+    sys.exit(fleet.exit_code)

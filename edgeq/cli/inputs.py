@@ -1,0 +1,65 @@
+"""``edgeq inputs risky|check``: build and check input sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgeq.cli.common import path_arg
+
+
+@click.group()
+def inputs():
+    """Build and check input sets."""
+
+
+@inputs.command("risky")
+@click.option("--model", type=path_arg, help="Float .tflite the set is for (checks shapes and dtypes).")
+@click.option("--data", type=path_arg, required=True, help="NPZ with x (and optional y) to start from.")
+@click.option("-o", "--output", type=path_arg, required=True, help="NPZ to write.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-per-category", type=int, default=500, show_default=True,
+              help="Samples drawn from the data for each category and severity.")
+@click.option("--range-mode", type=click.Choice(["auto", "global", "channel"]), default="auto", show_default=True,
+              help="auto = per-feature ranges for tabular data, else one range for the whole array.")
+def inputs_risky(model, data, output, seed, max_per_category, range_mode):
+    """Build the risky suite: clean + graded photometric, noise, outlier and sensor-fault sets."""
+    from edgeq.evaluate import EvaluateOptions, build_suite
+    from edgeq.inputs.inputset import load_inputset
+
+    dataset = load_inputset(data, what="data")
+    if model is not None:
+        _check_against_model(dataset, model)
+    opts = EvaluateOptions(outdir=output.parent, seed=seed, max_per_category=max_per_category, range_mode=range_mode)
+    built = build_suite(opts, dataset)
+    for name, (mode, reason) in (dataset.extra.get("range_modes") or {}).items():
+        click.echo(f"value ranges of {name!r}: {'per feature' if mode == 'channel' else mode} ({reason})", err=True)
+    built.replace(output)
+    suite = load_inputset(output)
+    counts = {}
+    for name in suite.category.tolist():
+        counts[name] = counts.get(name, 0) + 1
+    click.echo(f"{output}: {suite.n} samples in {len(counts)} categories "
+               f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
+
+
+def _check_against_model(dataset, model: Path) -> list[str]:
+    from edgeq.inputs.inputset import input_specs, match_model_inputs
+    from edgeq.models.modelinfo import read_model
+
+    return match_model_inputs(dataset, input_specs(read_model(model)))
+
+
+@inputs.command("check")
+@click.argument("npz", type=path_arg)
+@click.option("--model", type=path_arg, help="Also check shapes and dtypes against this .tflite.")
+def inputs_check(npz, model):
+    """Validate an input set (and optionally its fit to a model)."""
+    from edgeq.inputs.inputset import load_inputset
+
+    dataset = load_inputset(npz)
+    if model is not None:
+        _check_against_model(dataset, model)
+    arrays = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in dataset.arrays.items())
+    click.echo(f"{npz}: ok, {dataset.n} samples ({arrays}; labels: {'yes' if dataset.y is not None else 'no'})")

@@ -1,0 +1,67 @@
+"""``edgeq run``: one model over an input set on one or more devices."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from edgeq import __version__
+from edgeq.cli.common import (path_arg, write_json_file, device_options, timing_options, measure_options,
+                                spec_measure, history_options, record_history, RunProgress)
+
+
+@click.command()
+@device_options
+@click.option("--model", type=path_arg, required=True, help=".tflite to run.")
+@click.option("--inputs", "inputs_path", type=path_arg, required=True, help="Input set (.npz).")
+@click.option("-o", "--outdir", type=path_arg, required=True, help="Run directory to write.")
+@timing_options
+@click.option("--json", "json_path", type=path_arg, help="Write a run summary here.")
+@measure_options
+@history_options
+def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, warmup, repeats, batch_size,
+        json_path, db, no_history, **measure):
+    """Run MODEL over an input set on device(s); outputs and latencies land in OUTDIR.
+
+    With several devices each gets OUTDIR/<device>/.
+    """
+    from edgeq.devices.inventory import load_inventory, select_devices
+    from edgeq.devices.fleet import run_fleet, safe_dirname
+    from edgeq.analysis.power import energy_per_inference, thermal_summary
+    from edgeq.reports.report import device_section, latency_stats
+    from edgeq.devices.run import RunSpec, run_on_device
+
+    targets = select_devices(device, load_inventory(inventory), tag=tag)
+    spec = RunSpec(model=model, inputs=inputs_path, label=model.name, threads=threads, resolver=resolver,
+                   warmup=warmup, repeats=repeats, batch_size=batch_size, **spec_measure(measure))
+    single = len(targets) == 1
+
+    def one(target):
+        rundir = outdir if single else outdir / safe_dirname(target.name)
+        (result,) = run_on_device(target, [spec], [rundir], lambda _, d, t: progress(target.name, d, t))
+        energy = energy_per_inference(result)
+        return {"rundir": str(rundir), "device": device_section(result), "samples": result.n,
+                "latency_ms": latency_stats(result.latency_ms_per_sample()), "model_name": model.name,
+                "model_sha256": result.meta["model_sha256"], "edgeq_version": __version__,
+                "energy": energy, "energy_mj": energy and energy["energy_mj"], "thermal": thermal_summary(result)}
+
+    with RunProgress() as progress:
+        fleet = run_fleet(targets, one)
+    if single and fleet.failed:
+        raise next(iter(fleet.failed.values()))
+    for name, summary in fleet.succeeded.items():
+        lat = summary["latency_ms"]
+        energy = f"; {summary['energy_mj']:.4g} mJ/inference" if summary["energy_mj"] is not None else ""
+        click.echo(f"{summary['rundir']}: {summary['samples']} samples on {name}; latency p50 {lat['p50']:.3f} ms, "
+                   f"p99 {lat['p99']:.3f} ms{energy}")
+    for name, error in fleet.failed.items():
+        click.echo(f"{name}: FAILED: {error}", err=True)
+    if not no_history:
+        from edgeq.store.db import record_from_run
+
+        record_history(db, [record_from_run(summary, "run", summary["rundir"]) for summary in fleet.succeeded.values()])
+    payload = (next(iter(fleet.succeeded.values())) if single
+               else {"devices": fleet.succeeded, "failed": {n: str(e) for n, e in fleet.failed.items()}})
+    write_json_file(json_path, payload)
+    sys.exit(fleet.exit_code)

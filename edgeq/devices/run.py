@@ -1,0 +1,190 @@
+"""Run models on a device: validate on the host, push, let the agent run, pull.
+
+``run_on_device`` is the public entry: it validates every spec before anything is
+sent, so bad input fails in one line on the host and never half-way on a device.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from edgeq import __version__
+from edgeq.devices.agent_client import AgentSession
+from edgeq.devices.deploy import Deployer
+from edgeq.devices.inventory import Device, connect, device_python
+from edgeq.errors import AgentError, ConfigError, IncompatibleRuntime, TransportError
+from edgeq.inputs.inputset import input_specs, load_inputset, match_model_inputs, write_npz
+from edgeq.models.modelinfo import ModelInfo, read_model
+from edgeq.results import RUN_FILE, SAMPLES, RunResult, pull_partial, pull_run, write_json_atomic
+
+ProgressFn = Callable[[str, int, int], None]
+INACTIVITY_TIMEOUT_S = 600.0  # the agent reports progress every 0.5 s while it runs
+RESOLVERS = ("AUTO", "BUILTIN", "BUILTIN_REF", "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
+POWER_CHOICES = ("device", "none", "hwmon", "power_supply", "pi5-pmic")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One model over one input set, and how to time it."""
+
+    model: Path
+    inputs: Path
+    label: str = "run"
+    threads: int = 1
+    resolver: str = "AUTO"
+    warmup: int = 10
+    repeats: int = 1
+    batch_size: int = 1
+    min_duration_s: float = 0.0  # timed passes continue until repeats AND this long (whichever is longer)
+    # sensors (see edgeq/power.py): None = no sampling; "device" = the inventory's power key
+    power: str | None = None
+    power_sensor: str | None = None  # hwmon chip / power_supply name when a device has several
+    sample_hz: float = 20.0
+    idle_s: float | None = None  # idle baseline before the timed loop; None: 1 s with a power backend
+    cooldown_c: float | None = None  # wait until the device is at or below this temperature
+    cooldown_timeout_s: float = 300.0
+    sysfs_root: str | None = None  # on the device; None: EDGEQ_SYSFS_ROOT there, else /sys
+    vcgencmd: str | None = None  # on the device; None: vcgencmd on its PATH; "": never
+
+
+@dataclass
+class _Prepared:
+    spec: RunSpec
+    rundir: Path
+    input_arrays: list[str]
+    tags: dict
+    info: ModelInfo
+
+
+def prepare(spec: RunSpec, rundir: Path) -> _Prepared:
+    """Check the spec, model, inputs and output folder before touching a device."""
+    if spec.resolver not in RESOLVERS:
+        raise ConfigError(f"unknown resolver {spec.resolver!r} (choose from {', '.join(RESOLVERS)})")
+    for name in ("threads", "repeats", "batch_size"):
+        if getattr(spec, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(spec, name)}")
+    if spec.power is not None and spec.power not in POWER_CHOICES:
+        raise ConfigError(f"unknown power backend {spec.power!r} (choose from {', '.join(POWER_CHOICES)})")
+    if not 0 < spec.sample_hz <= 1000:
+        raise ConfigError(f"sample_hz must be in (0, 1000], got {spec.sample_hz}")
+    for name in ("min_duration_s", "idle_s", "cooldown_timeout_s"):
+        if (getattr(spec, name) or 0) < 0:
+            raise ConfigError(f"{name} must not be negative, got {getattr(spec, name)}")
+    info = read_model(spec.model)
+    dataset = load_inputset(spec.inputs)
+    names = match_model_inputs(dataset, input_specs(info))
+    ensure_writable_dir(rundir)
+    return _Prepared(spec, Path(rundir), names, dataset.labels_only(), info)
+
+
+def output_facts(info: ModelInfo) -> list[dict]:
+    """What the model file says of each output, kept so an offline compare can judge it."""
+    producers, signatures = info.output_producers, info.output_signature_names
+    return [{"name": t.name, "producer": producers[k] if k < len(producers) else "",
+             "signature": signatures[k] if k < len(signatures) else ""} for k, t in enumerate(info.outputs)]
+
+
+def ensure_writable_dir(path: Path) -> None:
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        probe = Path(path) / f".edgeq-write-test-{uuid.uuid4().hex[:6]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{path}: output folder is not writable ({exc.strerror or exc})") from None
+
+
+def run_on_device(device: Device, specs: list[RunSpec], rundirs: list[Path],
+                  progress: ProgressFn | None = None) -> list[RunResult]:
+    """Run each spec in one agent session; returns the pulled, verified results."""
+    prepared = [prepare(spec, Path(d)) for spec, d in zip(specs, rundirs)]
+    with connect(device) as transport:
+        deployer = Deployer(transport, device.workdir)
+        agent_path = deployer.push_agent()
+        with AgentSession(transport, device_python(device, transport), agent_path) as session:
+            facts = session.hello()
+            deployer.hasher, deployer.free_space = session.sha256, session.free_bytes
+            for item in prepared:
+                preflight(device.name, facts, item.info)
+            return [_run_one(device, deployer, session, item, progress) for item in prepared]
+
+
+def preflight(device: str, facts: dict, info: ModelInfo) -> None:
+    """Refuse, before pushing, a model whose ops the device's runtime is known not to have."""
+    from edgeq.models.runtime_compat import incompatible_ops, runtime_key
+
+    runtime = facts.get("runtime") or {}
+    key = runtime_key(runtime.get("name", ""), runtime.get("version", ""))
+    problems = incompatible_ops(info, key) if key else []
+    if problems:
+        raise IncompatibleRuntime(
+            f"{device}: {Path(info.path).name} needs {'; '.join(problems)} but the device has "
+            f"{runtime.get('name')} {runtime.get('version')}: convert with --target-runtime {key} "
+            f"or run `edgeq devices setup {device}` for a current runtime")
+
+
+def _request_run(deployer: Deployer, session: AgentSession, spec: RunSpec, job: dict, on_event) -> None:
+    try:
+        session.request("run", job=job, on_event=on_event, timeout=INACTIVITY_TIMEOUT_S)
+    except AgentError as exc:
+        if exc.kind != "Corrupt":
+            raise
+        # a stored copy went bad on the device (disk error, someone edited it): replace it once
+        deployer.push(spec.model, force=True)
+        deployer.push(spec.inputs, force=True)
+        session.request("run", job=job, on_event=on_event, timeout=INACTIVITY_TIMEOUT_S)
+
+
+def _keep_partial(deployer: Deployer, remote_out: str, rundir: Path, exc: TransportError, device: str,
+                  label: str, started: float) -> TransportError:
+    """Pull what the failed run left and say where it is; the original error stays the cause."""
+    progress = pull_partial(deployer.transport, remote_out, rundir)
+    if progress is None:
+        return exc
+    write_json_atomic(rundir / RUN_FILE, {
+        "device": device, "label": label, "complete": False, "error": str(exc), "edgeq_version": __version__,
+        "samples_done": progress.get("samples_done"), "samples": progress.get("samples"),
+        "remote_dir": remote_out, "started": started, "failed": time.time()})
+    message = (f"{exc}; partial results ({progress.get('samples_done')} of {progress.get('samples')} "
+               f"samples) kept in {rundir}, marked incomplete")
+    return AgentError(message, kind=exc.kind) if isinstance(exc, AgentError) else TransportError(message)
+
+
+def _run_one(device: Device, deployer: Deployer, session: AgentSession, item: _Prepared,
+             progress: ProgressFn | None) -> RunResult:
+    spec = item.spec
+    model_remote, model_sha = deployer.push(spec.model)
+    inputs_remote, inputs_sha = deployer.push(spec.inputs)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    remote_out = deployer.run_dir(run_id)
+    job = {"model": model_remote, "model_sha256": model_sha, "inputs": inputs_remote,
+           "inputs_sha256": inputs_sha, "input_arrays": item.input_arrays, "out": remote_out,
+           "threads": spec.threads, "resolver": spec.resolver, "warmup": spec.warmup,
+           "repeats": spec.repeats, "batch_size": spec.batch_size, "min_duration_s": spec.min_duration_s,
+           "power": device.power if spec.power == "device" else spec.power, "power_sensor": spec.power_sensor,
+           "sample_hz": spec.sample_hz, "idle_s": spec.idle_s, "cooldown_c": spec.cooldown_c,
+           "cooldown_timeout_s": spec.cooldown_timeout_s, "sysfs_root": spec.sysfs_root, "vcgencmd": spec.vcgencmd}
+
+    def on_event(event: dict) -> None:
+        if progress and event.get("event") == "progress":
+            progress(spec.label, event["done"], event["total"])
+
+    started = time.time()
+    try:
+        _request_run(deployer, session, spec, job, on_event)
+    except TransportError as exc:
+        raise _keep_partial(deployer, remote_out, item.rundir, exc, device.name, spec.label, started) from None
+    pull_run(deployer.transport, remote_out, item.rundir)
+    write_npz(item.rundir / SAMPLES, item.tags)
+    write_json_atomic(item.rundir / RUN_FILE, {
+        "device": device.name, "label": spec.label, "edgeq_version": __version__,
+        "spec": {k: str(v) for k, v in asdict(spec).items()},
+        "model": {"path": str(spec.model), "sha256": model_sha, "outputs": output_facts(item.info)},
+        "inputs": {"path": str(spec.inputs), "sha256": inputs_sha},
+        "remote_dir": remote_out, "started": started, "finished": time.time(),
+    })
+    return RunResult.load(item.rundir)

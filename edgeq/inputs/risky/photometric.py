@@ -1,0 +1,33 @@
+"""Brightness and contrast: shifts of the whole input.
+
+A global shift moves every row's max|x| and so the int8 scale of every activation
+row downstream; a contrast change stretches the spread the scale must cover. Both
+are common in the field (exposure, sensor gain) and invisible on a validation set.
+All functions take float64 stacks (n, *sample_shape) and return new arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeq.inputs.risky.observed import DataStats
+
+
+def brighten(x: np.ndarray, level: float, data: DataStats, rng: np.random.Generator) -> np.ndarray:
+    """Shift up by level·R, clipped: saturation is part of what real overexposure does."""
+    vr = data.range
+    return np.clip(x + level * vr.span, vr.lo, vr.hi)
+
+
+def darken(x: np.ndarray, level: float, data: DataStats, rng: np.random.Generator) -> np.ndarray:
+    """Shift down by level·R, clipped."""
+    vr = data.range
+    return np.clip(x - level * vr.span, vr.lo, vr.hi)
+
+
+def contrast(x: np.ndarray, gain: float, data: DataStats, rng: np.random.Generator) -> np.ndarray:
+    """m + gain·(x − m) around each sample's own mean, so the sample's level stays put."""
+    vr = data.range
+    axes = tuple(range(1, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    return np.clip(mean + gain * (x - mean), vr.lo, vr.hi)

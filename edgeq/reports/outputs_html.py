@@ -1,0 +1,312 @@
+"""Per-output sections of the HTML report: one per judged output, plus an overview.
+
+A report made since outputs are judged by kind carries ``report["outputs"]``: for each
+output its kind, why, the options used, and its figures in every cell (category ×
+severity) with the verdict rate's 95 % interval. This module turns that into HTML
+(tables + inline SVG, no scripts). Every report string goes through ``_e``; every
+number through ``fmt``; anything missing or malformed shows as "—" instead of failing.
+"""
+
+from __future__ import annotations
+
+import math
+
+from edgeq.reports.html import COLORS, VERDICTS, _d, _e, _num, fmt
+
+OUTPUT_CSS = """.warnings{background:#fef7e0;border:1px solid #f9d67a;border-radius:6px;padding:8px 12px;margin:10px 0 4px;font-size:13px}
+.warnings ul{margin:4px 0 0;padding-left:20px}.pill{display:inline-block;font-size:12px;font-weight:700;color:#fff;padding:1px 8px;border-radius:10px;text-transform:uppercase;vertical-align:middle}
+.lown{display:inline-block;font-size:10px;font-weight:700;color:#a50e0e;background:#fce8e6;border-radius:4px;padding:0 4px;margin-left:4px}
+.deciding{font-size:11px;color:#1a73e8;font-weight:600;margin-left:8px}td.na{color:#9aa0a6}"""
+
+# The kind's own columns in the cell table: (key, label, format).
+KIND_COLUMNS = {
+    "classification": [("float_accuracy", "float acc.", "pct"), ("quant_accuracy", "quant acc.", "pct"),
+                       ("topk_agreement", "top-k agreement", "pct"), ("kl_mean", "mean KL", "num")],
+    "multilabel": [("sample_flip_rate", "samples with a flip", "pct"), ("label_flip_mean", "label flips (mean)", "pct"), ("label_flip_worst", "worst label flips", "pct"),
+                   ("worst_label", "worst label", "int"), ("labels_per_sample", "labels / sample", "num")],
+    "regression": [("mean_abs_error", "mean |err|", "num"), ("p99_abs_error", "p99 |err|", "num"),
+                   ("p99_abs_error_rel", "p99 / spread", "pct"), ("cosine_min", "min cosine", "cos")],
+    "detection": [("float_detections", "detections float → quant", "arrow"),
+                  ("sample_flip_rate", "samples with a flip", "pct"), ("matched_iou_mean", "matched IoU", "cos")],
+    "segmentation": [("mask_iou_mean", "mask IoU mean", "cos"), ("mask_iou_min", "mask IoU min", "cos"),
+                     ("pixel_agreement", "pixel agreement", "pct")],
+    "ignore": [("max_abs_error", "max |error|", "num")],
+}
+KIND_COLUMNS["embedding"] = [("mean_abs_error", "mean |err|", "num"), ("p99_abs_error", "p99 |err|", "num"),
+                             ("cosine_mean", "mean cosine", "cos"), ("cosine_min", "min cosine", "cos")]
+COUNT_LABELS = {"classification": "flips / samples", "multilabel": "flipped / labels found",
+                "detection": "flipped / detections", "ignore": "events / trials"}
+METRIC_LABELS = {"accuracy_drop": "accuracy drop", "flip_rate": "flip rate", "sample_flip_rate": "sample flip rate",
+                 "label_flip_rate": "label flip rate", "fail_rate": "fail rate", "detection_flip_rate": "detection flip rate", "none": "not judged"}
+
+
+def _f(group: dict, key: str, kind: str) -> str:
+    if kind == "cos":
+        v = _num(group.get(key))
+        return f"{v:.4f}" if v is not None and math.isfinite(v) else fmt(v)
+    if kind == "arrow":
+        return f"{fmt(group.get('float_detections'), 'int')} → {fmt(group.get('quant_detections'), 'int')}"
+    return fmt(group.get(key), kind)
+
+
+def metric_label(name) -> str:
+    return METRIC_LABELS.get(name, str(name) if name else "rate")
+
+
+def ci_pair(ci):
+    """(lo, hi) as floats, or None when the interval is missing or malformed."""
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2:
+        return None
+    lo, hi = _num(ci[0]), _num(ci[1])
+    return (lo, hi) if lo is not None and hi is not None else None
+
+
+def rate_text(value, ci) -> str:
+    """ "12.0% [9.4–15.1%]": the rate and its 95 % interval (escaped-safe, no markup)."""
+    text = fmt(value, "pct")
+    pair = ci_pair(ci)
+    if pair is None or text == "—":
+        return text
+    lo = fmt(pair[0], "pct").replace("-", "−")
+    return f"{text.replace('-', '−')} [{lo[:-1] if lo.endswith('%') else lo}–{fmt(pair[1], 'pct').replace('-', '−')}]"
+
+
+def _sev_key(s):
+    s = str(s)
+    return (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s)
+
+
+def output_cells(section: dict) -> list[tuple[str, str | None, dict]]:
+    """(category, severity or None, figures) for every cell, in report order."""
+    cells = []
+    for name, entry in _d(section.get("categories")).items():
+        entry = _d(entry)
+        sev = _d(entry.get("severities"))
+        if sev:
+            cells.extend((str(name), str(level), _d(sev[level])) for level in sorted(sev, key=_sev_key))
+        else:
+            cells.append((str(name), None, entry))
+    return cells
+
+
+def cell_name(category, severity) -> str:
+    """Plain text "noise, severity 3" (escape before use)."""
+    if category is None:
+        return "—"
+    return f"{category}, severity {severity}" if severity not in (None, "") else str(category)
+
+
+def _is_worst(section: dict, cat: str, sev) -> bool:
+    wc, ws = section.get("worst_category"), section.get("worst_severity")
+    return wc is not None and cat == str(wc) and (None if ws is None else str(ws)) == sev
+
+
+def _lown(group: dict, min_n) -> str:
+    if group.get("low_n") is not True:
+        return ""
+    return f'<span class="lown" title="fewer than {_e(fmt(min_n, "int"))} trials">low n</span>'
+
+
+def _pill(verdict) -> str:
+    cls = verdict if verdict in VERDICTS else "unknown"
+    return f'<span class="pill verdict-{cls}">{_e(verdict or "not judged")}</span>'
+
+
+def _options_text(section: dict) -> str:
+    parts = []
+    for k, v in _d(section.get("options")).items():
+        shown = fmt(v) if _num(v) is not None else ("yes" if v is True else "no" if v is False else str(v))
+        parts.append(f"{_e(k)}={_e(shown)}")
+    members = ", ".join(f"{_e(k)}=output {_e(v)}" for k, v in _d(section.get("members")).items())
+    return " · ".join(p for p in (("options: " + ", ".join(parts)) if parts else "",
+                                  f"reads {members}" if members else "") if p)
+
+
+def _yes(x) -> str:
+    return "yes" if x is True else "no" if x is False else "—"
+
+
+def ordered_outputs(report: dict) -> list[tuple[str, dict]]:
+    outs = [(str(k), _d(v)) for k, v in _d(report.get("outputs")).items()]
+    idx = lambda s: _num(s.get("index"))
+    return sorted(outs, key=lambda kv: (idx(kv[1]) is None, idx(kv[1]) or 0.0, kv[0]))
+
+
+def overview_html(report: dict) -> str:
+    """One row per output: kind, verdict, deciding cell, its rate with interval, confidence."""
+    outs = ordered_outputs(report)
+    if not outs:
+        return ""
+    deciding = report.get("deciding_output")
+    rows = []
+    for name, s in outs:
+        mark = '<span class="deciding">decides</span>' if deciding is not None and name == str(deciding) else ""
+        conf = _d(s.get("confidence"))
+        judged = s.get("verdict") is not None
+        rows.append(f"<tr><td><b>{_e(name)}</b>{mark}</td><td>{_e(s.get('kind'))}</td><td>{_pill(s.get('verdict'))}</td>"
+                    f"<td>{_e(metric_label(s.get('metric')) if judged else '—')}</td>"
+                    f"<td>{_e(cell_name(s.get('worst_category'), s.get('worst_severity')) if judged else '—')}</td>"
+                    f"<td>{_e(rate_text(s.get('worst_value'), s.get('worst_ci95')))}</td>"
+                    f"<td>{fmt(s.get('worst_n'), 'int')}</td><td>{_e(conf.get('level') or '—')}</td>"
+                    f"<td>{_yes(s.get('drives_verdict'))}</td></tr>")
+    return ('<section class="outputs"><h2>Outputs</h2><div class="scroll"><table><tr><th>output</th><th>kind</th>'
+            "<th>verdict</th><th>metric</th><th>worst cell</th><th>rate [95% interval]</th><th>trials</th>"
+            f"<th>confidence</th><th>drives verdict</th></tr>{''.join(rows)}</table></div></section>")
+
+
+def cells_table(section: dict, min_n) -> str:
+    kind = str(section.get("kind"))
+    cols = KIND_COLUMNS.get(kind, [])
+    if kind == "classification":
+        k = next((g.get("top_k") for _, _, g in output_cells(section) if _num(g.get("top_k")) is not None), None)
+        cols = [(key, f"top-{fmt(k, 'int')} agreement" if key == "topk_agreement" and k is not None else label, f)
+                for key, label, f in cols]
+    judged = section.get("verdict") is not None or kind != "ignore"
+    head = ("<tr><th>category</th><th>severity</th>"
+            + (f"<th>{_e(metric_label(section.get('metric')))} [95%]</th>"
+               f"<th>{_e(COUNT_LABELS.get(kind, 'failed / samples'))}</th>" if judged else "")
+            + "<th>samples</th>" + "".join(f"<th>{_e(label)}</th>" for _, label, _ in cols) + "<th>SQNR</th></tr>")
+    rows = []
+    for cat, sev, g in output_cells(section):
+        cls = ' class="worst-row"' if _is_worst(section, cat, sev) else ""
+        rate = (f"<td>{_e(rate_text(g.get('value'), g.get('ci95')))}{_lown(g, min_n)}</td>"
+                f"<td>{fmt(g.get('events'), 'int')} / {fmt(g.get('trials'), 'int')}</td>") if judged else ""
+        rows.append(f"<tr{cls}><td>{_e(cat)}</td><td>{_e(sev if sev is not None else '—')}</td>{rate}"
+                    f"<td>{fmt(g.get('n'), 'int')}</td>" + "".join(f"<td>{_f(g, key, f)}</td>" for key, _, f in cols)
+                    + f"<td>{fmt(g.get('sqnr_db'), 'db')}</td></tr>")
+    return f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>'
+
+
+def cells_svg(section: dict, thr) -> str:
+    """Vertical bars, one per cell, grouped by category; whiskers = 95 % interval; dashed thresholds."""
+    cells = [(c, s, g, _num(g.get("value")), ci_pair(g.get("ci95"))) for c, s, g in output_cells(section)]
+    if not any(v is not None for *_, v, _ in cells):
+        return ""
+    groups: list[tuple[str, list]] = []
+    for cell in cells:
+        if not groups or groups[-1][0] != cell[0]:
+            groups.append((cell[0], []))
+        groups[-1][1].append(cell)
+    W, R, T = 960, 122, 16
+    gap = 0.8  # between categories, in bar widths
+    slots = len(cells) + gap * (len(groups) - 1)
+    longest = max(len(g[0]) for g in groups)
+    rotate = longest * 6.5 > (W - 56 - R) / max(slots, 1) * (max(len(g[1]) for g in groups) + gap * 0.8)
+    L = max(56.0, min(len(groups[0][0]), 22) * 5.4 - 10) if rotate else 56.0
+    bw = (W - L - R) / max(slots, 1)
+    B = 34 + (min(longest, 22) * 5 if rotate else 14)
+    H = T + 220 + B
+    finite = [x for *_, v, ci in cells for x in ([v] + list(ci or ())) if x is not None and math.isfinite(x)]
+    lo = min([0.0] + finite)
+    hi = max([thr[1] * 1.2] + finite) * 1.05
+    hi = hi if hi > lo else lo + 1.0
+    y = lambda v: T + (1 - (min(max(v, lo), hi) - lo) / (hi - lo)) * (H - T - B)
+    out = [f'<svg class="cells" viewBox="0 0 {W} {H}" xmlns="http://www.w3.org/2000/svg" role="img">']
+    step = next(s for s in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0) if (hi - lo) / s <= 6)
+    for t in [k * step for k in range(math.ceil(lo / step), math.floor(hi / step) + 1)]:
+        out.append(f'<line x1="{L:.1f}" x2="{W - R}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="{"#5f6368" if t == 0 else "#eceff1"}"/>'
+                   f'<text x="{L - 6:.1f}" y="{y(t) + 4:.1f}" text-anchor="end">{fmt(t, "pct")}</text>')
+    for name, t, band in (("degraded", thr[0], "warn"), ("catastrophic", thr[1], "bad")):
+        out.append(f'<line x1="{L:.1f}" x2="{W - R}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="{COLORS[band]}" '
+                   f'stroke-dasharray="5,4" class="threshold"/><text x="{W - R + 4}" y="{y(t) + 4:.1f}">'
+                   f"{name} {fmt(t, 'pct')}</text>")
+    x = L
+    base = y(0)
+    for name, members in groups:
+        gx = x
+        for cat, sev, g, v, ci in members:
+            band = "na" if v is None else "bad" if v >= thr[1] else "warn" if v >= thr[0] else "ok"
+            top, bottom = (y(max(v, 0)), y(min(v, 0))) if v is not None else (base, base)
+            worst = _is_worst(section, cat, sev)
+            extra = ' stroke="#202124" stroke-width="2"' if worst else ""
+            opacity = ' fill-opacity="0.45"' if g.get("low_n") is True else ""
+            label = f"{cell_name(cat, sev)}: {rate_text(g.get('value'), g.get('ci95'))}" + (" (low n)" if opacity else "")
+            out.append(f'<rect class="cell band-{band}{" worst" if worst else ""}" x="{x + bw * 0.12:.1f}" y="{top:.1f}" '
+                       f'width="{bw * 0.76:.1f}" height="{max(bottom - top, 0.5 if v is not None else 0):.1f}" '
+                       f'fill="{COLORS[band]}"{opacity}{extra}><title>{_e(label)}</title></rect>')
+            if ci is not None:
+                cx, cap = x + bw / 2, min(bw * 0.2, 6)
+                out.append(f'<path class="whisker" d="M{cx:.1f} {y(ci[0]):.1f}V{y(ci[1]):.1f}M{cx - cap:.1f} {y(ci[0]):.1f}'
+                           f'H{cx + cap:.1f}M{cx - cap:.1f} {y(ci[1]):.1f}H{cx + cap:.1f}" stroke="#202124" fill="none"/>')
+            if sev is not None and bw >= 9:
+                out.append(f'<text x="{x + bw / 2:.1f}" y="{H - B + 14}" text-anchor="middle" font-size="10">{_e(sev)}</text>')
+            x += bw
+        short = name if len(name) <= 22 else name[:21] + "…"
+        cx, ly = (gx + x) / 2, H - B + (28 if any(m[1] is not None for m in members) and bw >= 9 else 16)
+        spin = f' transform="rotate(-35 {cx:.1f} {ly})" text-anchor="end"' if rotate else ' text-anchor="middle"'
+        out.append(f'<text x="{cx:.1f}" y="{ly}"{spin}>{_e(short)}<title>{_e(name)}</title></text>')
+        x += bw * gap
+    return "".join(out) + "</svg>"
+
+
+def output_section(name: str, section: dict, report: dict, thr) -> str:
+    kind = section.get("kind")
+    deciding = report.get("deciding_output")
+    decides = '<span class="deciding">decides the verdict</span>' if deciding is not None and name == str(deciding) else ""
+    conf = _d(section.get("confidence"))
+    metric = metric_label(section.get("metric"))
+    reason, source = str(section.get("reason") or "—"), str(section.get("source") or "—")
+    lines = [f"<b>why {_e(kind)}</b>: {_e(reason)}" + (f" (source: {_e(source)})" if source not in reason else ""),
+             _options_text(section),
+             f"drives the verdict: <b>{_yes(section.get('drives_verdict'))}</b> · labels: <b>{_yes(section.get('labels'))}</b>"
+             f" · verdict rate: {_e(metric)}"]
+    if section.get("verdict") is not None:
+        lines.append(f"{_pill(section.get('verdict'))} worst cell <b>"
+                     f"{_e(cell_name(section.get('worst_category'), section.get('worst_severity')))}</b>: "
+                     f"{_e(metric)} <b>{_e(rate_text(section.get('worst_value'), section.get('worst_ci95')))}</b>"
+                     f" ({fmt(section.get('worst_n'), 'int')} trials)"
+                     + (f" · confidence <b>{_e(conf.get('level'))}</b>: {_e(conf.get('note'))}" if conf else ""))
+    else:
+        lines.append(f"{_pill(None)} this output is not judged; SQNR and the largest error are still shown.")
+    chart = cells_svg(section, thr)
+    note = ("Bars: the verdict rate of each cell (category × severity), grouped by category; whiskers: 95% interval; "
+            "faded bars have too few trials; the outlined bar is the worst cell.") if chart else ""
+    return (f'<section class="output"><h2>output {_e(name)} — {_e(kind)}{decides}</h2>'
+            + "".join(f'<p class="meta">{ln}</p>' for ln in lines if ln)
+            + cells_table(section, report.get("min_n", 30)) + chart
+            + (f'<p class="note">{note}</p>' if note else "") + "</section>")
+
+
+def outputs_html(report: dict, thr) -> str:
+    return "".join(output_section(name, s, report, thr) for name, s in ordered_outputs(report))
+
+
+def deciding_html(report: dict, basis_label: str) -> str:
+    """Header lines of a report judged output by output: deciding output, cell, rate, confidence."""
+    name = report.get("deciding_output")
+    s = _d(_d(report.get("outputs")).get(str(name))) if name is not None else {}
+    cats = _d(report.get("categories"))
+    cat, sev = report.get("worst_category"), report.get("worst_severity")
+    value, ci, trials = s.get("worst_value"), s.get("worst_ci95"), s.get("worst_n")
+    if not s and cat is not None:  # no section: read the cell from the top-level categories
+        entry = _d(cats.get(str(cat)))
+        g = _d(_d(entry.get("severities")).get(str(sev))) if sev is not None else entry
+        value, ci, trials = g.get("value"), g.get("ci95"), g.get("trials")
+    label = metric_label(s.get("metric") or report.get("metric_basis")) if (s or report.get("metric_basis")) else basis_label
+    conf = _d(report.get("verdict_confidence")) or _d(s.get("confidence"))
+    parts = []
+    if name is not None:
+        parts.append(f"deciding output <b>{_e(name)}</b>" + (f" ({_e(s.get('kind'))})" if s.get("kind") else ""))
+    if cat is not None:
+        parts.append(f"cell <b>{_e(cell_name(cat, sev))}</b>: {_e(label)} <b>{_e(rate_text(value, ci))}</b>"
+                     + (f" over {fmt(trials, 'int')} trials" if _num(trials) is not None else ""))
+    text = "<br>".join(parts)
+    if conf:
+        lown = ' <span class="lown">low n</span>' if conf.get("level") == "low-n" else ""
+        text += f'<br><span class="meta">confidence <b>{_e(conf.get("level"))}</b>{lown}: {_e(conf.get("note"))}</span>'
+    return text
+
+
+def warnings_html(report: dict) -> str:
+    raw = report.get("warnings")
+    items = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
+    items = [w for w in items if w not in (None, "")]
+    if not items:
+        return ""
+    return ('<div class="warnings"><b>warnings</b><ul>' + "".join(f"<li>{_e(w)}</li>" for w in items)
+            + "</ul></div>")
+
+
+def is_per_output(report: dict) -> bool:
+    """A report with the per-output structure (deciding output, sections, warnings)."""
+    return bool(_d(report.get("outputs"))) or report.get("deciding_output") is not None or bool(report.get("warnings"))

@@ -1,0 +1,190 @@
+"""Assemble report.json from a comparison and two runs; print the one-screen summary."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import numpy as np
+
+from edgeq import __version__
+from edgeq.analysis.compare import verdict_metric, worst_value
+from edgeq.results import RunResult, strict_json, write_json_atomic
+
+VERDICT_STYLE = {"robust": "bold green", "degraded": "bold yellow", "catastrophic": "bold red"}
+
+
+def latency_stats(latency_ms: np.ndarray) -> dict:
+    if latency_ms.size == 0:
+        return {}
+    p50, p90, p99 = np.percentile(latency_ms, [50, 90, 99])
+    mean = float(latency_ms.mean())
+    std = float(latency_ms.std())
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": mean, "std": std,
+            "cv": std / mean if mean else None, "n": int(latency_ms.size)}
+
+
+def device_section(run: RunResult) -> dict:
+    device, meta = run.meta["device"], run.meta
+    runtime = device.get("runtime") or {}
+    return {"name": run.run.get("device"), "arch": device.get("arch"),
+            "runtime": f"{runtime.get('name')} {runtime.get('version')}", "resolver": meta.get("resolver"),
+            "threads": meta.get("threads"), "os": device.get("os"), "python": device.get("python"),
+            "cpu": device.get("cpu_model"), "batch_size": meta.get("batch_size"),
+            "cpu_governors": (meta.get("cpufreq") or {}).get("governors"),
+            "per_op_profile": (meta.get("op_profile") or {}).get("available"),
+            "sample_hz": (meta.get("sampling") or {}).get("achieved_hz")}
+
+
+def build_report(comparison: dict, ref: RunResult, cand: RunResult, extra: dict | None = None) -> dict:
+    """The contract's report.json: comparison + device + latency, plus provenance."""
+    report = dict(comparison)
+    report["device"] = device_section(cand)
+    report["latency_ms"] = {"float": latency_stats(ref.latency_ms_per_sample()),
+                            "quant": latency_stats(cand.latency_ms_per_sample())}
+    report["model_load_ms"] = {"float": ref.meta["load_ns"] / 1e6, "quant": cand.meta["load_ns"] / 1e6}
+    report["first_inference_ms"] = {"float": ref.meta["first_inference_ns"] / 1e6,
+                                    "quant": cand.meta["first_inference_ns"] / 1e6}
+    report.update(measurements(ref, cand))
+    report["runs"] = {"float": str(ref.path), "quant": str(cand.path)}
+    report["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    report["edgeq_version"] = __version__
+    report.update(extra or {})
+    return strict_json(report)
+
+
+def measurements(ref: RunResult, cand: RunResult) -> dict:
+    """Energy and thermal sections, present only when the runs sampled sensors."""
+    from edgeq.analysis.power import energy_per_inference, thermal_summary
+
+    found = {}
+    energy = {"float": energy_per_inference(ref), "quant": energy_per_inference(cand)}
+    if any(energy.values()):
+        found["energy"] = energy
+    thermal = {"float": thermal_summary(ref), "quant": thermal_summary(cand)}
+    if any(thermal.values()):
+        found["thermal"] = thermal
+    return found
+
+
+def write_report(outdir: Path, report: dict, runs: dict[str, RunResult]) -> tuple[Path, Path]:
+    """report.json and report.html (with latency histograms and, when sampled, latency vs temperature)."""
+    json_path, html_path = outdir / "report.json", outdir / "report.html"
+    write_json_atomic(json_path, report)
+    write_report_html(html_path, report, runs)
+    return json_path, html_path
+
+
+def write_report_html(path: Path, report: dict, runs: dict[str, RunResult]) -> None:
+    from edgeq.reports.html import write_html
+    from edgeq.reports.measure import measurement_html
+
+    write_html(report, path, {label: run.latency_ms_per_sample() for label, run in runs.items()} or None,
+               extra_html=measurement_html(report, runs))
+
+
+def _fmt(value, percent=False, digits=1) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float) and not np.isfinite(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value * 100:.{digits}f}%" if percent else f"{value:.{digits}f}"
+
+
+def _interval(ci) -> str:
+    return f"[{ci[0] * 100:.1f}–{ci[1] * 100:.1f}%]" if ci else ""
+
+
+def _cell_name(category, severity) -> str:
+    return f"{category}/{severity}" if severity else str(category)
+
+
+RATE_LABEL = {"accuracy_drop": "drop", "flip_rate": "flip", "sample_flip_rate": "flip", "label_flip_rate": "label flip", "fail_rate": "fail",
+              "detection_flip_rate": "det flip"}
+
+
+def print_summary(console, report: dict) -> None:
+    """The deciding output's categories as a table, one line per output, then the verdict."""
+    from rich import box
+    from rich.table import Table
+
+    basis = report.get("metric_basis", "accuracy_drop")
+    deciding = report.get("deciding_output")
+    title = "float vs quantized, per input category" + (f" (output {deciding})" if deciding else "")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    table.add_column("category", no_wrap=True, min_width=11, max_width=16)
+    accuracy = report["overall"].get("float_accuracy") is not None
+    columns = (("n", "float", "quant") if accuracy else ("n",)) + (
+        RATE_LABEL.get(basis, "rate"), "worst sev", "SQNR dB", "max err")
+    for column in columns:
+        table.add_column(column, justify="right", no_wrap=True)
+    rows = list(report["categories"].items()) + [("overall", report["overall"])]
+    thresholds = report["thresholds"]
+    for name, m in rows:
+        worst_sev = max((m.get("severities") or {}).items(), key=lambda kv: verdict_metric(kv[1]), default=None)
+        value = verdict_metric(worst_sev[1] if worst_sev else m)
+        style = "red" if value >= thresholds["catastrophic"] else ("yellow" if value >= thresholds["degraded"] else "")
+        cells = [str(m["n"])] + ([_fmt(m["float_accuracy"], True), _fmt(m["quant_accuracy"], True)] if accuracy
+                                 else [])
+        cells += [_fmt(verdict_metric(m), True), f"{worst_sev[0]}: {_fmt(value, True)}" if worst_sev else "",
+                  _fmt(m["sqnr_db"]), _fmt(m["max_abs_error"], digits=3)]
+        table.add_row(name, *cells, style=style, end_section=name == rows[-2][0])
+    console.print(table)
+    _print_outputs(console, report)
+    _print_latency(console, report)
+    _print_verdict(console, report, basis)
+
+
+def _options_text(options: dict) -> str:
+    shown = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted((options or {}).items())
+             if v is not None]
+    return ", ".join(shown)
+
+
+def _print_outputs(console, report: dict) -> None:
+    sections = report.get("outputs") or {}
+    if len(sections) < 2 and not any(s.get("source") != "auto" for s in sections.values()):
+        for name, s in sections.items():
+            console.print(f"output {name}: {s['kind']} ({s['reason']}; {_options_text(s.get('options'))})",
+                          highlight=False)
+        return
+    for name, s in sections.items():
+        if s.get("verdict") is None:
+            console.print(f"output {name}: {s['kind']}, not judged", highlight=False)
+            continue
+        mark = "" if s["drives_verdict"] else ", not in verdict"
+        console.print(f"output {name}: {s['kind']}{mark}; worst {_cell_name(s['worst_category'], s['worst_severity'])} "
+                      f"{RATE_LABEL.get(s['metric'], s['metric'])} {_fmt(s['worst_value'], True)} "
+                      f"{_interval(s.get('worst_ci95'))} → {s['verdict']}", highlight=False)
+        console.print(f"  [dim]{s['reason']}; {_options_text(s.get('options'))}[/]", highlight=False)
+
+
+def _print_latency(console, report: dict) -> None:
+    lat = report.get("latency_ms", {})
+    if lat.get("float") and lat.get("quant"):
+        device = report["device"]
+        console.print(f"latency p50/p99 ms: float {_fmt(lat['float']['p50'], digits=3)}/"
+                      f"{_fmt(lat['float']['p99'], digits=3)}  quant {_fmt(lat['quant']['p50'], digits=3)}/"
+                      f"{_fmt(lat['quant']['p99'], digits=3)}  on {device['name']}", highlight=False)
+        console.print(f"  [dim]{device['arch']}, {device['runtime']}, resolver {device['resolver']}, "
+                      f"{device['threads']} thread(s)[/]", highlight=False)
+
+
+def _print_verdict(console, report: dict, basis: str) -> None:
+    verdict = report["verdict"]
+    cell = _cell_name(report.get("worst_category"), report.get("worst_severity"))
+    section = (report.get("outputs") or {}).get(report.get("deciding_output"), {})
+    where = f"output {report['deciding_output']}, " if len(report.get("outputs") or {}) > 1 else ""
+    console.print(f"verdict: [{VERDICT_STYLE[verdict]}]{verdict}[/] (worst cell: {where}{cell}, "
+                  f"{basis.replace('_', ' ')} {_fmt(worst_value(report), True)} {_interval(section.get('worst_ci95'))})")
+    confidence = report.get("verdict_confidence")
+    if confidence and confidence.get("level") != "firm":
+        console.print(f"[yellow]confidence: {confidence['level']}[/]: {confidence['note']}")
+    for warning in report.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    for gate in report.get("gates", []):
+        mark = "[red]FAILED[/]" if gate["failed"] else "[green]ok[/]"
+        observed = gate["observed"]
+        shown = f"{observed:.4g}" if isinstance(observed, float) else observed
+        where = f" ({gate['where']})" if gate.get("where") else ""
+        console.print(f"gate {gate['gate']}={gate['limit']}: observed {shown}{where} {mark}")

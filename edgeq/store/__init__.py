@@ -1,0 +1,1 @@
+"""Store: the results database (SQLite or an SQLAlchemy URL) behind ``edgeq history``."""
