@@ -256,6 +256,94 @@ THROTTLED_NOW_MASK = 0xF  # bits 0-3 hold now; 16-19 only say it happened since 
 PMIC_LINE = re.compile(r"^\s*(\S+)_([AV])\s+(?:current|volt)\(\d+\)\s*=\s*([-+0-9.eE]+)\s*[AV]?\s*$")
 
 
+# --- the job schema: every run/soak option, once ---------------------------------------------
+# The host imports JOB_OPTIONS to build its command-line options and RunSpec and to check a
+# job before sending it; the agent checks what arrives with the same table. A default may
+# differ per job kind (a soak samples power at 2 Hz for hours, a run at 20 Hz).
+
+class JobOption(object):
+    """One option of a run or soak job: type, default, limits, choices, unit and help."""
+
+    def __init__(self, name, kind, default=None, flag=None, low=None, above=None, high=None, choices=None,
+                 unit="", help="", jobs=("run", "soak"), noun=None):
+        self.name, self.kind, self.default, self.flag, self.noun = name, kind, default, flag, noun or name
+        self.low, self.above, self.high, self.choices = low, above, high, choices
+        self.unit, self.help, self.jobs = unit, help, jobs
+
+    def default_for(self, job_kind):
+        return self.default.get(job_kind) if isinstance(self.default, dict) else self.default
+
+    def check(self, value):
+        """The value typed, or a sentence saying what is wrong with it."""
+        if value is None:
+            return None
+        if self.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            if not (isinstance(value, float) and value == int(value)):
+                raise ValueError("%s must be a whole number, got %r" % (self.name, value))
+        if self.kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError("%s must be a number, got %r" % (self.name, value))
+        if self.kind is str and not isinstance(value, str):
+            raise ValueError("%s must be text, got %r" % (self.name, value))
+        value = self.kind(value)
+        if self.kind is float and not math.isfinite(value):
+            raise ValueError("%s must be finite, got %r" % (self.name, value))
+        if self.choices is not None and value not in self.choices:
+            raise ValueError("unknown %s %r (choose from %s)" % (self.noun, value, ", ".join(self.choices)))
+        if self.low is not None and value < self.low:
+            raise ValueError("%s must be at least %s, got %s" % (self.name, self.low, value))
+        if self.above is not None and value <= self.above:
+            raise ValueError("%s must be above %s, got %s" % (self.name, self.above, value))
+        if self.high is not None and value > self.high:
+            raise ValueError("%s must be at most %s, got %s" % (self.name, self.high, value))
+        return value
+
+
+JOB_OPTIONS = (
+    JobOption("threads", int, 1, "--threads", low=1, help="Interpreter threads."),
+    JobOption("resolver", str, "AUTO", "--resolver", choices=RESOLVERS, help="Op resolver (AUTO uses XNNPACK)."),
+    JobOption("warmup", int, 10, "--warmup", low=0, help="Untimed invocations before timing."),
+    JobOption("repeats", int, 1, "--repeats", low=1, help="Timed passes over the set.", jobs=("run",)),
+    JobOption("batch_size", int, 1, "--batch-size", low=1, help="Samples per invoke().", jobs=("run",)),
+    JobOption("min_duration_s", float, 0.0, "--min-duration", low=0, unit="s", jobs=("run",),
+              help="Keep timing passes for at least this many seconds (whichever of --repeats and this is longer)."),
+    JobOption("power", str, None, "--power", choices=POWER_BACKENDS, noun="power backend",
+              help="Sample power and temperature: a backend, or `none` (temperature and throttling only)."),
+    JobOption("power_sensor", str, None, "--power-sensor",
+              help="hwmon chip or power_supply name, when the device has several."),
+    JobOption("sample_hz", float, {"run": 20.0, "soak": 2.0}, "--sample-hz", above=0, high=1000, unit="Hz",
+              help="Sensor samples per second (a soak averages them per window)."),
+    JobOption("idle_s", float, None, "--idle-s", low=0, unit="s", jobs=("run",),
+              help="Idle baseline before timing (default 1 s with power)."),
+    JobOption("cooldown_c", float, None, "--cooldown-c", unit="°C", jobs=("run",),
+              help="Wait until the device is at or below this °C first."),
+    JobOption("cooldown_timeout_s", float, 300.0, "--cooldown-timeout", low=0, unit="s", jobs=("run",),
+              help="Give up waiting for --cooldown-c after this many seconds."),
+    JobOption("sysfs_root", str, None, "--sysfs-root", help="Where the agent reads sensors on the device "
+              "(default EDGEQ_SYSFS_ROOT there, else /sys)."),
+    JobOption("vcgencmd", str, None, "--vcgencmd", help="vcgencmd path on the device ('' for none; default: on PATH)."),
+    JobOption("duration_s", float, None, above=0, unit="s", jobs=("soak",), help="How long the soak runs."),
+    JobOption("window_s", float, 60.0, above=0, unit="s", jobs=("soak",), help="One record per window."),
+)
+
+
+def job_options(job_kind):
+    return [o for o in JOB_OPTIONS if job_kind in o.jobs]
+
+
+def check_job(job, job_kind):
+    """Every option of a ``job_kind`` job, typed, checked and defaulted; BadJob names the first problem."""
+    checked = {}
+    for option in job_options(job_kind):
+        value = job.get(option.name)
+        try:
+            checked[option.name] = option.check(value if value is not None else option.default_for(job_kind))
+        except ValueError as exc:
+            raise AgentFailure("BadJob", str(exc))
+    if job_kind == "soak" and checked["duration_s"] is None:
+        raise AgentFailure("BadJob", "a soak needs duration_s")
+    return checked
+
+
 def _natural(path):
     """hwmon2 before hwmon10."""
     match = re.search(r"(\d+)$", path)
@@ -695,7 +783,10 @@ def wait_for_cooldown(thermal, target_c, timeout_s, emit, poll_s=0.5):
 
 
 class Sensing:
-    """What the job asked to sample, checked before anything runs."""
+    """What the job asked to sample, checked before anything runs.
+
+    ``job`` has been through ``check_job``: every option is there, typed and in range.
+    """
 
     def __init__(self, job):
         self.sysfs_root = job.get("sysfs_root") or default_sysfs_root()
@@ -703,17 +794,12 @@ class Sensing:
         self.vcgencmd = Vcgencmd(path) if path else None
         self.thermal = Thermal(self.sysfs_root, self.vcgencmd)
         self.backend = job.get("power")
-        if self.backend is not None and self.backend not in POWER_BACKENDS:
-            raise AgentFailure("BadJob", "unknown power backend %r (choose from %s)"
-                               % (self.backend, ", ".join(POWER_BACKENDS)))
         self.enabled = self.backend is not None
-        self.sample_hz = float(job.get("sample_hz") or 20.0)
-        if not 0 < self.sample_hz <= 1000:
-            raise AgentFailure("BadJob", "sample_hz must be in (0, 1000], got %r" % job.get("sample_hz"))
+        self.sample_hz = float(job["sample_hz"])
         idle = job.get("idle_s")
         self.idle_s = float(idle) if idle is not None else (1.0 if self.backend not in (None, "none") else 0.0)
         self.cooldown_c = job.get("cooldown_c")
-        self.cooldown_timeout_s = float(job.get("cooldown_timeout_s") or 300.0)
+        self.cooldown_timeout_s = job.get("cooldown_timeout_s")
         if self.cooldown_c is not None and self.thermal.source is None:
             raise AgentFailure("NoTemperatureSensor", "cooldown_c is set but there is no thermal zone under %s "
                                "and no vcgencmd to read a temperature from"
@@ -815,14 +901,11 @@ def run_job(job, runtime, emit):
 
 
 def _run_job(job, runtime, emit):
+    job = dict(job, **check_job(job, "run"))
     out_dir = job["out"]
     names = job["input_arrays"]
-    threads = int(job.get("threads", 1))
-    resolver = job.get("resolver", "AUTO")
-    batch = max(1, int(job.get("batch_size", 1)))
-    warmup = max(0, int(job.get("warmup", 10)))
-    repeats = max(1, int(job.get("repeats", 1)))
-    min_duration_s = max(0.0, float(job.get("min_duration_s") or 0.0))
+    threads, resolver, batch = job["threads"], job["resolver"], job["batch_size"]
+    warmup, repeats, min_duration_s = job["warmup"], job["repeats"], job["min_duration_s"]
     sensing = Sensing(job)  # a power backend that was asked for and is absent fails here, before any work
     _check_expected_sha(job.get("model"), job.get("model_sha256"))
     _check_expected_sha(job.get("inputs"), job.get("inputs_sha256"))
@@ -1251,19 +1334,20 @@ def soak_main(job_path):
     folder = job["dir"]
     log = SoakLog(folder)
     try:
+        job = dict(job, **check_job(job, "soak"))
         runtime = import_runtime()
         _check_expected_sha(job["model"], job.get("model_sha256"))
-        interpreter = open_interpreter(runtime, job["model"], job.get("threads", 1), job.get("resolver", "AUTO"))
+        interpreter = open_interpreter(runtime, job["model"], job["threads"], job["resolver"])
         in_details, out_details = interpreter.get_input_details(), interpreter.get_output_details()
         arrays = load_inputs(job["inputs"], job["input_arrays"])
         count = check_inputs(arrays, job["input_arrays"], in_details)
         invoker = BatchInvoker(interpreter, in_details, out_details)
-        for _ in range(int(job.get("warmup", 10))):
+        for _ in range(job["warmup"]):
             invoker.invoke_timed([a[:1] for a in arrays])
         sensors = SoakSensors(job)
         facts = device_facts(runtime)
         log.set(state="running", started=time.time(), arch=facts["arch"], runtime="%s %s" % runtime[:2],
-                resolver=job.get("resolver", "AUTO"), threads=job.get("threads", 1),
+                resolver=job["resolver"], threads=job["threads"],
                 model_sha256=job.get("model_sha256"), model_name=os.path.basename(job["model"]))
         state = _soak_loop(job, log, invoker, arrays, count, sensors, zlib.crc32)
         log.set(state=state)
@@ -1279,7 +1363,7 @@ def soak_main(job_path):
 def _soak_loop(job, log, invoker, arrays, count, sensors, checksum):
     started = time.monotonic()
     deadline = started + float(job["duration_s"])
-    window_s = float(job.get("window_s", 60))
+    window_s = job["window_s"]
     stop_file = os.path.join(job["dir"], "stop")
     first_pass, mismatched, checked, passes, index = [None] * count, 0, 0, 0, 0
     window, window_end = LatencyHistogram(), started + window_s
@@ -1321,7 +1405,7 @@ class SoakSensors:
     def __init__(self, job):
         sensing = Sensing(dict(job, power=job.get("power") or "none"))
         self.thermal, self.power, self.vcgencmd = sensing.thermal, sensing.power, sensing.vcgencmd
-        self.period_s = 1.0 / float(job.get("sample_hz") or 2.0)
+        self.period_s = 1.0 / sensing.sample_hz
         self._sum, self._count = 0.0, 0
         self._lock, self._stop = threading.Lock(), threading.Event()
         if self.power is not None:

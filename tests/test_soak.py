@@ -111,13 +111,14 @@ def test_attach_and_stop_a_detached_soak(ssh_device, example_tflite, small_input
 
 def test_throttle_gate_ignores_bits_that_only_say_since_boot(tmp_path):
     """A board that once under-volted keeps bit 16 until reboot: that is no throttled window."""
-    from device_agents.edgeq_agent import SoakSensors
+    from device_agents.edgeq_agent import SoakSensors, check_job
     from edgeq.reports.soak import evaluate_soak_gates, parse_soak_gates
     from fake_sysfs import FakeVcgencmd
 
     vcgencmd = FakeVcgencmd(tmp_path / "bin")
     vcgencmd.temp(55.0)
-    sensors = SoakSensors({"sysfs_root": str(tmp_path / "sys"), "vcgencmd": str(vcgencmd.path), "power": None})
+    job = {"sysfs_root": str(tmp_path / "sys"), "vcgencmd": str(vcgencmd.path), "duration_s": 60}
+    sensors = SoakSensors(dict(job, **check_job(job, "soak")))
     window = {"type": "window", "latency_ms": {"p99": 1.0, "p50": 1.0, "n": 10}}
     vcgencmd.throttled(0x50000)  # under-voltage and throttling occurred since boot, neither now
     since_boot = sensors.read()

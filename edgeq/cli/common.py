@@ -58,50 +58,46 @@ def device_options(f):
                         help="Device name(s) from the inventory: NAME or NAME,NAME,…")(f)
 
 
-def timing_options(f):
-    for decorator in (
-        click.option("--threads", type=int, default=1, show_default=True),
-        click.option("--resolver", type=click.Choice(["AUTO", "BUILTIN", "BUILTIN_REF",
-                                                      "BUILTIN_WITHOUT_DEFAULT_DELEGATES"]),
-                     default="AUTO", show_default=True, help="Op resolver (AUTO uses XNNPACK)."),
-        click.option("--warmup", type=int, default=10, show_default=True),
-        click.option("--repeats", type=int, default=1, show_default=True, help="Timed passes over the set."),
-        click.option("--batch-size", type=int, default=1, show_default=True),
-    ):
-        f = decorator(f)
-    return f
+TIMING = ("threads", "resolver", "warmup", "repeats", "batch_size")
+MEASURE = ("min_duration_s", "power", "power_sensor", "sample_hz", "idle_s", "cooldown_c", "cooldown_timeout_s",
+           "sysfs_root", "vcgencmd")
+POWER_HELP = " `device` takes the inventory's power key."
 
 
-MEASURE_OPTIONS = ("min_duration", "power", "power_sensor", "sample_hz", "idle_s", "cooldown_c",
-                   "cooldown_timeout", "sysfs_root", "vcgencmd")
+def job_option(option, job_kind: str):
+    """A click option made from the agent's JOB_OPTIONS entry: flag, type, default, limits, help."""
+    default = option.default_for(job_kind)
+    kwargs = {"default": default, "show_default": default is not None, "help": option.help}
+    if option.choices is not None:
+        choices = list(option.choices) + (["device"] if option.name == "power" else [])
+        kwargs["type"] = click.Choice(choices)
+        kwargs["help"] += POWER_HELP if option.name == "power" else ""
+    elif option.kind is int:
+        kwargs["type"] = int if option.low is None else click.IntRange(min=option.low)
+    elif option.kind is float:
+        low = option.above if option.above is not None else option.low
+        bounded = low is not None or option.high is not None
+        kwargs["type"] = click.FloatRange(min=low, max=option.high, min_open=option.above is not None) if bounded \
+            else float
+    return click.option(option.flag, option.name, **kwargs)
 
 
-def measure_options(f):
-    """Sensor and latency-method options; the command receives them in ``**measure``."""
-    for decorator in (
-        click.option("--min-duration", type=float, default=0.0, help="Keep timing passes for at least this "
-                     "many seconds (whichever of --repeats and this is longer)."),
-        click.option("--power", type=click.Choice(["device", "none", "hwmon", "power_supply", "pi5-pmic"]),
-                     help="Sample power and temperature during the run: a backend, `device` (the inventory's "
-                     "power key) or `none` (temperature and throttling only)."),
-        click.option("--power-sensor", help="hwmon chip or power_supply name, when the device has several."),
-        click.option("--sample-hz", type=float, default=20.0, show_default=True),
-        click.option("--idle-s", type=float, help="Idle baseline before timing (default 1 s with power)."),
-        click.option("--cooldown-c", type=float, help="Wait until the device is at or below this °C first."),
-        click.option("--cooldown-timeout", type=float, default=300.0, show_default=True),
-        click.option("--sysfs-root", help="Where the agent reads sensors on the device (default /sys)."),
-        click.option("--vcgencmd", help="vcgencmd path on the device ('' for none; default: on PATH)."),
-    ):
-        f = decorator(f)
-    return f
+def job_options_for(names: tuple, job_kind: str = "run"):
+    """Click options for these job options; the command receives them under their job names."""
+    from device_agents.edgeq_agent import JOB_OPTIONS
+
+    table = {o.name: o for o in JOB_OPTIONS}
+
+    def decorate(f):
+        for name in reversed(names):
+            f = job_option(table[name], job_kind)(f)
+        return f
+
+    return decorate
 
 
-def spec_measure(measure: dict) -> dict:
-    """RunSpec fields from the measure options."""
-    return {"min_duration_s": measure["min_duration"], "power": measure["power"],
-            "power_sensor": measure["power_sensor"], "sample_hz": measure["sample_hz"], "idle_s": measure["idle_s"],
-            "cooldown_c": measure["cooldown_c"], "cooldown_timeout_s": measure["cooldown_timeout"],
-            "sysfs_root": measure["sysfs_root"], "vcgencmd": measure["vcgencmd"]}
+timing_options = job_options_for(TIMING)
+measure_options = job_options_for(MEASURE)
 
 
 def history_options(f):

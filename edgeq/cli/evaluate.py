@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from edgeq.cli.common import (path_arg, console, write_json_file, device_options, timing_options,
-                                measure_options, spec_measure, history_options, record_history, RunProgress,
+                                measure_options, history_options, record_history, RunProgress,
                                 output_options, output_spec)
 
 
@@ -45,7 +45,7 @@ def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, s
                            inventory=inventory, outdir=outdir, policy=policy, seed=seed,
                            max_per_category=max_per_category, range_mode=range_mode, threads=threads,
                            resolver=resolver, warmup=warmup, repeats=repeats, batch_size=batch_size, fail_on=fail_on,
-                           measure=spec_measure(measure), min_n=min_n,
+                           measure=measure, min_n=min_n,
                            output_spec=output_spec(output_flags, outputs_spec, labels_for, verdict_outputs))
     out = console(quiet)
     with RunProgress(quiet) as progress:

@@ -8,7 +8,7 @@ import click
 
 from edgeq import __version__
 from edgeq.cli.common import (path_arg, write_json_file, device_options, timing_options, measure_options,
-                                spec_measure, history_options, record_history, RunProgress)
+                                history_options, record_history, RunProgress)
 
 
 @click.command()
@@ -34,7 +34,7 @@ def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, w
 
     targets = select_devices(device, load_inventory(inventory), tag=tag)
     spec = RunSpec(model=model, inputs=inputs_path, label=model.name, threads=threads, resolver=resolver,
-                   warmup=warmup, repeats=repeats, batch_size=batch_size, **spec_measure(measure))
+                   warmup=warmup, repeats=repeats, batch_size=batch_size, **measure)
     single = len(targets) == 1
 
     def one(target):

@@ -11,8 +11,12 @@ from pathlib import Path
 import click
 
 from edgeq import __version__
-from edgeq.cli.common import RunProgress, console, history_options, path_arg, record_history, write_json_file
+from edgeq.cli.common import (RunProgress, console, history_options, job_options_for, path_arg, record_history,
+                               write_json_file)
 from edgeq.errors import EXIT_GATE, ConfigError
+
+
+SOAK_OPTIONS = ("threads", "resolver", "warmup", "power", "power_sensor", "sample_hz", "sysfs_root", "vcgencmd")
 
 
 @click.command()
@@ -24,15 +28,7 @@ from edgeq.errors import EXIT_GATE, ConfigError
 @click.option("--duration", default="1h", show_default=True, help="e.g. 8h, 30m, 90s.")
 @click.option("--window", default="60s", show_default=True, help="One record per window.")
 @click.option("-o", "--outdir", type=path_arg, help="Where records land (default edgeq-soak-<time>).")
-@click.option("--threads", type=int, default=1, show_default=True)
-@click.option("--resolver", default="AUTO", show_default=True)
-@click.option("--power", type=click.Choice(["none", "hwmon", "power_supply", "pi5-pmic"]),
-              help="Power sampler (default: the inventory's power key).")
-@click.option("--power-sensor", help="hwmon chip or power_supply name, when the device has several.")
-@click.option("--sample-hz", type=click.FloatRange(0.01, 100), default=2.0, show_default=True,
-              help="Power samples per second, averaged per window.")
-@click.option("--sysfs-root", help="Where the agent reads sensors (default /sys).")
-@click.option("--vcgencmd", help="Path of vcgencmd on the device (default: found on PATH).")
+@job_options_for(SOAK_OPTIONS, "soak")
 @click.option("--attach", "attach_dir", type=path_arg, help="Follow a soak started earlier (its output folder).")
 @click.option("--stop", is_flag=True, help="With --attach: ask the device to stop, then collect.")
 @click.option("--detach", is_flag=True, help="Start it and return; collect later with --attach.")
@@ -40,9 +36,8 @@ from edgeq.errors import EXIT_GATE, ConfigError
 @click.option("--json", "json_path", type=path_arg, help="Write the soak summary here too.")
 @click.option("--junit", "junit_path", type=path_arg, help="Write JUnit XML here (Jenkins, GitLab).")
 @history_options
-def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, threads, resolver, power,
-         power_sensor, sample_hz, sysfs_root, vcgencmd, attach_dir, stop, detach, fail_on, json_path, junit_path,
-         db, no_history):
+def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, attach_dir, stop, detach, fail_on,
+         json_path, junit_path, db, no_history, **options):
     """Run MODEL on DEVICE(s) for --duration, detached from this session; gate on drift and leaks.
 
     With several devices (--device a,b or --tag) each soaks in parallel into OUTDIR/<device>/.
@@ -70,11 +65,10 @@ def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, t
         chosen = select_devices(device, found, tag=tag)
         outdir = outdir or Path(f"edgeq-soak-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}")
         targets = {(outdir if len(chosen) == 1 else outdir / safe_dirname(d.name)): d for d in chosen}
-        spec = RunSpec(model=model, inputs=inputs_path, threads=threads, resolver=resolver)
-        sensing = {"sysfs_root": sysfs_root, "vcgencmd": vcgencmd, "power_sensor": power_sensor,
-                   "sample_hz": sample_hz}
+        options["power"] = options["power"] or "device"  # default: the inventory's power key
+        spec = RunSpec(model=model, inputs=inputs_path, **options)
         started = run_fleet(list(targets.values()), lambda d: start_soak(
-            d, spec, _folder_of(targets, d), parse_duration(duration), parse_duration(window), power or d.power, sensing))
+            d, spec, _folder_of(targets, d), parse_duration(duration), parse_duration(window)))
         handles = {_folder_of(targets, found[name]): handle for name, handle in started.succeeded.items()}
         for name, error in started.failed.items():
             out.print(f"[red]{name}: could not start: {error}[/]")

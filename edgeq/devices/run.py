@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Callable
 
+from device_agents.edgeq_agent import AgentFailure, check_job, job_options
 from edgeq import __version__
 from edgeq.devices.agent_client import AgentSession
 from edgeq.devices.deploy import Deployer
@@ -23,32 +24,29 @@ from edgeq.results import RUN_FILE, SAMPLES, RunResult, pull_partial, pull_run, 
 
 ProgressFn = Callable[[str, int, int], None]
 INACTIVITY_TIMEOUT_S = 600.0  # the agent reports progress every 0.5 s while it runs
-RESOLVERS = ("AUTO", "BUILTIN", "BUILTIN_REF", "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
-POWER_CHOICES = ("device", "none", "hwmon", "power_supply", "pi5-pmic")
+DEVICE_POWER = "device"  # a RunSpec's power may name the inventory's power key instead of a backend
+
+# One model over one input set, and how to time it: ``model``, ``inputs``, ``label`` and
+# every option of a run job, from the agent's JOB_OPTIONS (the one table of names, types,
+# defaults and limits; ``power`` may also be "device" = the inventory's power key).
+RunSpec = make_dataclass("RunSpec", [("model", Path), ("inputs", Path), ("label", str, field(default="run"))]
+                         + [(o.name, o.kind, field(default=o.default_for("run"))) for o in job_options("run")],
+                         frozen=True)
+RunSpec.__module__ = __name__  # pickling and reprs find it here
+RunSpec.__doc__ = "One model over one input set, and how to time it (options: the agent's JOB_OPTIONS)."
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """One model over one input set, and how to time it."""
-
-    model: Path
-    inputs: Path
-    label: str = "run"
-    threads: int = 1
-    resolver: str = "AUTO"
-    warmup: int = 10
-    repeats: int = 1
-    batch_size: int = 1
-    min_duration_s: float = 0.0  # timed passes continue until repeats AND this long (whichever is longer)
-    # sensors (see edgeq/power.py): None = no sampling; "device" = the inventory's power key
-    power: str | None = None
-    power_sensor: str | None = None  # hwmon chip / power_supply name when a device has several
-    sample_hz: float = 20.0
-    idle_s: float | None = None  # idle baseline before the timed loop; None: 1 s with a power backend
-    cooldown_c: float | None = None  # wait until the device is at or below this temperature
-    cooldown_timeout_s: float = 300.0
-    sysfs_root: str | None = None  # on the device; None: EDGEQ_SYSFS_ROOT there, else /sys
-    vcgencmd: str | None = None  # on the device; None: vcgencmd on its PATH; "": never
+def job_values(spec, job_kind: str, device: Device | None = None, **extra) -> dict:
+    """The options of a ``job_kind`` job for ``spec`` (and ``extra``), checked by the agent's own
+    rules, so a bad value is a ConfigError on the host, never a failure half-way on a device."""
+    values = {o.name: getattr(spec, o.name) for o in job_options(job_kind) if hasattr(spec, o.name)}
+    values.update(extra)
+    if values.get("power") == DEVICE_POWER:
+        values["power"] = device.power if device is not None else None
+    try:
+        return check_job(values, job_kind)
+    except AgentFailure as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass
@@ -62,18 +60,7 @@ class _Prepared:
 
 def prepare(spec: RunSpec, rundir: Path) -> _Prepared:
     """Check the spec, model, inputs and output folder before touching a device."""
-    if spec.resolver not in RESOLVERS:
-        raise ConfigError(f"unknown resolver {spec.resolver!r} (choose from {', '.join(RESOLVERS)})")
-    for name in ("threads", "repeats", "batch_size"):
-        if getattr(spec, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(spec, name)}")
-    if spec.power is not None and spec.power not in POWER_CHOICES:
-        raise ConfigError(f"unknown power backend {spec.power!r} (choose from {', '.join(POWER_CHOICES)})")
-    if not 0 < spec.sample_hz <= 1000:
-        raise ConfigError(f"sample_hz must be in (0, 1000], got {spec.sample_hz}")
-    for name in ("min_duration_s", "idle_s", "cooldown_timeout_s"):
-        if (getattr(spec, name) or 0) < 0:
-            raise ConfigError(f"{name} must not be negative, got {getattr(spec, name)}")
+    job_values(spec, "run")
     info = read_model(spec.model)
     dataset = load_inputset(spec.inputs)
     names = match_model_inputs(dataset, input_specs(info))
@@ -163,11 +150,7 @@ def _run_one(device: Device, deployer: Deployer, session: AgentSession, item: _P
     remote_out = deployer.run_dir(run_id)
     job = {"model": model_remote, "model_sha256": model_sha, "inputs": inputs_remote,
            "inputs_sha256": inputs_sha, "input_arrays": item.input_arrays, "out": remote_out,
-           "threads": spec.threads, "resolver": spec.resolver, "warmup": spec.warmup,
-           "repeats": spec.repeats, "batch_size": spec.batch_size, "min_duration_s": spec.min_duration_s,
-           "power": device.power if spec.power == "device" else spec.power, "power_sensor": spec.power_sensor,
-           "sample_hz": spec.sample_hz, "idle_s": spec.idle_s, "cooldown_c": spec.cooldown_c,
-           "cooldown_timeout_s": spec.cooldown_timeout_s, "sysfs_root": spec.sysfs_root, "vcgencmd": spec.vcgencmd}
+           **job_values(spec, "run", device)}
 
     def on_event(event: dict) -> None:
         if progress and event.get("event") == "progress":

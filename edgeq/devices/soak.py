@@ -21,9 +21,9 @@ from typing import Callable
 
 from edgeq.devices.deploy import Deployer
 from edgeq.devices.inventory import Device, connect, device_python
+from edgeq.devices.run import RunSpec, job_values, prepare
 from edgeq.errors import ConfigError, TransportError
 from edgeq.results import write_json_atomic
-from edgeq.devices.run import RunSpec, prepare
 
 HANDLE_FILE = "soak.json"
 RECORDS = "records.jsonl"
@@ -66,10 +66,10 @@ class SoakHandle:
         return cls(**json.loads(path.read_text()))
 
 
-def start_soak(device: Device, spec: RunSpec, outdir: Path, duration_s: float, window_s: float,
-               power: str = "none", sensing: dict | None = None) -> SoakHandle:
-    """``sensing`` may set sysfs_root, vcgencmd and sample_hz, as for a run."""
+def start_soak(device: Device, spec: RunSpec, outdir: Path, duration_s: float, window_s: float) -> SoakHandle:
+    """Start a detached soak; its options (threads, sensors, sample rate) are the spec's soak options."""
     prepared = prepare(spec, outdir)
+    options = job_values(spec, "soak", device, duration_s=duration_s, window_s=window_s)
     soak_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     with connect(device) as transport:
         deployer = Deployer(transport, device.workdir)
@@ -79,9 +79,7 @@ def start_soak(device: Device, spec: RunSpec, outdir: Path, duration_s: float, w
         remote_dir = deployer.path("soaks", soak_id)
         transport.makedirs(remote_dir)
         job = {"dir": remote_dir, "model": model, "model_sha256": model_sha, "inputs": inputs,
-               "inputs_sha256": inputs_sha, "input_arrays": prepared.input_arrays, "threads": spec.threads,
-               "resolver": spec.resolver, "warmup": spec.warmup, "duration_s": duration_s, "window_s": window_s,
-               "power": power, **{k: v for k, v in (sensing or {}).items() if v is not None}}
+               "inputs_sha256": inputs_sha, "input_arrays": prepared.input_arrays, **options}
         job_remote = posixpath.join(remote_dir, "job.json")
         with tempfile.TemporaryDirectory() as scratch:
             local_job = Path(scratch) / "job.json"
