@@ -82,6 +82,11 @@ def _device_from_entry(path: Path, name: str, entry) -> Device:
         values.setdefault("transport", "local")
         values.setdefault("python", sys.executable)
     values.setdefault("host", name)
+    from edgeq.devices.transport import TRANSPORTS
+
+    if values.get("transport", "ssh") not in TRANSPORTS:
+        raise ConfigError(f"{path}: devices.{name}: unknown transport {values['transport']!r} "
+                          f"(known: {', '.join(sorted(TRANSPORTS))})")
     try:
         return Device(name=name, **values)
     except TypeError as exc:
@@ -119,13 +124,7 @@ def select_devices(spec: str | None, inventory: dict[str, Device], tag: str | No
 
 
 def connect(device: Device):
-    """Open the transport for a device."""
-    if device.transport == "local":
-        from edgeq.devices.transport.local import LocalTransport
+    """Open the transport for a device (looked up in the transport registry)."""
+    from edgeq.devices.transport import transport_class
 
-        return LocalTransport(device.name)
-    if device.transport == "ssh":
-        from edgeq.devices.transport.ssh import SshTransport
-
-        return SshTransport(device)
-    raise ConfigError(f"device {device.name}: unknown transport {device.transport!r} (use ssh or local)")
+    return transport_class(device.transport, f"device {device.name}").for_device(device)

@@ -66,6 +66,11 @@ class Transport(abc.ABC):
     def __init__(self, device: str):
         self.device = device
 
+    @classmethod
+    def for_device(cls, device) -> "Transport":
+        """Open this transport for an inventory ``Device``; subclasses read the fields they need."""
+        return cls(device)
+
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None,
             timeout: float | None = 60.0, check: bool = True) -> Result:
         """Run argv (never a shell string) and raise RemoteCommandFailed on failure."""

@@ -48,6 +48,12 @@ class LocalProcess(Process):
 
 
 class LocalTransport(Transport):
+    """This host, as a device: the same agent and protocol, run as a subprocess."""
+
+    @classmethod
+    def for_device(cls, device) -> "LocalTransport":
+        return cls(device.name)
+
     def _run_impl(self, argv, stdin, timeout):
         start = time.perf_counter()
         try:
