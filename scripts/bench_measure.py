@@ -100,8 +100,8 @@ def soak(model: Path, data: Path, sysfs: str, work: Path, args) -> dict:
     from edgeq.reports.soak import summarize
 
     device, out = local_device(str(work / "device")), work / "soak"
-    handle = start_soak(device, RunSpec(model=model, inputs=data, label="soak"), out, args.soak_minutes * 60,
-                        args.window, power="hwmon", sensing={"sysfs_root": sysfs, "vcgencmd": "", "sample_hz": 2.0})
+    spec = RunSpec(model=model, inputs=data, label="soak", power="hwmon", sysfs_root=sysfs, vcgencmd="", sample_hz=2.0)
+    handle = start_soak(device, spec, out, args.soak_minutes * 60, args.window)
     print(f"  soak pid {handle.pid} for {args.soak_minutes:g} min, {args.window:g} s windows", flush=True)
     status = follow(device, handle, out, lambda new, st: [print(
         f"    window {w['index']}: rss {w['rss_kb']} kB, p50 {w['latency_ms']['p50'] * 1e3:.2f} us", flush=True)
