@@ -24,7 +24,7 @@ Run job options beyond model/inputs/threads/resolver/batch_size/warmup/repeats:
 
     min_duration_s      0      timed passes repeat until `repeats` passes AND this long
     power               None   None: no sampling (the files of older agents only);
-                               "none" | "hwmon" | "power_supply" | "pi5-pmic": a sampler
+                               "none" | a POWER_BACKENDS name (hwmon, ...): a sampler
                                thread records power (NaN for "none"), temperature and
                                throttle bits, and invoke start times are kept
     power_sensor        None   which hwmon chip (name or hwmonN) / power supply to read
@@ -38,8 +38,11 @@ Run job options beyond model/inputs/threads/resolver/batch_size/warmup/repeats:
 Files: outputs/output_<k>.npy, latency_ns.npy (passes x invocations), batch_sizes.npy,
 meta.json, manifest.json; with sampling also invoke_start_ns.npy (perf_counter_ns,
 shaped like latency_ns) and sensors.npz (t_ns, power_w, temp_c, throttled, zone_temp_c).
+Inputs are read a block of rows at a time and outputs written the same way, so the
+agent's memory does not grow with the input set; meta["peak_rss_kb"] records its peak.
 """
 
+import contextlib
 import errno
 import gc
 import glob
@@ -250,10 +253,27 @@ def _cpu_model():
 # never an exception; a power backend that was asked for and is not there fails the job.
 
 NAN = float("nan")
-POWER_BACKENDS = ("none", "hwmon", "power_supply", "pi5-pmic")
+POWER_BACKENDS = {"none": None}  # name -> reader class (see power_backend); "none": temperature and throttling only
 THROTTLE_BITS = ((0, "under_voltage"), (1, "arm_frequency_capped"), (2, "throttled"), (3, "soft_temperature_limit"))
 THROTTLED_NOW_MASK = 0xF  # bits 0-3 hold now; 16-19 only say it happened since boot
 PMIC_LINE = re.compile(r"^\s*(\S+)_([AV])\s+(?:current|volt)\(\d+\)\s*=\s*([-+0-9.eE]+)\s*[AV]?\s*$")
+
+
+def power_backend(name):
+    """Register a power reader class as job option ``power=name``: adding a backend is one class.
+
+    The class is built as ``cls(sysfs_root, vcgencmd, sensor)`` (vcgencmd a Vcgencmd or None,
+    sensor the job's power_sensor or None) and raises AgentFailure("NoPowerSensor", ...) when
+    its sensor is not there; ``read()`` gives watts (NaN when unreadable) and ``describe`` is
+    what meta["sampling"]["power_source"] records. Its docstring's first line says what it reads.
+    """
+
+    def register(cls):
+        cls.backend = name
+        POWER_BACKENDS[name] = cls
+        return cls
+
+    return register
 
 
 # --- the job schema: every run/soak option, once ---------------------------------------------
@@ -477,12 +497,11 @@ class Thermal:
                 "throttled": self.vcgencmd.throttled() if self.vcgencmd else None}
 
 
+@power_backend("hwmon")
 class HwmonPower:
     """INA219/INA226-style hwmon chip: power<N>_input (uW), else in<N>_input (mV) x curr<N>_input (mA)."""
 
-    backend = "hwmon"
-
-    def __init__(self, sysfs_root, sensor=None):
+    def __init__(self, sysfs_root, vcgencmd, sensor=None):
         base = os.path.join(sysfs_root, "class", "hwmon")
         seen = []
         for chip in sorted(glob.glob(os.path.join(base, "hwmon*")), key=_natural):
@@ -520,6 +539,7 @@ def _natural_file(name):
     return int(match.group(1)) if match else -1
 
 
+@power_backend("power_supply")
 class PowerSupplyPower:
     """/sys/class/power_supply/<name>: power_now (uW), else current_now (uA) x voltage_now (uV).
 
@@ -527,9 +547,7 @@ class PowerSupplyPower:
     magnitude is what the board draws. Battery-type supplies are preferred.
     """
 
-    backend = "power_supply"
-
-    def __init__(self, sysfs_root, sensor=None):
+    def __init__(self, sysfs_root, vcgencmd, sensor=None):
         base = os.path.join(sysfs_root, "class", "power_supply")
         supplies = sorted(glob.glob(os.path.join(base, "*")))
         supplies.sort(key=lambda p: (_read_text(os.path.join(p, "type")) != "Battery", os.path.basename(p)))
@@ -562,12 +580,11 @@ class PowerSupplyPower:
         return abs(value) * self.scale
 
 
+@power_backend("pi5-pmic")
 class PmicPower:
     """Raspberry Pi 5: `vcgencmd pmic_read_adc`, sum over rails of current x voltage."""
 
-    backend = "pi5-pmic"
-
-    def __init__(self, vcgencmd):
+    def __init__(self, sysfs_root, vcgencmd, sensor=None):
         if vcgencmd is None:
             raise AgentFailure("NoPowerSensor", "power 'pi5-pmic' needs vcgencmd (Raspberry Pi 5 firmware tool): "
                                "none on PATH and no job option 'vcgencmd' naming one")
@@ -583,13 +600,14 @@ class PmicPower:
 
 
 def open_power(backend, sysfs_root, vcgencmd, sensor=None):
-    if backend == "hwmon":
-        return HwmonPower(sysfs_root, sensor)
-    if backend == "power_supply":
-        return PowerSupplyPower(sysfs_root, sensor)
-    if backend == "pi5-pmic":
-        return PmicPower(vcgencmd)
-    return None
+    """The registered reader for ``backend``; None for no power reading (None or "none")."""
+    if backend is None:
+        return None
+    if backend not in POWER_BACKENDS:
+        raise AgentFailure("BadJob", "unknown power backend %r (choose from %s)"
+                           % (backend, ", ".join(POWER_BACKENDS)))
+    reader = POWER_BACKENDS[backend]
+    return reader(sysfs_root, vcgencmd, sensor) if reader is not None else None
 
 
 def cpu_frequencies(sysfs_root):
@@ -893,23 +911,42 @@ class NpzMember(object):
         raw = self._read_bytes(lo * row_bytes, (hi - lo) * row_bytes)
         return raw.view(self.dtype).reshape((hi - lo,) + tuple(self.shape[1:]))
 
-    def chunks(self, rows_per_chunk):
-        """(lo, hi, rows) blocks in order; a compressed member is inflated once, front to back."""
+    def chunks(self, rows_per_chunk, reuse=False):
+        """(lo, hi, rows) blocks in order, read front to back (a compressed member is inflated once).
+
+        With reuse, every block is read into the same buffer, valid until the next block is
+        read: a pass over the member then costs one block of memory and no allocation per block.
+        """
         step = max(1, int(rows_per_chunk))
-        if self.stored or not self.chunkable:
+        if not self.chunkable:  # no axis, or Fortran order (rows not contiguous): read once, whole
+            whole = self.read()
             for lo in range(0, self.rows, step):
-                yield lo, min(lo + step, self.rows), self.read(lo, lo + step)
+                yield lo, min(lo + step, self.rows), whole[lo:lo + step] if self.shape else whole
             return
         import numpy as np
 
         row_bytes = self.row_items * self.dtype.itemsize
-        with _zip_of(self.path) as archive, archive.open(self.info) as handle:
-            _read_exact(handle, self.header_len, self)
+        shared = np.empty(min(step, self.rows) * row_bytes, dtype=np.uint8) if reuse else None
+        with self._data_stream() as handle:
             for lo in range(0, self.rows, step):
                 hi = min(lo + step, self.rows)
-                block = np.empty((hi - lo) * row_bytes, dtype=np.uint8)
+                size = (hi - lo) * row_bytes
+                block = shared[:size] if reuse else np.empty(size, dtype=np.uint8)
                 _readinto_exact(handle, block, self)
                 yield lo, hi, block.view(self.dtype).reshape((hi - lo,) + tuple(self.shape[1:]))
+
+    @contextlib.contextmanager
+    def _data_stream(self):
+        """A file object at the member's first data byte: the archive file itself when the member
+        is stored, else the inflating stream past the .npy header."""
+        if self.stored:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.data_offset)
+                yield handle
+        else:
+            with _zip_of(self.path) as archive, archive.open(self.info) as handle:
+                _read_exact(handle, self.header_len, self)
+                yield handle
 
     def memmap(self):
         """A read-only map of a stored C-order member; None when it cannot be mapped."""
@@ -961,10 +998,12 @@ def _read_exact(handle, count, member):
     return data
 
 
-def _readinto_exact(handle, block, member):
+def _readinto_exact(handle, block, member, piece=1 << 20):
+    """Fill block from handle, a piece at a time: an inflating zip stream builds each read
+    as new bytes objects, so a whole block in one read would cost the block several times over."""
     view, done = memoryview(block), 0
     while done < len(block):
-        got = handle.readinto(view[done:])
+        got = handle.readinto(view[done:done + piece])
         if not got:
             raise AgentFailure("BadInputs", "%s: array %s is truncated" % (member.path, member.name))
         done += got
@@ -1040,32 +1079,100 @@ def _data_offset(raw, info, path):
 # --------------------------------------------------------------------------- run
 
 
-def load_inputs(path, names):
-    """Load the named arrays from an .npz; pickles are refused by np.load itself."""
-    import numpy as np
+def rss_kb():
+    """The agent's resident memory now (kB); None where /proc is not there."""
+    return _proc_status_kb("VmRSS")
 
+
+def peak_rss_kb():
+    """The agent's own high-water resident memory (kB); None where /proc is not there.
+
+    VmHWM, not getrusage: ru_maxrss survives exec, so an agent started by fork+exec
+    from a large process would report that process's peak.
+    """
+    return _proc_status_kb("VmHWM")
+
+
+def reset_peak_rss():
+    """Start VmHWM again from the current RSS (Linux >= 4.0), so peak_rss_kb is this job's peak,
+    not that of an earlier job in the same agent; where that is refused the peak is the process's."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [n for n in names if n not in data.files]
-            if missing:
-                raise AgentFailure("BadInputs", "%s has no array named %s" % (path, ", ".join(missing)))
-            return [data[n] for n in names]
-    except AgentFailure:
-        raise
-    except Exception as exc:
-        raise AgentFailure("BadInputs", "cannot read input set %s: %s" % (path, exc))
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
 
 
-def check_inputs(arrays, names, details):
-    count = len(arrays[0])
-    for name, array, detail in zip(names, arrays, details):
-        if len(array) != count:
-            raise AgentFailure("BadInputs", "array %s has %d samples, expected %d" % (name, len(array), count))
-        if _dtype_name(array.dtype) != _dtype_name(detail["dtype"]):
+def _proc_status_kb(field):
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+BLOCK_BYTES = 8 << 20  # input rows (all inputs together) held at a time, whatever the size of the set
+
+
+class InputStream(object):
+    """A job's input arrays, read a block of rows at a time through npz_members.
+
+    Only the member headers are read up front, and checked against the model before any
+    inference, so the agent's memory holds one block (~BLOCK_BYTES) however large the
+    set is. Every pass reads the blocks afresh; the reads happen between invokes,
+    never inside a timed one. Blocks are whole batches, so no batch spans two blocks.
+    """
+
+    def __init__(self, path, names, details, batch):
+        members = npz_members(path)
+        missing = [n for n in names if n not in members]
+        if missing:
+            raise AgentFailure("BadInputs", "%s has no array named %s" % (path, ", ".join(missing)))
+        self.path, self.members = path, [members[n] for n in names]
+        self.count = check_inputs(self.members, names, details)
+        row_bytes = sum(m.row_items * m.dtype.itemsize for m in self.members)
+        self.block_rows = max(1, BLOCK_BYTES // max(row_bytes, 1) // batch) * batch
+
+    def head(self, rows):
+        """The first ``rows`` samples of every input (first inference, warmup)."""
+        with self._reading():
+            return [m.read(0, rows) for m in self.members]
+
+    def blocks(self):
+        """(lo, hi, [rows lo:hi of each input]) over the whole set, in order; each block's
+        arrays are overwritten by the next block (one block of memory, no allocation per block)."""
+        with self._reading():
+            for parts in zip(*(m.chunks(self.block_rows, reuse=True) for m in self.members)):
+                yield parts[0][0], parts[0][1], [block for _, _, block in parts]
+
+    @contextlib.contextmanager
+    def _reading(self):
+        """A read that fails part-way (bad CRC, corrupt deflate data, I/O error) is BadInputs naming the set."""
+        try:
+            yield
+        except AgentFailure:
+            raise
+        except Exception as exc:
+            raise AgentFailure("BadInputs", "cannot read input set %s: %s: %s"
+                               % (self.path, exc.__class__.__name__, exc))
+
+
+def check_inputs(members, names, details):
+    """The sample count, once every array's samples, dtype and sample shape fit the model's inputs."""
+    count = members[0].rows
+    for name, member, detail in zip(names, members, details):
+        if not member.shape:
+            raise AgentFailure("BadInputs", "array %s is a single value, not samples" % name)
+        if member.rows != count:
+            raise AgentFailure("BadInputs", "array %s has %d samples, expected %d" % (name, member.rows, count))
+        if _dtype_name(member.dtype) != _dtype_name(detail["dtype"]):
             raise AgentFailure("BadInputs", "array %s is %s but model input %s wants %s"
-                               % (name, array.dtype, detail["name"], _dtype_name(detail["dtype"])))
+                               % (name, member.dtype, detail["name"], _dtype_name(detail["dtype"])))
         want = [int(s) for s in detail.get("shape_signature", detail["shape"])][1:]
-        got = list(array.shape[1:])
+        got = list(member.shape[1:])
         if len(want) != len(got) or any(w not in (-1, g) for w, g in zip(want, got)):
             raise AgentFailure("BadInputs", "array %s has sample shape %s but model input %s wants %s"
                                % (name, got, detail["name"], want))
@@ -1107,6 +1214,7 @@ def _run_job(job, runtime, emit):
     _check_expected_sha(job.get("model"), job.get("model_sha256"))
     _check_expected_sha(job.get("inputs"), job.get("inputs_sha256"))
     _prepare_out_dir(out_dir)
+    reset_peak_rss()
 
     clock = {"wall_ns": time.time_ns(), "perf_ns": time.perf_counter_ns()}  # aligns perf_counter_ns to UTC
     cpufreq_start = cpu_frequencies(sensing.sysfs_root)
@@ -1119,17 +1227,19 @@ def _run_job(job, runtime, emit):
     out_details = interpreter.get_output_details()
     if len(names) != len(in_details):
         raise AgentFailure("BadJob", "model has %d inputs, job names %d arrays" % (len(in_details), len(names)))
-    arrays = load_inputs(job["inputs"], names)
-    count = check_inputs(arrays, names, in_details)
+    inputs = InputStream(job["inputs"], names, in_details, batch)
+    count = inputs.count
     if count == 0:
         raise AgentFailure("BadInputs", "input set %s has no samples" % job["inputs"])
 
     invoker = BatchInvoker(interpreter, in_details, out_details)
-    first_ns = invoker.invoke_timed([a[:1] for a in arrays])
+    head = inputs.head(batch)
+    first_ns = invoker.invoke_timed([a[:1] for a in head])
     for _ in range(warmup):  # at the timed batch size, so no resize lands in the timed loop
-        invoker.invoke_timed([a[:batch] for a in arrays])
+        invoker.invoke_timed(head)
+    del head
 
-    steps = [(s, min(s + batch, count)) for s in range(0, count, batch)]
+    steps = Steps(count, batch)
     writer = RunWriter(out_dir, count, steps, repeats, invoker.read_outputs(), record_starts=sensing.enabled)
     progress = Progress(emit, repeats * len(steps), on_tick=writer.checkpoint)
     windows = {}
@@ -1147,7 +1257,7 @@ def _run_job(job, runtime, emit):
         gc.disable()  # a collection inside the timed loop shows up as a latency outlier
         try:
             begin = time.perf_counter_ns()
-            passes = _timed_passes(invoker, arrays, steps, repeats, int(min_duration_s * 1e9), writer, progress)
+            passes = _timed_passes(invoker, inputs, steps, repeats, int(min_duration_s * 1e9), writer, progress)
             windows["timed"] = [begin, time.perf_counter_ns()]
         finally:
             gc.enable()
@@ -1180,6 +1290,7 @@ def _run_job(job, runtime, emit):
         "thermal": {"start": thermal_start, "end": sensing.thermal.snapshot()},
         "cooldown": cooldown,
         "op_profile": op_profile_status(runtime),
+        "peak_rss_kb": peak_rss_kb(),
         "started": started,
         "finished": time.time(),
     }
@@ -1188,7 +1299,7 @@ def _run_job(job, runtime, emit):
     return writer.finish(meta, sampler.arrays() if sampler is not None else None)
 
 
-def _timed_passes(invoker, arrays, steps, repeats, min_duration_ns, writer, progress):
+def _timed_passes(invoker, inputs, steps, repeats, min_duration_ns, writer, progress):
     """Whole passes over the input set until `repeats` passes AND min_duration_ns are done.
 
     The latency file starts with room for `repeats` passes. When that is not enough
@@ -1198,16 +1309,9 @@ def _timed_passes(invoker, arrays, steps, repeats, min_duration_ns, writer, prog
     """
     per_pass = len(steps)
     start = time.perf_counter_ns()
-    latency, starts = writer.latency, writer.starts
     rep = 0
     while True:
-        for i, (lo, hi) in enumerate(steps):
-            latency[rep, i] = invoker.invoke_timed([a[lo:hi] for a in arrays])
-            if starts is not None:
-                starts[rep, i] = invoker.last_start_ns
-            if rep == 0:
-                writer.store(invoker.read_outputs(), lo, hi)
-            progress.update(rep * per_pass + i + 1)
+        _timed_pass(invoker, inputs, steps, rep, writer, progress)
         rep += 1
         elapsed = time.perf_counter_ns() - start
         if rep >= repeats and elapsed >= min_duration_ns:
@@ -1215,28 +1319,72 @@ def _timed_passes(invoker, arrays, steps, repeats, min_duration_ns, writer, prog
         if rep == writer.passes:
             more = (min_duration_ns - elapsed) * rep / max(elapsed, 1) * 1.1
             writer.resize(rep + max(1, int(more) + 1))
-            latency, starts = writer.latency, writer.starts
             progress.total = writer.passes * per_pass
     if rep < writer.passes:
         writer.resize(rep)
     return rep
 
 
-class RunWriter:
-    """Results go straight into .npy files (memory-mapped) as they are produced.
+class Steps(object):
+    """The invocations of one pass, (lo, hi) rows each, computed when asked: a list of a
+    million tuples would cost the agent ~100 MB on a large suite."""
 
-    progress.json says how far they got, so if the agent is killed the host can still
-    pull what exists; manifest.json, written last, is what marks a run complete.
+    def __init__(self, count, batch):
+        self.count, self.batch = count, batch
+
+    def __len__(self):
+        return (self.count + self.batch - 1) // self.batch
+
+    def __getitem__(self, i):
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return i * self.batch, min((i + 1) * self.batch, self.count)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def sizes(self):
+        import numpy as np
+
+        sizes = np.full(len(self), self.batch, dtype=np.int32)
+        if len(self):
+            sizes[-1] = self.count - (len(self) - 1) * self.batch
+        return sizes
+
+
+def _timed_pass(invoker, inputs, steps, rep, writer, progress):
+    """Pass ``rep`` over the set, a block of inputs at a time; the first pass stores the outputs.
+
+    Steps are whole batches and blocks whole batches, so each step lies in one block.
+    """
+    latency, starts, i = writer.latency, writer.starts, 0
+    for base, end, block in inputs.blocks():
+        while i < len(steps) and steps[i][1] <= end:
+            lo, hi = steps[i]
+            latency[rep, i] = invoker.invoke_timed([a[lo - base:hi - base] for a in block])
+            if starts is not None:
+                starts[rep, i] = invoker.last_start_ns
+            if rep == 0:
+                writer.store(invoker.read_outputs(), lo, hi)
+            i += 1
+            progress.update(rep * len(steps) + i)
+
+
+class RunWriter:
+    """Results go straight into .npy files as they are produced.
+
+    Outputs are written with positioned writes (NpyRows), not memory maps, so they cost
+    no resident memory however large they are; the latency timelines (8 bytes per
+    invocation) are memory-mapped. progress.json says how far they got, so if the agent
+    is killed the host can still pull what exists; manifest.json, written last, is what
+    marks a run complete.
     """
 
     def __init__(self, out_dir, count, steps, repeats, sample_outputs, record_starts=False):
-        from numpy.lib.format import open_memmap
-
         self.out_dir, self.count, self.steps = out_dir, count, steps
-        self.outputs = [
-            open_memmap(os.path.join(out_dir, "outputs", "output_%d.npy" % k), mode="w+", dtype=value.dtype,
-                        shape=(count,) + tuple(value.shape[1:]))
-            for k, value in enumerate(sample_outputs)]
+        self.outputs = [NpyRows(os.path.join(out_dir, "outputs", "output_%d.npy" % k), value.dtype,
+                                (count,) + tuple(value.shape[1:]))
+                        for k, value in enumerate(sample_outputs)]
         self.passes = repeats
         self.latency = self._timeline("latency_ns.npy", repeats)
         self.starts = self._timeline("invoke_start_ns.npy", repeats) if record_starts else None
@@ -1275,13 +1423,13 @@ class RunWriter:
 
     def store(self, values, lo, hi):
         for target, value in zip(self.outputs, values):
-            target[lo:hi] = value
+            target.write(lo, hi, value)
         self.samples_done = hi
 
     def checkpoint(self, invocations_done):
         self.invocations_done = invocations_done
-        for array in self.outputs + [a for _, a in self.timelines()]:
-            array.flush()
+        for target in self.outputs + [a for _, a in self.timelines()]:
+            target.flush()
         _write_json(os.path.join(self.out_dir, "progress.json"),
                     {"samples_done": self.samples_done, "samples": self.count,
                      "invocations_done": invocations_done, "files": self.files()}, sync=False)
@@ -1290,10 +1438,12 @@ class RunWriter:
         import numpy as np
 
         rels = self.files()
-        for array in self.outputs + [a for _, a in self.timelines()]:
+        for target in self.outputs:
+            target.close()
+        for _, array in self.timelines():
             array.flush()
         self.outputs = self.latency = self.starts = None  # close the maps before hashing
-        batch_sizes = np.array([hi - lo for lo, hi in self.steps], dtype=np.int32)
+        batch_sizes = self.steps.sizes()
         with open(os.path.join(self.out_dir, "batch_sizes.npy"), "wb") as handle:
             np.save(handle, batch_sizes, allow_pickle=False)
         rels.append("batch_sizes.npy")
@@ -1303,6 +1453,46 @@ class RunWriter:
         for rel in rels:
             _fsync_path(os.path.join(self.out_dir, rel))
         return write_manifest(self.out_dir, rels, meta)
+
+
+class NpyRows(object):
+    """An .npy file filled a block of rows at a time with positioned writes (os.pwrite).
+
+    The header is written first and the file allocated at its full size at once, so a
+    full disk is ENOSPC here, before any inference, never half-way. No memory map:
+    written rows go to the page cache, not into the agent's resident memory.
+    """
+
+    def __init__(self, path, dtype, shape):
+        import numpy as np
+        from numpy.lib import format as npy_format
+
+        self.dtype, self.shape = np.dtype(dtype), tuple(int(s) for s in shape)
+        self.row_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
+        self.handle = open(path, "wb+")
+        npy_format.write_array_header_1_0(self.handle, {"descr": npy_format.dtype_to_descr(self.dtype),
+                                                        "fortran_order": False, "shape": self.shape})
+        self.handle.flush()
+        self.data_offset = self.handle.tell()
+        self.handle.truncate(self.data_offset + self.shape[0] * self.row_bytes)
+        _reserve(path)
+
+    def write(self, lo, hi, rows):
+        """Rows lo:hi (broadcast and cast like an assignment into the array would be)."""
+        import numpy as np
+
+        rows = np.ascontiguousarray(np.broadcast_to(rows, (hi - lo,) + self.shape[1:]), dtype=self.dtype)
+        data, offset = memoryview(rows.reshape(-1).view(np.uint8)), self.data_offset + lo * self.row_bytes
+        while len(data):
+            done = os.pwrite(self.handle.fileno(), data, offset)
+            data, offset = data[done:], offset + done
+
+    def flush(self):
+        """To disk, like the msync of a memory map's flush: a checkpoint survives a power cut."""
+        os.fsync(self.handle.fileno())
+
+    def close(self):
+        self.handle.close()
 
 
 class BatchInvoker:
@@ -1460,17 +1650,6 @@ class Agent:
 # --------------------------------------------------------------------------- soak
 
 
-def rss_kb():
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 class SoakLog:
     """records.jsonl (append + fsync per record) and status.json (atomic), in the soak folder."""
 
@@ -1536,17 +1715,19 @@ def soak_main(job_path):
         _check_expected_sha(job["model"], job.get("model_sha256"))
         interpreter = open_interpreter(runtime, job["model"], job["threads"], job["resolver"])
         in_details, out_details = interpreter.get_input_details(), interpreter.get_output_details()
-        arrays = load_inputs(job["inputs"], job["input_arrays"])
-        count = check_inputs(arrays, job["input_arrays"], in_details)
+        inputs = InputStream(job["inputs"], job["input_arrays"], in_details, 1)
+        if inputs.count == 0:
+            raise AgentFailure("BadInputs", "input set %s has no samples" % job["inputs"])
         invoker = BatchInvoker(interpreter, in_details, out_details)
+        first = inputs.head(1)
         for _ in range(job["warmup"]):
-            invoker.invoke_timed([a[:1] for a in arrays])
+            invoker.invoke_timed(first)
         sensors = SoakSensors(job)
         facts = device_facts(runtime)
         log.set(state="running", started=time.time(), arch=facts["arch"], runtime="%s %s" % runtime[:2],
                 resolver=job["resolver"], threads=job["threads"],
                 model_sha256=job.get("model_sha256"), model_name=os.path.basename(job["model"]))
-        state = _soak_loop(job, log, invoker, arrays, count, sensors, zlib.crc32)
+        state = _soak_loop(job, log, invoker, inputs, sensors, zlib.crc32)
         log.set(state=state)
     except AgentFailure as exc:
         log.set(state="failed", error=str(exc))
@@ -1557,16 +1738,16 @@ def soak_main(job_path):
     return 0
 
 
-def _soak_loop(job, log, invoker, arrays, count, sensors, checksum):
+def _soak_loop(job, log, invoker, inputs, sensors, checksum):
     started = time.monotonic()
     deadline = started + float(job["duration_s"])
     window_s = job["window_s"]
     stop_file = os.path.join(job["dir"], "stop")
-    first_pass, mismatched, checked, passes, index = [None] * count, 0, 0, 0, 0
+    first_pass, mismatched, checked, passes, index = [None] * inputs.count, 0, 0, 0, 0
     window, window_end = LatencyHistogram(), started + window_s
     while True:
-        for i in range(count):
-            window.add(invoker.invoke_timed([a[i:i + 1] for a in arrays]))
+        for i, sample in _one_at_a_time(inputs):
+            window.add(invoker.invoke_timed(sample))
             digest = checksum(b"".join(o.tobytes() for o in invoker.read_outputs()))
             if passes == 0:
                 first_pass[i] = digest
@@ -1576,8 +1757,8 @@ def _soak_loop(job, log, invoker, arrays, count, sensors, checksum):
             now = time.monotonic()
             if now >= window_end:
                 record = {"type": "window", "index": index, "elapsed_s": now - started, "t": time.time(),
-                          "latency_ms": window.stats(), "rss_kb": rss_kb(), "pass": passes,
-                          "drift": {"checked": checked, "mismatched": mismatched}}
+                          "latency_ms": window.stats(), "rss_kb": rss_kb(), "peak_rss_kb": peak_rss_kb(),
+                          "pass": passes, "drift": {"checked": checked, "mismatched": mismatched}}
                 record.update(sensors.read())
                 log.append(record)
                 index += 1
@@ -1590,6 +1771,14 @@ def _soak_loop(job, log, invoker, arrays, count, sensors, checksum):
         passes += 1
         if passes == 1:
             _write_json(os.path.join(job["dir"], "first_pass.json"), {"crc32": first_pass}, sync=True)
+
+
+def _one_at_a_time(inputs):
+    """(index, [that sample of each input]) over the whole set, with one block of it in memory:
+    a soak runs for hours, and its RSS is what it watches."""
+    for base, end, block in inputs.blocks():
+        for i in range(base, end):
+            yield i, [a[i - base:i - base + 1] for a in block]
 
 
 class SoakSensors:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
 from edgeq.errors import ConfigError
 from edgeq.inputs.inputset import InputSet, input_specs, load_inputset, match_model_inputs
 
@@ -86,15 +88,19 @@ def prepare_models(opts: EvaluateOptions) -> tuple[Path, Path, dict | None]:
     return conversion.float_path, conversion.quant_path, conversion.card
 
 
-def build_suite(opts: EvaluateOptions, data: InputSet) -> Path:
-    from edgeq.inputs.risky import build_risky_suite
+def build_suite(opts: EvaluateOptions, data: InputSet, path: Path | None = None) -> Path:
+    """Write the risky suite (default OUTDIR/inputs/risky.npz) as it is generated."""
+    from edgeq.inputs.risky import write_risky_suite
 
-    suite = build_risky_suite(data.arrays, data.y, seed=opts.seed, max_per_category=opts.max_per_category,
-                              range_mode=opts.range_mode)
+    path = Path(path or opts.outdir / "inputs" / "risky.npz")
+    arrays = {name: np.asarray(a) for name, a in data.arrays.items()}
+    plan = write_risky_suite(path, arrays, None if data.y is None else np.asarray(data.y), seed=opts.seed,
+                             max_per_category=opts.max_per_category, range_mode=opts.range_mode)
     # the range mode used per input array, (mode, reason): kept on the data set the caller holds
-    data.extra["range_modes"] = suite.range_modes
-    risky = InputSet(arrays=suite.arrays, **suite.tags, extra={"range_modes": suite.range_modes})
-    return risky.save(opts.outdir / "inputs" / "risky.npz")
+    data.extra["range_modes"] = plan.range_modes
+    for family, reason in plan.skipped.items():
+        opts.notes.append(f"risky family {family} left out: {reason}")
+    return path
 
 
 @dataclass

@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgeq.errors import ConfigError, TransportError
+from edgeq.errors import ConfigError, InputSetError, TransportError
 from edgeq.devices.transport.base import Transport, sha256_file
+from edgeq.inputs.npz import DiskArray, open_npz
 
 MANIFEST = "manifest.json"
 RUN_FILE = "run.json"
@@ -30,17 +30,30 @@ class IncompleteRun(ConfigError):
     """A run directory without its closing file, or with a file that fails its checksum."""
 
 
-@dataclass
 class RunResult:
-    path: Path
-    meta: dict
-    run: dict
-    outputs: list[np.ndarray]
-    latency_ns: np.ndarray
-    batch_sizes: np.ndarray
-    samples: dict[str, np.ndarray]
-    invoke_start_ns: np.ndarray | None = None  # perf_counter_ns of each invoke, shaped like latency_ns
-    sensors: dict[str, np.ndarray] | None = None  # t_ns, power_w, temp_c, throttled, zone_temp_c
+    """One run directory. Outputs and large sample tags stay on disk (``DiskArray``); the
+    timelines (latency_ns, batch_sizes, invoke_start_ns) are read from disk each time
+    they are asked for, so a comparison of two long runs does not hold four timelines
+    it never reads. Given arrays (tests, offline tools) are kept as given."""
+
+    def __init__(self, path: Path, meta: dict, run: dict, outputs: list, latency_ns, batch_sizes,
+                 samples: dict, invoke_start_ns=None, sensors: dict | None = None):
+        self.path, self.meta, self.run, self.outputs, self.samples = path, meta, run, outputs, samples
+        self._latency_ns, self._batch_sizes, self._invoke_start_ns = latency_ns, batch_sizes, invoke_start_ns
+        self.sensors = sensors  # t_ns, power_w, temp_c, throttled, zone_temp_c
+
+    @property
+    def latency_ns(self) -> np.ndarray:
+        return _timeline(self._latency_ns)
+
+    @property
+    def batch_sizes(self) -> np.ndarray:
+        return _timeline(self._batch_sizes)
+
+    @property
+    def invoke_start_ns(self) -> np.ndarray | None:
+        """perf_counter_ns of each invoke, shaped like latency_ns (runs that sampled sensors)."""
+        return _timeline(self._invoke_start_ns)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "RunResult":
@@ -57,13 +70,12 @@ class RunResult:
         if not run_file.exists():
             raise IncompleteRun(f"{path}: incomplete run (no {RUN_FILE}: the host did not finish writing it)")
         meta = json.loads((path / "meta.json").read_text())
-        outputs = [_load_npy(path / "outputs" / f"output_{k}.npy") for k in range(len(meta["outputs"]))]
-        with np.load(path / SAMPLES, allow_pickle=False) as tags:
-            samples = {k: tags[k] for k in tags.files}
-        starts = _load_npy(path / "invoke_start_ns.npy") if "invoke_start_ns.npy" in manifest["files"] else None
+        outputs = [_on_disk(path / "outputs" / f"output_{k}.npy") for k in range(len(meta["outputs"]))]
+        samples = _samples(path / SAMPLES)
+        starts = path / "invoke_start_ns.npy" if "invoke_start_ns.npy" in manifest["files"] else None
         sensors = _load_npz(path / "sensors.npz") if "sensors.npz" in manifest["files"] else None
         return cls(path, meta, json.loads(run_file.read_text()), outputs,
-                   _load_npy(path / "latency_ns.npy"), _load_npy(path / "batch_sizes.npy"), samples,
+                   path / "latency_ns.npy", path / "batch_sizes.npy", samples,
                    starts, sensors)
 
     @property
@@ -73,6 +85,26 @@ class RunResult:
     def latency_ms_per_sample(self) -> np.ndarray:
         """Per-inference latency; a batched invoke counts as batch-size inferences."""
         return (self.latency_ns / self.batch_sizes[None, :]).ravel() / 1e6
+
+
+def _timeline(value):
+    return _load_npy(value) if isinstance(value, Path) else value
+
+
+def _on_disk(path: Path) -> DiskArray:
+    """Outputs stay on disk: a comparison reads them a block at a time."""
+    try:
+        return DiskArray.from_npy(path)
+    except (OSError, ValueError) as exc:
+        raise IncompleteRun(f"{path}: cannot be read as a plain .npy array ({exc})") from None
+
+
+def _samples(path: Path) -> dict:
+    """Sample tags; large ones stay on disk (DiskArray) until a comparison reads them."""
+    try:
+        return open_npz(path)
+    except InputSetError as exc:
+        raise IncompleteRun(str(exc)) from None
 
 
 def _load_npy(path: Path) -> np.ndarray:

@@ -47,7 +47,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import lab  # noqa: E402  (tests/lab.py: real sshd servers and namespace devices)
 from edgeq.models.convert import convert_model  # noqa: E402  (imports TensorFlow only when called)
 from edgeq.devices.deploy import Deployer  # noqa: E402
-from edgeq.devices.inventory import Device  # noqa: E402
+from edgeq.devices.inventory import device_from_entry  # noqa: E402
 from edgeq.evaluate import EXAMPLE_DATA, EXAMPLE_MODEL  # noqa: E402
 from edgeq.devices.fleet import run_fleet  # noqa: E402
 from edgeq.inputs.inputset import InputSet  # noqa: E402
@@ -94,7 +94,7 @@ def plain_shell_sshd() -> None:
 
 
 def ssh_device(server, name: str, workdir: Path, **override):
-    return Device(name=name, **{**server.inventory_entry(), "workdir": str(workdir), **override})
+    return device_from_entry(name, {**server.inventory_entry(), "workdir": str(workdir), **override})
 
 
 def edgeq_push(device, local: Path) -> int:

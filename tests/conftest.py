@@ -78,7 +78,7 @@ def tflite214_python() -> str:
 @pytest.fixture
 def local(tmp_path) -> Device:
     """The local device with its own workdir, so tests never share device state."""
-    return Device(name="local", transport="local", host="localhost", python=sys.executable,
+    return Device(name="local", transport="local", python=sys.executable,
                   workdir=str(tmp_path / "device"))
 
 

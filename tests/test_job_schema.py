@@ -61,7 +61,7 @@ def test_a_soak_needs_its_duration_and_takes_the_device_power_key(tmp_path):
     with pytest.raises(AgentFailure, match="duration_s"):
         check_job({}, "soak")
     spec = RunSpec(model=tmp_path / "m.tflite", inputs=tmp_path / "i.npz", power="device", sample_hz=2.0)
-    pi = Device(name="pi", transport="local", host="localhost", power="hwmon")
+    pi = Device(name="pi", transport="local", power="hwmon")
     job = job_values(spec, "soak", pi, duration_s=60, window_s=5)
     assert job["power"] == "hwmon" and job["window_s"] == 5 and "repeats" not in job
 

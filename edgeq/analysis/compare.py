@@ -17,10 +17,11 @@ from edgeq.analysis.intervals import wilson
 from edgeq.analysis.kinds import get_kind
 from edgeq.analysis.plan import OutputInfo, OutputSpec, check_labels, describe_outputs, plan_outputs
 from edgeq.errors import ConfigError
+from edgeq.inputs.npz import row_blocks
 
 THRESHOLDS = {"degraded": 0.02, "catastrophic": 0.10}
 MIN_N = 30
-CHUNK_ELEMENTS = 1 << 18  # output values per evidence slice
+CHUNK_ELEMENTS = 1 << 16  # output values per evidence slice
 VERDICTS = ("robust", "degraded", "catastrophic")
 METRIC_KEYS = ("n", "float_accuracy", "quant_accuracy", "accuracy_drop", "agreement",
                "flip_rate", "sqnr_db", "kl_mean", "max_abs_error")
@@ -49,19 +50,39 @@ def verdict(categories: dict[str, dict], thresholds: dict = THRESHOLDS) -> tuple
 
 
 class Cells:
-    """The suite's groups: categories in order, and the severities inside each."""
+    """The suite's groups: categories in order, and the severities inside each.
 
-    def __init__(self, samples: dict[str, np.ndarray], n: int):
-        self.category = np.asarray(samples.get("category", np.full(n, "all")))
+    Categories are held as small integer codes, read from the tag a block at a
+    time: the per-sample strings of a large suite never sit in memory.
+    """
+
+    def __init__(self, samples: dict, n: int):
+        category = samples.get("category")
+        self.names, self.codes = (["all"], np.zeros(n, dtype=np.int32)) if category is None else _codes(category)
         self.severity = np.asarray(samples.get("severity", np.zeros(n, dtype=np.int64)))
-        if len(self.category) != n or len(self.severity) != n:
+        if len(self.codes) != n or len(self.severity) != n:
             raise ConfigError(f"the run's sample tags do not match its {n} outputs")
-        self.names = list(dict.fromkeys(self.category.tolist()))
-        clean = self.category == "clean"
-        self.reference = clean if clean.any() else np.ones(n, dtype=bool)
+        self.reference = self.mask("clean") if "clean" in self.names else np.ones(n, dtype=bool)
+
+    def mask(self, name: str) -> np.ndarray:
+        return self.codes == self.names.index(name)
 
     def levels(self, name) -> list[int]:
-        return sorted(set(self.severity[self.category == name].tolist()))
+        return sorted(set(self.severity[self.mask(name)].tolist()))
+
+
+def _codes(category) -> tuple[list[str], np.ndarray]:
+    """(names in order of first appearance, one code per sample)."""
+    names: dict[str, int] = {}
+    codes = np.empty(len(category), dtype=np.int32)
+    lo = 0
+    for block in row_blocks(category, rows=1 << 15):
+        found, first, inverse = np.unique(block, return_index=True, return_inverse=True)
+        for k in np.argsort(first):
+            names.setdefault(str(found[k]), len(names))
+        codes[lo:lo + len(block)] = np.array([names[str(f)] for f in found], dtype=np.int32)[inverse.reshape(-1)]
+        lo += len(block)
+    return list(names), codes
 
 
 def compare_outputs(ref, cand, samples: dict[str, np.ndarray], *, outputs: list[OutputInfo] | None = None,
@@ -77,7 +98,7 @@ def compare_outputs(ref, cand, samples: dict[str, np.ndarray], *, outputs: list[
     if n == 0:
         raise ConfigError("nothing to compare: no samples")
     outputs = outputs or describe_outputs([f"output_{k}" for k in range(len(ref))], [r.shape[1:] for r in ref])
-    labels = samples.get("y")
+    labels = None if samples.get("y") is None else np.asarray(samples["y"])
     plans = plan_outputs(outputs, spec, labels is not None, values=ref)
     if labels is not None:
         check_labels(plans, outputs, labels, "input set")
@@ -100,19 +121,20 @@ def judge_output(plan, ref, cand, labels, cells: Cells, thresholds, min_n) -> di
     ev = chunked_evidence(kind, ref_roles, cand_roles, plan, labels if plan.labels else None)
 
     def group(mask):
-        picked = {k: v[mask] for k, v in ev.items()}
-        summary = kind.summarize(picked, labels[mask] if plan.labels and labels is not None else None, plan)
-        return _with_interval(summary, min_n)
+        every = mask is None
+        picked = ev if every else {k: v[mask] for k, v in ev.items()}
+        given = None if not plan.labels or labels is None else labels if every else labels[mask]
+        return _with_interval(kind.summarize(picked, given, plan), min_n)
 
     categories = {}
     for name in cells.names:
-        mask = cells.category == name
+        mask = cells.mask(name)
         entry = group(mask)
         levels = cells.levels(name)
         if len(levels) > 1:
             entry["severities"] = {str(level): group(mask & (cells.severity == level)) for level in levels}
         categories[str(name)] = entry
-    section = dict(plan.describe(), overall=group(np.ones(len(cells.category), dtype=bool)), categories=categories)
+    section = dict(plan.describe(), overall=group(None), categories=categories)
     if plan.labels:
         section["metric"] = "accuracy_drop"
     section.update(_output_verdict(section, thresholds))
@@ -120,13 +142,26 @@ def judge_output(plan, ref, cand, labels, cells: Cells, thresholds, min_n) -> di
 
 
 def chunked_evidence(kind, ref: dict, cand: dict, plan, labels) -> dict[str, np.ndarray]:
-    """Evidence a slice of samples at a time: temporaries stay cache-sized, not suite-sized."""
+    """Evidence a slice of samples at a time, into arrays sized once: outputs are read from
+    disk a block at a time and temporaries stay cache-sized, not suite-sized."""
     n = len(ref["output"])
     per_sample = max(sum(int(np.prod(a.shape[1:])) for a in ref.values()), 1)
     step = max(1, CHUNK_ELEMENTS // per_sample)
-    parts = [kind.evidence({r: a[i:i + step] for r, a in ref.items()}, {r: a[i:i + step] for r, a in cand.items()},
-                           plan, None if labels is None else labels[i:i + step]) for i in range(0, n, step)]
-    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    evidence: dict[str, np.ndarray] = {}
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
+        part = kind.evidence({r: a[lo:hi] for r, a in ref.items()}, {r: a[lo:hi] for r, a in cand.items()},
+                             plan, None if labels is None else labels[lo:hi])
+        for key, values in part.items():
+            if key not in evidence:
+                evidence[key] = np.empty((n,) + values.shape[1:], dtype=_compact(values.dtype))
+            evidence[key][lo:hi] = values
+    return evidence
+
+
+def _compact(dtype: np.dtype) -> np.dtype:
+    """Class indices and counts fit int32; halving them matters at a million samples."""
+    return np.dtype(np.int32) if dtype == np.int64 else dtype
 
 
 def _with_interval(summary: dict, min_n: int) -> dict:

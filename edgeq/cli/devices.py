@@ -20,17 +20,30 @@ def devices():
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def devices_list(inventory, as_json):
     """List the devices edgeq knows (local is always there)."""
-    from dataclasses import asdict
-
     from edgeq.devices.inventory import load_inventory
 
     found = load_inventory(inventory)
     if as_json:
-        click.echo(json.dumps({name: asdict(d) for name, d in found.items()}, indent=1))
+        click.echo(json.dumps({name: d.as_dict() for name, d in found.items()}, indent=1))
         return
-    for name, d in found.items():
-        where = "this host" if d.transport == "local" else f"{d.user + '@' if d.user else ''}{d.host}:{d.port or 22}"
-        click.echo(f"{name:20} {d.transport:6} {where:30} python={d.python or 'auto'} workdir={d.workdir}")
+    for d in found.values():
+        click.echo(_listing(d))
+
+
+def _listing(device) -> str:
+    """Name, transport and where, then python, workdir and the transport's other settings, in 80 columns.
+
+    The transport words its own settings (``Transport.summary``), so a new transport lists
+    sensibly without a change here.
+    """
+    import textwrap
+
+    from edgeq.devices.transport import transport_class
+
+    where, *rest = transport_class(device.transport).summary(device.settings) or [""]
+    words = [f"python={device.python or 'auto'}", f"workdir={device.workdir}", *rest]
+    line = f"{device.name:20} {device.transport:6} {where:20} " + " ".join(words)
+    return textwrap.fill(line, 80, subsequent_indent=" " * 28, break_long_words=False, break_on_hyphens=False)
 
 
 @devices.command("check")
@@ -98,7 +111,7 @@ def devices_trust(name, inventory, fingerprint, yes):
     if not (fingerprint or yes or click.confirm("Trust this key?", default=False)):
         click.echo("not pinned")
         sys.exit(1)
-    path = pin_host_key(target, key, device.known_hosts)
+    path = pin_host_key(target, key)
     click.echo(f"pinned in {path}")
 
 

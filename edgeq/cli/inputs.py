@@ -26,20 +26,19 @@ def inputs():
 def inputs_risky(model, data, output, seed, max_per_category, range_mode):
     """Build the risky suite: clean + graded photometric, noise, outlier and sensor-fault sets."""
     from edgeq.evaluate import EvaluateOptions, build_suite
-    from edgeq.inputs.inputset import load_inputset
+    from edgeq.inputs.inputset import category_counts, load_inputset
 
     dataset = load_inputset(data, what="data")
     if model is not None:
         _check_against_model(dataset, model)
     opts = EvaluateOptions(outdir=output.parent, seed=seed, max_per_category=max_per_category, range_mode=range_mode)
-    built = build_suite(opts, dataset)
+    build_suite(opts, dataset, output)
     for name, (mode, reason) in (dataset.extra.get("range_modes") or {}).items():
         click.echo(f"value ranges of {name!r}: {'per feature' if mode == 'channel' else mode} ({reason})", err=True)
-    built.replace(output)
+    for note in opts.notes:
+        click.echo(note, err=True)
     suite = load_inputset(output)
-    counts = {}
-    for name in suite.category.tolist():
-        counts[name] = counts.get(name, 0) + 1
+    counts = category_counts(suite.category)
     click.echo(f"{output}: {suite.n} samples in {len(counts)} categories "
                f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
 

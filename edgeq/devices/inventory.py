@@ -2,6 +2,9 @@
 
 ``local`` is always defined: this host, the same agent, run as a subprocess by
 the Python that runs edgeq (it has numpy and ai-edge-litert as core dependencies).
+
+A device table is flat; the keys every device has (``COMMON_KEYS``) are read here, the
+rest belong to its transport, whose ``SETTINGS`` table checks them.
 """
 
 from __future__ import annotations
@@ -9,39 +12,49 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from edgeq.devices.transport import Settings, transport_class
 from edgeq.errors import ConfigError
 
 DEFAULT_INVENTORY = "edgeq.toml"
-KNOWN_KEYS = {"host", "port", "user", "identity_file", "python", "workdir", "known_hosts",
-              "power", "tags", "transport", "connect_timeout", "retries"}
 
 
 @dataclass(frozen=True)
 class Device:
-    """One inventory entry; behaviour (connecting) lives in ``connect``."""
+    """One inventory entry: what every device has, and its transport's own ``settings``.
+
+    The settings' keys and types come from the transport's ``SETTINGS`` table, so a new
+    transport changes nothing here; behaviour (connecting) lives in ``connect``.
+    """
 
     name: str
     transport: str = "ssh"
-    host: str | None = None
-    port: int | None = None
-    user: str | None = None
-    identity_file: str | None = None
     python: str | None = None  # None: workdir/venv/bin/python if `devices setup` made it, else python3
     workdir: str = "~/.edgeq"
-    known_hosts: str | None = None
     power: str = "none"
     tags: tuple[str, ...] = field(default_factory=tuple)
-    connect_timeout: float = 10.0
-    retries: int = 3
+    settings: Settings = field(default_factory=Settings)
+
+    def __post_init__(self):
+        """Settings given as a dict (code, tests) become read-only, so the Device stays hashable."""
+        if not isinstance(self.settings, Settings):
+            object.__setattr__(self, "settings", Settings(self.settings))
+
+    def as_dict(self) -> dict:
+        """The device flat, the way its inventory table lists it: common keys and settings side by side."""
+        common = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "settings"}
+        return {**common, "tags": list(self.tags), **self.settings}
+
+
+COMMON_KEYS = {f.name for f in fields(Device)} - {"name", "settings"}
 
 
 def local_device(workdir: str | None = None) -> Device:
     default = os.environ.get("EDGEQ_LOCAL_WORKDIR", "~/.cache/edgeq/local-device")
-    return Device(name="local", transport="local", host="localhost", python=sys.executable,
-                  workdir=workdir or default)
+    return Device(name="local", transport="local", python=sys.executable, workdir=workdir or default)
 
 
 def load_inventory(path: str | os.PathLike | None = None) -> dict[str, Device]:
@@ -67,30 +80,27 @@ def _parse_inventory(path: Path) -> dict[str, Device]:
     entries = data.get("devices", {})
     if not isinstance(entries, dict):
         raise ConfigError(f"{path}: [devices] must be a table of device tables")
-    return {name: _device_from_entry(path, name, entry) for name, entry in entries.items()}
+    return {name: device_from_entry(name, entry, f"{path}: devices.{name}") for name, entry in entries.items()}
 
 
-def _device_from_entry(path: Path, name: str, entry) -> Device:
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{path}: devices.{name} must be a table")
-    unknown = set(entry) - KNOWN_KEYS
-    if unknown:
-        raise ConfigError(f"{path}: devices.{name} has unknown keys: {', '.join(sorted(unknown))}")
-    values = dict(entry)
-    values["tags"] = tuple(values.get("tags", ()))
+def device_from_entry(name: str, entry: Mapping, where: str | None = None) -> Device:
+    """A ``[devices.NAME]`` table as a Device: the common keys are read here, the rest by its transport.
+
+    The table stays flat (``host = …`` next to ``workdir = …``), so inventories written before
+    transports had settings of their own still read the same.
+    """
+    where = where or f"devices.{name}"
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    common = {key: value for key, value in entry.items() if key in COMMON_KEYS}
+    common["tags"] = tuple(common.get("tags", ()))
     if name == "local":
-        values.setdefault("transport", "local")
-        values.setdefault("python", sys.executable)
-    values.setdefault("host", name)
-    from edgeq.devices.transport import TRANSPORTS
-
-    if values.get("transport", "ssh") not in TRANSPORTS:
-        raise ConfigError(f"{path}: devices.{name}: unknown transport {values['transport']!r} "
-                          f"(known: {', '.join(sorted(TRANSPORTS))})")
-    try:
-        return Device(name=name, **values)
-    except TypeError as exc:
-        raise ConfigError(f"{path}: devices.{name}: {exc}") from None
+        common.setdefault("transport", "local")
+        common.setdefault("python", sys.executable)
+    transport = common.get("transport", Device.transport)
+    own = {key: value for key, value in entry.items() if key not in COMMON_KEYS}
+    settings = transport_class(transport, where).read_settings(name, own, f"{where} (transport {transport})")
+    return Device(name=name, settings=settings, **common)
 
 
 SETUP_VENV = "venv"
@@ -125,6 +135,4 @@ def select_devices(spec: str | None, inventory: dict[str, Device], tag: str | No
 
 def connect(device: Device):
     """Open the transport for a device (looked up in the transport registry)."""
-    from edgeq.devices.transport import transport_class
-
     return transport_class(device.transport, f"device {device.name}").for_device(device)

@@ -8,7 +8,7 @@ from pathlib import Path
 from edgeq.devices.agent_client import AgentSession
 from edgeq.devices.deploy import Deployer
 from edgeq.devices.inventory import Device, connect, device_python
-from edgeq.errors import EdgeqError, TransportError
+from edgeq.errors import ConfigError, EdgeqError, TransportError
 
 
 def probe_device(device: Device) -> dict:
@@ -47,14 +47,17 @@ def _stage(exc: EdgeqError, facts: dict) -> str:
 
 
 def fetch_host_key(device: Device):
-    """The key the device presents, read before any authentication."""
+    """The key an SSH device presents, read before any authentication."""
     import socket
 
     import paramiko
 
+    from edgeq.devices.transport.ssh import SshTransport
     from edgeq.devices.transport.ssh_target import resolve_target
 
-    target = resolve_target(device)
+    if device.transport != "ssh":
+        raise ConfigError(f"{device.name}: transport {device.transport} has no host key to trust")
+    target = resolve_target(device.name, SshTransport.settings_of(device))
     try:
         sock = socket.create_connection((target.hostname, target.port), timeout=10)
     except OSError as exc:
@@ -69,9 +72,9 @@ def fetch_host_key(device: Device):
         transport.close()
 
 
-def pin_host_key(target, key, known_hosts: str | None = None) -> Path:
-    """Append the key to the device's known_hosts file (created 0600 if needed)."""
-    path = Path(known_hosts or target.known_hosts[0]).expanduser()
+def pin_host_key(target, key) -> Path:
+    """Append the key to the target's first known_hosts file (the inventory's wins), created 0600 if needed."""
+    path = Path(target.known_hosts[0])
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     line = f"{target.known_hosts_key} {key.get_name()} {key.get_base64()}\n"
     existing = path.read_text() if path.exists() else ""

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.errors import InputSetError
+from edgeq.inputs.npz import DiskArray, NpzWriter, open_npz, row_blocks
 
 LABEL_ARRAYS = ("y", "category", "severity", "source_index")
 FLAG_ARRAYS = ("allow_nonfinite",)
@@ -54,16 +55,18 @@ class InputSet:
         return path
 
 
-def write_npz(path: Path, payload: dict[str, np.ndarray]) -> None:
-    """Write atomically, so an interrupted write never leaves a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+def write_npz(path: Path, payload: dict) -> None:
+    """Write atomically (an interrupted write never leaves a half file), a block at a time."""
     try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, allow_pickle=False, **payload)
-        os.replace(tmp, path)
+        with NpzWriter(path) as out:
+            for name, array in payload.items():
+                if not isinstance(array, DiskArray):
+                    out.write(name, array)
+                    continue
+                with out.member(name, array.shape, array.dtype) as member:
+                    for block in row_blocks(array):
+                        member.append(block)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise InputSetError(path, f"cannot write: {exc.strerror or exc}") from None
 
 
@@ -73,36 +76,43 @@ def load_inputset(path: str | os.PathLike, *, what: str = "input set") -> InputS
     inputs = {k: v for k, v in raw.items() if k not in LABEL_ARRAYS + FLAG_ARRAYS}
     if not inputs:
         raise InputSetError(path, f"{what} has no input array (expected 'x' or arrays named after the model inputs)")
-    allow_nonfinite = bool(raw["allow_nonfinite"]) if "allow_nonfinite" in raw else False
+    allow_nonfinite = _flag(path, raw, "allow_nonfinite")
     dataset = InputSet(arrays=inputs, allow_nonfinite=allow_nonfinite, path=path,
                        **{k: raw[k] for k in LABEL_ARRAYS if k in raw})
     validate(dataset)
     return dataset
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+def _read_arrays(path: Path) -> dict:
+    """Small arrays in memory, large ones as DiskArrays: a set of any size loads in constant memory."""
     if not path.exists():
         raise InputSetError(path, "file not found")
     if path.is_dir():
         raise InputSetError(path, "is a folder, expected an .npz file")
+    if not path.is_file():
+        raise InputSetError(path, "is not a regular file (a FIFO or device would block or never end)")
+    if zipfile.is_zipfile(path):
+        return open_npz(path)
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:
         raise InputSetError(path, _pickle_message(exc)) from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise InputSetError(path, f"not a readable NumPy .npz file ({exc})") from None
     if isinstance(loaded, np.ndarray):
         return {"x": loaded}
-    with loaded:
-        arrays = {}
-        for name in loaded.files:
-            try:
-                arrays[name] = loaded[name]
-            except ValueError as exc:
-                raise InputSetError(path, _pickle_message(exc), array=name) from None
-            except (OSError, zipfile.BadZipFile, EOFError) as exc:
-                raise InputSetError(path, f"array is damaged ({exc})", array=name) from None
-        return arrays
+    raise InputSetError(path, "not a readable NumPy .npz file")
+
+
+def _flag(path: Path, raw: dict, name: str) -> bool:
+    """A flag must be a boolean: the string "no" is truthy, and would silently mean yes."""
+    if name not in raw:
+        return False
+    value = np.asarray(raw[name])
+    if value.dtype != bool or value.size != 1:
+        raise InputSetError(path, f"must be one boolean (True/False), got {value.dtype} {value.tolist()!r}",
+                            array=name)
+    return bool(value.reshape(()))
 
 
 def _pickle_message(exc: Exception) -> str:
@@ -140,11 +150,33 @@ def _check_input_array(path: Path, name: str, array: np.ndarray, allow_nonfinite
     if array.ndim == 0:
         raise InputSetError(path, "is a scalar; the first axis must count samples", array=name)
     if array.dtype.kind == "f" and not allow_nonfinite:
-        bad = ~np.isfinite(array)
-        if bad.any():
-            first = int(np.argwhere(bad)[0][0])
-            raise InputSetError(path, f"holds {int(bad.sum())} NaN/Inf values (first in sample {first}); "
+        count, first = 0, None
+        for lo, block in _numbered_blocks(array):
+            bad = ~np.isfinite(block)
+            if bad.any():
+                count += int(bad.sum())
+                first = lo + int(np.argwhere(bad)[0][0]) if first is None else first
+        if count:
+            raise InputSetError(path, f"holds {count} NaN/Inf values (first in sample {first}); "
                                       "set allow_nonfinite=True in the set if that is on purpose", array=name)
+
+
+def _numbered_blocks(array):
+    """(first row, block) pairs; the check reads a block at a time, never the whole set."""
+    lo = 0
+    for block in row_blocks(array):
+        yield lo, block
+        lo += len(block)
+
+
+def category_counts(category) -> dict[str, int]:
+    """Samples per category, in the order categories first appear, a block at a time."""
+    counts: dict[str, int] = {}
+    for block in row_blocks(category):
+        names, first, number = np.unique(block, return_index=True, return_counts=True)
+        for k in np.argsort(first):
+            counts[str(names[k])] = counts.get(str(names[k]), 0) + int(number[k])
+    return counts
 
 
 def clean_tensor_name(name: str) -> str:

@@ -229,4 +229,4 @@ def calibration_arrays(path: Path | None, policy: str) -> dict[str, np.ndarray] 
         raise ConfigError("--policy int8 needs --calibration NPZ (a few hundred typical inputs)")
     from edgeq.inputs.inputset import load_inputset
 
-    return load_inputset(path, what="calibration set").arrays
+    return {name: np.asarray(a) for name, a in load_inputset(path, what="calibration set").arrays.items()}

@@ -239,7 +239,8 @@ def categories_html(report: dict, cats, basis: str) -> str:
 
 def _clean(a) -> np.ndarray:
     try:
-        a = np.asarray(a, dtype=float).ravel()
+        a = np.asarray(a)
+        a = (a if a.dtype.kind == "f" else a.astype(float)).ravel()
     except (TypeError, ValueError):
         return np.zeros(0)
     return a[np.isfinite(a)]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeq.errors import ConfigError
+from edgeq.inputs.npz import row_blocks
 
 KINDS: dict[str, "OutputKind"] = {}
 
@@ -160,13 +161,27 @@ def rate(events: int, trials: int) -> float:
     return events / trials if trials else 0.0
 
 
-def is_probability_rows(x: np.ndarray) -> bool:
-    f = flat(x)
-    return bool(f.shape[1] > 1 and f.min() >= 0 and np.allclose(f.sum(axis=1), 1.0, atol=1e-3))
+def units_of(x) -> int:
+    """Values per sample of a stacked output (an ndarray or a DiskArray)."""
+    return int(np.prod(x.shape[1:], dtype=np.int64))
 
 
-def in_unit_interval(x: np.ndarray) -> bool:
-    return bool(x.size and x.min() >= 0.0 and x.max() <= 1.0)
+def is_probability_rows(x) -> bool:
+    """Every row non-negative and summing to 1; read a block at a time (outputs may be on disk)."""
+    if units_of(x) <= 1 or not len(x):
+        return False
+    return all(flat(b).min() >= 0 and np.allclose(flat(b).sum(axis=1), 1.0, atol=1e-3) for b in row_blocks(x))
+
+
+def in_unit_interval(x) -> bool:
+    if not x.size:
+        return False
+    return all(b.min() >= 0.0 and b.max() <= 1.0 for b in row_blocks(x) if b.size)
+
+
+def reference_rows(x, reference_mask: np.ndarray) -> np.ndarray:
+    """The rows that set scales (the clean samples when there are any), as an ndarray."""
+    return np.asarray(x[reference_mask] if reference_mask.any() else x[:])
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -12,7 +12,8 @@ import numpy as np
 
 from edgeq.analysis.intervals import paired_difference
 from edgeq.analysis.kinds import (OutputKind, contract_keys, error_evidence, error_summary, flat,
-                                  in_unit_interval, is_probability_rows, rate, register, sigmoid)
+                                  in_unit_interval, is_probability_rows, rate, register, sigmoid,
+                                  units_of)
 from edgeq.errors import ConfigError
 
 
@@ -47,7 +48,7 @@ class Classification(OutputKind):
 
     def prepare(self, ref, cand, plan, reference_mask):
         r, c = ref["output"], cand["output"]
-        units = flat(r).shape[1]
+        units = units_of(r)
         if units == 1 and plan.options.get("threshold") is None:
             plan.options["threshold"] = 0.5 if in_unit_interval(r) else 0.0
         plan.options["probabilities"] = bool((in_unit_interval(r) and in_unit_interval(c)) if units == 1 else (

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.analysis.kinds import OutputKind, contract_keys, error_evidence, error_summary, flat, rate, register
+from edgeq.analysis.kinds import (OutputKind, contract_keys, error_evidence, error_summary, flat, rate,
+                                  reference_rows, register)
 
 DEFAULT_ATOL_SPREAD = 0.1  # atol = this × the float output's spread, unless given
 EXACT_P99_ELEMENTS = 4096
 
 
-def spread_of(ref: np.ndarray, reference_mask: np.ndarray) -> float:
-    rows = flat(ref)[reference_mask] if reference_mask.any() else flat(ref)
+def spread_of(ref, reference_mask: np.ndarray) -> float:
+    rows = flat(reference_rows(ref, reference_mask))
     spread = float(np.std(rows.astype(np.float64)))
     return spread if spread > 0 else float(np.max(np.abs(rows))) or 1.0
 

@@ -10,8 +10,9 @@ import abc
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Sequence
+from typing import IO, Callable, Mapping, Sequence
 
+from edgeq.devices.transport.settings import Setting, Settings, read_settings
 from edgeq.errors import RemoteCommandFailed
 
 
@@ -61,15 +62,39 @@ class Process(abc.ABC):
 
 
 class Transport(abc.ABC):
-    """One way of reaching a device. Subclasses implement the ``*_impl`` hooks."""
+    """One way of reaching a device. Subclasses implement the ``*_impl`` hooks.
+
+    ``SETTINGS`` is the table of the inventory keys this transport reads beyond what every
+    device has; the inventory checks an entry's other keys with it (``read_settings``).
+    """
+
+    SETTINGS: tuple[Setting, ...] = ()
 
     def __init__(self, device: str):
         self.device = device
 
     @classmethod
     def for_device(cls, device) -> "Transport":
-        """Open this transport for an inventory ``Device``; subclasses read the fields they need."""
+        """Open this transport for an inventory ``Device``; subclasses read ``settings_of(device)``."""
         return cls(device)
+
+    @classmethod
+    def read_settings(cls, device: str, entry: Mapping, where: str | None = None) -> Settings:
+        """An inventory entry's transport keys for device ``device``, checked and defaulted."""
+        return read_settings(cls.SETTINGS, entry, where or f"device {device}")
+
+    @classmethod
+    def settings_of(cls, device) -> Settings:
+        """A ``Device``'s settings completed with this table's defaults (also for one built in code)."""
+        return cls.read_settings(device.name, device.settings)
+
+    @classmethod
+    def summary(cls, settings: Mapping) -> list[str]:
+        """Where the device is, then its other settings, as words for ``edgeq devices list``.
+
+        By default every setting that differs from its default, as ``key=value``.
+        """
+        return [f"{s.name}={settings.get(s.name)}" for s in cls.SETTINGS if settings.get(s.name) != s.default]
 
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None,
             timeout: float | None = 60.0, check: bool = True) -> Result:

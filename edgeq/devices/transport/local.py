@@ -48,11 +48,19 @@ class LocalProcess(Process):
 
 
 class LocalTransport(Transport):
-    """This host, as a device: the same agent and protocol, run as a subprocess."""
+    """This host, as a device: the same agent and protocol, run as a subprocess.
+
+    It has no settings of its own: there is nothing to reach, so ``host`` and the other SSH
+    keys are refused on a local device rather than silently ignored.
+    """
 
     @classmethod
     def for_device(cls, device) -> "LocalTransport":
         return cls(device.name)
+
+    @classmethod
+    def summary(cls, settings) -> list[str]:
+        return ["this host"]
 
     def _run_impl(self, argv, stdin, timeout):
         start = time.perf_counter()

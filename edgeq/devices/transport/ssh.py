@@ -19,6 +19,7 @@ import paramiko
 
 from edgeq.errors import TransportError
 from edgeq.devices.transport.base import Process, Result, Transfer, Transport, sha256_file
+from edgeq.devices.transport.settings import Setting
 from edgeq.devices.transport.ssh_target import SshTarget, resolve_target
 
 WINDOW_SIZE = 64 * 1024 * 1024  # a large SFTP window roughly doubles throughput (DESIGN.md)
@@ -94,18 +95,44 @@ class SshProcess(Process):
 
 
 class SshTransport(Transport):
+    """A board over SSH; the inventory keys below override the ``~/.ssh/config`` entry of ``host``."""
+
+    SETTINGS = (
+        Setting("host", str, None, "an address or a ~/.ssh/config Host; default: the device name"),
+        Setting("port", int, None, "default: ~/.ssh/config, else 22", low=1, high=65535),
+        Setting("user", str, None, "default: ~/.ssh/config, else your user name"),
+        Setting("identity_file", str, None, "a private key; default: ~/.ssh/config, else your keys"),
+        Setting("known_hosts", str, None, "pinned host keys; default: ~/.ssh/config, else ~/.ssh/known_hosts"),
+        Setting("connect_timeout", float, 10.0, "seconds per connection attempt", above=0),
+        Setting("retries", int, 3, "reconnects after a failed attempt, with backoff", low=0),
+    )
+
     def __init__(self, device, *, connect_timeout: float | None = None, retries: int | None = None,
                  backoff_s: float = 1.0, keepalive_s: int = 15):
         super().__init__(device.name)
-        self.target = resolve_target(device)
-        self.connect_timeout = connect_timeout or getattr(device, "connect_timeout", 10.0)
-        self.retries = getattr(device, "retries", 3) if retries is None else retries
+        settings = self.settings_of(device)
+        self.target = resolve_target(device.name, settings)
+        self.connect_timeout = connect_timeout or settings["connect_timeout"]
+        self.retries = settings["retries"] if retries is None else retries
         self.backoff_s = backoff_s
         self.keepalive_s = keepalive_s
         self._client: paramiko.SSHClient | None = None
         self._jump: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._home: str | None = None
+
+    @classmethod
+    def read_settings(cls, device, entry, where=None):
+        """``host`` defaults to the device's name: boards are usually named as in ~/.ssh/config."""
+        return super().read_settings(device, {"host": device, **entry}, where)
+
+    @classmethod
+    def summary(cls, settings) -> list[str]:
+        """``user@host:port`` (the parts the inventory sets; ~/.ssh/config may fill the rest), then the others."""
+        user = f"{settings['user']}@" if settings.get("user") else ""
+        port = f":{settings['port']}" if settings.get("port") else ""
+        rest = [word for word in super().summary(settings) if word.partition("=")[0] not in ("host", "user", "port")]
+        return [f"{user}{settings.get('host')}{port}", *rest]
 
     # ------------------------------------------------------------------ connection
 
@@ -168,8 +195,8 @@ class SshTransport(Transport):
         spec = self.target.proxy_jump.split(",")[0]
         user, _, hostport = spec.rpartition("@")
         host, _, port = hostport.partition(":")
-        jump = SshTransport(Device(name=f"{self.device} (jump {host})", host=host, user=user or None,
-                                   port=int(port) if port else None, known_hosts=None),
+        settings = {"host": host, "user": user or None, "port": int(port) if port else None}
+        jump = SshTransport(Device(name=f"{self.device} (jump {host})", settings=settings),
                             connect_timeout=self.connect_timeout, retries=0)
         self._jump = jump.client
         return self._jump.get_transport().open_channel(

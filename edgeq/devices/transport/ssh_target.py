@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,18 +55,20 @@ def lookup_ssh_config(host: str) -> dict:
     return config.lookup(host)
 
 
-def resolve_target(device) -> SshTarget:
-    """Combine the inventory entry with the SSH config entry of the same host."""
-    if not device.host:
-        raise ConfigError(f"device {device.name}: no host in the inventory")
-    found = lookup_ssh_config(device.host)
-    hostname = found.get("hostname", device.host)
-    port = device.port or int(found.get("port", 22))
-    user = device.user or found.get("user") or getpass.getuser()
-    identities = [device.identity_file] if device.identity_file else list(found.get("identityfile", []))
-    known = [device.known_hosts] if device.known_hosts else (
+def resolve_target(device: str, settings: Mapping) -> SshTarget:
+    """Combine a device's SSH settings (``SshTransport.SETTINGS``) with the SSH config entry of its host."""
+    host = settings.get("host")
+    if not host:
+        raise ConfigError(f"device {device}: no host in the inventory")
+    found = lookup_ssh_config(host)
+    hostname = found.get("hostname", host)
+    port = settings.get("port") or int(found.get("port", 22))
+    user = settings.get("user") or found.get("user") or getpass.getuser()
+    identity = settings.get("identity_file")
+    identities = [identity] if identity else list(found.get("identityfile", []))
+    known = [settings["known_hosts"]] if settings.get("known_hosts") else (
         found.get("userknownhostsfile", "").split() or [DEFAULT_KNOWN_HOSTS])
-    return SshTarget(device=device.name, hostname=hostname, port=port, user=user,
+    return SshTarget(device=device, hostname=hostname, port=port, user=user,
                      identity_files=tuple(str(Path(p).expanduser()) for p in identities),
                      known_hosts=tuple(str(Path(p).expanduser()) for p in known),
                      proxy_jump=found.get("proxyjump"))

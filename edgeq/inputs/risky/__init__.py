@@ -7,10 +7,11 @@ An average validation set never exercises that; this suite derives such inputs
 from the user's own data, in three graded severities per family, so a comparison
 can say which kind of shift breaks a model and how hard it has to be pushed.
 
-Families are registered in ``families`` (transforms in ``photometric``,
-``corruption`` and ``sensors``); their strengths in ``severities`` (one table);
-ranges, the auto range mode and dtype handling in ``ranges``; per-feature
-observations of the full data in ``observed``.
+Each family is one module in ``families/`` that registers itself; built-in
+strengths are in ``severities`` (one table); ranges, the auto range mode and dtype
+handling in ``ranges``; per-feature observations of the full data in ``observed``.
+The suite is planned once (``plan_risky_suite``) and produced one cell at a time,
+so ``write_risky_suite`` writes a suite of any size with one cell in memory.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeq.errors import InputSetError
-from edgeq.inputs.risky.families import CATEGORIES, FAMILIES, describe_categories
+from edgeq.inputs.risky.families import CATEGORIES, FAMILIES, describe_categories, input_kind
 from edgeq.inputs.risky.observed import DataStats
 from edgeq.inputs.risky.ranges import RANGE_MODES, choose_range_mode, resolve_range_modes, to_dtype
 from edgeq.inputs.risky.severities import SEVERITIES, SEVERITY_LEVELS
@@ -32,12 +33,24 @@ __all__ = [
     "RANGE_MODES",
     "RiskySuite",
     "build_risky_suite",
+    "plan_risky_suite",
+    "write_risky_suite",
     "category_array",
     "choose_range_mode",
     "describe_categories",
 ]
 
 _SOURCE = "<data>"
+TRANSFORM_BYTES = 4 << 20  # float64 bytes a family transforms at once
+
+
+def transform_rows(sample_shape: tuple) -> int:
+    """Rows transformed at once: a block of about TRANSFORM_BYTES, so memory stays flat for a
+    suite of any size. The first block of a cell draws from the generator keyed
+    [seed, family, severity] and block b from [..., b], so a cell that fits one block
+    (every suite of up to 8192 tabular rows of 64 features) is what it always was, and
+    the split depends only on the sample shape, never on the machine."""
+    return max(1, TRANSFORM_BYTES // (8 * max(1, int(np.prod(sample_shape, dtype=np.int64)))))
 _RESERVED = ("y", "category", "severity", "source_index")
 
 
@@ -57,6 +70,7 @@ class RiskySuite(Mapping):
     tags: dict[str, np.ndarray]
     range_modes: dict[str, tuple[str, str]] = field(default_factory=dict)
     families: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> np.ndarray:
         return self.arrays[key] if key in self.arrays else self.tags[key]
@@ -69,7 +83,70 @@ class RiskySuite(Mapping):
         return len(self.arrays) + len(self.tags)
 
 
-def build_risky_suite(
+@dataclass
+class SuitePlan:
+    """Everything the suite is made from, checked; arrays are produced one cell at a time.
+
+    A cell is one (category, severity); every cell holds the same ``index`` rows of
+    the data, so per-cell results compare sample by sample. ``kinds``: what each input
+    array looks like (``families.input_kind``); ``skipped``: families that fit none of
+    the arrays, with the reason.
+    """
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    index: np.ndarray
+    cells: list[tuple[str, int]]
+    range_modes: dict[str, tuple[str, str]]
+    kinds: dict[str, str]
+    seed: int
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.index) * len(self.cells)
+
+    @property
+    def families(self) -> list[str]:
+        return list(dict.fromkeys(c for c, _ in self.cells if c != "clean"))
+
+    def parts(self, name: str) -> Iterator[np.ndarray]:
+        """The array ``name`` in suite order, cell by cell and, in a cell, block by block."""
+        x = self.inputs[name]
+        data = DataStats(x, self.range_modes[name][0])
+        step = transform_rows(x.shape[1:])
+        for category, severity in self.cells:
+            family = FAMILIES.get(category)
+            for block, lo in enumerate(range(0, len(self.index), step)):
+                picked = x[self.index[lo:lo + step]]
+                if family is None or not family.applies(self.kinds[name]):
+                    yield picked
+                    continue
+                key = [self.seed, family.seed_key, severity] + ([block] if block else [])
+                changed = family.transform(picked.astype(np.float64), family.levels[severity - 1], data,
+                                           np.random.default_rng(key))
+                yield to_dtype(changed, x.dtype)
+
+    def tag_parts(self, tag: str) -> Iterator[np.ndarray]:
+        """One tag's values cell by cell; ``category`` is as wide as the longest name."""
+        k = len(self.index)
+        names = category_array([c for c, _ in self.cells])
+        for (category, severity), name in zip(self.cells, names):
+            if tag == "category":
+                yield np.full(k, name, dtype=names.dtype)
+            elif tag == "severity":
+                yield np.full(k, severity, dtype=np.int32)
+            elif tag == "source_index":
+                yield self.index
+            else:
+                yield self.labels[self.index]
+
+    @property
+    def tag_names(self) -> list[str]:
+        return (["y"] if self.labels is not None else []) + ["category", "severity", "source_index"]
+
+
+def plan_risky_suite(
     arrays: Mapping[str, np.ndarray],
     y: np.ndarray | None = None,
     *,
@@ -77,15 +154,15 @@ def build_risky_suite(
     max_per_category: int | None = 500,
     range_mode: str = "auto",
     categories: Sequence[str] | None = None,
-) -> RiskySuite:
-    """Build the suite: clean first, then each family at severities 1..3.
+) -> SuitePlan:
+    """Check the request and plan the suite: clean first, then each family at severities 1..3.
 
     Ranges and per-feature observations come from the full data (not the
     subsample), so a subsample that misses the extremes (or a rare -999 row) does
-    not shrink them. The same subsample is used for every category so
-    per-category results are comparable sample by sample. ``range_mode="auto"``
-    decides per array (``choose_range_mode``): per-feature ranges for tabular data,
-    one global range otherwise.
+    not shrink them. ``range_mode="auto"`` decides per array (``choose_range_mode``):
+    per-feature ranges for tabular data, one global range otherwise. A family that
+    fits none of the input arrays (an image family on tabular data) is left out and
+    named in ``skipped``; one that fits some arrays leaves the others unchanged.
     """
     inputs, n = _check_arrays(arrays)
     labels = _check_labels(y, n)
@@ -94,47 +171,51 @@ def build_risky_suite(
         raise InputSetError(_SOURCE, f"range_mode must be one of {RANGE_MODES}, got {range_mode!r}")
     _check_seed(seed)
     _check_limit(max_per_category)
-    index = _subsample(n, max_per_category, seed)
-    plan = [(c, s) for c in chosen for s in ((0,) if c == "clean" else SEVERITY_LEVELS)]
-    modes = resolve_range_modes(inputs, range_mode)
+    kinds = {name: input_kind(x.shape[1:]) for name, x in inputs.items()}
+    skipped = {c: f"fits none of the inputs ({', '.join(sorted(set(kinds.values())))})" for c in chosen
+               if c != "clean" and not any(FAMILIES[c].applies(k) for k in kinds.values())}
+    cells = [(c, s) for c in chosen if c not in skipped for s in ((0,) if c == "clean" else SEVERITY_LEVELS)]
+    return SuitePlan(inputs, labels, _subsample(n, max_per_category, seed), cells,
+                     resolve_range_modes(inputs, range_mode), kinds, int(seed), skipped)
 
-    out = {name: _transform_all(x, index, plan, DataStats(x, modes[name][0]), seed) for name, x in inputs.items()}
-    k = len(index)
-    tags = {}
-    if labels is not None:
-        tags["y"] = np.tile(labels[index], len(plan))
-    tags["category"] = np.repeat(category_array([c for c, _ in plan]), k)
-    tags["severity"] = np.repeat(np.array([s for _, s in plan], dtype=np.int32), k)
-    tags["source_index"] = np.tile(index, len(plan))
-    return RiskySuite(arrays=out, tags=tags, range_modes=modes, families=[c for c in chosen if c != "clean"])
+
+def build_risky_suite(arrays: Mapping[str, np.ndarray], y: np.ndarray | None = None, **options) -> RiskySuite:
+    """The suite in memory (``plan_risky_suite`` takes the options); for files, ``write_risky_suite``."""
+    plan = plan_risky_suite(arrays, y, **options)
+    out = {name: np.concatenate(list(plan.parts(name)), axis=0) for name in plan.inputs}
+    tags = {tag: np.concatenate(list(plan.tag_parts(tag))) for tag in plan.tag_names}
+    return RiskySuite(arrays=out, tags=tags, range_modes=plan.range_modes, families=plan.families,
+                      skipped=plan.skipped)
+
+
+def write_risky_suite(path, arrays: Mapping[str, np.ndarray], y: np.ndarray | None = None,
+                      **options) -> SuitePlan:
+    """Write the suite to ``path`` as it is generated: memory holds one cell, never the suite."""
+    from edgeq.inputs.npz import NpzWriter
+
+    plan = plan_risky_suite(arrays, y, **options)
+    try:
+        with NpzWriter(path) as out:
+            for name, x in plan.inputs.items():
+                with out.member(name, (plan.n,) + x.shape[1:], x.dtype) as member:
+                    for part in plan.parts(name):
+                        member.append(part)
+            for tag in plan.tag_names:
+                parts = plan.tag_parts(tag)
+                first = next(parts)
+                with out.member(tag, (plan.n,), first.dtype) as member:
+                    member.append(first)
+                    for part in parts:
+                        member.append(part)
+    except OSError as exc:
+        raise InputSetError(path, f"cannot write: {exc.strerror or exc}") from None
+    return plan
 
 
 def category_array(names: Sequence[str]) -> np.ndarray:
     """Unicode array wide enough for the longest name (a fixed width would cut long names)."""
     width = max([1, *(len(name) for name in names)])
     return np.array(list(names), dtype=f"<U{width}")
-
-
-def _transform_all(x: np.ndarray, index: np.ndarray, plan, data: DataStats, seed: int) -> np.ndarray:
-    """Apply every (category, severity) of the plan to one named array and stack.
-
-    Each (category, severity) gets its own generator from [seed, category index,
-    severity]; the index is the position in CATEGORIES, not in the selection, so
-    selecting or adding categories never changes the others. Every array gets a
-    fresh generator from the same key: the same draw structure per array.
-    """
-    picked = x[index]
-    base = picked.astype(np.float64)
-    parts = []
-    for category, severity in plan:
-        if category == "clean":
-            parts.append(picked.copy())
-            continue
-        rng = np.random.default_rng([seed, CATEGORIES.index(category), severity])
-        family = FAMILIES[category]
-        level = family.levels[severity - 1]
-        parts.append(to_dtype(family.transform(base, level, data, rng), x.dtype))
-    return np.concatenate(parts, axis=0)
 
 
 def _subsample(n: int, max_per_category: int | None, seed: int) -> np.ndarray:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeq.inputs.risky.families import Family, register
 from edgeq.inputs.risky.observed import DataStats
+from edgeq.inputs.risky.severities import mult, pct, plain
 
 
 def gaussian_noise(x: np.ndarray, sigma: float, data: DataStats, rng: np.random.Generator) -> np.ndarray:
@@ -50,3 +52,11 @@ def outlier(x: np.ndarray, multiple: float, data: DataStats, rng: np.random.Gene
     pos = rng.integers(0, out.shape[1], size=n)
     out[np.arange(n), pos] = hi[pos] + multiple * span[pos]
     return out.reshape(x.shape)
+
+
+register(Family("noise", gaussian_noise,
+                lambda s: f"Gaussian noise with sigma {pct(s)} of the data range, clipped"))
+register(Family("impulse", salt_and_pepper,
+                lambda s: f"salt and pepper: {pct(s)} of each sample's elements set to the range min or max"))
+register(Family("outlier", outlier,
+                lambda s: f"one element per sample set to max + {plain(s)}× the data range (deliberately out of range)"))

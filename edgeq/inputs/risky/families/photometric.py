@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeq.inputs.risky.families import Family, register
 from edgeq.inputs.risky.observed import DataStats
+from edgeq.inputs.risky.severities import mult, pct, plain
 
 
 def brighten(x: np.ndarray, level: float, data: DataStats, rng: np.random.Generator) -> np.ndarray:
@@ -31,3 +33,13 @@ def contrast(x: np.ndarray, gain: float, data: DataStats, rng: np.random.Generat
     axes = tuple(range(1, x.ndim))
     mean = x.mean(axis=axes, keepdims=True)
     return np.clip(mean + gain * (x - mean), vr.lo, vr.hi)
+
+
+register(Family("brightness+", brighten,
+                lambda s: f"whole input shifted up by {pct(s)} of the data range, clipped"))
+register(Family("brightness-", darken,
+                lambda s: f"whole input shifted down by {pct(s)} of the data range, clipped"))
+register(Family("contrast+", contrast,
+                lambda s: f"contrast around each sample's mean stretched {mult(s)}, clipped"))
+register(Family("contrast-", contrast,
+                lambda s: f"contrast around each sample's mean compressed {mult(s)}"))

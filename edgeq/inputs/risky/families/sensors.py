@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeq.inputs.risky.families import Family, register
 from edgeq.inputs.risky.observed import DataStats
+from edgeq.inputs.risky.severities import mult, pct, plain
 
 
 def sentinel(x: np.ndarray, count: int, data: DataStats, rng: np.random.Generator) -> np.ndarray:
@@ -101,3 +103,20 @@ def _drop(x: np.ndarray, fraction: float, rng: np.random.Generator, value) -> np
 
 def _rows(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], -1).copy()
+
+
+register(Family("sentinel", sentinel,
+                lambda s: f"the {plain(s)} features with the most extreme observed value (e.g. a -999 missing code) "
+                          "set to it in every sample"))
+register(Family("stuck", stuck,
+                lambda s: f"{plain(s)} random features per sample stuck at their observed min or max"))
+register(Family("scaled", scaled,
+                lambda s: f"one random feature per sample in another unit: multiplied {mult(s)} "
+                          "(not clipped to the data range)"))
+register(Family("offset", offset,
+                lambda s: f"one random feature per sample drifted by ±{plain(s)}× its observed span "
+                          "(not clipped to the data range)"))
+register(Family("dropout-zero", dropout_zero,
+                lambda s: f"{pct(s)} of each sample's features (at least one) read 0"))
+register(Family("dropout-mean", dropout_mean,
+                lambda s: f"{pct(s)} of each sample's features (at least one) set to their observed mean"))

@@ -1,0 +1,122 @@
+"""The family registry: every risky family registers itself here, once.
+
+A family is one module in this folder (or a module named by a package's
+``edgeq.risky_families`` entry point) that calls ``register(Family(...))``: its
+transform, a description generated from its levels, and which inputs it applies to.
+Nothing else needs editing: the suite, the CLI's category list and the reports read
+this registry. Built-in families take their levels from the one strength table
+(``severities.py``) and keep its order; other families bring their own three levels
+and follow in name order.
+
+A family's generator is keyed by its position in that table (built-ins) or by a hash
+of its name (all others), so adding a family never changes another one's draws.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeq.inputs.risky.observed import DataStats
+from edgeq.inputs.risky.severities import SEVERITIES
+
+Transform = Callable[[np.ndarray, float, DataStats, np.random.Generator], np.ndarray]
+INPUT_KINDS = ("features", "grid", "image", "tensor")
+ENTRY_POINT_GROUP = "edgeq.risky_families"
+
+
+@dataclass(frozen=True)
+class Family:
+    """One risky family. ``levels``: its three strengths (None: the severity table's);
+    ``applies_to``: the input kinds it makes sense for (None: every kind)."""
+
+    name: str
+    transform: Transform
+    describe: Callable[[tuple], str]  # levels → one line for reports
+    levels: tuple | None = None
+    applies_to: frozenset[str] | None = None
+
+    def __post_init__(self):
+        if self.levels is None:
+            if self.name not in SEVERITIES:
+                raise ValueError(f"risky family {self.name!r} has no levels and no row in the severity table")
+            object.__setattr__(self, "levels", tuple(SEVERITIES[self.name]))
+        if len(self.levels) != 3:
+            raise ValueError(f"risky family {self.name!r} needs exactly three levels, has {len(self.levels)}")
+        if self.applies_to is not None:
+            unknown = set(self.applies_to) - set(INPUT_KINDS)
+            if unknown:
+                raise ValueError(f"risky family {self.name!r}: unknown input kinds {sorted(unknown)}")
+            object.__setattr__(self, "applies_to", frozenset(self.applies_to))
+
+    @property
+    def description(self) -> str:
+        return self.describe(self.levels)
+
+    @property
+    def seed_key(self) -> int:
+        table = list(SEVERITIES)
+        return table.index(self.name) + 1 if self.name in table else zlib.crc32(self.name.encode())
+
+    def applies(self, kind: str) -> bool:
+        return self.applies_to is None or kind in self.applies_to
+
+
+_REGISTERED: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    if family.name == "clean" or family.name in _REGISTERED:
+        raise ValueError(f"risky family {family.name!r} is registered twice")
+    _REGISTERED[family.name] = family
+    return family
+
+
+def input_kind(sample_shape: tuple) -> str:
+    """What one sample of an array looks like, from its shape alone.
+
+    1 axis: a feature vector (tabular); 2 axes: a grid (a spectrogram, a grey image
+    without a channel axis, a window of readings); 3 axes with a 1-, 3- or 4-wide
+    first or last axis: an image; anything else: a tensor.
+    """
+    if len(sample_shape) == 1:
+        return "features"
+    if len(sample_shape) == 2:
+        return "grid"
+    if len(sample_shape) == 3 and (sample_shape[-1] in (1, 3, 4) or sample_shape[0] in (1, 3, 4)):
+        return "image"
+    return "tensor"
+
+
+def _load_all() -> dict[str, Family]:
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        importlib.import_module(f"{__name__}.{module}")
+    _load_entry_points()
+    table = list(SEVERITIES)
+    order = sorted(_REGISTERED.values(), key=lambda f: (table.index(f.name) if f.name in table else len(table), f.name))
+    missing = [name for name in table if name not in _REGISTERED]
+    if missing:
+        raise ImportError(f"edgeq.inputs.risky: the severity table names families nobody registered: {missing}")
+    return {f.name: f for f in order}
+
+
+def _load_entry_points() -> None:
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        point.load()
+
+
+FAMILIES: dict[str, Family] = _load_all()
+CATEGORIES: tuple[str, ...] = ("clean", *FAMILIES)
+
+
+def describe_categories() -> dict[str, str]:
+    """One line per category for reports, generated from the levels so it never lies."""
+    return {"clean": "the data unchanged (reference for every other category)",
+            **{name: f.description for name, f in FAMILIES.items()}}
