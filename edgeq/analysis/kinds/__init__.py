@@ -33,8 +33,12 @@ def get_kind(name: str) -> "OutputKind":
 
 
 def _load_all() -> None:
-    from edgeq.analysis.kinds import (classification, detection, ignore, multilabel,  # noqa: F401
-                                      regression, segmentation)
+    """Every module in this folder registers its kind on import: a new kind is one new file."""
+    import importlib
+    import pkgutil
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        importlib.import_module(f"{__name__}.{module}")
 
 
 @dataclass

@@ -1,0 +1,183 @@
+"""Adding a risky family, an output kind or a transport is one new file: no registry,
+table or CLI edit.
+
+The tests copy the edgeq package to a temporary folder, add one module and run the
+real code from that copy. The new family (with a name far longer than the old
+16-character category limit) is in the suite at its own three levels, seeded apart
+from every built-in family and described; an image-only family is left out of
+tabular data with a note saying why. The new output kind judges an output through
+``--output NAME=KIND``; the new transport is named by an inventory and reads its own
+settings.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgeq
+from edgeq.inputs.risky import CATEGORIES, build_risky_suite
+
+LONG_NAME = "quantised-sensor-glitch-with-a-long-name"
+
+NEW_FAMILY = f'''
+"""A test family: every feature multiplied by its level (one file, registers itself)."""
+
+from edgeq.inputs.risky.families import Family, register
+
+
+def glitch(x, level, data, rng):
+    return x * level
+
+
+def tile_swap(x, level, data, rng):
+    return x[:, ::-1]
+
+
+register(Family("{LONG_NAME}", glitch, lambda s: f"features multiplied by {{s}}", levels=(2.0, 3.0, 5.0)))
+register(Family("tile-swap", tile_swap, lambda s: "image tiles swapped", levels=(1, 2, 3),
+                applies_to={{"image"}}))
+'''
+
+
+NEW_KIND = '''
+"""A test kind: a sample fails when the sign of its first value changes."""
+
+import numpy as np
+
+from edgeq.analysis.kinds import OutputKind, flat, rate, register
+
+
+class FirstSign(OutputKind):
+    name = "first-sign"
+    metric = "sign_flip_rate"
+    description = "the sign of the first value"
+
+    def evidence(self, ref, cand, plan, labels):
+        return {"flip": np.sign(flat(ref["output"])[:, 0]) != np.sign(flat(cand["output"])[:, 0])}
+
+    def summarize(self, ev, labels, plan):
+        n, flips = len(ev["flip"]), int(ev["flip"].sum())
+        return {"n": n, "value": rate(flips, n), "events": flips, "trials": n, "flip_rate": rate(flips, n)}
+
+
+register(FirstSign())
+'''
+
+NEW_TRANSPORT = '''
+"""A test transport: the local one, reached under another name with a setting of its own."""
+
+from edgeq.devices.transport.local import LocalTransport
+from edgeq.devices.transport.settings import Setting
+
+
+class LoopTransport(LocalTransport):
+    SETTINGS = (Setting("lane", int, 1, "which lane", low=1),)
+
+
+TRANSPORT = LoopTransport
+'''
+
+
+@pytest.fixture(scope="module")
+def edgeq_copy(tmp_path_factory) -> Path:
+    """A copy of the installed edgeq package (and the agent) with one new file per registry."""
+    root = tmp_path_factory.mktemp("plugin")
+    source = Path(edgeq.__file__).parent
+    shutil.copytree(source, root / "edgeq", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(source.parent / "device_agents", root / "device_agents",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "edgeq" / "inputs" / "risky" / "families" / "glitch.py").write_text(textwrap.dedent(NEW_FAMILY))
+    (root / "edgeq" / "analysis" / "kinds" / "first_sign.py").write_text(textwrap.dedent(NEW_KIND))
+    (root / "edgeq" / "devices" / "transport" / "loop.py").write_text(textwrap.dedent(NEW_TRANSPORT))
+    return root
+
+
+def _run(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeq", *args], cwd=root, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, timeout=300)
+
+
+def test_one_new_file_adds_a_family_to_the_suite(edgeq_copy, tmp_path):
+    x = np.random.default_rng(0).uniform(1.0, 2.0, (30, 6)).astype(np.float32)
+    np.savez(tmp_path / "data.npz", x=x, y=np.arange(30) % 3)
+    done = _run(edgeq_copy, "inputs", "risky", "--data", str(tmp_path / "data.npz"), "-o", str(tmp_path / "s.npz"))
+    assert done.returncode == 0, done.stderr
+    assert f"{LONG_NAME} 90" in done.stdout  # 30 samples × 3 severities, the whole name
+    assert "risky family tile-swap left out: fits none of the inputs (features)" in done.stderr
+    with np.load(tmp_path / "s.npz") as suite:
+        category, severity, out = suite["category"], suite["severity"], suite["x"]
+    assert LONG_NAME in set(category.tolist()) and "tile-swap" not in set(category.tolist())
+    for level, factor in zip((1, 2, 3), (2.0, 3.0, 5.0)):
+        cell = out[(category == LONG_NAME) & (severity == level)]
+        np.testing.assert_allclose(cell, x * factor, rtol=1e-6)
+    # the built-in families' draws are unchanged by the new one
+    here = build_risky_suite({"x": x}, np.arange(30) % 3)
+    for name in CATEGORIES:
+        mine = out[category == name]
+        assert np.array_equal(mine, here["x"][here["category"] == name]), name
+
+
+def test_the_new_family_is_described_and_listed(edgeq_copy):
+    code = ("from edgeq.inputs.risky import CATEGORIES, describe_categories; "
+            f"print(CATEGORIES[-1]); print(describe_categories()[{LONG_NAME!r}])")
+    done = subprocess.run([sys.executable, "-c", code], cwd=edgeq_copy, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(edgeq_copy)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["tile-swap", "features multiplied by (2.0, 3.0, 5.0)"]
+
+
+def test_a_family_without_levels_or_with_a_used_name_is_refused():
+    from edgeq.inputs.risky.families import Family, register
+
+    with pytest.raises(ValueError, match="no levels"):
+        Family("no-levels", lambda *a: a[0], str)
+    with pytest.raises(ValueError, match="three levels"):
+        Family("two-levels", lambda *a: a[0], str, levels=(1, 2))
+    with pytest.raises(ValueError, match="registered twice"):
+        register(Family("noise", lambda *a: a[0], str))
+
+
+def _python(root: Path, code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(root)}, timeout=120)
+
+
+def test_one_new_file_adds_an_output_kind(edgeq_copy):
+    code = """
+import numpy as np
+from edgeq.analysis.compare import compare_outputs
+from edgeq.analysis.plan import OutputSpec
+ref = np.array([[1.0, 5], [-1, 5], [2, 5], [3, 5]] * 10)
+cand = ref.copy(); cand[:10, 0] *= -1
+spec = OutputSpec.from_sources(flags=("output_0=first-sign",))
+out = compare_outputs([ref], [cand], {}, spec=spec)
+print(out["outputs"]["output_0"]["kind"], out["metric_basis"], out["overall"]["value"], out["verdict"])
+"""
+    done = _python(edgeq_copy, code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["first-sign", "sign_flip_rate", "0.25", "catastrophic"]
+
+
+def test_one_new_file_adds_a_transport(edgeq_copy, tmp_path):
+    (tmp_path / "edgeq.toml").write_text('[devices.bench]\ntransport = "loop"\nlane = 3\n'
+                                         f'workdir = "{tmp_path / "work"}"\n')
+    code = f"""
+from edgeq.devices.inventory import connect, load_inventory
+device = load_inventory({str(tmp_path / "edgeq.toml")!r})["bench"]
+with connect(device) as transport:
+    print(type(transport).__name__, dict(device.settings)["lane"], transport.run(["echo", "ok"]).stdout.strip())
+"""
+    done = _python(edgeq_copy, code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["LoopTransport", "3", "ok"]
+    (tmp_path / "edgeq.toml").write_text('[devices.bench]\ntransport = "loop"\nlanes = 3\n')
+    done = _run(edgeq_copy, "devices", "list", "--inventory", str(tmp_path / "edgeq.toml"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "devices.bench (transport loop): unknown key 'lanes' (known: lane)" in done.stderr
