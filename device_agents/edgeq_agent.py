@@ -12,7 +12,11 @@ never corrupt the protocol stream.
     {"id": 1, "op": "hello"}
     {"id": 2, "op": "load", "model": "/path/m.tflite", "threads": 1, "resolver": "AUTO"}
     {"id": 3, "op": "run", "job": {...}}          -> progress events, then the answer
-    {"id": 4, "op": "shutdown"}
+    {"id": 4, "op": "lock", "root": WORKDIR, "owner": {...}, "wait_s": 0}
+                                                   -> {"acquired": bool, "holder": {...}}
+    {"id": 5, "op": "launch_soak", "job": ".../job.json"} -> detached soak keeping the lock
+    {"id": 6, "op": "shutdown"}
+    (also: load, df, sha256, store, lock_status, unlock)
 
 Answers are {"id": N, "ok": true, "result": {...}} or
 {"id": N, "ok": false, "error": {"type": "...", "message": "..."}}.
@@ -319,7 +323,8 @@ class JobOption(object):
 
 
 JOB_OPTIONS = (
-    JobOption("threads", int, 1, "--threads", low=1, help="Interpreter threads."),
+    JobOption("threads", int, 1, "--threads", low=1, high=256,
+              help="Interpreter threads (absurd counts crash the runtime with SIGSEGV)."),
     JobOption("resolver", str, "AUTO", "--resolver", choices=RESOLVERS, help="Op resolver (AUTO uses XNNPACK)."),
     JobOption("warmup", int, 10, "--warmup", low=0, help="Untimed invocations before timing."),
     JobOption("repeats", int, 1, "--repeats", low=1, help="Timed passes over the set.", jobs=("run",)),
@@ -342,7 +347,8 @@ JOB_OPTIONS = (
               "(default EDGEQ_SYSFS_ROOT there, else /sys)."),
     JobOption("vcgencmd", str, None, "--vcgencmd", help="vcgencmd path on the device ('' for none; default: on PATH)."),
     JobOption("duration_s", float, None, above=0, unit="s", jobs=("soak",), help="How long the soak runs."),
-    JobOption("window_s", float, 60.0, above=0, unit="s", jobs=("soak",), help="One record per window."),
+    # a window ends in an fsync'd record: below a second the soak measures its own disk writes
+    JobOption("window_s", float, 60.0, low=1.0, unit="s", jobs=("soak",), help="One record per window."),
 )
 
 
@@ -897,8 +903,6 @@ class NpzMember(object):
 
     def read(self, lo=0, hi=None):
         """Rows lo:hi as a writable array (the whole array when it has no axis)."""
-        import numpy as np
-
         if not self.shape:
             return self._read_bytes(0, self.dtype.itemsize).view(self.dtype).reshape(())
         if not self.chunkable:
@@ -985,14 +989,14 @@ def _zip_of(path):
 
 def _skip(handle, count, member):
     while count > 0:
-        got = handle.read(min(count, 1 << 20))
+        got = _guarded(member, handle.read, min(count, 1 << 20))
         if not got:
             raise AgentFailure("BadInputs", "%s: array %s is truncated" % (member.path, member.name))
         count -= len(got)
 
 
 def _read_exact(handle, count, member):
-    data = handle.read(count)
+    data = _guarded(member, handle.read, count)
     if len(data) != count:
         raise AgentFailure("BadInputs", "%s: array %s is truncated" % (member.path, member.name))
     return data
@@ -1003,10 +1007,21 @@ def _readinto_exact(handle, block, member, piece=1 << 20):
     as new bytes objects, so a whole block in one read would cost the block several times over."""
     view, done = memoryview(block), 0
     while done < len(block):
-        got = handle.readinto(view[done:done + piece])
+        got = _guarded(member, handle.readinto, view[done:done + piece])
         if not got:
             raise AgentFailure("BadInputs", "%s: array %s is truncated" % (member.path, member.name))
         done += got
+
+
+def _guarded(member, read, argument):
+    """One read; a damaged archive (bad CRC, corrupt deflate data) becomes a BadInputs naming the array."""
+    import zipfile
+    import zlib
+
+    try:
+        return read(argument)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise AgentFailure("BadInputs", "%s: array %s is damaged (%s)" % (member.path, member.name, exc))
 
 
 def npz_members(path):
@@ -1016,7 +1031,7 @@ def npz_members(path):
 
     try:
         archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as exc:
+    except (OSError, zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, EOFError) as exc:
         raise AgentFailure("BadInputs", "%s is not a readable .npz archive (%s)" % (path, exc))
     members = {}
     with archive, open(path, "rb") as raw:
@@ -1576,6 +1591,178 @@ def _write_json(path, payload, sync=True):
     os.replace(tmp, path)
 
 
+# --------------------------------------------------------------------------- the store on the device
+
+
+STORE_FOLDERS = ("cas", "runs")  # what the store may evict; agents/ and venv/ are never touched
+STORE_PROTECT_S = 3600.0  # entries used this recently may belong to another job still running
+
+
+def tidy_store(root, budget_bytes, keep, drop, protect_s=STORE_PROTECT_S):
+    """Keep the device's store (pushed files, run folders) within budget_bytes.
+
+    ``keep`` (files in use now) are touched so they count as recently used and are never
+    removed; ``drop`` (run folders the host has pulled and verified) go first; then the
+    least recently used entries go until the store fits, except those used in the last
+    ``protect_s`` seconds (another job on this board may be reading them). Only entries
+    directly under root/cas and root/runs are candidates, whatever the request names.
+    """
+    root = os.path.realpath(os.path.expanduser(root))
+    now = time.time()
+    for path in keep:
+        if _in_store(root, path) and os.path.exists(path):
+            os.utime(path, (now, now))
+    entries = _store_entries(root)
+    kept = set(os.path.realpath(p) for p in keep)
+    dropped = set(os.path.realpath(p) for p in drop if _in_store(root, p))
+    before = sum(size for _, size, _ in entries)
+    total, removed = before, 0
+    for path, size, used in sorted(entries, key=lambda e: (e[0] not in dropped, e[2])):
+        if path in kept or (path not in dropped and (total <= budget_bytes or now - used < protect_s)):
+            continue
+        _remove(path)
+        total, removed = total - size, removed + 1
+    return {"before_bytes": before, "after_bytes": total, "removed": removed, "budget_bytes": budget_bytes}
+
+
+def _in_store(root, path):
+    real = os.path.realpath(os.path.expanduser(path))
+    return os.path.dirname(real) in set(os.path.join(root, folder) for folder in STORE_FOLDERS)
+
+
+def _store_entries(root):
+    """(path, bytes, last used) of every pushed file and run folder."""
+    entries = []
+    for folder in STORE_FOLDERS:
+        base = os.path.join(root, folder)
+        for name in (os.listdir(base) if os.path.isdir(base) else []):
+            path = os.path.join(base, name)
+            size, used = _tree_size(path), os.lstat(path).st_mtime
+            entries.append((path, size, used))
+    return entries
+
+
+def _tree_size(path):
+    if not os.path.isdir(path) or os.path.islink(path):
+        return os.lstat(path).st_size
+    total = 0
+    for folder, _, files in os.walk(path):
+        total += sum(os.lstat(os.path.join(folder, f)).st_size for f in files)
+    return total
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------- device lock
+
+LOCK_FILE = "lock"
+LOCK_POLL_S = 0.25
+LOCK_EVENT_S = 5.0  # while waiting, an event this often keeps the host's deadline alive
+
+
+class DeviceLock:
+    """One measuring job per board: an flock on WORKDIR/lock, holder facts inside it.
+
+    The kernel drops an flock when its last holder exits, however it exits, so a crashed
+    job never leaves the board locked: stale facts in the file are never read while the
+    lock is free. A detached soak inherits the descriptor and keeps the board for its
+    whole duration after the session that started it has gone.
+    """
+
+    def __init__(self, root):
+        self.path = os.path.join(os.path.expanduser(root), LOCK_FILE)
+        self.fd = None
+
+    def try_acquire(self, owner):
+        """None when this process now holds the lock, else the holder's facts."""
+        import fcntl
+
+        if self.fd is not None:
+            return None
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            return self.holder() or {"unknown": True}
+        self.fd = fd
+        self.describe(dict(owner or {}, agent_pid=os.getpid(), since=time.time()))
+        return None
+
+    def describe(self, facts):
+        """Write who holds the lock (only the holder calls this)."""
+        data = json.dumps(facts, sort_keys=True).encode()[:4096]
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+
+    def holder(self):
+        """The facts the current holder wrote, or None when nobody holds the lock."""
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                pass  # held: its facts are current
+            else:
+                return None  # free: whatever the file says is stale
+            raw = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        try:
+            facts = json.loads(raw.decode("utf-8", "replace"))
+        except ValueError:
+            return {"unknown": True}
+        return facts if isinstance(facts, dict) else {"unknown": True}
+
+    def wait(self, owner, wait_s, on_wait):
+        """Acquire, polling for up to wait_s; the holder's facts if it stayed busy."""
+        deadline = time.monotonic() + max(0.0, float(wait_s))
+        next_event = time.monotonic()
+        while True:
+            holder = self.try_acquire(owner)
+            now = time.monotonic()
+            if holder is None or now >= deadline:
+                return holder
+            if now >= next_event:
+                on_wait({"event": "lock_wait", "holder": holder, "left_s": round(deadline - now, 1)})
+                next_event = now + LOCK_EVENT_S
+            time.sleep(min(LOCK_POLL_S, max(0.0, deadline - now)))
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def launch_soak(job_path, lock_fd):
+    """Start a detached soak (its own session, output to agent.log) that inherits lock_fd; its pid."""
+    log = open(os.path.join(os.path.dirname(job_path), "agent.log"), "ab")
+    try:
+        child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "soak", job_path],
+                                 cwd=os.path.dirname(job_path), stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=log, start_new_session=True,
+                                 pass_fds=() if lock_fd is None else (lock_fd,))
+    finally:
+        log.close()
+    return child.pid
+
+
 # --------------------------------------------------------------------------- protocol
 
 
@@ -1583,6 +1770,7 @@ class Agent:
     def __init__(self, stdout):
         self.stdout = stdout
         self.runtime = None
+        self.lock = None
 
     def emit(self, request_id, payload):
         payload = dict(payload, id=request_id)
@@ -1620,7 +1808,38 @@ class Agent:
             return {"free": usage.f_bavail * usage.f_frsize, "total": usage.f_blocks * usage.f_frsize}
         if op == "sha256":
             return {path: (sha256_file(path) if os.path.isfile(path) else None) for path in request["paths"]}
+        if op in LOCK_OPS:
+            return LOCK_OPS[op](self, request)
+        if op == "store":
+            return tidy_store(request["root"], int(request["budget_bytes"]), request.get("keep") or [],
+                              request.get("drop") or [], float(request.get("protect_s", STORE_PROTECT_S)))
         raise AgentFailure("BadRequest", "unknown op %r" % op)
+
+    def op_lock(self, request):
+        if self.lock is None:
+            self.lock = DeviceLock(request["root"])
+        holder = self.lock.wait(request.get("owner"), request.get("wait_s", 0),
+                                lambda event: self.emit(request.get("id"), event))
+        return {"acquired": holder is None, "holder": holder, "path": self.lock.path}
+
+    def op_lock_status(self, request):
+        if self.lock is not None and self.lock.fd is not None:
+            return {"held": True, "holder": "this session"}
+        holder = DeviceLock(request["root"]).holder()
+        return {"held": holder is not None, "holder": holder}
+
+    def op_unlock(self, request):
+        if self.lock is not None:
+            self.lock.release()
+        return {}
+
+    def op_launch_soak(self, request):
+        """The soak keeps this session's lock, now describing the soak."""
+        held = self.lock is not None and self.lock.fd is not None
+        if held:
+            self.lock.describe(dict(request.get("owner") or {}, job="soak", soak_dir=os.path.dirname(request["job"]),
+                                    until=time.time() + float(request.get("duration_s", 0)), since=time.time()))
+        return {"pid": launch_soak(request["job"], self.lock.fd if held else None)}
 
     def serve(self, stdin):
         for line in stdin:
@@ -1645,6 +1864,10 @@ class Agent:
             else:
                 self.emit(request.get("id"), {"ok": True, "result": result})
         return 0
+
+
+LOCK_OPS = {"lock": Agent.op_lock, "lock_status": Agent.op_lock_status, "unlock": Agent.op_unlock,
+            "launch_soak": Agent.op_launch_soak}
 
 
 # --------------------------------------------------------------------------- soak

@@ -33,6 +33,10 @@ class ModelError(EdgeqError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class MissingExtra(EdgeqError):
+    """An optional dependency (an extra such as ``host``) is not installed; the message says how."""
+
+
 class InputSetError(EdgeqError):
     """An input set that breaks the format rules (see ``edgeq.inputs.inputset``)."""
 
@@ -80,3 +84,7 @@ class AgentError(TransportError):
 
 class IncompatibleRuntime(AgentError):
     """The device's TFLite runtime cannot load the model."""
+
+
+class DeviceBusy(TransportError):
+    """Another job holds the device's lock (and ``--wait`` ran out): the lab is busy, not the model."""

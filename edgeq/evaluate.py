@@ -49,6 +49,7 @@ class EvaluateOptions:
     measure: dict = field(default_factory=dict)  # RunSpec sensor / latency-method fields
     output_spec: "OutputSpec | None" = None  # what the user said about output kinds, labels, verdict outputs
     min_n: int = 30  # cells with fewer trials are flagged
+    wait_s: float = 0.0  # how long to queue for a device another job holds
     timings: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)  # every automatic choice, in words: printed and stored
 
@@ -155,7 +156,8 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     extra = _provenance(opts, float_path, quant_path, card, suite_path, range_modes)
     single = len(devices) == 1
     with _phase(opts, "device runs", announce):
-        fleet = run_fleet(devices, lambda d: _device_runs(d, specs, _device_dir(opts, d, single), progress, single))
+        fleet = run_fleet(devices, lambda d: _device_runs(d, specs, _device_dir(opts, d, single), progress, single,
+                                                                 opts.wait_s))
         host = _host_runs(opts, devices, fleet, inventory, specs, progress)
     with _phase(opts, "compare", announce):
         judge = dict(spec=opts.output_spec, model_info=info, min_n=opts.min_n)
@@ -179,14 +181,14 @@ def _device_dir(opts: EvaluateOptions, device, single: bool) -> Path:
     return opts.outdir if single else opts.outdir / "devices" / safe_dirname(device.name)
 
 
-def _device_runs(device, specs, outdir: Path, progress, single: bool):
+def _device_runs(device, specs, outdir: Path, progress, single: bool, wait_s: float = 0.0):
     from edgeq.devices.run import run_on_device
 
     def labelled(label, done, total):
         if progress:
             progress(label if single else f"{device.name} {label}", done, total)
 
-    return run_on_device(device, specs, [outdir / "runs" / s.label for s in specs], labelled)
+    return run_on_device(device, specs, [outdir / "runs" / s.label for s in specs], labelled, wait_s=wait_s)
 
 
 def _host_runs(opts, devices, fleet, inventory, specs, progress):
@@ -194,17 +196,14 @@ def _host_runs(opts, devices, fleet, inventory, specs, progress):
     if all(d.transport == "local" for d in devices) or not fleet.succeeded:
         return None
     plain = [dataclasses.replace(s, power=None, cooldown_c=None, min_duration_s=0.0) for s in specs]
-    return _device_runs(inventory["local"], plain, opts.outdir / "host", progress, single=False)
+    return _device_runs(inventory["local"], plain, opts.outdir / "host", progress, single=False, wait_s=opts.wait_s)
 
 
 def check_outputs_before_running(opts: EvaluateOptions, info, data: InputSet) -> None:
     """Judge the output spec and the labels against the model before any device time is spent."""
-    from edgeq.analysis.plan import check_labels, describe_outputs, plan_outputs
+    from edgeq.analysis.plan import check_model_labels
 
-    outputs = describe_outputs([t.name for t in info.outputs], [t.shape[1:] for t in info.outputs], info)
-    plans = plan_outputs(outputs, opts.output_spec, data.y is not None)
-    if data.y is not None:
-        check_labels(plans, outputs, data.y, str(opts.data))
+    check_model_labels(info, data.y, str(opts.data), opts.output_spec)
 
 
 def _device_report(runs, host, extra: dict, gates, judge: dict) -> dict:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import uuid
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -69,12 +71,13 @@ class RunResult:
         run_file = path / RUN_FILE
         if not run_file.exists():
             raise IncompleteRun(f"{path}: incomplete run (no {RUN_FILE}: the host did not finish writing it)")
-        meta = json.loads((path / "meta.json").read_text())
+        meta = _checked_meta(_read_json(path / "meta.json"), path / "meta.json")
         outputs = [_on_disk(path / "outputs" / f"output_{k}.npy") for k in range(len(meta["outputs"]))]
         samples = _samples(path / SAMPLES)
+        _check_lengths(path, meta["samples"], outputs, samples)
         starts = path / "invoke_start_ns.npy" if "invoke_start_ns.npy" in manifest["files"] else None
         sensors = _load_npz(path / "sensors.npz") if "sensors.npz" in manifest["files"] else None
-        return cls(path, meta, json.loads(run_file.read_text()), outputs,
+        return cls(path, meta, _read_json(run_file), outputs,
                    path / "latency_ns.npy", path / "batch_sizes.npy", samples,
                    starts, sensors)
 
@@ -91,12 +94,58 @@ def _timeline(value):
     return _load_npy(value) if isinstance(value, Path) else value
 
 
+def _read_json(path: Path) -> dict:
+    """A JSON object from a run directory; anything else is a damaged run, said in one line."""
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise IncompleteRun(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise IncompleteRun(f"{path}: not valid JSON ({str(exc)[:80]})") from None
+    if not isinstance(value, dict):
+        raise IncompleteRun(f"{path}: not a JSON object")
+    return value
+
+
+def _checked_meta(meta: dict, where: Path) -> dict:
+    """The keys a comparison relies on, with their types: a device may send anything."""
+    outputs, samples = meta.get("outputs"), meta.get("samples")
+    if not isinstance(outputs, list) or not outputs or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+        raise IncompleteRun(f"{where}: 'outputs' must be a list of named outputs")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise IncompleteRun(f"{where}: 'samples' must be a positive whole number, got {samples!r}")
+    if not isinstance(meta.get("inputs_sha256"), str) or not isinstance(meta.get("device", {}), dict):
+        raise IncompleteRun(f"{where}: 'inputs_sha256' (text) and 'device' (an object) are required")
+    return meta
+
+
+def _check_lengths(path: Path, samples: int, outputs: list, tags: dict) -> None:
+    """Every output and tag has one row per sample; the timelines fit the invocations."""
+    for k, out in enumerate(outputs):
+        if out.ndim < 1 or len(out) != samples:
+            raise IncompleteRun(f"{path}: output_{k}.npy has shape {list(out.shape)}, expected {samples} rows")
+    for name, tag in tags.items():
+        if np.ndim(tag) != 1 or len(tag) != samples:
+            raise IncompleteRun(f"{path / SAMPLES}: {name} has shape {list(np.shape(tag))}, expected {samples} values")
+    latency, sizes = _on_disk(path / "latency_ns.npy"), _on_disk(path / "batch_sizes.npy")
+    if latency.ndim != 2 or sizes.ndim != 1 or latency.shape[1] != len(sizes) or latency.dtype.kind not in "iu":
+        raise IncompleteRun(f"{path}: latency_ns.npy {list(latency.shape)} does not fit batch_sizes.npy "
+                            f"{list(sizes.shape)} (passes × invocations, integer ns)")
+    sizes = np.asarray(sizes)
+    if sizes.dtype.kind not in "iu" or (sizes < 1).any() or int(sizes.sum()) != samples:
+        raise IncompleteRun(f"{path}: batch_sizes.npy must be positive whole numbers adding up to {samples}")
+
+
 def _on_disk(path: Path) -> DiskArray:
     """Outputs stay on disk: a comparison reads them a block at a time."""
     try:
-        return DiskArray.from_npy(path)
-    except (OSError, ValueError) as exc:
-        raise IncompleteRun(f"{path}: cannot be read as a plain .npy array ({exc})") from None
+        array = DiskArray.from_npy(path)
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser raises many types on a hostile file
+        raise IncompleteRun(f"{path}: cannot be read as a plain .npy array ({type(exc).__name__})") from None
+    if array.size * array.dtype.itemsize + array.offset > path.stat().st_size:
+        raise IncompleteRun(f"{path}: header declares {list(array.shape)} {array.dtype}, more than the file holds")
+    return array
 
 
 def _samples(path: Path) -> dict:
@@ -108,29 +157,21 @@ def _samples(path: Path) -> dict:
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise IncompleteRun(f"{path}: cannot be read as a plain .npy array ({exc})") from None
+    return np.asarray(_on_disk(path))
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise IncompleteRun(f"{path}: cannot be read as a plain .npz archive ({exc})") from None
+        return {k: np.asarray(v) for k, v in open_npz(path).items()}
+    except InputSetError as exc:
+        raise IncompleteRun(str(exc)) from None
 
 
 def read_manifest(path: Path) -> dict:
     manifest_path = path / MANIFEST
     if not manifest_path.exists():
         raise IncompleteRun(f"{path}: incomplete run (no {MANIFEST}: the agent did not finish{_why(path)})")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except ValueError:
-        raise IncompleteRun(f"{manifest_path}: not valid JSON") from None
-    return checked_manifest(manifest, str(manifest_path))
+    return checked_manifest(_read_json(manifest_path), str(manifest_path))
 
 
 def _why(path: Path) -> str:
@@ -143,6 +184,8 @@ def _why(path: Path) -> str:
 
 def checked_manifest(manifest: dict, where: str) -> dict:
     """Refuse manifests that would write outside the run directory."""
+    if not isinstance(manifest, dict):
+        raise IncompleteRun(f"{where}: manifest must be a JSON object, not {type(manifest).__name__}")
     files = manifest.get("files")
     if not manifest.get("complete") or not isinstance(files, dict):
         raise IncompleteRun(f"{where}: manifest does not mark a complete run")
@@ -155,35 +198,99 @@ def checked_manifest(manifest: dict, where: str) -> dict:
     return manifest
 
 
-def pull_run(transport: Transport, remote_dir: str, local_dir: Path) -> dict:
-    """Fetch a finished run, verifying every file; the manifest is written last."""
+MANIFEST_CAP = 1 << 20  # bytes: a manifest lists a handful of files
+OTHER_FILE_CAP = 16 << 20  # a run file the job gives no bound for (meta.json)
+
+
+def pull_run(transport: Transport, remote_dir: str, local_dir: Path,
+             limits: Mapping[str, int | None] | None = None) -> dict:
+    """Fetch a finished run, verifying every file; the manifest is written last.
+
+    ``limits`` maps a file to the most bytes its job can produce (None: no bound known);
+    a file over its bound, or larger than its manifest says, is refused before it moves,
+    so a lying or broken agent cannot fill the host's disk.
+    """
     local_dir.mkdir(parents=True, exist_ok=True)
-    staging = local_dir / f".{MANIFEST}.incoming"
-    transport.get(posixpath.join(remote_dir, MANIFEST), staging)
+    staging = local_dir / f".{MANIFEST}.incoming-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        manifest = checked_manifest(json.loads(staging.read_text()), f"{transport.device}:{remote_dir}")
-    except ValueError:
-        raise TransportError(f"{transport.device}: {remote_dir}/{MANIFEST} is not valid JSON") from None
-    for rel, entry in manifest["files"].items():
-        transfer = transport.get(posixpath.join(remote_dir, rel), local_dir / rel)
-        if transfer.sha256 != entry["sha256"]:
-            raise TransportError(f"{transport.device}: {rel} arrived corrupted (sha256 mismatch)")
-    os.replace(staging, local_dir / MANIFEST)
+        manifest = _pull_manifest(transport, remote_dir, staging)
+        for rel, entry in manifest["files"].items():
+            size = _manifest_size(transport.device, rel, entry, _limit(limits, rel))
+            pull_file(transport, posixpath.join(remote_dir, rel), local_dir / rel, size, entry["sha256"])
+        os.replace(staging, local_dir / MANIFEST)
+    finally:
+        staging.unlink(missing_ok=True)
     return manifest
 
 
-def pull_partial(transport: Transport, remote_dir: str, local_dir: Path) -> dict | None:
+def _pull_manifest(transport: Transport, remote_dir: str, staging: Path) -> dict:
+    remote = posixpath.join(remote_dir, MANIFEST)
+    refuse_larger(transport, remote, MANIFEST_CAP, "the manifest cap")
+    transport.get(remote, staging)
+    try:
+        manifest = json.loads(staging.read_text())
+    except ValueError:
+        raise TransportError(f"{transport.device}: {remote} is not valid JSON") from None
+    if not isinstance(manifest, dict):
+        raise TransportError(f"{transport.device}: {remote} is not a JSON object")
+    return checked_manifest(manifest, f"{transport.device}:{remote_dir}")
+
+
+def _limit(limits: Mapping[str, int | None] | None, rel: str) -> int | None:
+    if limits is None:
+        return None
+    return limits.get(rel, OTHER_FILE_CAP)
+
+
+def _manifest_size(device: str, rel: str, entry: dict, limit: int | None) -> int:
+    """The size the manifest gives ``rel``, refused when the job cannot produce that much."""
+    size = entry.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise TransportError(f"{device}: manifest entry {rel!r} has no valid size ({size!r})")
+    if limit is not None and size > limit:
+        raise TransportError(f"{device}: {rel} refused: manifest says {size} bytes, the job can produce "
+                             f"at most {limit} bytes")
+    return size
+
+
+def refuse_larger(transport: Transport, remote: str, size: int, what: str) -> None:
+    """Refuse a device file holding more than ``size`` bytes, by reading one byte past it
+    (``read_from`` is what every transport has; nothing of the file is transferred)."""
+    if transport.read_from(remote, size, 1):
+        raise TransportError(f"{transport.device}: {posixpath.basename(remote)} refused: larger than "
+                             f"{what} ({size} bytes)")
+
+
+def pull_file(transport: Transport, remote: str, local: Path, size: int, sha256: str | None = None) -> None:
+    """Fetch one file of known size, refused before transfer if it is larger, checked after."""
+    refuse_larger(transport, remote, size, "its manifest size")
+    transfer = transport.get(remote, local)
+    if transfer.size > size:  # grew between the check and the transfer
+        local.unlink(missing_ok=True)
+        raise TransportError(f"{transport.device}: {posixpath.basename(remote)} refused: {transfer.size} bytes, "
+                             f"its manifest says {size}")
+    if sha256 is not None and transfer.sha256 != sha256:
+        raise TransportError(f"{transport.device}: {posixpath.basename(remote)} arrived corrupted (sha256 mismatch)")
+
+
+def pull_partial(transport: Transport, remote_dir: str, local_dir: Path,
+                 limits: Mapping[str, int | None] | None = None) -> dict | None:
     """After a failed run, fetch what the agent had written; None if nothing usable.
 
     The files are kept for inspection but never get a manifest, so nothing mistakes
-    them for a whole run.
+    them for a whole run. Each is refused (None) if over its bound in ``limits``.
     """
     try:
         local_dir.mkdir(parents=True, exist_ok=True)
-        transport.get(posixpath.join(remote_dir, "progress.json"), local_dir / "progress.json")
+        remote = posixpath.join(remote_dir, "progress.json")
+        refuse_larger(transport, remote, MANIFEST_CAP, "the progress file cap")
+        transport.get(remote, local_dir / "progress.json")
         progress = json.loads((local_dir / "progress.json").read_text())
         for rel in checked_manifest({"complete": True, "files": {f: {"sha256": ""} for f in progress["files"]}},
                                     f"{transport.device}:{remote_dir}/progress.json")["files"]:
+            limit = _limit(limits, rel)
+            if limit is not None:
+                refuse_larger(transport, posixpath.join(remote_dir, rel), limit, "what the job can produce")
             transport.get(posixpath.join(remote_dir, rel), local_dir / rel)
     except (TransportError, OSError, ValueError, KeyError, TypeError):
         return None
@@ -194,9 +301,13 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     """Strict JSON (no NaN/Infinity: they become null), written to a temporary name first."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    tmp.write_text(json.dumps(strict_json(payload), indent=1, sort_keys=True, allow_nan=False,
-                              default=_json_default))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(strict_json(payload), indent=1, sort_keys=True, allow_nan=False,
+                                  default=_json_default))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def strict_json(value):

@@ -151,5 +151,5 @@ def test_corrupt_compressed_data_is_bad_inputs_naming_the_file(agent, example_tf
     middle = len(data) // 2
     data[middle:middle + 64] = bytes(64)
     damaged.write_bytes(bytes(data))
-    with pytest.raises(InputSetError, match=r"cannot read input set .*damaged\.npz"):
+    with pytest.raises(InputSetError, match=r"damaged\.npz.* (is damaged|cannot read)"):
         run(agent, example_tflite[1], damaged, tmp_path / "run", batch_size=64)

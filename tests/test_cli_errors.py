@@ -156,18 +156,6 @@ def test_results_gathered_so_far_stay_on_disk(example_tflite, small_inputs, tmp_
     assert not (tmp_path / "second" / "manifest.json").exists()
 
 
-def test_a_corrupted_stored_copy_on_the_device_is_replaced(example_tflite, small_inputs, tmp_path, local):
-    from edgeq.devices.run import RunSpec, run_on_device
-    from edgeq.devices.transport.base import sha256_file
-
-    spec = RunSpec(model=example_tflite[1], inputs=small_inputs)
-    run_on_device(local, [spec], [tmp_path / "a"])
-    stored = tmp_path / "device" / "cas" / (sha256_file(example_tflite[1]) + ".tflite")
-    stored.write_bytes(b"bit rot")
-    (again,) = run_on_device(local, [spec], [tmp_path / "b"])
-    assert again.n == 40 and sha256_file(stored) == sha256_file(example_tflite[1])
-
-
 def test_help_does_not_import_tensorflow():
     code = ("import sys; from click.testing import CliRunner; from edgeq.cli.main import main; "
             "r = CliRunner().invoke(main, ['evaluate', '--help']); "

@@ -10,7 +10,7 @@ import pytest
 from fake_sysfs import FakeSysfs
 
 from device_agents import edgeq_agent
-from device_agents.edgeq_agent import JOB_OPTIONS, POWER_BACKENDS, AgentFailure, check_job, power_backend
+from device_agents.edgeq_agent import JOB_OPTIONS, POWER_BACKENDS, AgentFailure, check_job
 from edgeq.devices.agent_client import AgentSession
 from edgeq.devices.deploy import AGENT_SOURCE
 from edgeq.devices.transport.local import LocalTransport

@@ -86,8 +86,10 @@ def _codes(category) -> tuple[list[str], np.ndarray]:
 
 
 def compare_outputs(ref, cand, samples: dict[str, np.ndarray], *, outputs: list[OutputInfo] | None = None,
-                    spec: OutputSpec | None = None, thresholds: dict = THRESHOLDS, min_n: int = MIN_N) -> dict:
-    """Compare every output; ``ref``/``cand`` are one array or a list (one per output)."""
+                    spec: OutputSpec | None = None, thresholds: dict = THRESHOLDS, min_n: int = MIN_N,
+                    where: str = "input set") -> dict:
+    """Compare every output; ``ref``/``cand`` are one array or a list (one per output).
+    ``where`` names the labels' file in errors."""
     ref, cand = _as_list(ref), _as_list(cand)
     if len(ref) != len(cand):
         raise ConfigError(f"the models have different numbers of outputs: {len(ref)} vs {len(cand)}")
@@ -101,7 +103,7 @@ def compare_outputs(ref, cand, samples: dict[str, np.ndarray], *, outputs: list[
     labels = None if samples.get("y") is None else np.asarray(samples["y"])
     plans = plan_outputs(outputs, spec, labels is not None, values=ref)
     if labels is not None:
-        check_labels(plans, outputs, labels, "input set")
+        check_labels(plans, outputs, labels, where)
     cells = Cells(samples, n)
     sections = {outputs[p.index].short: judge_output(p, ref, cand, labels, cells, thresholds, min_n)
                 for p in plans}
@@ -285,5 +287,22 @@ def compare_runs(ref, cand, *, spec: OutputSpec | None = None, model_info=None,
     cand_outputs = list(cand.outputs)
     if ref_names != cand_names and sorted(ref_names) == sorted(cand_names):
         cand_outputs = [cand.outputs[cand_names.index(name)] for name in ref_names]  # same outputs, other order
-    return compare_outputs(ref.outputs, cand_outputs, ref.samples, outputs=run_outputs(ref, model_info), spec=spec,
-                           thresholds=thresholds, min_n=min_n)
+    result = compare_outputs(ref.outputs, cand_outputs, ref.samples, outputs=run_outputs(ref, model_info), spec=spec,
+                             thresholds=thresholds, min_n=min_n, where=str(ref.path / "samples.npz"))
+    result["warnings"] = run_differences(ref, cand) + result["warnings"]
+    return result
+
+
+def run_differences(ref, cand) -> list[str]:
+    """What differs between two runs besides the model: a float-vs-quantized difference
+    measured on two runtimes, resolvers, thread counts or devices is not quantization's alone."""
+    def facts(run) -> dict:
+        meta, device = run.meta, run.meta.get("device") or {}
+        runtime = device.get("runtime") or {}
+        return {"runtime": f"{runtime.get('name')} {runtime.get('version')}" if runtime else None,
+                "resolver": meta.get("resolver"), "threads": meta.get("threads"),
+                "device": (run.run or {}).get("device"), "arch": device.get("arch")}
+
+    a, b = facts(ref), facts(cand)
+    return [f"the runs differ in {key}: {a[key]} vs {b[key]} (the comparison mixes that difference in)"
+            for key in a if a[key] is not None and b[key] is not None and a[key] != b[key]]

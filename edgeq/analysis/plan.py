@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.analysis.kinds import OutputPlan, get_kind, in_unit_interval, is_probability_rows
-from edgeq.errors import ConfigError
+from edgeq.errors import ConfigError, InputSetError
 
 
 @dataclass
@@ -309,15 +309,39 @@ def _choose_verdict_outputs(plans, outputs, spec) -> None:
         raise ConfigError("no output is left to decide the verdict (all are ignored or unselected)")
 
 
+class LabelsDoNotFit(InputSetError, ConfigError):
+    """Labels y an output cannot produce. It names the file and ``[y]`` like any input-set
+    error, and is a ConfigError too: the fault may be the output chosen by ``--labels-for``."""
+
+
 def check_labels(plans: list[OutputPlan], outputs: list[OutputInfo], labels: np.ndarray, where: str) -> None:
-    """Labels must be class indices of the output they belong to."""
+    """Labels must be integer class indices of the output they belong to.
+
+    A label the output can never produce (10 for 10 classes, -1, 1.5) makes every
+    sample "wrong" for both models alike: a 0 % drop and a "robust" verdict that
+    tested nothing. ``where`` names the file the labels came from.
+    """
     plan = next((p for p in plans if p.labels), None)
     if plan is None:
         return
     classes = get_kind("classification").classes(outputs[plan.index].shape)
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
-        raise ConfigError(f"{where}: labels y must be integers, got {labels.dtype}")
+        raise LabelsDoNotFit(where, f"labels must be integer class indices, got {labels.dtype}", array="y")
     if labels.size and (labels.min() < 0 or labels.max() >= classes):
-        raise ConfigError(f"{where}: labels y run from {labels.min()} to {labels.max()}, but output "
-                          f"{outputs[plan.index].short!r} has {classes} classes (0..{classes - 1})")
+        bad = int(np.count_nonzero((labels < 0) | (labels >= classes)))
+        raise LabelsDoNotFit(where, f"{bad} label(s) outside 0..{classes - 1} (they run from {labels.min()} to "
+                                   f"{labels.max()}), but output {outputs[plan.index].short!r} has {classes} "
+                                   "classes", array="y")
+
+
+def check_model_labels(info, labels: np.ndarray | None, where: str, spec: OutputSpec | None = None) -> None:
+    """The output plan and the labels judged against a ModelInfo, before any device time.
+
+    Shared by ``evaluate`` and ``inputs risky|check --model`` so a set whose labels
+    cannot fit the model is refused wherever it is first seen.
+    """
+    outputs = describe_outputs([t.name for t in info.outputs], [t.shape[1:] for t in info.outputs], info)
+    plans = plan_outputs(outputs, spec, labels is not None)
+    if labels is not None:
+        check_labels(plans, outputs, labels, where)

@@ -6,14 +6,56 @@ Exit codes (the same for every command): 0 ran, 1 a --fail-on gate was crossed,
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from edgeq.errors import EXIT_GATE, EdgeqError
+from edgeq.errors import EXIT_BAD_INPUT, EXIT_GATE, EdgeqError
 
 path_arg = click.Path(path_type=Path)
+
+
+class OutputFile(click.ParamType):
+    """A file edgeq will write: made absolute once, refused up front when it cannot be a file.
+
+    Resolving once means the file, its folder and the temporary name written beside it
+    all come from the same path (a bare ``DIR`` once became ``/inputs/...`` and
+    ``/.tmp.part-PID``); refusing before any work means no hour-long evaluate ends in
+    "Is a directory" and no half-written ``.part`` file is left next to the folder.
+    """
+
+    name = "file"
+
+    def convert(self, value, param, ctx):
+        text = os.fspath(value)
+        if text == "-":  # stdout, for the commands that take it
+            return Path(text)
+        flag = param.opts[-1] if param is not None and param.opts else "output"
+        path = Path(os.path.abspath(os.path.expanduser(text)))
+        check_output_file(path, flag, text)
+        return path
+
+
+def check_output_file(path: Path, flag: str, given: str | None = None) -> None:
+    """ConfigError (exit 2) when PATH is a folder, ends in a slash, or lies under a file."""
+    from edgeq.errors import ConfigError
+
+    shown = given or str(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {shown}: is a folder, expected a file path")
+    if shown.endswith(("/", os.sep)):
+        raise ConfigError(f"{flag} {shown}: ends with '/', so it names a folder; expected a file path")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"{flag} {shown}: {blocker} is a file, not a folder")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{flag} {shown}: is not a regular file")
+
+
+output_file = OutputFile()
 
 
 class EdgeqGroup(click.Group):
@@ -25,6 +67,9 @@ class EdgeqGroup(click.Group):
         except EdgeqError as exc:
             click.echo(f"edgeq: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except click.BadParameter as exc:  # a bad option value is a bad input like any other: one line
+            click.echo(f"edgeq: error: {exc.format_message()}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
 
 
 def console(quiet: bool = False):
@@ -37,12 +82,17 @@ def console(quiet: bool = False):
 
 
 def write_json_file(path: Path | None, payload: dict) -> None:
+    """Checked again here for commands whose --json is not an ``output_file`` option yet:
+    ``write_json_atomic`` puts its temporary beside PATH, so a folder must never get there."""
     if path is None:
         return
     from edgeq.results import write_json_atomic
     from edgeq.devices.run import ensure_writable_dir
 
-    ensure_writable_dir(path.parent if str(path.parent) else Path("."))
+    given = str(path)
+    path = Path(os.path.abspath(os.path.expanduser(given)))
+    check_output_file(path, "--json", given)
+    ensure_writable_dir(path.parent)
     write_json_atomic(path, payload)
 
 
@@ -56,6 +106,13 @@ def device_options(f):
     f = click.option("--tag", help="Every inventory device with this tag (instead of --device).")(f)
     return click.option("--device", default="local", show_default=True,
                         help="Device name(s) from the inventory: NAME or NAME,NAME,…")(f)
+
+
+def wait_option(f):
+    """--wait: queue for a device another edgeq job holds instead of failing at once."""
+    return click.option("--wait", "wait_s", type=FiniteFloatRange(min=0), default=0.0, show_default=True,
+                        metavar="SECONDS", help="Queue up to this long for a device another edgeq job holds "
+                                                "(0: fail at once with exit 3, naming the holder).")(f)
 
 
 TIMING = ("threads", "resolver", "warmup", "repeats", "batch_size")
@@ -73,13 +130,22 @@ def job_option(option, job_kind: str):
         kwargs["type"] = click.Choice(choices)
         kwargs["help"] += POWER_HELP if option.name == "power" else ""
     elif option.kind is int:
-        kwargs["type"] = int if option.low is None else click.IntRange(min=option.low)
+        kwargs["type"] = click.IntRange(min=option.low, max=option.high)
     elif option.kind is float:
         low = option.above if option.above is not None else option.low
-        bounded = low is not None or option.high is not None
-        kwargs["type"] = click.FloatRange(min=low, max=option.high, min_open=option.above is not None) if bounded \
-            else float
+        kwargs["type"] = FiniteFloatRange(min=low, max=option.high, min_open=option.above is not None)
     return click.option(option.flag, option.name, **kwargs)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that refuses nan and ±inf: ``--min-duration inf`` would never end,
+    and nan passes every ``<`` and ``>`` check."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def job_options_for(names: tuple, job_kind: str = "run"):
@@ -169,3 +235,16 @@ def output_spec(output_flags, outputs_spec, labels_for, verdict_outputs):
     from edgeq.analysis.plan import OutputSpec
 
     return OutputSpec.from_sources(outputs_spec, output_flags, labels_for, verdict_outputs)
+
+
+def load_run(path: Path):
+    """``RunResult.load``, which refuses a malformed run directory in one line naming the file."""
+    from edgeq.results import RunResult
+
+    return RunResult.load(path)
+
+
+def _cause(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{Path(exc.filename).name}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import click
 
-from edgeq.cli.common import path_arg, console, write_json_file, exit_for_gates, output_options, output_spec
+from edgeq.cli.common import path_arg, output_file, load_run, console, write_json_file, exit_for_gates, output_options, output_spec
 
 
 @click.command()
 @click.argument("ref", type=path_arg)
 @click.argument("cand", type=path_arg)
-@click.option("--json", "json_path", type=path_arg, help="Write the comparison here.")
-@click.option("--html", "html_path", type=path_arg, help="Write an HTML report here.")
+@click.option("--json", "json_path", type=output_file, help="Write the comparison here.")
+@click.option("--html", "html_path", type=output_file, help="Write an HTML report here.")
 @click.option("--fail-on", help="Gates, e.g. drop=0.05,flip=0.1,sqnr=20,verdict=degraded,min-n=100 "
               "(exit 1 when crossed).")
 @click.option("--model", "model_path", type=path_arg, help="The float .tflite, so output kinds can use the op "
@@ -25,7 +25,6 @@ def compare(ref, cand, json_path, html_path, fail_on, model_path, output_index, 
     from edgeq.analysis.compare import compare_runs
     from edgeq.analysis.gates import evaluate_gates, parse_gates
     from edgeq.reports.report import build_report, print_summary
-    from edgeq.results import RunResult
 
     gates = parse_gates(fail_on)
     if output_index is not None and not verdict_outputs:
@@ -36,7 +35,7 @@ def compare(ref, cand, json_path, html_path, fail_on, model_path, output_index, 
         from edgeq.models.modelinfo import read_model
 
         model_info = read_model(model_path)
-    ref_run, cand_run = RunResult.load(ref), RunResult.load(cand)
+    ref_run, cand_run = load_run(ref), load_run(cand)
     report = build_report(compare_runs(ref_run, cand_run, spec=spec, model_info=model_info, min_n=min_n),
                           ref_run, cand_run)
     report["gates"] = evaluate_gates(report, gates)
@@ -47,3 +46,5 @@ def compare(ref, cand, json_path, html_path, fail_on, model_path, output_index, 
 
         write_report_html(html_path, report, {"float": ref_run, "quant": cand_run})
     exit_for_gates(report)
+
+

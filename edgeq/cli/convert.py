@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from edgeq.cli.common import path_arg, console, write_json_file
+from edgeq.cli.common import path_arg, output_file, console, write_json_file
 
 
 @click.command()
@@ -16,7 +16,7 @@ from edgeq.cli.common import path_arg, console, write_json_file
 @click.option("--calibration", type=path_arg, help="NPZ of typical inputs (needed by --policy int8).")
 @click.option("--target-runtime", type=click.Choice(["latest", "tflite-runtime-2.14"]), default="latest",
               show_default=True, help="Make a model this runtime can load.")
-@click.option("--json", "json_path", type=path_arg, help="Write the model card here too.")
+@click.option("--json", "json_path", type=output_file, help="Write the model card here too.")
 def convert(model, outdir, policy, calibration, target_runtime, json_path):
     """Convert MODEL (.keras/.h5, SavedModel folder or float .tflite) to float + quantized TFLite."""
     from edgeq.models.convert import convert_model

@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from edgeq.cli.common import console, path_arg, write_json_file
+from edgeq.cli.common import console, output_file, path_arg, write_json_file
+from edgeq.errors import EXIT_BAD_INPUT
 
 
 @click.group()
@@ -50,7 +51,7 @@ def _listing(device) -> str:
 @click.argument("names", nargs=-1)
 @click.option("--tag", help="Every inventory device with this tag.")
 @click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
-@click.option("--json", "json_path", type=path_arg)
+@click.option("--json", "json_path", type=output_file)
 def devices_check(names, tag, inventory, json_path):
     """Connect, start the agent and report what each device has (all devices by default)."""
     from edgeq.devices.inventory import load_inventory, select_devices
@@ -68,38 +69,87 @@ def devices_check(names, tag, inventory, json_path):
 
 
 def print_device_table(out, results: dict) -> None:
+    """One row per device in 80 columns; sensors, OS and any problem on lines below it."""
     from rich.table import Table
 
-    table = Table(title="devices", title_justify="left")
-    for column in ("device", "reachable", "auth", "arch", "OS", "python", "numpy", "TFLite runtime",
-                   "free disk", "sensors", "problem"):
-        table.add_column(column)
-    yes = {True: "[green]yes[/]", False: "[red]no[/]"}
+    from edgeq.devices.lock import describe_holder
+
+    table = Table(title="devices", title_justify="left", width=min(out.width, 80))
+    for column in ("device", "state", "arch", "python", "TFLite runtime", "free"):
+        table.add_column(column, overflow="fold")
+    details = []
     for name, f in results.items():
         runtime = f.get("runtime") or {}
-        sensors = f.get("sensors") or {}
-        found = [f"{k} {len(v)}" for k, v in sensors.items() if isinstance(v, list) and v]
-        if sensors.get("vcgencmd"):
-            found.append("vcgencmd")
         free = (f.get("disk") or {}).get("free")
-        table.add_row(name, yes[bool(f.get("reachable"))], yes[bool(f.get("auth"))], f.get("arch", ""),
-                      (f.get("os") or "")[:32], f.get("python", ""), f.get("numpy", ""),
+        table.add_row(name, _state(f), f.get("arch", ""), f.get("python", ""),
                       f"{runtime.get('name', '')} {runtime.get('version', '')}".strip(),
-                      f"{free / 1e9:.1f} GB" if free is not None else "", ", ".join(found) or "none",
-                      "" if f.get("ok") else f"[red]{f.get('stage', '')}[/]: {f.get('error', '')}")
+                      f"{free / 1e9:.1f} GB" if free is not None else "")
+        if f.get("ok"):
+            lock = f.get("lock") or {}
+            details.append(f"{name}: {describe_holder(lock.get('holder')) if lock.get('held') else 'free'}; "
+                           f"sensors {_sensors(f)}; {(f.get('os') or '')[:40]}")
+        else:
+            details.append(f"{name}: {f.get('stage', '')}: {f.get('error', '')}")
     out.print(table)
+    for line in details:
+        out.print(line, highlight=False, markup=False)
+
+
+def _state(facts: dict) -> str:
+    if facts.get("ok"):
+        return "[yellow]busy[/]" if (facts.get("lock") or {}).get("held") else "[green]ok[/]"
+    return f"[red]{facts.get('stage') or 'failed'}[/]"
+
+
+def _sensors(facts: dict) -> str:
+    sensors = facts.get("sensors") or {}
+    found = [f"{k} {len(v)}" for k, v in sensors.items() if isinstance(v, list) and v]
+    if sensors.get("vcgencmd"):
+        found.append("vcgencmd")
+    return ", ".join(found) or "none"
+
+
+@devices.command("clean")
+@click.argument("names", nargs=-1)
+@click.option("--tag", help="Every inventory device with this tag.")
+@click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
+@click.option("--keep-mb", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Keep this many MB of the most recently used files instead of none.")
+def devices_clean(names, tag, inventory, keep_mb):
+    """Free a device's disk: remove pushed models, input sets and run folders (the agent stays)."""
+    from edgeq.devices.deploy import clean_store
+    from edgeq.devices.fleet import run_fleet
+    from edgeq.devices.inventory import load_inventory, select_devices
+
+    found = load_inventory(inventory)
+    chosen = select_devices(",".join(names) if names else None, found, tag=tag)
+    fleet = run_fleet(chosen, lambda device: clean_store(device, keep_mb))
+    for name, tidied in fleet.succeeded.items():
+        freed = tidied["before_bytes"] - tidied["after_bytes"]
+        click.echo(f"{name}: freed {freed / 2**20:.1f} MB ({tidied['removed']} entries); "
+                   f"{tidied['after_bytes'] / 2**20:.1f} MB kept")
+    for name, error in fleet.failed.items():
+        click.echo(f"{name}: {error}", err=True)
+    if fleet.failed:
+        sys.exit(fleet.exit_code)
 
 
 @devices.command("trust")
 @click.argument("name")
 @click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
 @click.option("--fingerprint", help="Pin only if the device presents this key (SHA256:...). For scripts.")
-@click.option("--yes", is_flag=True, help="Pin without asking (you checked the fingerprint another way).")
+@click.option("--yes", is_flag=True, help="Pin (or replace a changed key) without asking: you checked the "
+                                          "fingerprint another way.")
 def devices_trust(name, inventory, fingerprint, yes):
-    """Show a device's SSH host key fingerprint and pin it in its known_hosts file."""
+    """Show a device's SSH host key fingerprint and pin it in its known_hosts file.
+
+    A key pinned before for that host is replaced, after showing both fingerprints: a device
+    that was reinstalled gets one new key, not a second one beside the old (which would keep
+    failing). Declining exits 2.
+    """
     from edgeq.devices.inventory import load_inventory, select_devices
     from edgeq.errors import TransportError
-    from edgeq.devices.probe import fetch_host_key, pin_host_key
+    from edgeq.devices.probe import fetch_host_key, pin_host_key, pinned_keys
     from edgeq.devices.transport.ssh import fingerprint as fingerprint_of
 
     (device,) = select_devices(name, load_inventory(inventory))
@@ -108,11 +158,32 @@ def devices_trust(name, inventory, fingerprint, yes):
     click.echo(f"{name} ({target.known_hosts_key}) presents {key.get_name()} {shown}")
     if fingerprint and fingerprint != shown:
         raise TransportError(f"{name}: presents {shown}, not the expected {fingerprint}; nothing pinned")
-    if not (fingerprint or yes or click.confirm("Trust this key?", default=False)):
-        click.echo("not pinned")
-        sys.exit(1)
+    pinned = pinned_keys(target)
+    old = [(path, known) for path, known in pinned if known != f"{key.get_name()} {key.get_base64()}"]
+    if pinned and not old:
+        click.echo(f"already pinned in {pinned[0][0]}")
+        return
+    for path, known in old:
+        click.echo(f"HOST KEY CHANGED: {path} pins {_fingerprint_line(known)} for {target.known_hosts_key}")
+    question = "Replace the pinned key with the new one?" if old else "Trust this key?"
+    if not (fingerprint or yes or click.confirm(question, default=False)):
+        click.echo("not pinned: known_hosts unchanged", err=True)
+        sys.exit(EXIT_BAD_INPUT)
     path = pin_host_key(target, key)
-    click.echo(f"pinned in {path}")
+    click.echo(f"{'replaced the old key; ' if old else ''}pinned in {path}")
+
+
+def _fingerprint_line(pinned: str) -> str:
+    """``type SHA256:…`` of a ``type base64`` known_hosts key (a key that is not base64 is shown as it is)."""
+    import base64
+    import hashlib
+
+    kind, _, blob = pinned.partition(" ")
+    try:
+        digest = hashlib.sha256(base64.b64decode(blob, validate=True)).digest()
+    except ValueError:
+        return pinned[:60]
+    return f"{kind} SHA256:{base64.b64encode(digest).decode().rstrip('=')}"
 
 
 @devices.command("setup")
@@ -123,7 +194,7 @@ def devices_trust(name, inventory, fingerprint, yes):
               show_default=True, help="tflite-runtime (2.14, numpy<2) for boards without ai-edge-litert wheels.")
 @click.option("--base-python", default="python3", show_default=True, help="Device Python that creates the venv.")
 @click.option("--wheels", "wheel_dir", type=path_arg, help="Keep downloaded wheels here (--offline).")
-@click.option("--json", "json_path", type=path_arg)
+@click.option("--json", "json_path", type=output_file)
 def devices_setup(names, inventory, offline, runtime, base_python, wheel_dir, json_path):
     """Make WORKDIR/venv on each device with numpy and a TFLite runtime; runs then use it."""
     from edgeq.devices.inventory import load_inventory, select_devices

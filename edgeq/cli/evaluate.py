@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from edgeq.cli.common import (path_arg, console, write_json_file, device_options, timing_options,
+from edgeq.cli.common import (path_arg, output_file, console, write_json_file, device_options, timing_options,
                                 measure_options, history_options, record_history, RunProgress,
-                                output_options, output_spec)
+                                output_options, output_spec, wait_option)
 
 
 @click.command()
@@ -26,14 +26,15 @@ from edgeq.cli.common import (path_arg, console, write_json_file, device_options
               help="Value ranges the risky families scale to: auto = per feature for tabular data, else global.")
 @timing_options
 @click.option("--fail-on", help="Gates, e.g. drop=0.05,verdict=catastrophic,min-n=100 (exit 1 when crossed).")
-@click.option("--json", "json_path", type=path_arg, help="Write report.json here too.")
+@click.option("--json", "json_path", type=output_file, help="Write report.json here too.")
 @click.option("-q", "--quiet", is_flag=True, help="No table or progress, just the verdict line.")
 @output_options
 @measure_options
+@wait_option
 @history_options
 def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, seed, max_per_category, range_mode,
              threads, resolver, warmup, repeats, batch_size, fail_on, json_path, quiet, output_flags, outputs_spec,
-             labels_for, verdict_outputs, min_n, db, no_history, **measure):
+             labels_for, verdict_outputs, min_n, wait_s, db, no_history, **measure):
     """The main job: does quantization hurt MODEL on any kind of input, on DEVICE?
 
     With no MODEL, runs the built-in example (an MLP on scikit-learn's digits).
@@ -45,7 +46,7 @@ def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, s
                            inventory=inventory, outdir=outdir, policy=policy, seed=seed,
                            max_per_category=max_per_category, range_mode=range_mode, threads=threads,
                            resolver=resolver, warmup=warmup, repeats=repeats, batch_size=batch_size, fail_on=fail_on,
-                           measure=measure, min_n=min_n,
+                           measure=measure, min_n=min_n, wait_s=wait_s,
                            output_spec=output_spec(output_flags, outputs_spec, labels_for, verdict_outputs))
     out = console(quiet)
     with RunProgress(quiet) as progress:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from edgeq.cli.common import console, path_arg, write_json_file
+from edgeq.cli.common import console, load_run, output_file, write_json_file
 from edgeq.errors import EXIT_GATE, ConfigError
 
 
@@ -21,7 +21,7 @@ from edgeq.errors import EXIT_GATE, ConfigError
 @click.option("--last", type=int, help="Only the last N runs of each series.")
 @click.option("--baseline", type=click.Choice(["median", "first", "previous"]), default="median", show_default=True,
               help="What each run is compared with: median of the previous 7, the first, or the previous run.")
-@click.option("--json", "json_path", type=path_arg)
+@click.option("--json", "json_path", type=output_file)
 @click.option("--fail-on-regression", is_flag=True, help="Exit 1 when the newest run of a series regressed.")
 def history(db, device, model, kind, last, baseline, json_path, fail_on_regression):
     """Trends per device and model (latency, energy, accuracy drop) and regressions vs a baseline."""
@@ -83,7 +83,7 @@ def _num(value, pattern: str) -> str:
 
 @click.command()
 @click.argument("source")
-@click.option("-o", "--output", type=path_arg, required=True, help="HTML file to write.")
+@click.option("-o", "--output", type=output_file, required=True, help="HTML file to write.")
 @click.option("--baseline", type=click.Choice(["median", "first", "previous"]), default="median")
 def report(source, output, baseline):
     """Write an HTML page for SOURCE: an evaluate output folder, a run pair, or a results database."""
@@ -103,12 +103,10 @@ def report(source, output, baseline):
 
 def _rerender(folder: Path, output: Path) -> None:
     from edgeq.reports.report import write_report_html
-    from edgeq.results import RunResult
-
     report = json.loads((folder / "report.json").read_text())
     runs = {}
     for which in ("float", "quant"):
         run_dir = Path(report.get("runs", {}).get(which, folder / "runs" / which))
         if (run_dir / "manifest.json").exists():
-            runs[which] = RunResult.load(run_dir)
+            runs[which] = load_run(run_dir)
     write_report_html(output, report, runs)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgeq.cli.common import path_arg
+from edgeq.cli.common import output_file, path_arg
 
 
 @click.group()
@@ -17,7 +17,7 @@ def inputs():
 @inputs.command("risky")
 @click.option("--model", type=path_arg, help="Float .tflite the set is for (checks shapes and dtypes).")
 @click.option("--data", type=path_arg, required=True, help="NPZ with x (and optional y) to start from.")
-@click.option("-o", "--output", type=path_arg, required=True, help="NPZ to write.")
+@click.option("-o", "--output", type=output_file, required=True, help="NPZ to write.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-per-category", type=int, default=500, show_default=True,
               help="Samples drawn from the data for each category and severity.")
@@ -44,10 +44,15 @@ def inputs_risky(model, data, output, seed, max_per_category, range_mode):
 
 
 def _check_against_model(dataset, model: Path) -> list[str]:
+    """Inputs must fit the model's inputs, and labels y its classification output."""
+    from edgeq.analysis.plan import check_model_labels
     from edgeq.inputs.inputset import input_specs, match_model_inputs
     from edgeq.models.modelinfo import read_model
 
-    return match_model_inputs(dataset, input_specs(read_model(model)))
+    info = read_model(model)
+    names = match_model_inputs(dataset, input_specs(info))
+    check_model_labels(info, dataset.y, str(dataset.path))
+    return names
 
 
 @inputs.command("check")

@@ -7,8 +7,8 @@ import sys
 import click
 
 from edgeq import __version__
-from edgeq.cli.common import (path_arg, write_json_file, device_options, timing_options, measure_options,
-                                history_options, record_history, RunProgress)
+from edgeq.cli.common import (path_arg, output_file, write_json_file, device_options, timing_options, measure_options,
+                                history_options, record_history, wait_option, RunProgress)
 
 
 @click.command()
@@ -17,11 +17,12 @@ from edgeq.cli.common import (path_arg, write_json_file, device_options, timing_
 @click.option("--inputs", "inputs_path", type=path_arg, required=True, help="Input set (.npz).")
 @click.option("-o", "--outdir", type=path_arg, required=True, help="Run directory to write.")
 @timing_options
-@click.option("--json", "json_path", type=path_arg, help="Write a run summary here.")
+@click.option("--json", "json_path", type=output_file, help="Write a run summary here.")
 @measure_options
+@wait_option
 @history_options
 def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, warmup, repeats, batch_size,
-        json_path, db, no_history, **measure):
+        json_path, wait_s, db, no_history, **measure):
     """Run MODEL over an input set on device(s); outputs and latencies land in OUTDIR.
 
     With several devices each gets OUTDIR/<device>/.
@@ -39,7 +40,8 @@ def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, w
 
     def one(target):
         rundir = outdir if single else outdir / safe_dirname(target.name)
-        (result,) = run_on_device(target, [spec], [rundir], lambda _, d, t: progress(target.name, d, t))
+        (result,) = run_on_device(target, [spec], [rundir], lambda _, d, t: progress(target.name, d, t),
+                                  wait_s=wait_s)
         energy = energy_per_inference(result)
         return {"rundir": str(rundir), "device": device_section(result), "samples": result.n,
                 "latency_ms": latency_stats(result.latency_ms_per_sample()), "model_name": model.name,

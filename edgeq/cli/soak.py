@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 
 from edgeq import __version__
-from edgeq.cli.common import (RunProgress, console, history_options, job_options_for, path_arg, record_history,
-                               write_json_file)
-from edgeq.errors import EXIT_GATE, ConfigError
+from edgeq.cli.common import (RunProgress, console, history_options, job_options_for, output_file, path_arg,
+                               record_history, wait_option, write_json_file)
+from edgeq.errors import EXIT_DEVICE, EXIT_GATE, ConfigError
 
 
 SOAK_OPTIONS = ("threads", "resolver", "warmup", "power", "power_sensor", "sample_hz", "sysfs_root", "vcgencmd")
@@ -32,12 +32,15 @@ SOAK_OPTIONS = ("threads", "resolver", "warmup", "power", "power_sensor", "sampl
 @click.option("--attach", "attach_dir", type=path_arg, help="Follow a soak started earlier (its output folder).")
 @click.option("--stop", is_flag=True, help="With --attach: ask the device to stop, then collect.")
 @click.option("--detach", is_flag=True, help="Start it and return; collect later with --attach.")
+@click.option("--reconnect-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds to keep retrying a lost device while following before giving up.")
 @click.option("--fail-on", help="Gates: p99-drift=0.2,rss-growth=0.1,output-drift=0,throttled=0 (exit 1).")
-@click.option("--json", "json_path", type=path_arg, help="Write the soak summary here too.")
-@click.option("--junit", "junit_path", type=path_arg, help="Write JUnit XML here (Jenkins, GitLab).")
+@click.option("--json", "json_path", type=output_file, help="Write the soak summary here too.")
+@click.option("--junit", "junit_path", type=output_file, help="Write JUnit XML here (Jenkins, GitLab).")
+@wait_option
 @history_options
-def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, attach_dir, stop, detach, fail_on,
-         json_path, junit_path, db, no_history, **options):
+def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, attach_dir, stop, detach,
+         reconnect_timeout, fail_on, json_path, junit_path, wait_s, db, no_history, **options):
     """Run MODEL on DEVICE(s) for --duration, detached from this session; gate on drift and leaks.
 
     With several devices (--device a,b or --tag) each soaks in parallel into OUTDIR/<device>/.
@@ -45,7 +48,7 @@ def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, a
     from edgeq.devices.inventory import load_inventory, select_devices
     from edgeq.devices.fleet import run_fleet, safe_dirname
     from edgeq.devices.run import RunSpec
-    from edgeq.devices.soak import SoakHandle, parse_duration, start_soak, stop_soak
+    from edgeq.devices.soak import SoakHandle, check_soak, parse_duration, start_soak, stop_soak
     from edgeq.reports.soak import parse_soak_gates
 
     gates = parse_soak_gates(fail_on)
@@ -62,13 +65,15 @@ def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, a
     else:
         if not ((device or tag) and model and inputs_path):
             raise ConfigError("a new soak needs --device (or --tag), --model and --inputs (or --attach OUTDIR)")
+        options["power"] = options["power"] or "device"  # default: the inventory's power key
+        spec = RunSpec(model=model, inputs=inputs_path, **options)
+        duration_s, window_s = parse_duration(duration), parse_duration(window)
+        check_soak(spec, duration_s, window_s)  # before any device is touched or any folder made
         chosen = select_devices(device, found, tag=tag)
         outdir = outdir or Path(f"edgeq-soak-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}")
         targets = {(outdir if len(chosen) == 1 else outdir / safe_dirname(d.name)): d for d in chosen}
-        options["power"] = options["power"] or "device"  # default: the inventory's power key
-        spec = RunSpec(model=model, inputs=inputs_path, **options)
         started = run_fleet(list(targets.values()), lambda d: start_soak(
-            d, spec, _folder_of(targets, d), parse_duration(duration), parse_duration(window)))
+            d, spec, _folder_of(targets, d), duration_s, window_s, wait_s))
         handles = {_folder_of(targets, found[name]): handle for name, handle in started.succeeded.items()}
         for name, error in started.failed.items():
             out.print(f"[red]{name}: could not start: {error}[/]")
@@ -82,7 +87,7 @@ def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, a
             sys.exit(started.exit_code)
     with RunProgress() as progress:  # one live display shared by every device's follower
         results = run_fleet([targets[f] for f in handles], lambda d: _follow_and_judge(
-            d, handles[_folder_of(targets, d)], _folder_of(targets, d), gates, out, progress))
+            d, handles[_folder_of(targets, d)], _folder_of(targets, d), gates, out, progress, reconnect_timeout))
     summaries = results.succeeded
     for name, error in results.failed.items():
         out.print(f"[red]{name}: {error}[/]")
@@ -96,7 +101,7 @@ def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, a
         sys.exit(EXIT_GATE)
     if results.failed or any(s["state"] == "failed" for s in summaries.values()) or (
             not attach_dir and started.failed):
-        sys.exit(3)
+        sys.exit(EXIT_DEVICE)
 
 
 def _folder_of(targets: dict, device) -> Path:
@@ -115,8 +120,8 @@ def _soak_folders(root: Path) -> list[Path]:
     return folders
 
 
-def _follow_and_judge(target, handle, outdir: Path, gates, out, progress) -> dict:
-    from edgeq.devices.soak import follow, load_records
+def _follow_and_judge(target, handle, outdir: Path, gates, out, progress, reconnect_s: float) -> dict:
+    from edgeq.devices.soak import follow, read_records
     from edgeq.reports.soak import evaluate_soak_gates, summarize
 
     def on_records(new, status):
@@ -132,8 +137,11 @@ def _follow_and_judge(target, handle, outdir: Path, gates, out, progress) -> dic
         if status.get("state") == "reconnecting":
             out.log(f"{target.name}: connection lost, reconnecting (the soak keeps running)")
 
-    status = follow(target, handle, outdir, on_records)
-    summary = summarize(load_records(outdir), status)
+    status = follow(target, handle, outdir, on_records, reconnect_for_s=reconnect_s)
+    records, bad = read_records(outdir)
+    summary = summarize(records, status, bad)
+    if bad:
+        out.print(f"[yellow]{target.name}: skipped {bad} malformed record(s) in {outdir / 'records.jsonl'}[/]")
     summary["gates"] = evaluate_soak_gates(summary, gates)
     summary["device"], summary["soak_id"] = target.name, handle.soak_id
     out.print(f"{target.name}: soak {summary['state']}: {summary['windows']} windows, p99 {summary['p99_ms']['start']} → "

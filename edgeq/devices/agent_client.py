@@ -6,6 +6,7 @@ import itertools
 import json
 import queue
 import threading
+import time
 from typing import Callable
 
 from edgeq.errors import AgentError, CommandNotFound, IncompatibleRuntime, InputSetError, ModelError
@@ -14,11 +15,19 @@ from edgeq.devices.transport.base import Process, Transport
 EventHandler = Callable[[dict], None]
 
 
+MAX_LINE = 1 << 20  # bytes of one protocol line; every answer and event is far smaller
+NOISE_BYTES = 64 << 10  # non-JSON stdout tolerated per session (a login script's echo, a banner)
+NOISE_LINES = 200
+QUEUE_DEPTH = 64  # lines read ahead of the host: a flooding agent blocks on its pipe, not in host RAM
+
+
 class AgentSession:
     """One running agent; ``request`` sends an op and waits for its answer.
 
-    A reader thread turns stdout lines into a queue, so a hung or dead agent is
-    noticed by a timeout or EOF instead of blocking the host forever.
+    A reader thread turns stdout lines into a bounded queue, so a hung, dead or flooding
+    agent is noticed by a deadline, EOF or a protocol error instead of blocking the host
+    forever or growing its memory. Only a valid event or answer for the pending request
+    moves the deadline; garbage never does.
     """
 
     def __init__(self, transport: Transport, python: str, agent_path: str):
@@ -29,35 +38,58 @@ class AgentSession:
             self.process: Process = transport.start([python, agent_path])
         except CommandNotFound as exc:
             raise self._no_python(str(exc)) from None
-        self._lines: queue.Queue = queue.Queue()
+        self._lines: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
         self._ids = itertools.count(1)
         self._eof = threading.Event()
+        self._closed = threading.Event()
+        self._broken = False
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
+        """Feed the queue until EOF or the first protocol violation (nothing after that counts)."""
+        noise = _Noise()
         try:
-            for raw in self.process.stdout:
-                self._lines.put(raw)
-        except (OSError, ValueError):
+            for raw in iter(lambda: self.process.stdout.readline(MAX_LINE + 1), b""):
+                item = _classify(raw, noise)
+                if item is not None and (not self._put(item) or item[0] == "bad"):
+                    return
+        except (OSError, ValueError, EOFError):
             pass
         self._eof.set()
-        self._lines.put(None)
+        self._put(("eof", None))
+
+    def _put(self, item) -> bool:
+        """Queue one item, waiting for room; False once the session is closed (nobody will read it)."""
+        while not self._closed.is_set():
+            try:
+                self._lines.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def request(self, op: str, *, on_event: EventHandler | None = None,
                 timeout: float | None = 600.0, **params) -> dict:
+        """Send ``op`` and wait for its answer; ``timeout`` bounds the wait for each valid message."""
+        if self._broken:
+            raise AgentError(f"{self.device}: agent session already failed; not sending {op!r}", kind="Protocol")
         request_id = next(self._ids)
         self._send({"id": request_id, "op": op, **params})
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            message = self._next_message(op, timeout)
-            if message.get("id") != request_id:
-                continue
+            message = self._next_message(op, timeout, deadline)
+            if _is_stale(message, request_id):
+                continue  # the late answer of a request the host gave up on: not valid, no new deadline
+            if not _valid_for(message, request_id):
+                raise self._violation(op, f"unexpected message {_short(message)}")
+            deadline = None if timeout is None else time.monotonic() + timeout
             if "event" in message:
                 if on_event:
                     on_event(message)
                 continue
-            if message.get("ok"):
+            if message["ok"]:
                 return message.get("result", {})
-            raise _agent_failure(self.device, message.get("error", {}))
+            raise _agent_failure(self.device, message["error"])
 
     def _send(self, payload: dict) -> None:
         try:
@@ -66,18 +98,24 @@ class AgentSession:
         except (BrokenPipeError, OSError, ValueError):
             raise self._died("while sending a request") from None
 
-    def _next_message(self, op: str, timeout: float | None) -> dict:
+    def _next_message(self, op: str, timeout: float | None, deadline: float | None):
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            raw = self._lines.get(timeout=timeout)
+            kind, value = self._lines.get(timeout=remaining)
         except queue.Empty:
-            raise AgentError(f"{self.device}: agent gave no answer to {op!r} within {timeout:.0f} s") from None
-        if raw is None:
-            self._lines.put(None)  # every later request sees the end too
+            raise AgentError(f"{self.device}: agent gave no valid answer to {op!r} within {timeout:.0f} s") from None
+        if kind == "eof":
+            self._lines.put(("eof", None))  # every later request sees the end too
             raise self._died(f"during {op!r}")
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return {}
+        if kind == "bad":
+            raise self._violation(op, value)
+        return value
+
+    def _violation(self, op: str, what: str) -> AgentError:
+        """A protocol violation ends the session at once: waiting longer cannot make it valid."""
+        self._broken = True
+        self.process.kill()
+        return AgentError(f"{self.device}: agent broke the protocol during {op!r}: {what}", kind="Protocol")
 
     def _died(self, when: str) -> AgentError:
         code = self.process.wait(timeout=2)
@@ -94,6 +132,12 @@ class AgentSession:
     def free_bytes(self, path: str) -> int:
         return int(self.request("df", path=path, timeout=60)["free"])
 
+    def tidy_store(self, root: str, budget_bytes: int, keep=(), drop=(), protect_s: float | None = None) -> dict:
+        """Bring the device's store under budget (the agent's ``tidy_store`` says how)."""
+        extra = {} if protect_s is None else {"protect_s": protect_s}
+        return self.request("store", root=root, budget_bytes=budget_bytes, keep=list(keep), drop=list(drop),
+                            timeout=600, **extra)
+
     def _no_python(self, detail: str) -> AgentError:
         return AgentError(f"{self.device}: cannot run python {self.python!r} on the device ({detail}); "
                           f"set python= in the inventory or run `edgeq devices setup {self.device}`",
@@ -108,19 +152,69 @@ class AgentSession:
         return facts
 
     def close(self) -> None:
-        if not self._eof.is_set():
+        if not self._eof.is_set() and not self._broken:
             try:
                 self.request("shutdown", timeout=10)
             except AgentError:
                 pass
         self.process.wait(timeout=5)
         self.process.kill()  # ends it if it did not exit, and releases the pipes either way
+        self._closed.set()  # a reader waiting for room in the queue gives up
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _Noise:
+    """Non-JSON stdout seen so far; a little is tolerated, a flood is a protocol violation."""
+
+    def __init__(self):
+        self.bytes = self.lines = 0
+
+    def add(self, raw: bytes) -> str | None:
+        self.bytes, self.lines = self.bytes + len(raw), self.lines + 1
+        if self.bytes > NOISE_BYTES or self.lines > NOISE_LINES:
+            return f"{self.lines} lines ({self.bytes} bytes) of non-JSON output, the last {raw[:60]!r}"
+        return None
+
+
+def _classify(raw: bytes, noise: _Noise):
+    """("msg", value), ("bad", why), or None for a blank line or tolerated noise."""
+    if len(raw) > MAX_LINE:
+        return ("bad", f"a line longer than {MAX_LINE >> 20} MiB")
+    if not raw.strip():
+        return None
+    try:
+        return ("msg", json.loads(raw))
+    except ValueError:
+        flood = noise.add(raw)
+        return ("bad", flood) if flood else None
+
+
+def _is_stale(message, request_id: int) -> bool:
+    """An answer or event of an earlier request (one that timed out): skipped, never trusted."""
+    return (isinstance(message, dict) and isinstance(message.get("id"), int)
+            and not isinstance(message.get("id"), bool) and 0 < message["id"] < request_id
+            and ("event" in message or isinstance(message.get("ok"), bool)))
+
+
+def _valid_for(message, request_id: int) -> bool:
+    """An event or an answer of the pending request, shaped as the agent writes them."""
+    if not isinstance(message, dict) or message.get("id") != request_id or isinstance(message.get("id"), bool):
+        return False
+    if "event" in message:
+        return isinstance(message["event"], str)
+    if message.get("ok") is True:
+        return isinstance(message.get("result", {}), dict)
+    return message.get("ok") is False and isinstance(message.get("error"), dict)
+
+
+def _short(message) -> str:
+    text = json.dumps(message, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _agent_failure(device: str, error: dict) -> Exception:

@@ -7,7 +7,9 @@ so a host and a device can never run different agent versions by accident.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
+import sys
 from pathlib import Path
 
 from edgeq.errors import TransportError
@@ -34,18 +36,46 @@ class Deployer:
         return posixpath.join(self.workdir, *parts)
 
     def push_agent(self) -> str:
+        """Push the agent unless the device holds it byte for byte; returns its device path.
+
+        The stored copy is what runs next, so it is checked every time, not trusted for its
+        name: a copy edited on the device (by hand, a bad disk, an intruder) is replaced, and
+        stderr says so.
+        """
         digest = sha256_file(AGENT_SOURCE)
         remote = self.path("agents", f"edgeq_agent-{digest[:12]}.py")
-        self._push(AGENT_SOURCE, remote, digest)
+        stored = self._stored_digest(remote, AGENT_SOURCE.stat().st_size)
+        if stored not in (None, digest):
+            print(f"{self.transport.device}: stored agent {remote} was changed on the device "
+                  f"(sha256 {stored[:12]}, expected {digest[:12]}); pushing it again", file=sys.stderr)
+        if stored == digest:
+            self._skipped(AGENT_SOURCE, remote, digest)
+        else:
+            self._push(AGENT_SOURCE, remote, digest, force=True)
         return remote
+
+    def _stored_digest(self, remote: str, size: int) -> str | None:
+        """sha256 of a small device file, hashed here from its bytes (no tool needed on the device); None if absent.
+
+        One byte more than expected is read, so a copy with something appended does not match.
+        """
+        if not self.transport.exists(remote):
+            return None
+        return hashlib.sha256(self.transport.read_from(remote, 0, size + 1)).hexdigest()
 
     def push(self, local: Path, force: bool = False) -> tuple[str, str]:
         """Push one file into the store; returns (remote path, sha256).
 
-        ``force`` replaces a stored copy the agent found corrupted.
+        ``force`` replaces a stored copy the agent found corrupted. A device that shares
+        this host's files (the local one) reads the file where it is: nothing is copied, and
+        the agent's sha256 check before the run still catches a file changed since.
         """
         local = Path(local)
         digest = sha256_file(local)
+        if self.transport.SHARES_HOST_FILES:
+            shared = str(local.resolve())
+            self._skipped(local, shared, digest)
+            return shared, digest
         remote = self.path("cas", digest + "".join(local.suffixes[-1:]))
         self._push(local, remote, digest, force)
         return remote, digest
@@ -64,9 +94,9 @@ class Deployer:
         return self.path("runs", run_id)
 
     def _push(self, local: Path, remote: str, digest: str, force: bool = False) -> None:
+        """Send ``local`` to ``remote`` unless it is there already (``force``: send it anyway)."""
         if not force and self.transport.exists(remote):
-            size = local.stat().st_size
-            self.transfers.append(Transfer(str(local), remote, size, digest, 0, 0.0, skipped=True))
+            self._skipped(local, remote, digest)
             return
         folder = posixpath.dirname(remote)
         if folder not in self._made:
@@ -80,3 +110,22 @@ class Deployer:
             raise TransportError(f"{self.transport.device}: {local.name} arrived corrupted "
                                  f"(sha256 {transfer.sha256[:12]} != {digest[:12]})")
         self.transfers.append(transfer)
+
+    def _skipped(self, local: Path, remote: str, digest: str) -> None:
+        self.transfers.append(Transfer(str(local), remote, local.stat().st_size, digest, 0, 0.0, skipped=True))
+
+
+def clean_store(device, budget_mb: int = 0) -> dict:
+    """Empty a device's store (or shrink it to ``budget_mb``): pushed files and run folders.
+
+    The agent itself and a venv made by ``devices setup`` stay. Files in use by a job
+    still running on the board are removed too when the budget is 0: the user asked.
+    """
+    from edgeq.devices.agent_client import AgentSession
+    from edgeq.devices.inventory import connect, device_python
+
+    with connect(device) as transport:
+        deployer = Deployer(transport, device.workdir)
+        agent_path = deployer.push_agent()
+        with AgentSession(transport, device_python(device, transport), agent_path) as session:
+            return session.tidy_store(deployer.workdir, budget_mb << 20, protect_s=0.0)

@@ -36,6 +36,7 @@ class Device:
     workdir: str = "~/.edgeq"
     power: str = "none"
     tags: tuple[str, ...] = field(default_factory=tuple)
+    store_mb: int = 2048  # pushed files and run folders kept on the device, least recently used go first
     settings: Settings = field(default_factory=Settings)
 
     def __post_init__(self):
@@ -57,12 +58,22 @@ def local_device(workdir: str | None = None) -> Device:
     return Device(name="local", transport="local", python=sys.executable, workdir=workdir or default)
 
 
+def find_inventory(start: Path | None = None) -> Path | None:
+    """``edgeq.toml`` in the working folder or the nearest folder above it, as git finds
+    its repository: a command run from a project's subfolder uses the project's boards."""
+    folder = Path(start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / DEFAULT_INVENTORY).is_file():
+            return candidate / DEFAULT_INVENTORY
+    return None
+
+
 def load_inventory(path: str | os.PathLike | None = None) -> dict[str, Device]:
-    """Read the inventory; a missing default file just means "only local"."""
+    """Read the inventory; no file found just means "only local"."""
     explicit = path or os.environ.get("EDGEQ_INVENTORY")
-    inventory_path = Path(explicit or DEFAULT_INVENTORY)
+    inventory_path = Path(explicit) if explicit else find_inventory()
     devices: dict[str, Device] = {}
-    if inventory_path.exists():
+    if inventory_path is not None and inventory_path.is_file():
         devices.update(_parse_inventory(inventory_path))
     elif explicit:
         raise ConfigError(f"{inventory_path}: inventory file not found")
@@ -93,6 +104,7 @@ def device_from_entry(name: str, entry: Mapping, where: str | None = None) -> De
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where} must be a table")
     common = {key: value for key, value in entry.items() if key in COMMON_KEYS}
+    _check_common(common, where)
     common["tags"] = tuple(common.get("tags", ()))
     if name == "local":
         common.setdefault("transport", "local")
@@ -101,6 +113,21 @@ def device_from_entry(name: str, entry: Mapping, where: str | None = None) -> De
     own = {key: value for key, value in entry.items() if key not in COMMON_KEYS}
     settings = transport_class(transport, where).read_settings(name, own, f"{where} (transport {transport})")
     return Device(name=name, settings=settings, **common)
+
+
+COMMON_TYPES = {"transport": (str, "a transport name"), "python": (str, "a path"), "workdir": (str, "a path"),
+                "power": (str, "a power backend name"), "tags": (list, "a list of names"),
+                "store_mb": (int, "a whole number of megabytes, 0 or more")}
+
+
+def _check_common(common: dict, where: str) -> None:
+    """The keys every device has, typed as the inventory must give them."""
+    for key, value in common.items():
+        kind, wanted = COMMON_TYPES[key]
+        bad = not isinstance(value, kind) or isinstance(value, bool) or (key == "store_mb" and value < 0) or (
+            key == "tags" and not all(isinstance(t, str) for t in value))
+        if bad:
+            raise ConfigError(f"{where}: {key} must be {wanted}, got {value!r}")
 
 
 SETUP_VENV = "venv"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 from edgeq.devices.agent_client import AgentSession
 from edgeq.devices.deploy import Deployer
 from edgeq.devices.inventory import Device, connect, device_python
+from edgeq.devices.lock import status as lock_status
 from edgeq.errors import ConfigError, EdgeqError, TransportError
 
 
@@ -23,6 +25,7 @@ def probe_device(device: Device) -> dict:
             with AgentSession(transport, device_python(device, transport), agent) as session:
                 facts.update(session.request("hello", timeout=120))
                 facts["disk"] = session.request("df", path=workdir, timeout=60)
+                facts["lock"] = lock_status(session, workdir)
     except EdgeqError as exc:
         facts["error"] = str(exc)
         facts["stage"] = _stage(exc, facts)
@@ -72,16 +75,91 @@ def fetch_host_key(device: Device):
         transport.close()
 
 
+def pinned_keys(target) -> list[tuple[Path, str]]:
+    """(known_hosts file, key as ``type base64``) of every key pinned for the target's host."""
+    found = []
+    for name in target.known_hosts:
+        path = Path(name)
+        if path.is_file():
+            found += [(path, key) for line in _lines(path) if (key := _key_for(line, target.known_hosts_key))]
+    return found
+
+
 def pin_host_key(target, key) -> Path:
-    """Append the key to the target's first known_hosts file (the inventory's wins), created 0600 if needed."""
-    path = Path(target.known_hosts[0])
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    line = f"{target.known_hosts_key} {key.get_name()} {key.get_base64()}\n"
-    existing = path.read_text() if path.exists() else ""
-    if line not in existing:
-        with open(path, "a") as handle:
-            if existing and not existing.endswith("\n"):
-                handle.write("\n")
-            handle.write(line)
-        os.chmod(path, 0o600)
-    return path
+    """Make ``key`` the only key pinned for the target's host; returns the file it is pinned in.
+
+    Old keys of that host are dropped from every known_hosts file the target reads (a stale
+    one left anywhere would still fail the check); the new line goes to the first file (the
+    inventory's wins). Files are rewritten atomically, 0600, in a 0700 folder when edgeq
+    makes it.
+    """
+    first = Path(target.known_hosts[0])
+    for path in {Path(name) for name in target.known_hosts[1:]}:
+        if path != first and path.is_file() and _entries_of(path, target.known_hosts_key):
+            _write_private(path, _without_host(path, target.known_hosts_key))
+    lines = _without_host(first, target.known_hosts_key) if first.is_file() else []
+    _write_private(first, lines + [f"{target.known_hosts_key} {key.get_name()} {key.get_base64()}"])
+    return first
+
+
+def _key_for(line: str, host: str) -> str | None:
+    """``type base64`` of a known_hosts line that names ``host`` (also hashed names), else None."""
+    fields = line.split()
+    if len(fields) < 3 or line.lstrip().startswith(("#", "@")):
+        return None
+    return " ".join(fields[1:3]) if _names_host(fields[0], host) else None
+
+
+def _names_host(patterns: str, host: str) -> bool:
+    from paramiko.hostkeys import HostKeys
+
+    for pattern in patterns.split(","):
+        if pattern == host or (pattern.startswith("|1|") and HostKeys.hash_host(host, pattern) == pattern):
+            return True
+    return False
+
+
+def _entries_of(path: Path, host: str) -> list[str]:
+    return [line for line in _lines(path) if _key_for(line, host)]
+
+
+def _without_host(path: Path, host: str) -> list[str]:
+    return [line for line in _lines(path) if not _key_for(line, host)]
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read pinned host keys: {exc.strerror or exc}") from None
+
+
+def _write_private(path: Path, lines: list[str]) -> None:
+    """Replace ``path`` with ``lines``, mode 0600, through a temporary file beside it (a symlink's target)."""
+    path = Path(os.path.realpath(path))
+    _make_private_dirs(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("".join(line + "\n" for line in lines))
+        os.chmod(tmp, 0o600)  # O_CREAT's mode is cut by the umask; make it exact
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ConfigError(f"{path}: cannot write pinned host keys: {exc.strerror or exc}") from None
+
+
+def _make_private_dirs(folder: Path) -> None:
+    """Create the missing folders of ``folder`` 0700 (pinned keys are per-user); existing ones are left as they are."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        try:
+            made.mkdir(mode=0o700)  # the umask can only take bits away from 0700
+        except FileExistsError:  # made meanwhile by someone else: theirs to keep as it is
+            pass
+        except OSError as exc:
+            raise ConfigError(f"{made}: cannot create folder for pinned host keys: {exc.strerror or exc}") from None

@@ -6,6 +6,7 @@ sent, so bad input fails in one line on the host and never half-way on a device.
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, make_dataclass
@@ -15,9 +16,11 @@ from typing import Callable
 from device_agents.edgeq_agent import AgentFailure, check_job, job_options
 from edgeq import __version__
 from edgeq.devices.agent_client import AgentSession
-from edgeq.devices.deploy import Deployer
+from edgeq.devices.deploy import AGENT_SOURCE, Deployer
+from edgeq.devices.transport.base import sha256_file
 from edgeq.devices.inventory import Device, connect, device_python
-from edgeq.errors import AgentError, ConfigError, IncompatibleRuntime, TransportError
+from edgeq.devices.lock import acquire, to_stderr
+from edgeq.errors import AgentError, ConfigError, EdgeqError, IncompatibleRuntime, TransportError
 from edgeq.inputs.inputset import input_specs, load_inputset, match_model_inputs, write_npz
 from edgeq.models.modelinfo import ModelInfo, read_model
 from edgeq.results import RUN_FILE, SAMPLES, RunResult, pull_partial, pull_run, write_json_atomic
@@ -56,6 +59,7 @@ class _Prepared:
     input_arrays: list[str]
     tags: dict
     info: ModelInfo
+    samples: int
 
 
 def prepare(spec: RunSpec, rundir: Path) -> _Prepared:
@@ -65,7 +69,7 @@ def prepare(spec: RunSpec, rundir: Path) -> _Prepared:
     dataset = load_inputset(spec.inputs)
     names = match_model_inputs(dataset, input_specs(info))
     ensure_writable_dir(rundir)
-    return _Prepared(spec, Path(rundir), names, dataset.labels_only(), info)
+    return _Prepared(spec, Path(rundir), names, dataset.labels_only(), info, dataset.n)
 
 
 def output_facts(info: ModelInfo) -> list[dict]:
@@ -86,18 +90,51 @@ def ensure_writable_dir(path: Path) -> None:
 
 
 def run_on_device(device: Device, specs: list[RunSpec], rundirs: list[Path],
-                  progress: ProgressFn | None = None) -> list[RunResult]:
-    """Run each spec in one agent session; returns the pulled, verified results."""
+                  progress: ProgressFn | None = None, events: Callable[[str, dict], None] | None = None,
+                  wait_s: float = 0.0) -> list[RunResult]:
+    """Run each spec in one agent session, holding the device's lock; returns the pulled,
+    verified results.
+
+    ``progress(label, done, total)`` follows the timed passes; ``events(label, event)``
+    gets every event the agent sends (cooldown waits among them); ``wait_s``: how long to
+    queue for a device another job holds (DeviceBusy after that)."""
     prepared = [prepare(spec, Path(d)) for spec, d in zip(specs, rundirs)]
     with connect(device) as transport:
         deployer = Deployer(transport, device.workdir)
         agent_path = deployer.push_agent()
         with AgentSession(transport, device_python(device, transport), agent_path) as session:
             facts = session.hello()
+            check_running_agent(device.name, facts)
+            acquire(session, deployer.workdir, wait_s, to_stderr)
             deployer.hasher, deployer.free_space = session.sha256, session.free_bytes
             for item in prepared:
                 preflight(device.name, facts, item.info)
-            return [_run_one(device, deployer, session, item, progress) for item in prepared]
+            results = [_run_one(device, deployer, session, item, progress, events) for item in prepared]
+            tidy_device_store(device, deployer, session, [r.run["remote_dir"] for r in results])
+            return results
+
+
+def tidy_device_store(device: Device, deployer: Deployer, session: AgentSession, pulled: list[str]) -> None:
+    """Pulled run folders are copies now: drop them, and keep the store under the device's
+    ``store_mb``. A failure here costs disk space, never the results, so it only warns."""
+    keep = [t.destination for t in deployer.transfers]
+    try:
+        tidied = session.tidy_store(deployer.workdir, device.store_mb << 20, keep=keep, drop=pulled)
+    except EdgeqError as exc:
+        print(f"{device.name}: could not tidy the device's store: {exc}", file=sys.stderr)
+        return
+    if tidied["removed"] > len(pulled):
+        print(f"{device.name}: store over {device.store_mb} MB: removed {tidied['removed'] - len(pulled)} "
+              f"least recently used file(s); {tidied['after_bytes'] / 2**20:.0f} MB kept", file=sys.stderr)
+
+
+def check_running_agent(device: str, facts: dict) -> None:
+    """The agent that answered must be the one this host ships: the stored file was checked
+    before the start, and this closes the gap between that check and the start."""
+    expected, reported = sha256_file(AGENT_SOURCE), str(facts.get("agent_sha256"))
+    if reported != expected:
+        raise TransportError(f"{device}: the agent that started reports sha256 {reported[:12]}, expected "
+                             f"{expected[:12]}: its file was changed on the device; run again to replace it")
 
 
 def preflight(device: str, facts: dict, info: ModelInfo) -> None:
@@ -114,6 +151,44 @@ def preflight(device: str, facts: dict, info: ModelInfo) -> None:
             f"or run `edgeq devices setup {device}` for a current runtime")
 
 
+NPY_HEADER_MAX = 65536 + 16  # the .npy v1 header length is a 2-byte field
+MIN_INVOKE_NS = 100  # no invoke is faster: bounds the passes a --min-duration run can time
+SENSOR_ROW_MAX = 8 * (4 + 64)  # t_ns, power, temp, throttled + up to 64 thermal zones, 8 bytes each
+NPZ_SLACK = 1 << 20  # zip headers and the .npy headers of a sensors.npz
+
+
+def expected_sizes(item: _Prepared, job: dict, wall_s: float) -> dict[str, int | None]:
+    """The most bytes each run file can have, from what the host knows of the job (samples,
+    the model's output shapes, passes) and how long it ran: a larger file is refused before
+    it is pulled. None: an output whose shape the model leaves dynamic."""
+    invocations = -(-item.samples // job["batch_size"])
+    most_invocations = job["repeats"] * invocations
+    if job["min_duration_s"] > 0:
+        most_invocations = max(most_invocations, int(wall_s * 1e9 / MIN_INVOKE_NS) + invocations)
+    timeline = NPY_HEADER_MAX + 8 * most_invocations
+    sizes = {f"outputs/output_{k}.npy": _output_bytes(t, item.samples) for k, t in enumerate(item.info.outputs)}
+    sizes.update({"latency_ns.npy": timeline, "invoke_start_ns.npy": timeline,
+                  "batch_sizes.npy": NPY_HEADER_MAX + 4 * invocations,
+                  "sensors.npz": NPZ_SLACK + SENSOR_ROW_MAX * int(job["sample_hz"] * (wall_s + 10) + 10)})
+    return sizes
+
+
+def _output_bytes(tensor, samples: int) -> int | None:
+    """samples × one sample's output bytes, or None when a dimension is dynamic or the dtype unknown."""
+    import math
+
+    import numpy as np
+
+    dims = tuple(tensor.shape_signature or tensor.shape)[1:]
+    try:
+        itemsize = np.dtype(tensor.dtype).itemsize
+    except TypeError:
+        return None
+    if any(d < 0 for d in dims):
+        return None
+    return NPY_HEADER_MAX + samples * math.prod(dims) * itemsize
+
+
 def _request_run(deployer: Deployer, session: AgentSession, spec: RunSpec, job: dict, on_event) -> None:
     try:
         session.request("run", job=job, on_event=on_event, timeout=INACTIVITY_TIMEOUT_S)
@@ -127,9 +202,9 @@ def _request_run(deployer: Deployer, session: AgentSession, spec: RunSpec, job: 
 
 
 def _keep_partial(deployer: Deployer, remote_out: str, rundir: Path, exc: TransportError, device: str,
-                  label: str, started: float) -> TransportError:
+                  label: str, started: float, limits: dict) -> TransportError:
     """Pull what the failed run left and say where it is; the original error stays the cause."""
-    progress = pull_partial(deployer.transport, remote_out, rundir)
+    progress = pull_partial(deployer.transport, remote_out, rundir, limits)
     if progress is None:
         return exc
     write_json_atomic(rundir / RUN_FILE, {
@@ -142,7 +217,7 @@ def _keep_partial(deployer: Deployer, remote_out: str, rundir: Path, exc: Transp
 
 
 def _run_one(device: Device, deployer: Deployer, session: AgentSession, item: _Prepared,
-             progress: ProgressFn | None) -> RunResult:
+             progress: ProgressFn | None, events: Callable[[str, dict], None] | None = None) -> RunResult:
     spec = item.spec
     model_remote, model_sha = deployer.push(spec.model)
     inputs_remote, inputs_sha = deployer.push(spec.inputs)
@@ -155,13 +230,17 @@ def _run_one(device: Device, deployer: Deployer, session: AgentSession, item: _P
     def on_event(event: dict) -> None:
         if progress and event.get("event") == "progress":
             progress(spec.label, event["done"], event["total"])
+        if events:
+            events(spec.label, event)
 
     started = time.time()
     try:
         _request_run(deployer, session, spec, job, on_event)
     except TransportError as exc:
-        raise _keep_partial(deployer, remote_out, item.rundir, exc, device.name, spec.label, started) from None
-    pull_run(deployer.transport, remote_out, item.rundir)
+        limits = expected_sizes(item, job, time.time() - started)
+        raise _keep_partial(deployer, remote_out, item.rundir, exc, device.name, spec.label, started,
+                            limits) from None
+    pull_run(deployer.transport, remote_out, item.rundir, expected_sizes(item, job, time.time() - started))
     write_npz(item.rundir / SAMPLES, item.tags)
     write_json_atomic(item.rundir / RUN_FILE, {
         "device": device.name, "label": spec.label, "edgeq_version": __version__,

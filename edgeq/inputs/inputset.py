@@ -93,6 +93,9 @@ def _read_arrays(path: Path) -> dict:
         raise InputSetError(path, "is not a regular file (a FIFO or device would block or never end)")
     if zipfile.is_zipfile(path):
         return open_npz(path)
+    problem = _not_numpy(path)
+    if problem:
+        raise InputSetError(path, problem)
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:
@@ -102,6 +105,40 @@ def _read_arrays(path: Path) -> dict:
     if isinstance(loaded, np.ndarray):
         return {"x": loaded}
     raise InputSetError(path, "not a readable NumPy .npz file")
+
+
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+PICKLE_PROTOCOL_2_UP = b"\x80"
+
+
+def _not_numpy(path: Path) -> str | None:
+    """What the file is when it is neither an .npz (zip) nor an .npy: said from its first bytes.
+
+    Without this, numpy falls back to pickle for anything it does not recognise, so
+    a text file or a truncated archive was reported as "pickled data".
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if head.startswith(NPY_MAGIC) or head.startswith(PICKLE_PROTOCOL_2_UP):
+        return None  # .npy is read below; a pickle is refused there without unpickling
+    if not head:
+        return "is not a readable NumPy .npz file: it is empty"
+    if head.startswith(ZIP_MAGIC):
+        return "is not a readable NumPy .npz file: a zip archive cut short or damaged (no central directory)"
+    if _looks_like_text(head):
+        return f"is not a readable NumPy .npz file: it is text (it starts {head[:24].decode('utf-8', 'replace')!r})"
+    return f"is not a readable NumPy .npz file (it starts with bytes {head[:8].hex(' ')})"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a character cut at the end of the 512 bytes is still text
+        if exc.start < len(head) - 3:
+            return False
+        text = head[:exc.start].decode("utf-8")
+    return all(c.isprintable() or c in "\r\n\t" for c in text)
 
 
 def _flag(path: Path, raw: dict, name: str) -> bool:

@@ -188,10 +188,14 @@ class NpzWriter:
                             np.dtype(dtype))
 
     def close(self) -> Path:
-        self.archive.close()
-        with open(self.tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(self.tmp, self.path)
+        try:
+            self.archive.close()
+            with open(self.tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
         return self.path
 
     def abort(self) -> None:

@@ -37,6 +37,8 @@ class Conversion:
     @property
     def summary(self) -> str:
         w, source = self.card["weights"], self.card["source"]
+        if self.card["policy"] == "float":
+            return f"policy float: nothing quantized, all {w['total']} weight tensors stay float32"
         notes = []
         if source.get("float_reference") == DEQUANTIZED:
             notes.append(f"float reference {DEQUANTIZED}")
@@ -75,6 +77,38 @@ def source_kind(model: Path) -> str:
                             "a SavedModel folder or a float32/float16 .tflite")
 
 
+def _require_backend(kind: str, policy: str) -> None:
+    """The conversion library this source needs, imported before any folder is made for it."""
+    from edgeq.models.converters import require_host
+
+    if kind != "tflite":
+        require_host("tensorflow", "converting a Keras model or SavedModel")
+    elif policy != "float":
+        require_host("ai_edge_quantizer", "quantizing a .tflite model")
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def check_keras_file(model: Path, kind: str) -> None:
+    """Refuse a cut or mislabelled Keras file before TensorFlow loads (and before it says
+    "File not found" about a file that exists): .keras is a zip archive, .h5 an HDF5 file."""
+    if kind != "keras":
+        return
+    if model.suffix.lower() == ".keras":
+        import zipfile
+
+        if not zipfile.is_zipfile(model):
+            raise ModelError(model, "cannot load Keras model: not a zip archive, so the .keras file is truncated "
+                                    "or in another format (an HDF5 model must be named .h5)")
+        return
+    with open(model, "rb") as handle:
+        head = handle.read(len(HDF5_SIGNATURE))
+    if head != HDF5_SIGNATURE:
+        raise ModelError(model, "cannot load Keras model: no HDF5 signature, so the .h5 file is damaged or in "
+                                "another format (a Keras 3 zip model must be named .keras)")
+
+
 def convert_model(model: str | os.PathLike, outdir: str | os.PathLike, policy: str = "dynamic-range",
                   calibration: str | os.PathLike | None = None, target_runtime: str = "latest") -> Conversion:
     """Write OUTDIR/<stem>.float.tflite, OUTDIR/<stem>.<policy>.tflite and the card."""
@@ -84,6 +118,8 @@ def convert_model(model: str | os.PathLike, outdir: str | os.PathLike, policy: s
     if target_runtime not in TARGET_RUNTIMES:
         raise ConfigError(f"unknown target runtime {target_runtime!r} (choose from {', '.join(TARGET_RUNTIMES)})")
     kind = source_kind(model)
+    check_keras_file(model, kind)
+    _require_backend(kind, policy)
     _make_outdir(outdir)
     stem = model.stem if kind != "savedmodel" else model.resolve().name
     stem = stem.removesuffix(".float")  # m.float.tflite → m.dynamic-range.tflite, not m.float.dynamic-range

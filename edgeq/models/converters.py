@@ -17,15 +17,31 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.errors import ModelError
+from edgeq.errors import MissingExtra, ModelError
 
 CALIBRATION_SAMPLES = 200
 
 
+HOST_EXTRA = "pip install 'edgeq[host]'"
+
+
+def require_host(module: str, purpose: str):
+    """Import a conversion library, or say how to install it (exit 2, not a traceback and exit 1).
+
+    TensorFlow and ai-edge-quantizer come with the ``host`` extra only, so a plain
+    ``pip install edgeq`` (enough for run/compare on .tflite files) lacks them.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        raise MissingExtra(f"{purpose} needs {exc.name or module}, which is not installed: {HOST_EXTRA}") from None
+
+
 def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-
+    tf = require_host("tensorflow", "converting a Keras model or SavedModel")
     tf.get_logger().setLevel("ERROR")
     return tf
 
@@ -38,8 +54,7 @@ def tf_converter(source: Path, kind: str):
             return tf.lite.TFLiteConverter.from_saved_model(str(source))
         except Exception as exc:
             raise ModelError(source, f"cannot load SavedModel: {_first_line(exc)}") from None
-    import keras
-
+    keras = require_host("keras", "converting a Keras model")
     try:
         model = keras.models.load_model(source, compile=False)
     except Exception as exc:
@@ -87,8 +102,7 @@ def quantizer_convert(source: Path, policy: str, calibration: dict | None,
     ("pixels"), not tensor names ("serving_default_pixels:0"); ``_signature_samples``
     matches the calibration arrays to them. ``input_names`` is kept for callers.
     """
-    from ai_edge_quantizer import quantizer
-
+    quantizer = require_host("ai_edge_quantizer.quantizer", "quantizing a .tflite model")
     qt = quantizer.Quantizer(str(source))
     _configure(qt, policy, per_channel)
     dataset = _signature_samples(source, calibration) if qt.need_calibration else None
@@ -134,6 +148,7 @@ def _signature_samples(source: Path, calibration: dict) -> dict[str, list[dict]]
 def _configure(target, policy: str, per_channel: bool) -> None:
     """The recipe edgeq asks ai-edge-quantizer for; ``target`` is a ``Quantizer`` or a
     ``RecipeManager`` (the same methods), so ``quantizer_skips`` asks the same recipe."""
+    require_host("ai_edge_quantizer", "quantizing a .tflite model")
     from ai_edge_quantizer import qtyping, recipe
 
     ops = qtyping.TFLOperationName.ALL_SUPPORTED
@@ -151,6 +166,8 @@ def quantizer_skips(op_name: str, policy: str, per_channel: bool = True) -> str 
     """Why ai-edge-quantizer's recipe for ``policy`` leaves op ``op_name`` alone, or None
     when the recipe handles it -- asked of the installed quantizer, not a copied list."""
     from ai_edge_litert import schema_py_generated as schema
+
+    require_host("ai_edge_quantizer", "explaining what ai-edge-quantizer left float")
     from ai_edge_quantizer import algorithm_manager, recipe_manager
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +72,14 @@ def write_report(outdir: Path, report: dict, runs: dict[str, RunResult]) -> tupl
     """report.json and report.html (with latency histograms and, when sampled, latency vs temperature)."""
     json_path, html_path = outdir / "report.json", outdir / "report.html"
     write_json_atomic(json_path, report)
+    _readable_not_writable(json_path)
     write_report_html(html_path, report, runs)
     return json_path, html_path
+
+
+def _readable_not_writable(path: Path) -> None:
+    """0644 whatever the umask or an older file's mode: reports are shared (CI artifacts), never world-writable."""
+    os.chmod(path, 0o644)
 
 
 def write_report_html(path: Path, report: dict, runs: dict[str, RunResult]) -> None:
@@ -83,6 +90,7 @@ def write_report_html(path: Path, report: dict, runs: dict[str, RunResult]) -> N
     write_html(report, path, {label: run.latency_ms_per_sample().astype(np.float32) for label, run in runs.items()}
                or None,
                extra_html=measurement_html(report, runs))
+    _readable_not_writable(path)
 
 
 def _fmt(value, percent=False, digits=1) -> str:

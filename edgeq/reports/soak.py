@@ -32,11 +32,12 @@ def _relative(start, end):
     return None if not start or end is None else end / start - 1.0
 
 
-def summarize(records: list[dict], status: dict | None = None) -> dict:
+def summarize(records: list[dict], status: dict | None = None, bad_records: int = 0) -> dict:
+    """The soak's figures; ``bad_records`` (malformed lines skipped when reading) is reported as is."""
     windows = [r for r in records if r.get("type") == "window"]
     status = status or {}
     if not windows:
-        return {"windows": 0, "state": status.get("state"), "error": status.get("error"),
+        return {"windows": 0, "bad_records": bad_records, "state": status.get("state"), "error": status.get("error"),
                 "p99_ms": {"start": None, "end": None, "drift": None}, "rss_kb": {"start": None, "end": None,
                                                                                  "growth": None},
                 "output_drift": {"checked": 0, "mismatched": 0}, "throttled_windows": 0}
@@ -47,7 +48,7 @@ def summarize(records: list[dict], status: dict | None = None) -> dict:
     powers = [w.get("power_w") for w in windows if w.get("power_w") is not None]
     drift = windows[-1].get("drift") or {"checked": 0, "mismatched": 0}
     return {
-        "windows": len(windows), "state": status.get("state"), "error": status.get("error"),
+        "windows": len(windows), "bad_records": bad_records, "state": status.get("state"), "error": status.get("error"),
         "elapsed_s": windows[-1].get("elapsed_s"), "inferences": sum(w["latency_ms"]["n"] for w in windows),
         "p99_ms": {"start": start, "end": end, "drift": _relative(start, end), "max": max(p99)},
         "p50_ms": {"start": _median([w["latency_ms"]["p50"] for w in windows[:EDGE_WINDOWS]]),

@@ -7,6 +7,7 @@ what both understand: text ids made here, REAL/INTEGER/TEXT columns, no upserts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -28,8 +29,18 @@ COLUMNS = (
 NAMES = tuple(name for name, _ in COLUMNS)
 
 
+PROJECT_DB = ".edgeq/history.sqlite"  # beside the project's edgeq.toml
+
+
 def default_location() -> str:
-    return os.environ.get("EDGEQ_DB") or str(Path(DEFAULT_DB).expanduser())
+    """$EDGEQ_DB; else the project's database beside its edgeq.toml (found upwards, as the
+    inventory is), so a team's history stays with its boards; else one per user."""
+    if os.environ.get("EDGEQ_DB"):
+        return os.environ["EDGEQ_DB"]
+    from edgeq.devices.inventory import find_inventory
+
+    inventory = find_inventory()
+    return str(inventory.parent / PROJECT_DB) if inventory else str(Path(DEFAULT_DB).expanduser())
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,7 @@ class Store:
             return cls(_sqlalchemy_connection(location), "named", location)
         path = Path(location).expanduser()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(path)
             connection = sqlite3.connect(path, timeout=30)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"{path}: cannot open the results database: {exc}") from None
@@ -131,6 +142,26 @@ class Store:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _create_private(path: Path) -> None:
+    """Make the SQLite file 0600 (its folder 0700 when made here) before SQLite opens it.
+
+    The history names models, devices and paths: per-user data. SQLite gives its journals
+    the database file's mode, so they follow. An existing database keeps its mode (a lab may
+    share one through a group) except that it is never left world-writable.
+    """
+    missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o002:
+            with contextlib.suppress(PermissionError):  # another user's: theirs to fix, still readable
+                os.chmod(path, mode & ~0o002)
+        return
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
 
 
 def _sqlalchemy_connection(url: str):

@@ -18,10 +18,10 @@ from edgeq.errors import ConfigError
 
 
 def classes_of(x: np.ndarray, threshold: float | None) -> np.ndarray:
+    """The class of each sample; -1 (no class, so a flip and a miss) where a score is NaN or Inf."""
     f = flat(x)
-    if f.shape[1] > 1:
-        return f.argmax(axis=1)
-    return (f[:, 0] > threshold).astype(np.int64)
+    classes = f.argmax(axis=1) if f.shape[1] > 1 else (f[:, 0] > threshold).astype(np.int64)
+    return np.where(np.isfinite(f).all(axis=1), classes, -1)
 
 
 def probabilities(x: np.ndarray, already: bool) -> np.ndarray:

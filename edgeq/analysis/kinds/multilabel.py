@@ -34,11 +34,12 @@ class MultiLabel(OutputKind):
         r, c = flat(ref["output"]).astype(np.float64), flat(cand["output"]).astype(np.float64)
         logits, threshold = plan.options["logits"], plan.options["threshold"]
         p, q = (sigmoid(r), sigmoid(c)) if logits else (np.clip(r, 0, 1), np.clip(c, 0, 1))
-        flips = (p > threshold) != (q > threshold)
+        broken = ~np.isfinite(c)  # a NaN or Inf score decides nothing: a flip of a label that was there
+        flips = ((p > threshold) != (q > threshold)) | broken
         p, q = np.clip(p, 1e-7, 1 - 1e-7), np.clip(q, 1e-7, 1 - 1e-7)
         binary_kl = p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))
         ev = {"label_flips": flips, "positives": (p > threshold).sum(axis=1), "kl": binary_kl.sum(axis=1),
-              "found": ((p > threshold) | (q > threshold)).sum(axis=1)}
+              "found": ((p > threshold) | (q > threshold) | broken).sum(axis=1)}
         ev.update(error_evidence(r, c))
         return ev
 

@@ -63,7 +63,8 @@ class Regression(OutputKind):
         r, c = flat(ref["output"]).astype(np.float64), flat(cand["output"]).astype(np.float64)
         abs_err = np.abs(r - c)
         allowed = plan.options["atol"] + plan.options["rtol"] * np.abs(r)
-        ev = {"fail": (abs_err > allowed).any(axis=1), "cosine": _cosine(r, c)}
+        # not (err <= allowed): a NaN or Inf the quantized model produced is a failure, not a pass
+        ev = {"fail": ~(abs_err <= allowed).all(axis=1), "cosine": _cosine(r, c)}
         ev.update(_error_spread(abs_err))
         ev.update(error_evidence(r, c))
         return ev
@@ -95,7 +96,7 @@ class Embedding(Regression):
     def evidence(self, ref, cand, plan, labels):
         r, c = flat(ref["output"]).astype(np.float64), flat(cand["output"]).astype(np.float64)
         cosine = _cosine(r, c)
-        ev = {"fail": cosine < plan.options["min_cosine"], "cosine": cosine}
+        ev = {"fail": ~(cosine >= plan.options["min_cosine"]), "cosine": cosine}  # NaN (from Inf/NaN) fails
         ev.update(_error_spread(np.abs(r - c)))
         ev.update(error_evidence(r, c))
         return ev

@@ -69,6 +69,9 @@ class Transport(abc.ABC):
     """
 
     SETTINGS: tuple[Setting, ...] = ()
+    # True when the device reads this host's files where they are (the local device): a
+    # push then sends nothing and stores nothing, so no model or input set is kept twice
+    SHARES_HOST_FILES = False
 
     def __init__(self, device: str):
         self.device = device

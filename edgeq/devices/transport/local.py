@@ -7,6 +7,7 @@ agent, pull results), so what works here exercises the real path.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import threading
@@ -51,8 +52,12 @@ class LocalTransport(Transport):
     """This host, as a device: the same agent and protocol, run as a subprocess.
 
     It has no settings of its own: there is nothing to reach, so ``host`` and the other SSH
-    keys are refused on a local device rather than silently ignored.
+    keys are refused on a local device rather than silently ignored. It reads the host's
+    files where they are (``SHARES_HOST_FILES``): pushing a model or an input set copies
+    nothing.
     """
+
+    SHARES_HOST_FILES = True
 
     @classmethod
     def for_device(cls, device) -> "LocalTransport":
@@ -125,7 +130,8 @@ class LocalTransport(Transport):
 
 def _copy_atomic(source: Path, destination: Path) -> Transfer:
     start = time.perf_counter()
-    tmp = destination.with_name(f".{destination.name}.part-{os.getpid()}")
+    # unique per copy, not just per process: two threads copying to one place must not share it
+    tmp = destination.with_name(f".{destination.name}.part-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, tmp)

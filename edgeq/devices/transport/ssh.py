@@ -2,13 +2,15 @@
 
 Security rules (DESIGN.md): unknown host keys are refused unless pinned with
 ``edgeq devices trust``; commands are argv lists quoted with ``shlex.join``; uploads
-go to a ``.part`` name, are checked with sha256 on the device, then renamed.
+go to a ``.part`` name of their own, are checked with sha256 on the device, then renamed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
+import secrets
 import shlex
 import socket
 import threading
@@ -173,7 +175,8 @@ class SshTransport(Transport):
             raise TransportError(
                 f"{self.device}: HOST KEY CHANGED for {self.target.known_hosts_key}: got "
                 f"{fingerprint(exc.key)}, known_hosts has {fingerprint(exc.expected_key)}; "
-                "refusing to connect (someone may be intercepting, or the device was reinstalled)") from None
+                "refusing to connect (someone may be intercepting, or the device was reinstalled: then check the "
+                f"new key and re-pin it with `edgeq devices trust {shlex.quote(self.device)}`)") from None
         except paramiko.AuthenticationException as exc:
             keys = ", ".join(self.target.identity_files) or "default keys"
             raise TransportError(f"{self.device}: authentication failed for {self.target.address} "
@@ -250,9 +253,22 @@ class SshTransport(Transport):
     # ------------------------------------------------------------------ files
 
     def _put_impl(self, local: Path, remote: str, sha256: str, hasher) -> Transfer:
-        """Upload to ``.<name>.part`` (resuming a part a dropped connection left), verify, rename."""
+        """Upload to a part name of this transfer's own, verify, rename.
+
+        Two runs pushing the same file to one device must never write into one part file, so
+        the name carries this host, PID and a random token. A dropped connection resumes this
+        transfer's part; a part left by a dead edgeq process on this host is taken over (so a
+        rerun after Ctrl-C resumes too).
+        """
         start = time.perf_counter()
-        part = posixpath.join(posixpath.dirname(remote), f".{posixpath.basename(remote)}.part")
+        part = part_name(remote)
+        _WRITING.add(posixpath.basename(part))
+        try:
+            return self._put_part(local, remote, self._adopt_stale_part(remote, part), sha256, hasher, start)
+        finally:
+            _WRITING.discard(posixpath.basename(part))
+
+    def _put_part(self, local: Path, remote: str, part: str, sha256: str, hasher, start: float) -> Transfer:
         moved, resumed = self._upload_with_retries(local, part)
         digest = (hasher or self.remote_sha256)(part)
         if digest != sha256 and resumed:  # the part we resumed was from other bytes: start over once
@@ -265,6 +281,36 @@ class SshTransport(Transport):
             raise TransportError(f"{self.device}: {local.name} arrived corrupted (sha256 mismatch); removed")
         self.sftp.posix_rename(part, remote)
         return Transfer(str(local), remote, local.stat().st_size, digest, moved, time.perf_counter() - start)
+
+    def _adopt_stale_part(self, remote: str, part: str) -> str:
+        """Rename the longest stale part of ``remote`` to ``part``; remove the other stale ones.
+
+        Stale: left by an edgeq process of this host that has exited (or by a failed transfer
+        of this one). The rename is the claim: of two runs that find one stale part, one
+        rename succeeds and the other finds it gone. Parts of live processes, and of other
+        hosts (whose PIDs mean nothing here), are left alone.
+        """
+        folder, adopted = posixpath.dirname(remote), False
+        for name in self._stale_parts(remote):
+            stale = posixpath.join(folder, name)
+            try:
+                if adopted:
+                    self.sftp.remove(stale)
+                else:
+                    self.sftp.posix_rename(stale, part)
+                    adopted = True
+            except (paramiko.SSHException, OSError):  # another run claimed or removed it first
+                continue
+        return part
+
+    def _stale_parts(self, remote: str) -> list[str]:
+        """Names of ``remote``'s part files whose writers on this host are gone, longest first."""
+        try:
+            found = self.sftp.listdir_attr(posixpath.dirname(remote))
+        except (paramiko.SSHException, OSError, EOFError):  # no folder yet, or the upload will say what broke
+            return []
+        stale = [a for a in found if _is_stale(a.filename, posixpath.basename(remote))]
+        return [a.filename for a in sorted(stale, key=lambda a: a.st_size or 0, reverse=True)]
 
     def _upload_with_retries(self, local: Path, part: str) -> tuple[int, bool]:
         moved, resumed = 0, False
@@ -307,13 +353,13 @@ class SshTransport(Transport):
     def _get_impl(self, remote: str, local: Path) -> Transfer:
         start = time.perf_counter()
         local.parent.mkdir(parents=True, exist_ok=True)
-        part = local.with_name(f".{local.name}.part")
+        part = local.with_name(part_name(local.name))  # two runs pulling to one place never share it
         try:
             self.sftp.get(remote, str(part), prefetch=True)
-        except FileNotFoundError:
-            raise TransportError(f"{self.device}: {remote} does not exist") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             part.unlink(missing_ok=True)
+            if isinstance(exc, FileNotFoundError):
+                raise TransportError(f"{self.device}: {remote} does not exist") from None
             raise TransportError(f"{self.device}: download of {remote} failed: {exc}") from None
         part.replace(local)
         size = local.stat().st_size
@@ -370,6 +416,43 @@ class SshTransport(Transport):
         if result.exit_code != 0 or len(lines) < 2:
             return None
         return int(lines[-1].split()[3]) * 1024
+
+
+HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_WRITING: set[str] = set()  # part files this process is writing now (other threads' are not stale)
+
+
+def part_name(path: str) -> str:
+    """``.NAME.<host>-<pid>-<token>.part`` beside ``path``: unique per transfer, and says whose it is."""
+    folder, name = posixpath.split(str(path))
+    return posixpath.join(folder, f".{name}.{HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}.part")
+
+
+def _part_owner(name: str, base: str) -> tuple[str, int] | None:
+    """(host tag, pid) of a part file of ``base``, or None when ``name`` is not one."""
+    prefix = f".{base}."
+    if not (name.startswith(prefix) and name.endswith(".part")):
+        return None
+    fields = name[len(prefix):-len(".part")].split("-")
+    if len(fields) != 3 or not fields[1].isdigit():
+        return None
+    return fields[0], int(fields[1])
+
+
+def _is_stale(name: str, base: str) -> bool:
+    """A part of ``base`` from this host whose writer is gone: an exited process, or a failed transfer of ours."""
+    owner = _part_owner(name, base)
+    if owner is None or owner[0] != HOST_TAG:
+        return False
+    if owner[1] == os.getpid():
+        return name not in _WRITING
+    try:
+        os.kill(owner[1], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's live process
+        return False
+    return False
 
 
 class _Retryable(Exception):

@@ -13,7 +13,7 @@ import numpy as np
 
 from edgeq.inputs.risky.families import Family, register
 from edgeq.inputs.risky.observed import DataStats
-from edgeq.inputs.risky.severities import mult, pct, plain
+from edgeq.inputs.risky.severities import pct, plain
 
 
 def gaussian_noise(x: np.ndarray, sigma: float, data: DataStats, rng: np.random.Generator) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgeq.inputs.risky.families import Family, register
 from edgeq.inputs.risky.observed import DataStats
-from edgeq.inputs.risky.severities import mult, pct, plain
+from edgeq.inputs.risky.severities import mult, pct
 
 
 def brighten(x: np.ndarray, level: float, data: DataStats, rng: np.random.Generator) -> np.ndarray:
