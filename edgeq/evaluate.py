@@ -50,6 +50,7 @@ class EvaluateOptions:
     output_spec: "OutputSpec | None" = None  # what the user said about output kinds, labels, verdict outputs
     min_n: int = 30  # cells with fewer trials are flagged
     wait_s: float = 0.0  # how long to queue for a device another job holds
+    verbose: bool = False  # show the converter's own output instead of logging it beside the models
     timings: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)  # every automatic choice, in words: printed and stored
 
@@ -84,7 +85,8 @@ def prepare_models(opts: EvaluateOptions) -> tuple[Path, Path, dict | None]:
         return opts.model, Path(opts.quant_model), None
     from edgeq.models.convert import convert_model
 
-    conversion = convert_model(opts.model, opts.outdir / "models", policy=opts.policy)
+    conversion = convert_model(opts.model, opts.outdir / "models", policy=opts.policy,
+                               show_tool_output=opts.verbose)
     opts.notes.append(f"converted: {conversion.summary}")
     return conversion.float_path, conversion.quant_path, conversion.card
 

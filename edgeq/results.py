@@ -297,13 +297,17 @@ def pull_partial(transport: Transport, remote_dir: str, local_dir: Path,
     return progress
 
 
+def strict_json_dumps(payload) -> str:
+    """The document edgeq writes everywhere: strict (NaN/Infinity become null), sorted, indented."""
+    return json.dumps(strict_json(payload), indent=1, sort_keys=True, allow_nan=False, default=_json_default)
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
     """Strict JSON (no NaN/Infinity: they become null), written to a temporary name first."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(strict_json(payload), indent=1, sort_keys=True, allow_nan=False,
-                                  default=_json_default))
+        tmp.write_text(strict_json_dumps(payload))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,11 +23,14 @@ from edgeq.evaluate import EXAMPLE_DATA, EXAMPLE_MODEL
 EDGEQ = [sys.executable, "-m", "edgeq"]
 
 
+PROGRESS = re.compile(r"^\[\s*\d+\.\ds\] ")  # a progress line on stderr (non-TTY), not part of the error
+
+
 def one_line_error(args, needles, code=2, absent=()):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == code, result.output
     assert isinstance(result.exception, SystemExit), result.exception  # no traceback
-    lines = [line for line in result.output.splitlines() if line.strip()]
+    lines = [line for line in result.output.splitlines() if line.strip() and not PROGRESS.match(line)]
     assert len(lines) == 1 and lines[0].startswith("edgeq: error: "), result.output
     for needle in needles:
         assert needle in lines[0], lines[0]
@@ -141,7 +145,7 @@ def cli_error_line(args, env, cwd) -> str:
     run = subprocess.run(EDGEQ + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr, run.stderr
-    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    lines = [line for line in run.stderr.splitlines() if line.strip() and not PROGRESS.match(line)]
     assert len(lines) == 1 and lines[0].startswith("edgeq: error: "), run.stderr
     return lines[0]
 

@@ -2,6 +2,12 @@
 
 Exit codes (the same for every command): 0 ran, 1 a --fail-on gate was crossed,
 2 bad input or usage, 3 a device or connection failed.
+
+Streams (the same for every command): results — tables, summaries, ``--json -`` — go
+to stdout; progress, notes and diagnostics to stderr. When ``--json -`` owns stdout the
+human summary moves to stderr, so stdout stays one strict JSON document. ``-q`` keeps
+only the result line, errors and failed gates; ``-v`` adds diagnostics and the tools'
+own chatter (TensorFlow, the quantizer). Every command gets ``-q``/``-v`` from the group.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -31,7 +38,9 @@ class OutputFile(click.ParamType):
 
     def convert(self, value, param, ctx):
         text = os.fspath(value)
-        if text == "-":  # stdout, for the commands that take it
+        if text == "-":  # stdout: human output moves to stderr so stdout stays one JSON document
+            if ctx is not None:
+                ctx.meta[JSON_ON_STDOUT] = True
             return Path(text)
         flag = param.opts[-1] if param is not None and param.opts else "output"
         path = Path(os.path.abspath(os.path.expanduser(text)))
@@ -72,19 +81,79 @@ class EdgeqGroup(click.Group):
             ctx.exit(EXIT_BAD_INPUT)
 
 
-def console(quiet: bool = False):
+JSON_ON_STDOUT, QUIET, VERBOSE = "edgeq.json_on_stdout", "edgeq.quiet", "edgeq.verbose"
+
+
+def _meta() -> dict:
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta if ctx is not None else {}
+
+
+def is_quiet() -> bool:
+    return bool(_meta().get(QUIET))
+
+
+def verbosity() -> int:
+    """-1 with -q, 0 by default, the number of -v otherwise."""
+    return -1 if is_quiet() else int(_meta().get(VERBOSE, 0))
+
+
+def _remember(key: str):
+    def callback(ctx, param, value):  # a group and its command both have the option: either may set it
+        ctx.meta[key] = max(ctx.meta.get(key, 0), int(value or 0))
+    return callback
+
+
+def add_verbosity_options(command: click.Command) -> click.Command:
+    """Give a command (and a group's subcommands) -q and -v, once; the values live in ctx.meta."""
+    names = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    if "-q" not in names:
+        command.params.append(click.Option(
+            ["-q", "--quiet"], is_flag=True, expose_value=False, is_eager=True, callback=_remember(QUIET),
+            help="Only the result line; errors and failed gates still print."))
+    if "-v" not in names:
+        command.params.append(click.Option(
+            ["-v", "--verbose"], count=True, expose_value=False, is_eager=True, callback=_remember(VERBOSE),
+            help="More detail: diagnostics and the tools' own output (TensorFlow, quantizer)."))
+    for sub in getattr(command, "commands", {}).values():
+        add_verbosity_options(sub)
+    return command
+
+
+def console(quiet: bool | None = None):
+    """Results for people: stdout (stderr when ``--json -`` owns stdout); silent with -q."""
     from rich.console import Console
 
-    out = Console(stderr=True, quiet=quiet)
-    if not out.is_terminal:  # logs and CI pages are wider than rich's 80-column default
+    out = Console(stderr=bool(_meta().get(JSON_ON_STDOUT)), quiet=is_quiet() if quiet is None else quiet)
+    if not out.is_terminal:  # logs and CI pages are wider than rich's 80-column default (tables stay ≤ 80)
         out.width = max(out.width, 110)
     return out
+
+
+def diagnostics():
+    """Progress, notes and warnings: stderr, silent with -q."""
+    from rich.console import Console
+
+    out = Console(stderr=True, quiet=is_quiet())
+    if not out.is_terminal:
+        out.width = max(out.width, 110)
+    return out
+
+
+def always(line: str) -> None:
+    """What -q must not hide: a failed gate, a failed device. stderr, plain text."""
+    click.echo(line, err=True)
 
 
 def write_json_file(path: Path | None, payload: dict) -> None:
     """Checked again here for commands whose --json is not an ``output_file`` option yet:
     ``write_json_atomic`` puts its temporary beside PATH, so a folder must never get there."""
     if path is None:
+        return
+    if str(path) == "-":
+        from edgeq.results import strict_json_dumps
+
+        click.echo(strict_json_dumps(payload))
         return
     from edgeq.results import write_json_atomic
     from edgeq.devices.run import ensure_writable_dir
@@ -97,8 +166,20 @@ def write_json_file(path: Path | None, payload: dict) -> None:
 
 
 def exit_for_gates(report: dict) -> None:
-    if any(g["failed"] for g in report.get("gates", [])):
+    failed = [g for g in report.get("gates", []) if g["failed"]]
+    for gate in failed:
+        always(f"edgeq: gate failed: {describe_gate(gate)}")
+    if failed:
         sys.exit(EXIT_GATE)
+
+
+def describe_gate(gate: dict) -> str:
+    """'drop limit 0.05, observed 0.12 at brightness+/3': which gate, what was seen, and where."""
+    text = f"{gate.get('gate', '?')} limit {gate.get('limit')}"
+    observed = gate.get("observed")
+    if observed is not None:
+        text += f", observed {observed:.4g}" if isinstance(observed, float) else f", observed {observed}"
+    return text + (f" at {gate['where']}" if gate.get("where") else "")
 
 
 def device_options(f):
@@ -185,25 +266,53 @@ def record_history(db: str | None, records: list) -> None:
 
 
 class RunProgress:
-    """Rich progress bars fed by the agent's progress events."""
+    """Progress on stderr fed by phases and the agent's progress events.
 
-    def __init__(self, quiet: bool = False):
+    On a terminal: rich bars that disappear when done. Elsewhere (CI logs, pipes): plain
+    lines — each phase as it starts, and each bar at 0 %, every quarter and at the end, or
+    every LOG_EVERY_S seconds, so a CI page shows a job is alive. Silent with -q.
+    """
+
+    LOG_EVERY_S = 30.0
+
+    def __init__(self):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        self.out = diagnostics()
+        self.plain = not self.out.is_terminal
         self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeRemainingColumn(), console=console(quiet), transient=True)
-        self.tasks = {}
+                             TimeRemainingColumn(), console=self.out, transient=True, disable=self.plain)
+        self.tasks, self.logged = {}, {}
+        self.started = time.monotonic()
 
     def phase(self, name: str) -> None:
-        """Show the current phase as a spinner line that disappears when done."""
+        """Show the current phase (a spinner line on a terminal, a log line elsewhere)."""
+        if self.plain:
+            self._line(f"{name} …")
+            return
         if "phase" not in self.tasks:
             self.tasks["phase"] = self.bars.add_task(name, total=None)
         self.bars.update(self.tasks["phase"], description=name)
 
     def __call__(self, label: str, done: int, total: int) -> None:
+        if self.plain:
+            self._log_progress(label, done, total)
+            return
         if label not in self.tasks:
             self.tasks[label] = self.bars.add_task(label, total=total)
         self.bars.update(self.tasks[label], completed=done, total=total)
+
+    def _log_progress(self, label: str, done: int, total: int) -> None:
+        quarter = 4 * done // total if total else 4
+        last_quarter, last_time = self.logged.get(label, (-1, 0.0))
+        now = time.monotonic()
+        if quarter != last_quarter or now - last_time >= self.LOG_EVERY_S:
+            self.logged[label] = (quarter, now)
+            self._line(f"{label}: {done}/{total}" + (f" ({100 * done // total} %)" if total else ""))
+
+    def _line(self, text: str) -> None:
+        self.out.print(f"[{time.monotonic() - self.started:6.1f}s] {text}", highlight=False, markup=False,
+                       soft_wrap=True)
 
     def __enter__(self):
         self.bars.__enter__()

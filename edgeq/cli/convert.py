@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from edgeq.cli.common import path_arg, output_file, console, write_json_file
+from edgeq.cli.common import path_arg, output_file, verbosity, write_json_file, RunProgress
 
 
 @click.command()
@@ -21,8 +21,10 @@ def convert(model, outdir, policy, calibration, target_runtime, json_path):
     """Convert MODEL (.keras/.h5, SavedModel folder or float .tflite) to float + quantized TFLite."""
     from edgeq.models.convert import convert_model
 
-    with console().status(f"converting {model} ({policy})"):
-        result = convert_model(model, outdir, policy=policy, calibration=calibration, target_runtime=target_runtime)
+    with RunProgress() as progress:
+        progress.phase(f"converting {model} ({policy})")
+        result = convert_model(model, outdir, policy=policy, calibration=calibration, target_runtime=target_runtime,
+                               show_tool_output=verbosity() > 0)
     click.echo(f"{result.float_path}\n{result.quant_path}\n{result.card_path}")
     click.echo(result.summary)
     write_json_file(json_path, result.card)

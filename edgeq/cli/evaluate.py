@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from edgeq.cli.common import (path_arg, output_file, console, write_json_file, device_options, timing_options,
-                                measure_options, history_options, record_history, RunProgress,
-                                output_options, output_spec, wait_option)
+from edgeq.cli.common import (path_arg, output_file, console, diagnostics, always, describe_gate, is_quiet, verbosity,
+                              write_json_file, device_options, timing_options, measure_options, history_options,
+                              record_history, RunProgress, output_options, output_spec, wait_option)
 
 
 @click.command()
@@ -26,14 +26,13 @@ from edgeq.cli.common import (path_arg, output_file, console, write_json_file, d
               help="Value ranges the risky families scale to: auto = per feature for tabular data, else global.")
 @timing_options
 @click.option("--fail-on", help="Gates, e.g. drop=0.05,verdict=catastrophic,min-n=100 (exit 1 when crossed).")
-@click.option("--json", "json_path", type=output_file, help="Write report.json here too.")
-@click.option("-q", "--quiet", is_flag=True, help="No table or progress, just the verdict line.")
+@click.option("--json", "json_path", type=output_file, help="Write report.json here too (- for stdout).")
 @output_options
 @measure_options
 @wait_option
 @history_options
 def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, seed, max_per_category, range_mode,
-             threads, resolver, warmup, repeats, batch_size, fail_on, json_path, quiet, output_flags, outputs_spec,
+             threads, resolver, warmup, repeats, batch_size, fail_on, json_path, output_flags, outputs_spec,
              labels_for, verdict_outputs, min_n, wait_s, db, no_history, **measure):
     """The main job: does quantization hurt MODEL on any kind of input, on DEVICE?
 
@@ -46,22 +45,27 @@ def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, s
                            inventory=inventory, outdir=outdir, policy=policy, seed=seed,
                            max_per_category=max_per_category, range_mode=range_mode, threads=threads,
                            resolver=resolver, warmup=warmup, repeats=repeats, batch_size=batch_size, fail_on=fail_on,
-                           measure=measure, min_n=min_n, wait_s=wait_s,
+                           measure=measure, min_n=min_n, wait_s=wait_s, verbose=verbosity() > 0,
                            output_spec=output_spec(output_flags, outputs_spec, labels_for, verdict_outputs))
-    out = console(quiet)
-    with RunProgress(quiet) as progress:
+    out = console()
+    with RunProgress() as progress:
         result = run_evaluation(opts, announce=progress.phase, progress=progress)
     report = result.report
+    notes = diagnostics()
     for note in (report or {}).get("notes", []):
-        out.print(f"[dim]note:[/] {note}", highlight=False)
+        notes.print(f"[dim]note:[/] {note}", highlight=False)
     if report and report.get("categories"):
         print_summary(out, report)
     if len(result.fleet.outcomes) > 1:
         print_fleet(out, result)
     out.print(f"report: {outdir / 'report.json'}" + ("" if "fleet" in (report or {}) else f", {outdir / 'report.html'}"))
-    if quiet and report and report.get("verdict"):
-        cell = report["worst_category"] + (f"/{report['worst_severity']}" if report.get("worst_severity") else "")
-        click.echo(f"{report['verdict']} (worst: {cell})")
+    if is_quiet():
+        _print_verdict_line(report, json_path)
+    for gate in (report or {}).get("gates", []):
+        if gate["failed"]:
+            always(f"edgeq: gate failed: {describe_gate(gate)}")
+    for name, error in result.fleet.failed.items():
+        always(f"edgeq: {name}: failed: {error}")
     if report is not None:
         write_json_file(json_path, report)
     if not no_history:
@@ -71,19 +75,29 @@ def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, s
     sys.exit(result.exit_code)
 
 
+def _print_verdict_line(report: dict | None, json_path) -> None:
+    """With -q the verdict is the one result line (stdout, unless JSON owns stdout)."""
+    if not report or not report.get("verdict"):
+        return
+    cell = report["worst_category"] + (f"/{report['worst_severity']}" if report.get("worst_severity") else "")
+    click.echo(f"{report['verdict']} (worst: {cell})", err=str(json_path) == "-")
+
+
 def print_fleet(out, result) -> None:
     from rich.table import Table
 
-    table = Table(title="per device", title_justify="left")
-    for column in ("device", "verdict", "worst category", "quant p50 ms", "quant p99 ms", "problem"):
-        table.add_column(column)
+    from edgeq.reports.units import duration_text
+
+    table = Table(title="per device", title_justify="left", width=min(out.width, 80))
+    for column in ("device", "verdict", "worst category", "quant p50", "quant p99", "problem"):
+        table.add_column(column, overflow="fold")
     reports = (result.report or {}).get("fleet", {}).get("devices", {})
     for outcome in result.fleet.outcomes:
         if outcome.ok:
             r = reports.get(outcome.device, {})
             lat = r.get("latency_ms", {}).get("quant", {})
             table.add_row(outcome.device, r.get("verdict", "?"), str(r.get("worst_category")),
-                          f"{lat.get('p50', float('nan')):.3f}", f"{lat.get('p99', float('nan')):.3f}", "")
+                          duration_text(lat.get("p50")), duration_text(lat.get("p99")), "")
         else:
             table.add_row(outcome.device, "[red]failed[/]", "", "", "", str(outcome.error))
     out.print(table)

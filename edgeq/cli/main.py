@@ -13,7 +13,7 @@ import importlib
 import click
 
 from edgeq import __version__
-from edgeq.cli.common import EdgeqGroup
+from edgeq.cli.common import EdgeqGroup, add_verbosity_options
 
 COMMANDS = {  # name -> "module:attribute"
     "compare": "edgeq.cli.compare:compare",
@@ -39,10 +39,13 @@ class LazyGroup(EdgeqGroup):
         if target is None:
             return None
         module, attribute = target.split(":")
-        return getattr(importlib.import_module(module), attribute)
+        return add_verbosity_options(getattr(importlib.import_module(module), attribute))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgeq")
 def main():
     """Find out whether dynamic-range quantization breaks your model on the real device."""
+
+
+add_verbosity_options(main)  # `edgeq -v evaluate` as well as `edgeq evaluate -v`

@@ -8,7 +8,7 @@ import click
 
 from edgeq import __version__
 from edgeq.cli.common import (path_arg, output_file, write_json_file, device_options, timing_options, measure_options,
-                                history_options, record_history, wait_option, RunProgress)
+                                history_options, record_history, wait_option, always, RunProgress)
 
 
 @click.command()
@@ -32,6 +32,7 @@ def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, w
     from edgeq.analysis.power import energy_per_inference, thermal_summary
     from edgeq.reports.report import device_section, latency_stats
     from edgeq.devices.run import RunSpec, run_on_device
+    from edgeq.reports.units import duration_text
 
     targets = select_devices(device, load_inventory(inventory), tag=tag)
     spec = RunSpec(model=model, inputs=inputs_path, label=model.name, threads=threads, resolver=resolver,
@@ -55,10 +56,10 @@ def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, w
     for name, summary in fleet.succeeded.items():
         lat = summary["latency_ms"]
         energy = f"; {summary['energy_mj']:.4g} mJ/inference" if summary["energy_mj"] is not None else ""
-        click.echo(f"{summary['rundir']}: {summary['samples']} samples on {name}; latency p50 {lat['p50']:.3f} ms, "
-                   f"p99 {lat['p99']:.3f} ms{energy}")
+        click.echo(f"{summary['rundir']}: {summary['samples']} samples on {name}; latency p50 "
+                   f"{duration_text(lat['p50'])}, p99 {duration_text(lat['p99'])}{energy}")
     for name, error in fleet.failed.items():
-        click.echo(f"{name}: FAILED: {error}", err=True)
+        always(f"{name}: FAILED: {error}")
     if not no_history:
         from edgeq.store.db import record_from_run
 

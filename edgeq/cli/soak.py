@@ -11,8 +11,9 @@ from pathlib import Path
 import click
 
 from edgeq import __version__
-from edgeq.cli.common import (RunProgress, console, history_options, job_options_for, output_file, path_arg,
-                               record_history, wait_option, write_json_file)
+from edgeq.cli.common import (RunProgress, always, console, describe_gate, diagnostics, history_options,
+                               job_options_for, output_file, path_arg, record_history, wait_option, write_json_file)
+from edgeq.reports.units import duration_text
 from edgeq.errors import EXIT_DEVICE, EXIT_GATE, ConfigError
 
 
@@ -76,7 +77,7 @@ def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, a
             d, spec, _folder_of(targets, d), duration_s, window_s, wait_s))
         handles = {_folder_of(targets, found[name]): handle for name, handle in started.succeeded.items()}
         for name, error in started.failed.items():
-            out.print(f"[red]{name}: could not start: {error}[/]")
+            always(f"edgeq: {name}: could not start: {error}")
         for folder, handle in handles.items():
             out.print(f"soak {handle.soak_id} running on {handle.device} (pid {handle.pid}) for {duration}; "
                       f"records in {folder}")
@@ -90,7 +91,7 @@ def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, a
             d, handles[_folder_of(targets, d)], _folder_of(targets, d), gates, out, progress, reconnect_timeout))
     summaries = results.succeeded
     for name, error in results.failed.items():
-        out.print(f"[red]{name}: {error}[/]")
+        always(f"edgeq: {name}: {error}")
     _write_outputs(summaries, json_path, junit_path, model, targets)
     if not no_history:
         from edgeq.store.db import record_from_run
@@ -141,16 +142,24 @@ def _follow_and_judge(target, handle, outdir: Path, gates, out, progress, reconn
     records, bad = read_records(outdir)
     summary = summarize(records, status, bad)
     if bad:
-        out.print(f"[yellow]{target.name}: skipped {bad} malformed record(s) in {outdir / 'records.jsonl'}[/]")
+        diagnostics().print(f"[yellow]{target.name}: skipped {bad} malformed record(s) in "
+                            f"{outdir / 'records.jsonl'}[/]")
     summary["gates"] = evaluate_soak_gates(summary, gates)
     summary["device"], summary["soak_id"] = target.name, handle.soak_id
-    out.print(f"{target.name}: soak {summary['state']}: {summary['windows']} windows, p99 {summary['p99_ms']['start']} → "
-              f"{summary['p99_ms']['end']} ms, RSS {summary['rss_kb']['start']} → {summary['rss_kb']['end']} kB, "
-              f"{summary['output_drift']['mismatched']} drifted outputs")
+    p99, rss = summary["p99_ms"], summary["rss_kb"]
+    out.print(f"{target.name}: soak {summary['state']}: {summary['windows']} windows, p99 "
+              f"{duration_text(p99['start'])} → {duration_text(p99['end'])}, RSS {_kb(rss['start'])} → "
+              f"{_kb(rss['end'])}, {summary['output_drift']['mismatched']} drifted outputs", highlight=False)
     for gate in summary["gates"]:
-        out.print(f"{target.name}: gate {gate['gate']}={gate['limit']}: observed {gate['observed']} "
+        out.print(f"{target.name}: gate {describe_gate(gate)} "
                   + ("[red]FAILED[/]" if gate["failed"] else "[green]ok[/]"))
+        if gate["failed"]:
+            always(f"edgeq: {target.name}: gate failed: {describe_gate(gate)}")
     return summary
+
+
+def _kb(value) -> str:
+    return "—" if value is None else f"{value / 1024:.1f} MB"
 
 
 def _write_outputs(summaries: dict, json_path, junit_path, model, targets: dict) -> None:

@@ -77,14 +77,16 @@ def source_kind(model: Path) -> str:
                             "a SavedModel folder or a float32/float16 .tflite")
 
 
-def _require_backend(kind: str, policy: str) -> None:
-    """The conversion library this source needs, imported before any folder is made for it."""
-    from edgeq.models.converters import require_host
+def _require_backend(kind: str, policy: str, show_tool_output: bool) -> None:
+    """The conversion library this source needs, imported before any folder is made for it
+    (its import banner — CPU features, absl — is dropped unless ``show_tool_output``)."""
+    from edgeq.models.converters import require_host, tool_output_to
 
-    if kind != "tflite":
-        require_host("tensorflow", "converting a Keras model or SavedModel")
-    elif policy != "float":
-        require_host("ai_edge_quantizer", "quantizing a .tflite model")
+    with tool_output_to(None if show_tool_output else Path(os.devnull)):
+        if kind != "tflite":
+            require_host("tensorflow", "converting a Keras model or SavedModel")
+        elif policy != "float":
+            require_host("ai_edge_quantizer", "quantizing a .tflite model")
 
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -110,8 +112,12 @@ def check_keras_file(model: Path, kind: str) -> None:
 
 
 def convert_model(model: str | os.PathLike, outdir: str | os.PathLike, policy: str = "dynamic-range",
-                  calibration: str | os.PathLike | None = None, target_runtime: str = "latest") -> Conversion:
-    """Write OUTDIR/<stem>.float.tflite, OUTDIR/<stem>.<policy>.tflite and the card."""
+                  calibration: str | os.PathLike | None = None, target_runtime: str = "latest",
+                  show_tool_output: bool = False) -> Conversion:
+    """Write OUTDIR/<stem>.float.tflite, OUTDIR/<stem>.<policy>.tflite and the card.
+
+    What TensorFlow and the quantizer print goes to OUTDIR/<stem>.convert.log unless
+    ``show_tool_output`` (``-v``)."""
     model, outdir = Path(model), Path(outdir)
     if policy not in POLICIES:
         raise ConfigError(f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
@@ -119,24 +125,27 @@ def convert_model(model: str | os.PathLike, outdir: str | os.PathLike, policy: s
         raise ConfigError(f"unknown target runtime {target_runtime!r} (choose from {', '.join(TARGET_RUNTIMES)})")
     kind = source_kind(model)
     check_keras_file(model, kind)
-    _require_backend(kind, policy)
+    _require_backend(kind, policy, show_tool_output)
     _make_outdir(outdir)
     stem = model.stem if kind != "savedmodel" else model.resolve().name
     stem = stem.removesuffix(".float")  # m.float.tflite → m.dynamic-range.tflite, not m.float.dynamic-range
     float_path = outdir / f"{stem}.float.tflite"
     quant_path = outdir / f"{stem}.{policy}.tflite"
     per_channel = target_runtime == "latest"
-    from edgeq.models.converters import calibration_arrays
+    from edgeq.models.converters import calibration_arrays, tool_output_to
 
     cal = calibration_arrays(Path(calibration) if calibration else None, policy)
-    float_info, source = _write_float(model, kind, float_path)
+    with tool_output_to(None if show_tool_output else outdir / f"{stem}.convert.log"):
+        float_info, source = _write_float(model, kind, float_path)
     if kind == "tflite" and quant_path.resolve() == model.resolve() and policy != "float":
         raise ConfigError(f"{model}: writing {quant_path} would overwrite the source model; choose another -o")
     if policy == "float":
         quant_info = float_info if quant_path == float_path else _copy(float_path, quant_path)
         kept = []
     else:
-        quant_info = _write_quantized(model, kind, float_path, quant_path, policy, cal, float_info, per_channel)
+        with tool_output_to(None if show_tool_output else outdir / f"{stem}.convert.log"):
+            quant_info = _write_quantized(model, kind, float_path, quant_path, policy, cal, float_info,
+                                          per_channel)
         from edgeq.models.converters import kept_float_reasons
 
         backend = "ai-edge-quantizer" if kind == "tflite" else "tensorflow"

@@ -39,6 +39,39 @@ def require_host(module: str, purpose: str):
         raise MissingExtra(f"{purpose} needs {exc.name or module}, which is not installed: {HOST_EXTRA}") from None
 
 
+@contextlib.contextmanager
+def tool_output_to(log_path: Path | None):
+    """Send what TensorFlow, MLIR and the quantizer print (C++ logging on file descriptor 2,
+    which no Python setting silences) to ``log_path`` instead of the user's terminal.
+
+    None leaves it on the terminal (``-v``). Python's own ``sys.stderr`` keeps the real
+    terminal, so edgeq's progress still shows while a conversion runs.
+    """
+    if log_path is None:
+        yield
+        return
+    import sys
+
+    if log_path != Path(os.devnull):
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    real_stderr = sys.stderr
+    try:
+        with open(log_path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+            sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                sys.stderr.close()
+                sys.stderr = real_stderr
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     tf = require_host("tensorflow", "converting a Keras model or SavedModel")

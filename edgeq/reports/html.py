@@ -15,6 +15,8 @@ import tempfile
 
 import numpy as np
 
+from edgeq.reports.units import duration_text
+
 COLORS = {"ok": "#1e8e3e", "warn": "#e8a100", "bad": "#d93025", "na": "#9aa0a6",
           "float": "#1a73e8", "quant": "#e8710a"}
 VERDICTS = ("robust", "degraded", "catastrophic")
@@ -66,7 +68,7 @@ def _num(x):
 
 
 _FORMATS = {"pct": lambda v: f"{v * 100:.2f}%" if 0 < abs(v) < 0.01 else f"{v * 100:.1f}%",
-            "db": "{:.1f} dB".format, "int": "{:,.0f}".format, "ms": "{:.3g} ms".format, "num": "{:.3g}".format}
+            "db": "{:.1f} dB".format, "int": "{:,.0f}".format, "ms": lambda v: duration_text(v), "num": "{:.3g}".format}
 
 
 def fmt(x, kind: str = "num") -> str:

@@ -10,6 +10,7 @@ import numpy as np
 
 from edgeq import __version__
 from edgeq.analysis.compare import verdict_metric, worst_value
+from edgeq.reports.units import duration_text
 from edgeq.results import RunResult, strict_json, write_json_atomic
 
 VERDICT_STYLE = {"robust": "bold green", "degraded": "bold yellow", "catastrophic": "bold red"}
@@ -173,9 +174,9 @@ def _print_latency(console, report: dict) -> None:
     lat = report.get("latency_ms", {})
     if lat.get("float") and lat.get("quant"):
         device = report["device"]
-        console.print(f"latency p50/p99 ms: float {_fmt(lat['float']['p50'], digits=3)}/"
-                      f"{_fmt(lat['float']['p99'], digits=3)}  quant {_fmt(lat['quant']['p50'], digits=3)}/"
-                      f"{_fmt(lat['quant']['p99'], digits=3)}  on {device['name']}", highlight=False)
+        console.print(f"latency p50/p99: float {duration_text(lat['float']['p50'])} / "
+                      f"{duration_text(lat['float']['p99'])}, quant {duration_text(lat['quant']['p50'])} / "
+                      f"{duration_text(lat['quant']['p99'])} on {device['name']}", highlight=False)
         console.print(f"  [dim]{device['arch']}, {device['runtime']}, resolver {device['resolver']}, "
                       f"{device['threads']} thread(s)[/]", highlight=False)
 
