@@ -59,7 +59,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 
 AGENT_VERSION = "1"
@@ -335,7 +334,7 @@ JOB_OPTIONS = (
               help="Sample power and temperature: a backend, or `none` (temperature and throttling only)."),
     JobOption("power_sensor", str, None, "--power-sensor",
               help="hwmon chip or power_supply name, when the device has several."),
-    JobOption("sample_hz", float, {"run": 20.0, "soak": 2.0}, "--sample-hz", above=0, high=1000, unit="Hz",
+    JobOption("sample_hz", float, 20.0, "--sample-hz", above=0, high=1000, unit="Hz",
               help="Sensor samples per second (a soak averages them per window)."),
     JobOption("idle_s", float, None, "--idle-s", low=0, unit="s", jobs=("run",),
               help="Idle baseline before timing (default 1 s with power)."),
@@ -708,13 +707,7 @@ class SamplerProcess(Sampler):
         self.proc = None
 
     def start(self):
-        config = self.file + ".json"
-        with open(config, "w") as handle:
-            json.dump(self.config, handle)
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "sample", config],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        if self.proc.stdout.readline().strip() != b"ready":
-            raise AgentFailure("SamplerFailed", "the sensor sampler process did not start (see the agent log)")
+        self.proc = _start_sampler(self.config, self.file + ".json")
         return self
 
     def stop(self):
@@ -753,39 +746,89 @@ def sample_record_format(zones):
 
 
 def sample_main(config_path):
-    """``agent.py sample CONFIG``: tick until stdin closes, one binary record per tick."""
+    """``agent.py sample CONFIG``: tick until stdin closes.
+
+    Run mode writes one binary record per tick to ``sample_file``. Summing mode (a
+    soak's) reads power only and keeps its running sum: each byte on stdin asks for
+    ``{"sum", "count"}`` since the last ask, so hours of sampling hold no records.
+    """
     import select
-    import struct
 
     with open(config_path) as handle:
         config = json.load(handle)
     sensing = Sensing(config)
-    sampler = Sampler(sensing.thermal, sensing.power, sensing.vcgencmd, sensing.sample_hz)
-    record = struct.Struct(sample_record_format(len(sampler.zone_temp_c)))
-    out = open(config["sample_file"], "wb")
+    sink = PowerSums(sensing.power) if config.get("summing") else RecordFile(sensing, config["sample_file"])
     sys.stdout.write("ready\n")
     sys.stdout.flush()
+    period_ns = int(1e9 / sensing.sample_hz)
     next_at = time.perf_counter_ns()
     while True:
-        try:
-            sampler.tick()
-            out.write(record.pack(sampler.t_ns.pop(), sampler.power_w.pop(), sampler.temp_c.pop(),
-                                  sampler.throttled.pop(), *(column.pop() for column in sampler.zone_temp_c)))
-            out.flush()
-        except Exception as exc:  # a sensor must never take the run down
-            if len(sampler.errors) < 5:
-                sampler.errors.append("%s: %s" % (exc.__class__.__name__, exc))
-        next_at += sampler.period_ns
+        sink.tick()
+        next_at += period_ns
         now = time.perf_counter_ns()
         if next_at < now:  # fell behind (slow vcgencmd): skip ticks rather than burst
             next_at = now
         readable, _, _ = select.select([sys.stdin], [], [], (next_at - now) / 1e9)
-        if readable and not os.read(sys.stdin.fileno(), 1):
-            break
-    out.close()
-    sys.stdout.write(json.dumps({"busy_ns": sampler.busy_ns, "errors": sampler.errors,
-                                 "cpu_s": time.process_time()}) + "\n")
+        if readable:
+            if not os.read(sys.stdin.fileno(), 1):
+                break
+            sys.stdout.write(json.dumps(sink.take()) + "\n")
+            sys.stdout.flush()
+    sys.stdout.write(json.dumps(sink.close()) + "\n")
     return 0
+
+
+class RecordFile:
+    """A run's sampler sink: every tick as a fixed-size record in a file."""
+
+    def __init__(self, sensing, path):
+        import struct
+
+        self.sampler = Sampler(sensing.thermal, sensing.power, sensing.vcgencmd, sensing.sample_hz)
+        self.record = struct.Struct(sample_record_format(len(self.sampler.zone_temp_c)))
+        self.out = open(path, "wb")
+
+    def tick(self):
+        sampler = self.sampler
+        try:
+            sampler.tick()
+            self.out.write(self.record.pack(sampler.t_ns.pop(), sampler.power_w.pop(), sampler.temp_c.pop(),
+                                            sampler.throttled.pop(), *(c.pop() for c in sampler.zone_temp_c)))
+            self.out.flush()
+        except Exception as exc:  # a sensor must never take the run down
+            if len(sampler.errors) < 5:
+                sampler.errors.append("%s: %s" % (exc.__class__.__name__, exc))
+
+    def take(self):
+        return {}
+
+    def close(self):
+        self.out.close()
+        return {"busy_ns": self.sampler.busy_ns, "errors": self.sampler.errors, "cpu_s": time.process_time()}
+
+
+class PowerSums:
+    """A soak's sampler sink: the sum and count of power readings since the last take."""
+
+    def __init__(self, power):
+        self.power, self.sum, self.count = power, 0.0, 0
+
+    def tick(self):
+        try:
+            value = self.power.read()
+        except Exception:  # a sensor must never take the soak down
+            return
+        if value == value:
+            self.sum += value
+            self.count += 1
+
+    def take(self):
+        found = {"sum": self.sum, "count": self.count}
+        self.sum, self.count = 0.0, 0
+        return found
+
+    def close(self):
+        return {"cpu_s": time.process_time()}
 
 
 def wait_for_cooldown(thermal, target_c, timeout_s, emit, poll_s=0.5):
@@ -1950,7 +1993,10 @@ def soak_main(job_path):
         log.set(state="running", started=time.time(), arch=facts["arch"], runtime="%s %s" % runtime[:2],
                 resolver=job["resolver"], threads=job["threads"],
                 model_sha256=job.get("model_sha256"), model_name=os.path.basename(job["model"]))
-        state = _soak_loop(job, log, invoker, inputs, sensors, zlib.crc32)
+        try:
+            state = _soak_loop(job, log, invoker, inputs, sensors, zlib.crc32)
+        finally:
+            sensors.close()
         log.set(state=state)
     except AgentFailure as exc:
         log.set(state="failed", error=str(exc))
@@ -2007,37 +2053,55 @@ def _one_at_a_time(inputs):
 class SoakSensors:
     """Per-window temperature, throttle bits and mean power, in constant memory.
 
-    A soak runs for hours, so unlike the run sampler nothing is kept per sample: a thread
-    adds power readings to a running sum that each window reads and resets.
+    Power is read at ``sample_hz`` by the sampler process of a run (``sample_main``)
+    in its summing mode: it keeps a running sum instead of records, and answers each
+    window's request with the mean since the last one. A process, not a thread, for the
+    run sampler's reason: ticks that take the GIL would delay invoke() returning, and a
+    soak watches p99. Temperature and throttle bits are read once per window here.
     """
 
     def __init__(self, job):
         sensing = Sensing(dict(job, power=job.get("power") or "none"))
-        self.thermal, self.power, self.vcgencmd = sensing.thermal, sensing.power, sensing.vcgencmd
-        self.period_s = 1.0 / sensing.sample_hz
-        self._sum, self._count = 0.0, 0
-        self._lock, self._stop = threading.Lock(), threading.Event()
-        if self.power is not None:
-            threading.Thread(target=self._loop, name="edgeq-soak-power", daemon=True).start()
+        self.thermal, self.vcgencmd = sensing.thermal, sensing.vcgencmd
+        self.proc = None
+        if sensing.power is not None:
+            self.proc = _start_sampler(dict(job, power=job.get("power"), summing=True,
+                                            sample_hz=sensing.sample_hz),
+                                       os.path.join(job["dir"], ".sampler.json"))
 
-    def _loop(self):
-        while not self._stop.wait(self.period_s):
-            try:
-                value = self.power.read()
-            except Exception:  # a sensor must never take the soak down
-                continue
-            if value == value:
-                with self._lock:
-                    self._sum += value
-                    self._count += 1
+    def _power_sums(self):
+        if self.proc is None:
+            return {}
+        try:
+            self.proc.stdin.write(b"r")
+            self.proc.stdin.flush()
+            return json.loads(self.proc.stdout.readline() or b"{}")
+        except (OSError, ValueError):  # a sensor must never take the soak down
+            return {}
 
     def read(self):
-        with self._lock:
-            power = self._sum / self._count if self._count else None
-            self._sum, self._count = 0.0, 0
+        sums = self._power_sums()
+        count = sums.get("count", 0)
         throttled = self.vcgencmd.throttled() if self.vcgencmd is not None else -1
-        return {"temp_c": _finite(self.thermal.read()), "power_w": power, "throttled": throttled_now(throttled),
+        return {"temp_c": _finite(self.thermal.read()), "power_w": sums["sum"] / count if count else None,
+                "power_samples": count, "throttled": throttled_now(throttled),
                 "throttled_raw": max(throttled, 0), "throttled_flags": decode_throttled(throttled)}
+
+    def close(self):
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait()
+
+
+def _start_sampler(config, path):
+    """The sampler process (``agent.py sample CONFIG``) with its config at path, started and ready."""
+    with open(path, "w") as handle:
+        json.dump(config, handle)
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "sample", path],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    if proc.stdout.readline().strip() != b"ready":
+        raise AgentFailure("SamplerFailed", "the sensor sampler process did not start (see the agent log)")
+    return proc
 
 
 def main(argv):

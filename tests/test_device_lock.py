@@ -139,6 +139,11 @@ def test_a_detached_soak_holds_the_board_until_it_ends(ssh_device, example_tflit
     facts = json.loads((tmp_path / "check.json").read_text())["pi-loop"]
     assert facts["lock"]["held"] and facts["lock"]["holder"]["job"] == "soak", checked.output
     assert "busy" in checked.output
+    listed = runner.invoke(main, ["devices", "list", "--locks", "--inventory", str(inventory)])
+    assert listed.exit_code == 0 and "soak ends in" in listed.output, listed.output
+    listed = json.loads(runner.invoke(main, ["devices", "list", "--locks", "--json", "--inventory",
+                                             str(inventory)]).output)
+    assert listed["pi-loop"]["lock"]["holder"]["job"] == "soak" and listed["local"]["lock"]["held"] is False
     stopped = runner.invoke(main, ["soak", "--attach", str(tmp_path / "soak"), "--stop", "--no-history",
                                    "--inventory", str(inventory)])
     assert stopped.exit_code == 0, stopped.output

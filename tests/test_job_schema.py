@@ -38,7 +38,7 @@ def test_runspec_defaults_are_the_schema_defaults():
     for option in job_options("run"):
         assert fields[option.name] == option.default_for("run")
     assert check_job({}, "run")["sample_hz"] == 20.0
-    assert check_job({"duration_s": 1}, "soak")["sample_hz"] == 2.0  # a soak samples slower, said once
+    assert check_job({"duration_s": 1}, "soak")["sample_hz"] == 20.0  # one default: a soak samples like a run
 
 
 @pytest.mark.parametrize("bad, needle", [

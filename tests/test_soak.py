@@ -45,6 +45,7 @@ def test_local_soak_with_sensors_gates_junit_and_history(example_tflite, small_i
     records = load_records(out)
     assert [r["index"] for r in records] == [0, 1, 2]
     assert all(r["temp_c"] == 61.5 and r["power_w"] == pytest.approx(3.25) for r in records)
+    assert all(r["power_samples"] >= 1 for r in records)  # the mean of this window's readings, not a stale one
     assert records[-1]["drift"]["checked"] > 0 and records[-1]["drift"]["mismatched"] == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["state"] == "finished" and summary["windows"] == 3 and summary["rss_kb"]["start"] > 0
@@ -134,3 +135,20 @@ def test_throttle_gate_ignores_bits_that_only_say_since_boot(tmp_path):
     assert old_agent["throttled_windows"] == 0
     hot = summarize([dict(window, **since_boot), dict(window, **now)])
     assert hot["throttled_windows"] == 1 and evaluate_soak_gates(hot, gate)[0]["failed"]
+
+
+def test_soak_by_tag_with_one_device_writes_where_the_readme_says(example_tflite, small_inputs, tmp_path):
+    """`--tag` soaks into OUTDIR/<device>/ however many devices carry the tag, so a CI
+    script's paths do not change when a board is added to or taken out of the lab."""
+    import sys
+
+    inventory = write_inventory(tmp_path / "edgeq.toml", {"bench-1": {
+        "transport": "local", "python": sys.executable, "workdir": str(tmp_path / "device"), "tags": ["lab"]}})
+    out = tmp_path / "soak"
+    result = CliRunner().invoke(main, [
+        "soak", "--tag", "lab", "--inventory", str(inventory), "--model", str(example_tflite[1]),
+        "--inputs", str(small_inputs), "--duration", "1s", "--window", "1s", "-o", str(out), "--no-history"])
+    assert result.exit_code == 0, result.output
+    assert [r["index"] for r in load_records(out / "bench-1")] == [0]
+    again = CliRunner().invoke(main, ["soak", "--attach", str(out), "--inventory", str(inventory), "--no-history"])
+    assert again.exit_code == 0, again.output

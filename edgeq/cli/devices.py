@@ -19,16 +19,37 @@ def devices():
 @devices.command("list")
 @click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def devices_list(inventory, as_json):
-    """List the devices edgeq knows (local is always there)."""
+@click.option("--locks", is_flag=True, help="Also ask each device who holds it (connects to every device).")
+def devices_list(inventory, as_json, locks):
+    """List the devices edgeq knows (local is always there); --locks: and who is using each."""
     from edgeq.devices.inventory import load_inventory
 
     found = load_inventory(inventory)
+    held = _lock_states(found) if locks else {}
     if as_json:
-        click.echo(json.dumps({name: d.as_dict() for name, d in found.items()}, indent=1))
+        listing = {name: dict(d.as_dict(), **({"lock": held[name]} if locks else {})) for name, d in found.items()}
+        click.echo(json.dumps(listing, indent=1))
         return
-    for d in found.values():
+    for name, d in found.items():
         click.echo(_listing(d))
+        if locks:
+            click.echo(" " * 4 + _lock_line(held[name]))
+
+
+def _lock_states(found: dict) -> dict:
+    from edgeq.devices.fleet import run_fleet
+    from edgeq.devices.probe import probe_lock
+
+    fleet = run_fleet(list(found.values()), probe_lock)
+    return {**{name: {"error": str(error)} for name, error in fleet.failed.items()}, **fleet.succeeded}
+
+
+def _lock_line(state: dict) -> str:
+    from edgeq.devices.lock import describe_holder
+
+    if "error" in state:
+        return f"lock unknown: {state['error']}"[:76]
+    return describe_holder(state.get("holder")) if state.get("held") else "free"
 
 
 def _listing(device) -> str:

@@ -72,7 +72,8 @@ def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, a
         check_soak(spec, duration_s, window_s)  # before any device is touched or any folder made
         chosen = select_devices(device, found, tag=tag)
         outdir = outdir or Path(f"edgeq-soak-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}")
-        targets = {(outdir if len(chosen) == 1 else outdir / safe_dirname(d.name)): d for d in chosen}
+        per_device = tag is not None or len(chosen) > 1 or "," in device  # what the README promises
+        targets = {(outdir / safe_dirname(d.name) if per_device else outdir): d for d in chosen}
         started = run_fleet(list(targets.values()), lambda d: start_soak(
             d, spec, _folder_of(targets, d), duration_s, window_s, wait_s))
         handles = {_folder_of(targets, found[name]): handle for name, handle in started.succeeded.items()}

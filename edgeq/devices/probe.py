@@ -36,6 +36,19 @@ def probe_device(device: Device) -> dict:
     return facts
 
 
+def probe_lock(device: Device) -> dict:
+    """Who holds the board ({"held", "holder"}), or {"error"}: for ``devices list --locks``."""
+    try:
+        with connect(device) as transport:
+            workdir = transport.expand(device.workdir)
+            transport.makedirs(workdir)
+            agent = Deployer(transport, device.workdir).push_agent()
+            with AgentSession(transport, device_python(device, transport), agent) as session:
+                return lock_status(session, workdir)
+    except EdgeqError as exc:
+        return {"error": str(exc)}
+
+
 def _stage(exc: EdgeqError, facts: dict) -> str:
     text = str(exc)
     if facts["reachable"]:
