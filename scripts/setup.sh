@@ -22,6 +22,12 @@ if [ "${1:-}" = "--tests" ]; then
         $SUDO apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssh-server openssh-client iproute2 util-linux >/dev/null
     fi
+    # A real PostgreSQL server (Debian's binaries; the tests start a private cluster) for the lab history.
+    if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+    fi
     # tflite-runtime 2.14 (last release) needs numpy<2: it lives in its own venv.
     if [ ! -x .venv-tflite214/bin/python ]; then
         "$PYTHON" -m venv .venv-tflite214

@@ -262,7 +262,9 @@ def record_history(db: str | None, records: list) -> None:
             for record in records:
                 store.add(record)
     except EdgeqError as exc:
-        click.echo(f"edgeq: warning: not recorded in history: {exc}", err=True)
+        kept = sorted({str(r.location) for r in records if getattr(r, "location", None)})
+        where = f" (the results are on disk: {', '.join(kept)})" if kept else ""
+        click.echo(f"edgeq: warning: not recorded in history{where}: {exc}", err=True)
 
 
 class RunProgress:

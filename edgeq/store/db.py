@@ -80,7 +80,19 @@ class Store:
 
     def __init__(self, connection, paramstyle: str, location: str):
         self.connection, self.paramstyle, self.location = connection, paramstyle, location
-        self._execute(f"CREATE TABLE IF NOT EXISTS edgeq_runs ({', '.join(f'{n} {t}' for n, t in COLUMNS)})")
+        self._create_table()
+
+    def _create_table(self) -> None:
+        """Make the table once. Two first writers at the same moment (two CI jobs on a new
+        lab database) can both try: PostgreSQL then refuses one with a unique-key error
+        on its catalogue although the table now exists, so the loser looks again."""
+        sql = f"CREATE TABLE IF NOT EXISTS edgeq_runs ({', '.join(f'{n} {t}' for n, t in COLUMNS)})"
+        try:
+            self._execute(sql)
+        except ConfigError:
+            if isinstance(self.connection, sqlite3.Connection):
+                raise
+            self._execute(sql)  # the other writer has made it; a real failure repeats
 
     @classmethod
     def open(cls, location: str | None = None) -> "Store":
@@ -108,6 +120,10 @@ class Store:
                 return result.fetchall() if fetch else None
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"{self.location}: results database error: {exc}") from None
+        except Exception as exc:  # SQLAlchemy's errors (server gone, refused) without importing it eagerly
+            if type(exc).__module__.split(".")[0] != "sqlalchemy":
+                raise
+            raise ConfigError(f"{_redacted(self.location)}: results database error: {_first_line(exc)}") from None
 
     def add(self, record: Record) -> Record:
         values = {name: getattr(record, name) for name in NAMES}
@@ -164,16 +180,42 @@ def _create_private(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+CONNECT_ATTEMPTS = (0.0, 1.0, 3.0)  # seconds before each try: a lab database restarting is back in seconds
+
+
 def _sqlalchemy_connection(url: str):
     try:
         import sqlalchemy
     except ImportError:
-        raise ConfigError(f"{url}: a database URL needs SQLAlchemy (pip install sqlalchemy, plus a driver "
-                          "such as psycopg for PostgreSQL)") from None
+        raise ConfigError(f"{_redacted(url)}: a database URL needs SQLAlchemy and a driver "
+                          '(pip install "edgeq[db]")') from None
     try:
-        return sqlalchemy.create_engine(url).connect()
-    except Exception as exc:  # driver errors have many types
-        raise ConfigError(f"{url}: cannot connect to the results database: {exc}") from None
+        engine = sqlalchemy.create_engine(url)
+    except Exception as exc:  # a malformed URL or a missing driver module
+        raise ConfigError(f"{_redacted(url)}: not a usable database URL: {_first_line(exc)}") from None
+    for attempt, pause in enumerate(CONNECT_ATTEMPTS, 1):
+        time.sleep(pause)
+        try:
+            return engine.connect()
+        except Exception as exc:  # driver errors have many types
+            error = exc
+    raise ConfigError(f"{_redacted(url)}: cannot connect to the results database after {attempt} tries: "
+                      f"{_first_line(error)}") from None
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password: error lines end up in CI logs."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}" if ":" in credentials else url
+
+
+def _first_line(exc: Exception) -> str:
+    """Driver messages run to several lines (SQL, background links); the first says what happened."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def record_from_report(report: dict, kind: str, location: str | None = None) -> Record:
