@@ -28,6 +28,12 @@ if [ "${1:-}" = "--tests" ]; then
         $SUDO apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
     fi
+    # labgrid (coordinator, exporter, client) for the shared-lab tests, in its own venv as a lab
+    # installs it: it pins grpcio/protobuf and brings a pytest plugin.
+    if [ ! -x .venv-labgrid/bin/python ]; then
+        "$PYTHON" -m venv .venv-labgrid
+    fi
+    .venv-labgrid/bin/python -m pip install --quiet "labgrid==26.0.1"
     # tflite-runtime 2.14 (last release) needs numpy<2: it lives in its own venv.
     if [ ! -x .venv-tflite214/bin/python ]; then
         "$PYTHON" -m venv .venv-tflite214

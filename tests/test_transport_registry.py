@@ -35,7 +35,7 @@ def test_registered_transports_open_from_the_registry(monkeypatch):
 
 
 def test_unknown_transports_are_named_with_the_known_ones(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown transport 'adb' \(known: local, ssh\)"):
+    with pytest.raises(ConfigError, match=r"unknown transport 'adb' \(known: labgrid, local, ssh\)"):
         connect(Device(name="phone", transport="adb"))
     inventory = tmp_path / "edgeq.toml"
     inventory.write_text('[devices.phone]\ntransport = "adb"\n')

@@ -112,7 +112,7 @@ class SshTransport(Transport):
     def __init__(self, device, *, connect_timeout: float | None = None, retries: int | None = None,
                  backoff_s: float = 1.0, keepalive_s: int = 15):
         super().__init__(device.name)
-        settings = self.settings_of(device)
+        settings = SshTransport.settings_of(device)  # also for subclasses, which hand over an SSH device
         self.target = resolve_target(device.name, settings)
         self.connect_timeout = connect_timeout or settings["connect_timeout"]
         self.retries = settings["retries"] if retries is None else retries
