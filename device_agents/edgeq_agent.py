@@ -15,7 +15,9 @@ never corrupt the protocol stream.
     {"id": 4, "op": "lock", "root": WORKDIR, "owner": {...}, "wait_s": 0}
                                                    -> {"acquired": bool, "holder": {...}}
     {"id": 5, "op": "launch_soak", "job": ".../job.json"} -> detached soak keeping the lock
-    {"id": 6, "op": "shutdown"}
+    {"id": 6, "op": "infer", "float": PATH, "quant": PATH, "inputs": [{"dtype", "shape", "data"}]}
+                                                   -> both models' outputs for a batch (see op_infer)
+    {"id": 7, "op": "shutdown"}
     (also: load, df, sha256, store, lock_status, unlock)
 
 Answers are {"id": N, "ok": true, "result": {...}} or
@@ -322,9 +324,10 @@ class JobOption(object):
 
 
 JOB_OPTIONS = (
-    JobOption("threads", int, 1, "--threads", low=1, high=256,
+    JobOption("threads", int, 1, "--threads", low=1, high=256, jobs=("run", "soak", "infer"),
               help="Interpreter threads (absurd counts crash the runtime with SIGSEGV)."),
-    JobOption("resolver", str, "AUTO", "--resolver", choices=RESOLVERS, help="Op resolver (AUTO uses XNNPACK)."),
+    JobOption("resolver", str, "AUTO", "--resolver", choices=RESOLVERS, jobs=("run", "soak", "infer"),
+              help="Op resolver (AUTO uses XNNPACK)."),
     JobOption("warmup", int, 10, "--warmup", low=0, help="Untimed invocations before timing."),
     JobOption("repeats", int, 1, "--repeats", low=1, help="Timed passes over the set.", jobs=("run",)),
     JobOption("batch_size", int, 1, "--batch-size", low=1, help="Samples per invoke().", jobs=("run",)),
@@ -1806,6 +1809,170 @@ def launch_soak(job_path, lock_fd):
     return child.pid
 
 
+# --------------------------------------------------------------------------- batch inference (infer)
+# A search on a device sends a batch of inputs, gets both models' outputs back, and sends
+# the next batch: the float and quantized interpreters stay loaded between requests. Arrays
+# travel as base64 of their raw little-endian bytes with their dtype and shape; one request's
+# inputs, and its answer's outputs (both models together), hold at most INFER_MAX_BYTES, so
+# every answer fits the host's protocol line limit (1 MiB) after base64.
+
+INFER_MAX_BYTES = 512 << 10
+INFER_DTYPES = ("bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "float16", "float32",
+                "float64")
+
+
+class InferPair(object):
+    """A float and a quantized interpreter with one input signature, and what they were loaded from."""
+
+    def __init__(self, key, runtime, request, options):
+        self.key = key
+        self.invokers = []
+        for role in ("float", "quant"):
+            path = request.get(role)
+            if not isinstance(path, str) or not path:
+                raise AgentFailure("BadJob", "infer needs %s: the path of the %s model on the device"
+                                   % (role, "float" if role == "float" else "quantized"))
+            _check_expected_sha(path, request.get(role + "_sha256"))
+            interpreter = open_interpreter(runtime, path, options["threads"], options["resolver"])
+            self.invokers.append(BatchInvoker(interpreter, interpreter.get_input_details(),
+                                              interpreter.get_output_details()))
+        signatures = [[(d["dtype"], d["shape_signature"]) for d in tensor_summary(i.in_details)]
+                      for i in self.invokers]
+        if signatures[0] != signatures[1]:
+            raise AgentFailure("BadJob", "the float and quantized models have different inputs: %s vs %s"
+                               % (signatures[0], signatures[1]))
+        self.in_details = self.invokers[0].in_details
+        row_bytes = 0
+        for invoker in self.invokers:
+            for detail in invoker.out_details:
+                row_bytes += _row_bytes(detail)
+        self.out_row_bytes = row_bytes
+
+    def summary(self):
+        return tensor_summary(self.in_details), [tensor_summary(i.out_details) for i in self.invokers]
+
+    def infer(self, batches):
+        rows = len(batches[0])
+        if rows * self.out_row_bytes > INFER_MAX_BYTES:
+            raise AgentFailure("BadInputs", "a batch of %d rows gives %d bytes of outputs; at most %d per infer "
+                               "request (%d rows)" % (rows, rows * self.out_row_bytes, INFER_MAX_BYTES,
+                                                      INFER_MAX_BYTES // max(self.out_row_bytes, 1)))
+        outputs, invoke_ns = {}, {}
+        for role, invoker in zip(("float", "quant"), self.invokers):
+            invoke_ns[role] = invoker.invoke_timed(batches)
+            outputs[role] = invoker.read_outputs()
+        size = sum(a.nbytes for role in outputs for a in outputs[role])
+        if size > INFER_MAX_BYTES:  # outputs of a dynamic shape can outgrow the estimate above
+            raise AgentFailure("BadInputs", "a batch of %d rows gave %d bytes of outputs; at most %d per infer "
+                               "request: send fewer rows" % (rows, size, INFER_MAX_BYTES))
+        answer = dict((role, [_wire_array(a) for a in arrays]) for role, arrays in outputs.items())
+        answer.update(rows=rows, invoke_ns=invoke_ns)
+        return answer
+
+
+def _row_bytes(detail):
+    import numpy as np
+
+    items = 1
+    for dim in list(detail.get("shape_signature", detail["shape"]))[1:] or [1]:
+        items *= max(int(dim), 1)
+    return items * np.dtype(detail["dtype"]).itemsize
+
+
+class _InlineArray(object):
+    """An inline array seen the way check_inputs sees an .npz member."""
+
+    def __init__(self, array):
+        self.array, self.shape, self.dtype, self.rows = array, array.shape, array.dtype, int(array.shape[0])
+
+
+def infer_inputs(request, details):
+    """The request's input arrays, decoded and checked against the model's inputs (BadInputs names the problem)."""
+    if request.get("npz") is not None:
+        return _npz_inputs(request, details)
+    sent = request.get("inputs")
+    if not isinstance(sent, list) or len(sent) != len(details):
+        raise AgentFailure("BadInputs", "infer needs inputs: a list of %d array(s) {dtype, shape, data}, one per "
+                           "model input" % len(details))
+    arrays, total = [], 0
+    for k, item in enumerate(sent):
+        array = _decode_array(item, k, INFER_MAX_BYTES - total)
+        total += array.nbytes
+        arrays.append(array)
+    return _checked(arrays, ["inputs[%d]" % k for k in range(len(arrays))], details)
+
+
+def _decode_array(item, k, room):
+    import base64
+    import binascii
+
+    import numpy as np
+
+    if not isinstance(item, dict):
+        raise AgentFailure("BadInputs", "inputs[%d] must be an object {dtype, shape, data}" % k)
+    dtype, shape, data = item.get("dtype"), item.get("shape"), item.get("data")
+    if dtype not in INFER_DTYPES:
+        raise AgentFailure("BadInputs", "inputs[%d]: dtype %r is not one of %s" % (k, dtype, ", ".join(INFER_DTYPES)))
+    if (not isinstance(shape, list) or len(shape) < 2 or len(shape) > 8
+            or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape)):
+        raise AgentFailure("BadInputs", "inputs[%d]: shape must be a list of 2 to 8 positive whole numbers "
+                           "(samples first), got %r" % (k, shape))
+    itemsize = np.dtype(dtype).itemsize
+    size = itemsize
+    for dim in shape:
+        size *= dim
+        if size > room:
+            raise AgentFailure("BadInputs", "inputs[%d]: shape %s is more than the %d bytes of inputs one infer "
+                               "request may carry; send fewer rows" % (k, shape, INFER_MAX_BYTES))
+    if not isinstance(data, str) or len(data) != 4 * ((size + 2) // 3):
+        raise AgentFailure("BadInputs", "inputs[%d]: data must be base64 of %d bytes (%s %s)" % (k, size, dtype, shape))
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise AgentFailure("BadInputs", "inputs[%d]: data is not base64 (%s)" % (k, exc))
+    return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(shape)
+
+
+def _npz_inputs(request, details):
+    path, names, rows = request.get("npz"), request.get("input_arrays"), request.get("rows")
+    if not isinstance(names, list) or len(names) != len(details):
+        raise AgentFailure("BadInputs", "infer from an .npz needs input_arrays: %d name(s)" % len(details))
+    if (not isinstance(rows, list) or len(rows) != 2 or any(isinstance(r, bool) or not isinstance(r, int) for r in rows)
+            or not 0 <= rows[0] < rows[1]):
+        raise AgentFailure("BadInputs", "infer from an .npz needs rows: [lo, hi] with 0 <= lo < hi")
+    _check_expected_sha(path, request.get("npz_sha256"))
+    members = npz_members(path)
+    missing = [n for n in names if n not in members]
+    if missing:
+        raise AgentFailure("BadInputs", "%s has no array named %s" % (path, ", ".join(missing)))
+    chosen = [members[n] for n in names]
+    check_inputs(chosen, names, details)
+    if rows[1] > chosen[0].rows:
+        raise AgentFailure("BadInputs", "rows %d:%d are past the %d samples of %s" % (rows[0], rows[1],
+                                                                                      chosen[0].rows, path))
+    need = sum((rows[1] - rows[0]) * m.row_items * m.dtype.itemsize for m in chosen)
+    if need > INFER_MAX_BYTES:
+        raise AgentFailure("BadInputs", "rows %d:%d are %d bytes of inputs; at most %d per infer request"
+                           % (rows[0], rows[1], need, INFER_MAX_BYTES))
+    return [m.read(rows[0], rows[1]) for m in chosen]
+
+
+def _checked(arrays, names, details):
+    check_inputs([_InlineArray(a) for a in arrays], names, details)
+    return arrays
+
+
+def _wire_array(array):
+    import base64
+
+    import numpy as np
+
+    array = np.ascontiguousarray(array)
+    raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    return {"dtype": _dtype_name(array.dtype), "shape": [int(s) for s in array.shape],
+            "data": base64.b64encode(raw).decode("ascii")}
+
+
 # --------------------------------------------------------------------------- protocol
 
 
@@ -1814,6 +1981,7 @@ class Agent:
         self.stdout = stdout
         self.runtime = None
         self.lock = None
+        self.pair = None  # the float/quantized InferPair kept loaded between infer requests
 
     def emit(self, request_id, payload):
         payload = dict(payload, id=request_id)
@@ -1853,6 +2021,8 @@ class Agent:
             return {path: (sha256_file(path) if os.path.isfile(path) else None) for path in request["paths"]}
         if op in LOCK_OPS:
             return LOCK_OPS[op](self, request)
+        if op == "infer":
+            return self.op_infer(request)
         if op == "store":
             return tidy_store(request["root"], int(request["budget_bytes"]), request.get("keep") or [],
                               request.get("drop") or [], float(request.get("protect_s", STORE_PROTECT_S)))
@@ -1875,6 +2045,23 @@ class Agent:
         if self.lock is not None:
             self.lock.release()
         return {}
+
+    def op_infer(self, request):
+        """Both models over a batch sent inline (or rows of a pushed .npz); the pair stays loaded."""
+        options = check_job(request, "infer")
+        runtime = self.ensure_runtime(request.get("runtime"))
+        key = (runtime[0], request.get("float"), request.get("quant"), options["threads"], options["resolver"],
+               request.get("float_sha256"), request.get("quant_sha256"))
+        loaded = self.pair is None or self.pair.key != key
+        if loaded:
+            self.pair = None  # the old pair's memory goes before the new one loads
+            self.pair = InferPair(key, runtime, request, options)
+        batches = infer_inputs(request, self.pair.in_details)
+        answer = self.pair.infer(batches)
+        answer["loaded"] = loaded
+        if loaded:
+            answer["inputs"], answer["outputs"] = self.pair.summary()
+        return answer
 
     def op_launch_soak(self, request):
         """The soak keeps this session's lock, now describing the soak."""

@@ -91,18 +91,29 @@ def prepare_models(opts: EvaluateOptions) -> tuple[Path, Path, dict | None]:
     return conversion.float_path, conversion.quant_path, conversion.card
 
 
-def build_suite(opts: EvaluateOptions, data: InputSet, path: Path | None = None) -> Path:
-    """Write the risky suite (default OUTDIR/inputs/risky.npz) as it is generated."""
+def build_suite(opts: EvaluateOptions, data: InputSet, path: Path | None = None,
+                model: Path | None = None) -> Path:
+    """Write the risky suite (default OUTDIR/inputs/risky.npz) as it is generated; ``model``
+    (the float .tflite) adds the ``boundary`` category."""
     from edgeq.inputs.risky import write_risky_suite
 
     path = Path(path or opts.outdir / "inputs" / "risky.npz")
     arrays = {name: np.asarray(a) for name, a in data.arrays.items()}
     plan = write_risky_suite(path, arrays, None if data.y is None else np.asarray(data.y), seed=opts.seed,
-                             max_per_category=opts.max_per_category, range_mode=opts.range_mode)
+                             max_per_category=opts.max_per_category, range_mode=opts.range_mode,
+                             model=model, output_spec=opts.output_spec)
     # the range mode used per input array, (mode, reason): kept on the data set the caller holds
     data.extra["range_modes"] = plan.range_modes
+    for name, layout in plan.layouts.items():
+        opts.notes.append(f"input {name!r}: {layout}")
+    reasons: dict[str, list[str]] = {}
     for family, reason in plan.skipped.items():
-        opts.notes.append(f"risky family {family} left out: {reason}")
+        reasons.setdefault(reason, []).append(family)
+    for reason, families in reasons.items():
+        what = "families" if len(families) > 1 else "category" if families == ["boundary"] else "family"
+        opts.notes.append(f"risky {what} {', '.join(families)} left out: {reason}")
+    if plan.boundary is not None:
+        opts.notes.append(plan.boundary.summary())
     return path
 
 
@@ -148,7 +159,7 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     match_model_inputs(data, input_specs(info))
     check_outputs_before_running(opts, info, data)
     with _phase(opts, "risky inputs", announce):
-        suite_path = build_suite(opts, data)
+        suite_path = build_suite(opts, data, model=float_path)
     common = dict(inputs=suite_path, threads=opts.threads, resolver=opts.resolver, warmup=opts.warmup,
                   repeats=opts.repeats, batch_size=opts.batch_size, **opts.measure)
     specs = [RunSpec(model=float_path, label="float", **common), RunSpec(model=quant_path, label="quant", **common)]

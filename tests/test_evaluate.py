@@ -13,6 +13,10 @@ from click.testing import CliRunner
 
 from edgeq.cli.main import main
 from edgeq.inputs.risky import CATEGORIES
+from edgeq.inputs.risky.families import FAMILIES
+
+# the digits are rows of 64 features: image-only families are left out of their suite
+TABULAR = [c for c in CATEGORIES if c == "clean" or FAMILIES[c].applies("features")]
 
 CONTRACT_METRICS = {"n", "float_accuracy", "quant_accuracy", "accuracy_drop", "agreement", "sqnr_db",
                     "kl_mean", "max_abs_error"}
@@ -52,8 +56,11 @@ def test_normal_twin_is_robust_through_the_real_command(example_keras, example_d
         assert set(entry) >= CONTRACT_METRICS
         for key in ("float_accuracy", "quant_accuracy", "agreement"):
             assert 0.0 <= entry[key] <= 1.0
-    assert set(report["categories"]) == set(CATEGORIES)
+    assert set(report["categories"]) == {*TABULAR, "boundary"}  # boundary: from the float model edgeq converted
     assert {"noise", "outlier", "sentinel", "stuck", "dropout-zero"} <= set(CATEGORIES)
+    assert set(report["categories"]["boundary"]["severities"]) == {"1", "2", "3"}
+    assert any(note.startswith("risky families blur, jpeg") and note.endswith("fits none of the inputs (features)")
+               for note in report["notes"])
     assert report["inputs"]["range_modes"]["x"]["mode"] == "global"  # digits pixels share one range
     assert report["deciding_output"] and report["worst_severity"] in (None, "1", "2", "3")
     assert any("value ranges of 'x'" in note for note in report["notes"])
@@ -80,7 +87,9 @@ def test_report_numbers_match_an_independent_recount(fragile_report, fragile_ker
     bright = category == "brightness+"
     assert report["categories"]["brightness+"]["quant_accuracy"] == pytest.approx(
         np.mean(quant[bright].argmax(axis=1) == y[bright]))
-    assert report["overall"]["n"] == len(y) == 200 * (1 + 3 * (len(CATEGORIES) - 1))
+    boundary = np.count_nonzero(category == "boundary")
+    assert boundary == 3 * 200  # the 200 lowest-margin samples (a tenth of 540 is too few); 200 interpolations × 2
+    assert report["overall"]["n"] == len(y) == 200 * (1 + 3 * (len(TABULAR) - 1)) + boundary
 
 
 def test_gates_exit_1_and_compare_reruns_offline(fragile_report, tmp_path):
@@ -120,8 +129,8 @@ def test_inputs_run_and_devices_commands(example_tflite, example_data, tmp_path,
     built = runner.invoke(main, ["inputs", "risky", "--model", str(example_tflite[0]), "--data", str(example_data),
                                  "-o", str(risky), "--max-per-category", "20", "--seed", "3"])
     assert built.exit_code == 0, built.output
-    total = 20 * (1 + 3 * (len(CATEGORIES) - 1))
-    assert f"{total} samples in {len(CATEGORIES)} categories" in built.output
+    total = 20 * (1 + 3 * (len(TABULAR) - 1)) + 3 * 20  # boundary (--model): 20 per severity
+    assert f"{total} samples in {len(TABULAR) + 1} categories" in built.output
     checked = runner.invoke(main, ["inputs", "check", str(risky), "--model", str(example_tflite[1])])
     assert checked.exit_code == 0 and f"ok, {total} samples" in checked.output
     ran = runner.invoke(main, ["run", "--device", "local", "--model", str(example_tflite[1]), "--inputs", str(risky),

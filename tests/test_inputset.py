@@ -115,3 +115,21 @@ def test_multi_input_sets_match_by_input_name(tmp_path):
     missing = load_inputset(save(tmp_path, "m.npz", a=np.zeros((4, 2), dtype=np.float32)))
     with pytest.raises(InputSetError, match="no array for model input 'b'"):
         match_model_inputs(missing, specs)
+
+
+def test_search_tags_are_not_model_inputs(tmp_path):
+    """seed_index/distance say where a found input came from; a two-input model must not see them as inputs."""
+    from edgeq.inputs.inputset import load_inputset
+
+    n = 4
+    path = tmp_path / "found.npz"
+    np.savez(path, a=np.zeros((n, 3), np.float32), b=np.ones((n, 2), np.float32), category=np.array(["search"] * n),
+             seed_index=np.arange(n), distance=np.full(n, 0.05))
+    found = load_inputset(path)
+    assert sorted(found.arrays) == ["a", "b"] and found.extra["seed_index"].tolist() == [0, 1, 2, 3]
+    np.savez(path, x=np.zeros((n, 3), np.float32), seed_index=np.arange(n + 1))
+    with pytest.raises(InputSetError, match="different numbers of samples"):
+        load_inputset(path)
+    np.savez(path, x=np.zeros((n, 3), np.float32), distance=np.array(["far"] * n))
+    with pytest.raises(InputSetError, match="floats"):
+        load_inputset(path)

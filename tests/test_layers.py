@@ -73,6 +73,12 @@ def test_analysis_imports_no_transport_runtime_or_cli():
             assert not bad, (name, bad)
 
 
+def test_repair_never_imports_the_cli():
+    for name, path in modules().items():
+        if starts(name, "edgeq.repair"):
+            assert not [m for m in imports(path) if starts(m, "edgeq.cli")], name
+
+
 def test_transports_never_import_the_cli():
     for name, path in modules().items():
         if starts(name, "edgeq.devices"):
@@ -109,7 +115,7 @@ def test_no_module_level_import_circles():
 
 def test_every_stage_has_its_folder():
     """A newcomer finds each step of the pipeline by its folder name."""
-    for folder in ("models", "inputs", "devices", "analysis", "reports", "store", "cli"):
+    for folder in ("models", "inputs", "devices", "analysis", "repair", "reports", "store", "cli"):
         assert (PACKAGE / folder / "__init__.py").is_file(), folder
     flat = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert flat == ["__init__.py", "__main__.py", "errors.py", "evaluate.py", "results.py"], flat

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeq.errors import InputSetError
-from edgeq.inputs.risky import CATEGORIES, SEVERITIES, build_risky_suite, describe_categories
+from edgeq.inputs.risky import ALL_CATEGORIES, CATEGORIES, SEVERITIES, build_risky_suite, describe_categories
 
 FAMILIES = [c for c in CATEGORIES if c != "clean"]
 # families that leave the data range on purpose (an outlier, a unit change, a calibration
@@ -267,7 +267,7 @@ def test_multiple_arrays_transformed_together():
 
 def test_describe_categories_covers_all():
     desc = describe_categories()
-    assert set(desc) == set(CATEGORIES)
+    assert set(desc) == set(ALL_CATEGORIES)
     assert all(isinstance(v, str) and v and "\n" not in v for v in desc.values())
     assert "25%" in desc["brightness+"]
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from edgeq.inputs.inputset import InputSet, load_inputset
-from edgeq.inputs.risky import CATEGORIES, SEVERITIES, build_risky_suite, choose_range_mode, describe_categories
+from edgeq.inputs.risky import ALL_CATEGORIES, CATEGORIES, SEVERITIES, build_risky_suite, choose_range_mode
+from edgeq.inputs.risky import describe_categories
 from edgeq.inputs.risky import category_array
 from edgeq.inputs.risky.families import FAMILIES
 from edgeq.inputs.risky.ranges import value_range
@@ -21,6 +22,8 @@ from tabular import MISSING_CODE, make_tabular_data, make_tabular_model
 
 SENSOR_FAMILIES = ["sentinel", "stuck", "scaled", "offset", "dropout-zero", "dropout-mean"]
 OLD_FAMILIES = ["brightness+", "brightness-", "contrast+", "contrast-", "noise", "impulse", "outlier"]
+IMAGE_FAMILIES = ["blur", "jpeg", "pixelate", "haze", "colour-cast", "gamma", "occlusion", "translate"]
+TABULAR = [c for c in CATEGORIES if c not in IMAGE_FAMILIES]  # what a table's suite holds
 
 
 def _cell(suite, category, severity):
@@ -47,7 +50,7 @@ def _extremity(x):
 
 
 def test_registry_matches_table_and_keeps_old_positions():
-    assert CATEGORIES == ("clean", *OLD_FAMILIES, *SENSOR_FAMILIES)
+    assert CATEGORIES == ("clean", *OLD_FAMILIES, *SENSOR_FAMILIES, *IMAGE_FAMILIES)
     assert list(FAMILIES) == list(SEVERITIES) == list(CATEGORIES[1:])
     for name, family in FAMILIES.items():
         assert family.levels == SEVERITIES[name] and len(family.levels) == 3
@@ -60,7 +63,7 @@ def test_registry_matches_table_and_keeps_old_positions():
 
 def test_describe_categories_has_a_line_per_new_family():
     desc = describe_categories()
-    assert set(desc) == set(CATEGORIES)
+    assert set(desc) == set(ALL_CATEGORIES)
     assert "1/2/4" in desc["sentinel"] and "-999" in desc["sentinel"]
     assert "×10/×100/×1000" in desc["scaled"]
     assert "0.5/1/2" in desc["offset"]
@@ -315,7 +318,7 @@ def test_evaluate_build_suite_keeps_the_range_modes(tabular, tmp_path):
     path = build_suite(EvaluateOptions(outdir=tmp_path, max_per_category=10), data)
     assert data.extra["range_modes"]["x"][0] == "channel"
     loaded = load_inputset(path)
-    assert set(loaded.arrays) == {"x"} and loaded.n == 10 * (1 + 3 * (len(CATEGORIES) - 1))
+    assert set(loaded.arrays) == {"x"} and loaded.n == 10 * (1 + 3 * (len(TABULAR) - 1))
 
 
 # --- category names -------------------------------------------------------------------------------
@@ -384,6 +387,6 @@ def test_sentinel_code_collapses_the_quantized_model_only(tabular_models):
 
 def test_normal_twin_is_robust_in_every_cell(tabular_models):
     suite, cells = tabular_models["twin"]
-    assert len(cells) == 1 + 3 * (len(CATEGORIES) - 1)
+    assert len(cells) == 1 + 3 * (len(TABULAR) - 1)
     bad = {cell: v for cell, v in cells.items() if v[2] >= 0.02}
     assert not bad, bad

@@ -15,7 +15,9 @@ def inputs():
 
 
 @inputs.command("risky")
-@click.option("--model", type=path_arg, help="Float .tflite the set is for (checks shapes and dtypes).")
+@click.option("--model", type=path_arg,
+              help="Float .tflite the set is for: checks shapes and dtypes, and adds the boundary category "
+                   "(inputs near its decisions; left out without a model).")
 @click.option("--data", type=path_arg, required=True, help="NPZ with x (and optional y) to start from.")
 @click.option("-o", "--output", type=output_file, required=True, help="NPZ to write.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -24,7 +26,8 @@ def inputs():
 @click.option("--range-mode", type=click.Choice(["auto", "global", "channel"]), default="auto", show_default=True,
               help="auto = per-feature ranges for tabular data, else one range for the whole array.")
 def inputs_risky(model, data, output, seed, max_per_category, range_mode):
-    """Build the risky suite: clean + graded photometric, noise, outlier and sensor-fault sets."""
+    """Build the risky suite: clean + graded photometric, noise, outlier, sensor-fault and image
+    (blur, JPEG, ...) sets, and with --model the inputs near the float model's decision boundary."""
     from edgeq.evaluate import EvaluateOptions, build_suite
     from edgeq.inputs.inputset import category_counts, load_inputset
 
@@ -32,7 +35,7 @@ def inputs_risky(model, data, output, seed, max_per_category, range_mode):
     if model is not None:
         _check_against_model(dataset, model)
     opts = EvaluateOptions(outdir=output.parent, seed=seed, max_per_category=max_per_category, range_mode=range_mode)
-    build_suite(opts, dataset, output)
+    build_suite(opts, dataset, output, model=model)
     for name, (mode, reason) in (dataset.extra.get("range_modes") or {}).items():
         click.echo(f"value ranges of {name!r}: {'per feature' if mode == 'channel' else mode} ({reason})", err=True)
     for note in opts.notes:
@@ -67,3 +70,14 @@ def inputs_check(npz, model):
         _check_against_model(dataset, model)
     arrays = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in dataset.arrays.items())
     click.echo(f"{npz}: ok, {dataset.n} samples ({arrays}; labels: {'yes' if dataset.y is not None else 'no'})")
+
+
+def _search_commands():
+    """``inputs search`` and ``inputs worst`` live in their own module (cli/search.py)."""
+    from edgeq.cli.search import search, worst
+
+    inputs.add_command(search, "search")
+    inputs.add_command(worst, "worst")
+
+
+_search_commands()

@@ -2,8 +2,9 @@
 
 Arrays: ``x`` (or one array per model input, named as the input), optional ``y``
 (int labels), ``category`` (unicode, one per sample), ``severity`` (int),
-``source_index`` (int), and ``allow_nonfinite`` (a bool scalar that says NaN/Inf are
-there on purpose). Everything else about a set is checked here, so the device only
+``source_index`` (int), ``allow_nonfinite`` (a bool scalar that says NaN/Inf are
+there on purpose), and what a search found about each input: ``seed_index`` (int) and
+``distance`` (float, from its seed). Everything else about a set is checked here, so the device only
 ever sees data that was validated on the host.
 """
 
@@ -21,6 +22,8 @@ from edgeq.inputs.npz import DiskArray, NpzWriter, open_npz, row_blocks
 
 LABEL_ARRAYS = ("y", "category", "severity", "source_index")
 FLAG_ARRAYS = ("allow_nonfinite",)
+# per-sample facts a search writes about what it found (never model inputs): kept in InputSet.extra
+EXTRA_TAGS = ("seed_index", "distance")
 
 
 @dataclass
@@ -73,11 +76,12 @@ def write_npz(path: Path, payload: dict) -> None:
 def load_inputset(path: str | os.PathLike, *, what: str = "input set") -> InputSet:
     path = Path(path)
     raw = _read_arrays(path)
-    inputs = {k: v for k, v in raw.items() if k not in LABEL_ARRAYS + FLAG_ARRAYS}
+    inputs = {k: v for k, v in raw.items() if k not in LABEL_ARRAYS + FLAG_ARRAYS + EXTRA_TAGS}
     if not inputs:
         raise InputSetError(path, f"{what} has no input array (expected 'x' or arrays named after the model inputs)")
     allow_nonfinite = _flag(path, raw, "allow_nonfinite")
     dataset = InputSet(arrays=inputs, allow_nonfinite=allow_nonfinite, path=path,
+                       extra={k: raw[k] for k in EXTRA_TAGS if k in raw},
                        **{k: raw[k] for k in LABEL_ARRAYS if k in raw})
     validate(dataset)
     return dataset
@@ -164,14 +168,16 @@ def validate(dataset: InputSet) -> None:
     for name, array in dataset.arrays.items():
         _check_input_array(path, name, array, dataset.allow_nonfinite)
         lengths[name] = len(array)
-    for name, kind in (("y", "iu"), ("severity", "iu"), ("source_index", "iu"), ("category", "U")):
-        array = getattr(dataset, name)
+    tags = (("y", "iu"), ("severity", "iu"), ("source_index", "iu"), ("category", "U"), ("seed_index", "iu"),
+            ("distance", "f"))
+    for name, kind in tags:
+        array = getattr(dataset, name, None) if name in LABEL_ARRAYS else dataset.extra.get(name)
         if array is None:
             continue
         if array.ndim != 1:
             raise InputSetError(path, f"must be 1-D, one value per sample; got shape {array.shape}", array=name)
         if array.dtype.kind not in kind:
-            wanted = "unicode strings" if kind == "U" else "integers"
+            wanted = {"U": "unicode strings", "f": "floats"}.get(kind, "integers")
             raise InputSetError(path, f"must hold {wanted}, got {array.dtype}", array=name)
         lengths[name] = len(array)
     if len(set(lengths.values())) > 1:

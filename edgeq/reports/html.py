@@ -197,8 +197,8 @@ def bars_svg(cats: list[tuple[str, dict]], basis: str, thr) -> str:
         y = top + i * row
         band = _band(v, thr)
         x0, x1 = (x(min(v, 0)), x(max(v, 0))) if v is not None else (x(0), x(0))
-        short = name if len(name) <= 26 else name[:25] + "…"
-        out.append(f'<text x="{lab_w - 8}" y="{y + 16}" text-anchor="end">{_e(short)}<title>{_e(name)}</title></text>'
+        fit = f' textLength="{lab_w - 12}" lengthAdjust="spacingAndGlyphs"' if len(name) > 26 else ""  # never cut
+        out.append(f'<text x="{lab_w - 8}" y="{y + 16}" text-anchor="end"{fit}>{_e(name)}<title>{_e(name)}</title></text>'
                    f'<rect class="bar band-{band}" x="{x0:.1f}" y="{y + 4}" width="{x1 - x0:.1f}" height="16" '
                    f'fill="{COLORS[band]}"><title>{_e(name)}: {fmt(v, "pct")}</title></rect>'
                    f'<text x="{max(x1, x(0)) + 5:.1f}" y="{y + 16}">{fmt(v, "pct")}</text>')

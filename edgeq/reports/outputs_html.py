@@ -231,10 +231,10 @@ def cells_svg(section: dict, thr) -> str:
             if sev is not None and bw >= 9:
                 out.append(f'<text x="{x + bw / 2:.1f}" y="{H - B + 14}" text-anchor="middle" font-size="10">{_e(sev)}</text>')
             x += bw
-        short = name if len(name) <= 22 else name[:21] + "…"
         cx, ly = (gx + x) / 2, H - B + (28 if any(m[1] is not None for m in members) and bw >= 9 else 16)
         spin = f' transform="rotate(-35 {cx:.1f} {ly})" text-anchor="end"' if rotate else ' text-anchor="middle"'
-        out.append(f'<text x="{cx:.1f}" y="{ly}"{spin}>{_e(short)}<title>{_e(name)}</title></text>')
+        fit = f' textLength="{21 * 6.2:.0f}" lengthAdjust="spacingAndGlyphs"' if len(name) > 22 else ""  # never cut
+        out.append(f'<text x="{cx:.1f}" y="{ly}"{spin}{fit}>{_e(name)}<title>{_e(name)}</title></text>')
         x += bw * gap
     return "".join(out) + "</svg>"
 

@@ -123,7 +123,8 @@ def print_summary(console, report: dict) -> None:
     deciding = report.get("deciding_output")
     title = "float vs quantized, per input category" + (f" (output {deciding})" if deciding else "")
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-    table.add_column("category", no_wrap=True, min_width=11, max_width=16)
+    # a longer name (a plug-in family's) folds onto a second line: never cut, table within 80 columns
+    table.add_column("category", overflow="fold", min_width=11, max_width=14)
     accuracy = report["overall"].get("float_accuracy") is not None
     columns = (("n", "float", "quant") if accuracy else ("n",)) + (
         RATE_LABEL.get(basis, "rate"), "worst sev", "SQNR dB", "max err")

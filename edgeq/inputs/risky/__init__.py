@@ -22,12 +22,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeq.errors import InputSetError
-from edgeq.inputs.risky.families import CATEGORIES, FAMILIES, describe_categories, input_kind
+from edgeq.inputs.risky import boundary as _boundary
+from edgeq.inputs.risky.boundary import BOUNDARY, BoundaryPlan
+from edgeq.inputs.risky.families import CATEGORIES, FAMILIES, image_layout, input_kind
+from edgeq.inputs.risky.families import describe_categories as _describe_families
 from edgeq.inputs.risky.observed import DataStats
 from edgeq.inputs.risky.ranges import RANGE_MODES, choose_range_mode, resolve_range_modes, to_dtype
 from edgeq.inputs.risky.severities import SEVERITIES, SEVERITY_LEVELS
 
+# every category a suite can hold: the families' (CATEGORIES) and ``boundary``, which needs the
+# float model (``model=``) and is left out with a note without it
+ALL_CATEGORIES: tuple[str, ...] = (*CATEGORIES, BOUNDARY)
+
 __all__ = [
+    "ALL_CATEGORIES",
+    "BOUNDARY",
     "CATEGORIES",
     "SEVERITIES",
     "RANGE_MODES",
@@ -71,6 +80,8 @@ class RiskySuite(Mapping):
     range_modes: dict[str, tuple[str, str]] = field(default_factory=dict)
     families: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    layouts: dict[str, str] = field(default_factory=dict)
+    boundary: BoundaryPlan | None = None
 
     def __getitem__(self, key: str) -> np.ndarray:
         return self.arrays[key] if key in self.arrays else self.tags[key]
@@ -90,7 +101,10 @@ class SuitePlan:
     A cell is one (category, severity); every cell holds the same ``index`` rows of
     the data, so per-cell results compare sample by sample. ``kinds``: what each input
     array looks like (``families.input_kind``); ``skipped``: families that fit none of
-    the arrays, with the reason.
+    the arrays (and ``boundary`` without a model), with the reason; ``layouts``: how each
+    image or grid array was read, in words (printed as a note where the suite is built).
+    ``boundary``: the boundary cells (``boundary.py``), after every family's, with their
+    own rows.
     """
 
     inputs: dict[str, np.ndarray]
@@ -101,10 +115,12 @@ class SuitePlan:
     kinds: dict[str, str]
     seed: int
     skipped: dict[str, str] = field(default_factory=dict)
+    layouts: dict[str, str] = field(default_factory=dict)
+    boundary: BoundaryPlan | None = None
 
     @property
     def n(self) -> int:
-        return len(self.index) * len(self.cells)
+        return len(self.index) * len(self.cells) + (self.boundary.n if self.boundary else 0)
 
     @property
     def families(self) -> list[str]:
@@ -119,18 +135,20 @@ class SuitePlan:
             family = FAMILIES.get(category)
             for block, lo in enumerate(range(0, len(self.index), step)):
                 picked = x[self.index[lo:lo + step]]
-                if family is None or not family.applies(self.kinds[name]):
+                if family is None or not family.applies_to_shape(x.shape[1:]):
                     yield picked
                     continue
                 key = [self.seed, family.seed_key, severity] + ([block] if block else [])
                 changed = family.transform(picked.astype(np.float64), family.levels[severity - 1], data,
                                            np.random.default_rng(key))
                 yield to_dtype(changed, x.dtype)
+        if self.boundary is not None:
+            yield from self.boundary.parts(x, step)
 
     def tag_parts(self, tag: str) -> Iterator[np.ndarray]:
         """One tag's values cell by cell; ``category`` is as wide as the longest name."""
         k = len(self.index)
-        names = category_array([c for c, _ in self.cells])
+        names = category_array([c for c, _ in self.cells] + ([BOUNDARY] if self.boundary else []))
         for (category, severity), name in zip(self.cells, names):
             if tag == "category":
                 yield np.full(k, name, dtype=names.dtype)
@@ -140,6 +158,8 @@ class SuitePlan:
                 yield self.index
             else:
                 yield self.labels[self.index]
+        if self.boundary is not None:
+            yield from self.boundary.tag_parts(tag, self.labels, names[-1])
 
     @property
     def tag_names(self) -> list[str]:
@@ -154,6 +174,8 @@ def plan_risky_suite(
     max_per_category: int | None = 500,
     range_mode: str = "auto",
     categories: Sequence[str] | None = None,
+    model=None,
+    output_spec=None,
 ) -> SuitePlan:
     """Check the request and plan the suite: clean first, then each family at severities 1..3.
 
@@ -163,6 +185,9 @@ def plan_risky_suite(
     per-feature ranges for tabular data, one global range otherwise. A family that
     fits none of the input arrays (an image family on tabular data) is left out and
     named in ``skipped``; one that fits some arrays leaves the others unchanged.
+    ``model`` (the float ``.tflite``) adds the ``boundary`` cells (``output_spec``: what
+    the user said about its outputs, so its classification heads are the ones compare
+    judges); without it, ``boundary`` is left out with a note.
     """
     inputs, n = _check_arrays(arrays)
     labels = _check_labels(y, n)
@@ -172,11 +197,47 @@ def plan_risky_suite(
     _check_seed(seed)
     _check_limit(max_per_category)
     kinds = {name: input_kind(x.shape[1:]) for name, x in inputs.items()}
-    skipped = {c: f"fits none of the inputs ({', '.join(sorted(set(kinds.values())))})" for c in chosen
-               if c != "clean" and not any(FAMILIES[c].applies(k) for k in kinds.values())}
-    cells = [(c, s) for c in chosen if c not in skipped for s in ((0,) if c == "clean" else SEVERITY_LEVELS)]
+    layouts = {name: _layout_note(x.shape[1:]) for name, x in inputs.items() if kinds[name] in ("image", "grid")}
+    skipped = {c: _left_out(FAMILIES[c], inputs, kinds) for c in chosen if c not in ("clean", BOUNDARY)}
+    skipped = {c: why for c, why in skipped.items() if why}
+    cells = [(c, s) for c in chosen if c not in skipped and c != BOUNDARY
+             for s in ((0,) if c == "clean" else SEVERITY_LEVELS)]
+    edges = None
+    if BOUNDARY in chosen and model is None:
+        skipped[BOUNDARY] = ("needs the float model's outputs to find the inputs near its decision boundary "
+                             "(give the float .tflite: --model)")
+    elif BOUNDARY in chosen:
+        edges = _boundary.plan_boundary(model, inputs, labels, seed=int(seed), limit=max_per_category,
+                                        spec=output_spec)
+        if isinstance(edges, str):
+            skipped[BOUNDARY], edges = edges, None
     return SuitePlan(inputs, labels, _subsample(n, max_per_category, seed), cells,
-                     resolve_range_modes(inputs, range_mode), kinds, int(seed), skipped)
+                     resolve_range_modes(inputs, range_mode), kinds, int(seed), skipped, layouts, edges)
+
+
+def _left_out(family, inputs: Mapping[str, np.ndarray], kinds: dict[str, str]) -> str:
+    """Why a family fits none of the input arrays ("" when it fits one)."""
+    if any(family.applies_to_shape(x.shape[1:]) for x in inputs.values()):
+        return ""
+    if not any(family.applies(k) for k in kinds.values()):
+        return f"fits none of the inputs ({', '.join(sorted(set(kinds.values())))})"
+    found = sorted({image_layout(x.shape[1:]).describe() if image_layout(x.shape[1:]) else kinds[name]
+                    for name, x in inputs.items()})
+    return f"{family.needs or 'fits none of the inputs'}; the inputs are {', '.join(found)}"
+
+
+def _layout_note(sample_shape: tuple) -> str:
+    """How an image or grid array is read, for the suite's notes."""
+    layout = image_layout(sample_shape)
+    if layout is not None:
+        return f"read as {layout.describe()}; image families apply"
+    size = "×".join(str(v) for v in sample_shape)
+    # Image families are not applied to 2-D samples: the shape cannot tell a grey image
+    # without a channel axis from a spectrogram or a window of sensor readings (time ×
+    # channels), where blur, 8×8 JPEG blocks or a shift across unrelated sensors would make
+    # inputs that mean nothing. Noted, so a grey-image model without a channel axis knows.
+    return (f"a 2-D grid ({size}) without a channel axis, not read as an image (it could as well be a "
+            "spectrogram or a window of readings): image families do not apply")
 
 
 def build_risky_suite(arrays: Mapping[str, np.ndarray], y: np.ndarray | None = None, **options) -> RiskySuite:
@@ -185,7 +246,7 @@ def build_risky_suite(arrays: Mapping[str, np.ndarray], y: np.ndarray | None = N
     out = {name: np.concatenate(list(plan.parts(name)), axis=0) for name in plan.inputs}
     tags = {tag: np.concatenate(list(plan.tag_parts(tag))) for tag in plan.tag_names}
     return RiskySuite(arrays=out, tags=tags, range_modes=plan.range_modes, families=plan.families,
-                      skipped=plan.skipped)
+                      skipped=plan.skipped, layouts=plan.layouts, boundary=plan.boundary)
 
 
 def write_risky_suite(path, arrays: Mapping[str, np.ndarray], y: np.ndarray | None = None,
@@ -210,6 +271,11 @@ def write_risky_suite(path, arrays: Mapping[str, np.ndarray], y: np.ndarray | No
     except OSError as exc:
         raise InputSetError(path, f"cannot write: {exc.strerror or exc}") from None
     return plan
+
+
+def describe_categories() -> dict[str, str]:
+    """One line per category (every family's, then ``boundary``), generated from the levels."""
+    return {**_describe_families(), BOUNDARY: _boundary.describe()}
 
 
 def category_array(names: Sequence[str]) -> np.ndarray:
@@ -274,17 +340,17 @@ def _check_labels(y, n: int) -> np.ndarray | None:
 def _check_categories(categories: Sequence[str] | None) -> list[str]:
     """Selected categories in CATEGORIES order (the suite's order never depends on the caller's)."""
     if categories is None:
-        return list(CATEGORIES)
+        return list(ALL_CATEGORIES)
     if isinstance(categories, str):
         categories = [categories]
-    unknown = [c for c in categories if c not in CATEGORIES]
+    unknown = [c for c in categories if c not in ALL_CATEGORIES]
     if unknown:
         raise InputSetError(
-            _SOURCE, f"unknown categories {unknown}; known: {', '.join(CATEGORIES)}", array="category"
+            _SOURCE, f"unknown categories {unknown}; known: {', '.join(ALL_CATEGORIES)}", array="category"
         )
     if not categories:
         raise InputSetError(_SOURCE, "no categories selected", array="category")
-    return [c for c in CATEGORIES if c in set(categories)]
+    return [c for c in ALL_CATEGORIES if c in set(categories)]
 
 
 def _check_seed(seed) -> None:

@@ -40,6 +40,10 @@ class Family:
     describe: Callable[[tuple], str]  # levels → one line for reports
     levels: tuple | None = None
     applies_to: frozenset[str] | None = None
+    # a further test on one sample's shape beyond its kind (colour images only, ...), and what
+    # it asks for in words, for the note that says why a family was left out
+    fits: Callable[[tuple], bool] | None = None
+    needs: str = ""
 
     def __post_init__(self):
         if self.levels is None:
@@ -66,6 +70,11 @@ class Family:
     def applies(self, kind: str) -> bool:
         return self.applies_to is None or kind in self.applies_to
 
+    def applies_to_shape(self, sample_shape: tuple) -> bool:
+        """Whether the family transforms an array whose samples have this shape."""
+        sample_shape = tuple(sample_shape)
+        return self.applies(input_kind(sample_shape)) and (self.fits is None or bool(self.fits(sample_shape)))
+
 
 _REGISTERED: dict[str, Family] = {}
 
@@ -91,6 +100,54 @@ def input_kind(sample_shape: tuple) -> str:
     if len(sample_shape) == 3 and (sample_shape[-1] in (1, 3, 4) or sample_shape[0] in (1, 3, 4)):
         return "image"
     return "tensor"
+
+
+CHANNEL_COUNTS = (1, 3, 4)  # grey, RGB/BGR, RGBA
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """How an image sample is laid out: ``order`` "HWC" or "CHW", its size and channels."""
+
+    order: str
+    height: int
+    width: int
+    channels: int
+
+    @property
+    def colour(self) -> bool:
+        return self.channels >= 3
+
+    def describe(self) -> str:
+        tone = "colour" if self.colour else "grey"
+        shape = "×".join(str(v) for v in ((self.height, self.width, self.channels) if self.order == "HWC"
+                                           else (self.channels, self.height, self.width)))
+        return f"{self.order} {tone} images ({shape}: {self.height}×{self.width} pixels, {self.channels} channel(s))"
+
+    def to_hwc(self, x: np.ndarray) -> np.ndarray:
+        """A stack (n, *sample_shape) as (n, H, W, C) (a view for CHW, no copy)."""
+        return x if self.order == "HWC" else np.moveaxis(x, 1, -1)
+
+    def from_hwc(self, x: np.ndarray) -> np.ndarray:
+        return x if self.order == "HWC" else np.moveaxis(x, -1, 1)
+
+
+def image_layout(sample_shape: tuple) -> ImageLayout | None:
+    """The layout of an ``image`` sample (None for any other kind), from its shape alone.
+
+    The channel axis is the last (HWC, TFLite's own layout) or the first (CHW, models
+    converted from PyTorch) axis that is 1, 3 or 4 wide; when both are, the narrower one
+    is the channel axis and a tie reads as HWC. The rule is symmetric, so a transposed
+    sample is read as the transposed layout. 3 or 4 channels are colour (RGB, RGBA),
+    1 is grey.
+    """
+    shape = tuple(int(v) for v in sample_shape)
+    if input_kind(shape) != "image":
+        return None
+    last, first = shape[-1] in CHANNEL_COUNTS, shape[0] in CHANNEL_COUNTS
+    if last and (not first or shape[-1] <= shape[0]):
+        return ImageLayout("HWC", shape[0], shape[1], shape[2])
+    return ImageLayout("CHW", shape[1], shape[2], shape[0])
 
 
 def _load_all() -> dict[str, Family]:

@@ -1,0 +1,114 @@
+"""``edgeq localize``: which op dynamic-range quantization breaks, ranked and confirmed."""
+
+from __future__ import annotations
+
+import click
+
+from edgeq.cli.common import FiniteFloatRange, console, diagnostics, output_file, path_arg, write_json_file
+
+
+def repair_options(f):
+    """The options localize and fix share: model sources, the condition set, the target."""
+    for decorator in (
+        click.option("--data", type=path_arg, help="NPZ with x (and optional y): the risky suite is built from it."),
+        click.option("--inputs", "inputs_path", type=path_arg, help="A risky suite already built (edgeq inputs "
+                     "risky), instead of --data."),
+        click.option("--quantized", type=path_arg, help="The quantized .tflite to explain (default: convert MODEL "
+                     "to dynamic range)."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
+        click.option("--max-per-category", type=click.IntRange(min=1), default=200, show_default=True,
+                     help="Samples per condition when the suite is built from --data."),
+        click.option("--target-drop", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.02,
+                     show_default=True, help="A condition whose drop (accuracy drop with labels, else top-1 "
+                     "flip rate) exceeds this needs repair."),
+        click.option("--json", "json_path", type=output_file, help="Write the result as JSON here (- for stdout)."),
+        click.option("-o", "--outdir", type=path_arg, help="Keep the converted and rebuilt models here "
+                     "(default: a temporary folder)."),
+    ):
+        f = decorator(f)
+    return f
+
+
+def announcer():
+    out = diagnostics()
+    return lambda text: out.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def prepare_bench(model, workdir, data, inputs_path, quantized, seed, max_per_category, announce):
+    from edgeq.repair.bench import prepare
+
+    return prepare(model, workdir, data=data, inputs=inputs_path, quantized=quantized, seed=seed,
+                   max_per_category=max_per_category, announce=announce)
+
+
+class Workdir:
+    """OUTDIR when given, else a temporary folder removed at the end."""
+
+    def __init__(self, outdir):
+        self.outdir, self.tmp = outdir, None
+
+    def __enter__(self):
+        from pathlib import Path
+
+        if self.outdir is not None:
+            from edgeq.devices.run import ensure_writable_dir
+
+            ensure_writable_dir(self.outdir)
+            return Path(self.outdir)
+        import tempfile
+
+        self.tmp = tempfile.TemporaryDirectory(prefix="edgeq-repair-")
+        return Path(self.tmp.name)
+
+    def __exit__(self, *exc):
+        if self.tmp is not None:
+            self.tmp.cleanup()
+
+
+@click.command()
+@click.argument("model", type=path_arg)
+@repair_options
+@click.option("--worst", type=click.IntRange(min=1), default=3, show_default=True,
+              help="How many of the worst conditions to localize on.")
+@click.option("--confirm", type=click.IntRange(min=0), default=3, show_default=True,
+              help="How many leading ops to confirm by re-quantizing with each kept float.")
+def localize(model, data, inputs_path, quantized, seed, max_per_category, target_drop, json_path, outdir, worst,
+             confirm):
+    """Rank the ops of MODEL (.keras/.h5, SavedModel or float .tflite) that break under dynamic range."""
+    from edgeq.repair.localize import localize as run_localize
+
+    announce = announcer()
+    with Workdir(outdir) as workdir:
+        bench = prepare_bench(model, workdir, data, inputs_path, quantized, seed, max_per_category, announce)
+        result = run_localize(bench, target_drop, worst=worst, confirm=confirm, announce=announce)
+    print_localize(console(), result)
+    write_json_file(json_path, result)
+
+
+def print_localize(out, result: dict) -> None:
+    """The ranked table, within 80 columns; tensor names on their own line."""
+    def say(text):
+        out.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    if result["status"] != "localized":
+        say(f"nothing to localize: {result['reason']}")
+        return
+    import textwrap
+
+    for line in textwrap.wrap(f"conditions: {', '.join(result['conditions'])} ({result['samples']} samples)", 80):
+        say(line)
+    say(f"measured on {result['measured_on']}")
+    say(f"{'#':>2} {'op':>3} {'type':<15} {'layer':<20} {'stretch':>8} {'SQNR dB':>7} {'flips':>5} {'recov.':>6}")
+    for e in result["ranking"]:
+        say(f"{e['rank']:>2} {e['op_index']:>3} {e['op_type'][:15]:<15} {(e['layer'] or '-')[:20]:<20} "
+            f"{_num(e['stretch'], '.0f'):>8} {_num(e['sqnr_db'], '.1f', 'inf'):>7} "
+            f"{100 * e['flip_share']:>4.0f}% {_pct(e['recovered_share']):>6}")
+        say(f"       tensor {e['tensor'][:66]}")
+
+
+def _num(value, spec, none="-"):
+    return none if value is None else format(value, spec)
+
+
+def _pct(value):
+    return "-" if value is None else f"{100 * value:.0f}%"

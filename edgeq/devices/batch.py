@@ -1,0 +1,183 @@
+"""Both models kept loaded on a device, evaluating batches sent over the agent protocol.
+
+A search sends many small batches and needs every answer before it can choose the next
+one, so a run directory per batch (push, run, pull) would cost more than the inference.
+``DeviceBatch`` opens one agent session, takes the device's lock for as long as it is
+open (as a run does), pushes the float and quantized models once and sends each batch
+inline through the agent's ``infer`` op: the agent keeps both interpreters loaded between
+requests. A batch larger than one request may carry (the agent's ``INFER_MAX_BYTES``,
+which keeps every answer inside the protocol's line limit) is split on the host.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import math
+from pathlib import Path
+
+import numpy as np
+
+from device_agents.edgeq_agent import INFER_DTYPES, INFER_MAX_BYTES
+from edgeq.devices.agent_client import AgentSession
+from edgeq.devices.deploy import Deployer
+from edgeq.devices.inventory import Device, connect, device_python
+from edgeq.devices.lock import acquire, to_stderr
+from edgeq.devices.run import check_running_agent, job_values, preflight
+from edgeq.errors import AgentError, ConfigError
+from edgeq.models.modelinfo import read_model
+
+ANSWER_TIMEOUT_S = 600.0
+
+
+class DeviceBatch:
+    """``evaluate(batch) -> (float_outputs, quant_outputs)`` on ``device``, one list entry per model output.
+
+    ``batch`` is a list with one array per model input (samples first). Use as a context
+    manager (or call ``close``): the device's lock is held until then.
+    """
+
+    def __init__(self, device: Device, float_model: Path, quant_model: Path, *, threads: int = 1,
+                 resolver: str = "AUTO", wait_s: float = 0.0):
+        self.device = device
+        self.float_model, self.quant_model = Path(float_model), Path(quant_model)
+        self.options = {k: v for k, v in job_values(_Options(threads, resolver), "infer").items()}
+        self.infos = [read_model(self.float_model), read_model(self.quant_model)]
+        self.rows_per_request = rows_per_request(*self.infos)
+        self.requests = 0
+        self.invoke_ns = 0
+        self.facts: dict = {}
+        self._stack = contextlib.ExitStack()
+        try:
+            self._open(wait_s)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _open(self, wait_s: float) -> None:
+        transport = self._stack.enter_context(connect(self.device))
+        self.deployer = Deployer(transport, self.device.workdir)
+        agent_path = self.deployer.push_agent()
+        self.session = self._stack.enter_context(
+            AgentSession(transport, device_python(self.device, transport), agent_path))
+        self.facts = self.session.hello()
+        check_running_agent(self.device.name, self.facts)
+        acquire(self.session, self.deployer.workdir, wait_s, to_stderr)
+        self.deployer.hasher, self.deployer.free_space = self.session.sha256, self.session.free_bytes
+        for info in self.infos:
+            preflight(self.device.name, self.facts, info)
+        self._push(force=False)
+
+    def _push(self, force: bool) -> None:
+        (self.float_remote, self.float_sha), (self.quant_remote, self.quant_sha) = (
+            self.deployer.push(self.float_model, force=force), self.deployer.push(self.quant_model, force=force))
+
+    def evaluate(self, batch: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Both models' outputs for every row of ``batch`` (split into requests the agent accepts)."""
+        batch = [np.asarray(a) for a in batch]
+        rows = len(batch[0]) if batch else 0
+        if rows == 0:
+            raise ConfigError("nothing to evaluate: an empty batch")
+        parts = [self._request([a[lo:lo + self.rows_per_request] for a in batch])
+                 for lo in range(0, rows, self.rows_per_request)]
+        if len(parts) == 1:
+            return parts[0]
+        return tuple([np.concatenate([p[side][k] for p in parts]) for k in range(len(parts[0][side]))]
+                     for side in (0, 1))
+
+    def _request(self, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        params = dict(self.options, inputs=[wire_array(a) for a in arrays])
+        try:
+            answer = self._send(params)
+        except AgentError as exc:
+            if exc.kind != "Corrupt":
+                raise
+            self._push(force=True)  # a stored model went bad on the device: replace it once
+            answer = self._send(params)
+        self.requests += 1
+        self.invoke_ns += sum(int(v) for v in (answer.get("invoke_ns") or {}).values())
+        rows = len(arrays[0])
+        return tuple(_read_outputs(self.device.name, answer, side, rows, len(info.outputs))
+                     for side, info in zip(("float", "quant"), self.infos))
+
+    def _send(self, params: dict) -> dict:
+        return self.session.request("infer", float=self.float_remote, quant=self.quant_remote,
+                                    float_sha256=self.float_sha, quant_sha256=self.quant_sha,
+                                    timeout=ANSWER_TIMEOUT_S, **params)
+
+    def describe(self) -> dict:
+        runtime = self.facts.get("runtime") or {}
+        return {"where": f"device {self.device.name} (agent, batches of up to {self.rows_per_request} rows)",
+                "device": self.device.name, "arch": self.facts.get("arch"),
+                "runtime": f"{runtime.get('name')} {runtime.get('version')}", **self.options,
+                "rows_per_request": self.rows_per_request}
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _Options:
+    def __init__(self, threads, resolver):
+        self.threads, self.resolver = threads, resolver
+
+
+def rows_per_request(float_info, quant_info) -> int:
+    """The most rows one infer request may carry: inputs, and both models' outputs, within INFER_MAX_BYTES."""
+    def row_bytes(tensors) -> int:
+        total = 0
+        for t in tensors:
+            dims = tuple(t.shape_signature or t.shape)[1:]
+            total += math.prod(max(int(d), 1) for d in dims) * np.dtype(t.dtype).itemsize
+        return max(total, 1)
+
+    inputs = row_bytes(float_info.inputs)
+    outputs = row_bytes(float_info.outputs) + row_bytes(quant_info.outputs)
+    rows = min(INFER_MAX_BYTES // inputs, INFER_MAX_BYTES // outputs)
+    if rows < 1:
+        raise ConfigError(f"{Path(float_info.path).name}: one sample is larger than the {INFER_MAX_BYTES} bytes an "
+                          "agent infer request may carry; evaluate it on the host instead of a device")
+    return rows
+
+
+def wire_array(array: np.ndarray) -> dict:
+    """An array as the agent's infer op takes it: dtype, shape, base64 of the raw little-endian bytes."""
+    array = np.ascontiguousarray(array)
+    raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    return {"dtype": array.dtype.name, "shape": [int(s) for s in array.shape],
+            "data": base64.b64encode(raw).decode("ascii")}
+
+
+def read_wire_array(item, where: str) -> np.ndarray:
+    """The inverse of ``wire_array``, for data from a device: checked, never trusted."""
+    if not isinstance(item, dict) or item.get("dtype") not in INFER_DTYPES or not isinstance(item.get("shape"), list):
+        raise AgentError(f"{where}: malformed array in the agent's answer", kind="Protocol")
+    shape = item["shape"]
+    if any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
+        raise AgentError(f"{where}: bad shape {shape!r} in the agent's answer", kind="Protocol")
+    dtype = np.dtype(item["dtype"])
+    try:
+        raw = base64.b64decode(item.get("data", ""), validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise AgentError(f"{where}: an output in the agent's answer is not base64", kind="Protocol") from None
+    if len(raw) != math.prod(shape) * dtype.itemsize:
+        raise AgentError(f"{where}: an output of {len(raw)} bytes does not fit its shape {shape}", kind="Protocol")
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+
+
+def _read_outputs(device: str, answer: dict, side: str, rows: int, count: int) -> list[np.ndarray]:
+    items = answer.get(side)
+    if not isinstance(items, list) or len(items) != count:
+        raise AgentError(f"{device}: the agent's infer answer lacks the {side} model's {count} output(s)",
+                         kind="Protocol")
+    arrays = [read_wire_array(item, device) for item in items]
+    if any(len(a.shape) == 0 or a.shape[0] != rows for a in arrays):
+        raise AgentError(f"{device}: the agent answered for a different number of rows than the {rows} sent",
+                         kind="Protocol")
+    return arrays

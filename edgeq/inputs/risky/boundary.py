@@ -1,0 +1,410 @@
+"""The ``boundary`` category: inputs on which the float model is least sure.
+
+A quantized model disagrees with its float twin where the float decision is close:
+the float top-1 − top-2 margin is the best known predictor of a flip. This category
+takes such inputs from the data and makes more of them, with the float model's own
+outputs (the float ``.tflite``, run on the host with ai-edge-litert):
+
+- severity 1: the data's lowest-margin samples (the lowest ``LOW_FRACTION``, at least
+  ``MIN_COUNT``: fewer could never bound a 2 % drop), per classification head;
+- severities 2 and 3: interpolations x = a + t·(b − a) between two samples a, b the float
+  model puts in different classes. t is first bisected to the float decision boundary
+  (``BISECTION_STEPS`` halvings, each one float inference of a block of pairs), then
+  moved back towards a, by another bisection, to the point whose float margin is
+  ``LEVELS[s]`` × the data's median float margin: 10 % at severity 2, 3 % at severity 3.
+  As many pairs as any other cell has samples (``max_per_category``, at most the data's
+  size), shared out between the heads.
+
+Why not the boundary itself: a point with margin ~0 changes class under any perturbation
+at all, so its flip rate is ~50 % whatever the quantization does. Measured on the built-in
+example (which loses nothing anywhere else): 49 % of the points at the boundary flip, 5 %
+at 1 % of the median margin, none at 2 % or more. Such a cell would make every model
+"catastrophic" and tell nothing. A flip at margin m says the quantized model moved the
+decision by more than m: at 3 % of the typical margin, that is a real loss of precision.
+
+The partner b of each a is the nearest (L2, each input scaled by its range) of
+``CANDIDATES`` random samples of another float class: nearby pairs cross the boundary
+close to the data, not in the middle of nowhere. With labels, pairs of the labelled
+head are drawn from samples the float model gets right, and an interpolation (always on
+a's side of the float boundary, so the float model gives a's class) carries a's label:
+the accuracy drop there counts quantized decisions that leave the float one.
+``source_index`` is a's index. The float margin of every sample is kept in the plan
+(``BoundaryPlan.margins``) and summarised in the suite's note; an input set has no
+per-sample tag for it (any other array in it is read as a model input).
+
+Only the plan (indices and the t of each pair) is held; the samples are produced a
+block at a time like every other cell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.inputs.risky.ranges import to_dtype
+
+BOUNDARY = "boundary"
+LOW_FRACTION = 0.1     # severity 1: the lowest-margin tenth of the data ...
+MIN_COUNT = 200        # ... but at least this many: with 0 flips in n, the 95 % upper bound is ~3.7/n, and
+                       # below ~190 samples it stays over the 2 % "degraded" line, so a smaller cell could
+                       # only ever give a tentative verdict, however robust the model
+POOL_LIMIT = 5000      # ... found among at most this many samples scored by the float model
+CANDIDATES = 16        # partners tried per interpolation; the nearest is kept
+BISECTION_STEPS = 12   # the boundary's t to within 1/4096 of the path
+MARGIN_STEPS = 10      # then t of each level's margin to within 1/1024 of the way back to a
+LEVELS = {2: 0.1, 3: 0.03}  # severity → float margin of the interpolations, × the data's median margin
+BATCH = 64             # rows per float inference on the host, at most (fewer for large samples: see ``rows``)
+SEED_KEY = zlib.crc32(BOUNDARY.encode())
+
+
+def describe() -> str:
+    return ("near the float decision boundary: 1 the data's lowest float top-1 − top-2 margins "
+            f"(lowest {LOW_FRACTION * 100:g}%); 2 and 3 interpolations between samples of different float "
+            f"classes, bisected to the boundary and placed where the float margin is "
+            f"{LEVELS[2] * 100:g}% and {LEVELS[3] * 100:g}% of the data's median margin")
+
+
+@dataclass
+class Head:
+    """One classification output: its index, report name and how its class is read."""
+
+    index: int
+    name: str
+    threshold: float | None = None  # a single score: its class is score > threshold
+    scale: float = 1.0  # a single probability p: margin |p − (1 − p)| = 2 |p − 0.5|
+
+    def read(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(class, margin) of each row; a non-finite row gets class -1 and margin inf."""
+        f = out.reshape(len(out), -1).astype(np.float64)
+        if f.shape[1] == 1:
+            pred = (f[:, 0] > self.threshold).astype(np.int64)
+            margin = self.scale * np.abs(f[:, 0] - self.threshold)
+        else:
+            top = np.partition(f, f.shape[1] - 2, axis=1)[:, -2:]
+            pred, margin = f.argmax(axis=1), top[:, 1] - top[:, 0]
+        finite = np.isfinite(f).all(axis=1)
+        return np.where(finite, pred, -1), np.where(finite, margin, np.inf)
+
+
+@dataclass
+class BoundaryPlan:
+    """What the boundary cells are made of. ``low``: data indices (severity 1); ``first``,
+    ``second``: the pairs; ``t``: severity → where on a → b each pair's point lies
+    (severities 2 and 3); ``margins``: severity → the float margin of each sample (of the
+    head it was made for); ``typical``: the median float margin over the scored data."""
+
+    low: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    t: dict[int, np.ndarray]
+    margins: dict[int, np.ndarray]
+    typical: float
+    heads: list[str]
+    skipped: str = ""  # why no interpolations were made, when none were
+    levels: dict[int, int] = field(init=False)
+
+    def __post_init__(self):
+        self.levels = {1: len(self.low), 2: len(self.first), 3: len(self.first)}
+        self.levels = {s: k for s, k in self.levels.items() if k}
+
+    @property
+    def n(self) -> int:
+        return sum(self.levels.values())
+
+    def parts(self, x: np.ndarray, step: int) -> Iterator[np.ndarray]:
+        """The rows of one input array, severity by severity, a block of ``step`` rows at a time."""
+        for severity in self.levels:
+            for lo in range(0, self.levels[severity], step):
+                if severity == 1:
+                    yield x[self.low[lo:lo + step]]
+                else:
+                    t = self.t[severity][lo:lo + step]
+                    yield between(x[self.first[lo:lo + step]], x[self.second[lo:lo + step]], t, x.dtype)
+
+    def tag_parts(self, tag: str, labels: np.ndarray | None, name: np.ndarray) -> Iterator[np.ndarray]:
+        for severity, k in self.levels.items():
+            if tag == "category":
+                yield np.full(k, name, dtype=name.dtype)
+            elif tag == "severity":
+                yield np.full(k, severity, dtype=np.int32)
+            elif tag == "source_index":
+                yield (self.low if severity == 1 else self.first).astype(np.int64)
+            else:
+                yield labels[self.low if severity == 1 else self.first]
+
+    def summary(self) -> str:
+        """One line for the suite's notes."""
+        def med(s):
+            return f"{float(np.median(self.margins[s])):.3g}"
+        heads = ", ".join(repr(h) for h in self.heads)
+        parts = [f"{self.levels[1]} lowest-margin samples (median float margin {med(1)})"] if 1 in self.levels else []
+        if 2 in self.levels:
+            parts.append(f"{self.levels[2]} + {self.levels[3]} interpolations between float classes, "
+                         f"bisected to the boundary, at margins {LEVELS[2] * 100:g}% / {LEVELS[3] * 100:g}% "
+                         f"of the median (median margins {med(2)} / {med(3)})")
+        elif self.skipped:
+            parts.append(f"no interpolations: {self.skipped}")
+        return (f"boundary (output {heads}; median float margin of the data {self.typical:.3g}): "
+                + "; ".join(parts))
+
+
+def between(a: np.ndarray, b: np.ndarray, t: np.ndarray, dtype) -> np.ndarray:
+    """a + t·(b − a), row by row, in ``dtype`` (rounded for integer inputs): the points the
+    bisection judged are exactly the ones written."""
+    a = np.asarray(a, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64).reshape((-1,) + (1,) * (a.ndim - 1))
+    return to_dtype(a + t * (np.asarray(b, dtype=np.float64) - a), dtype)
+
+
+class FloatModel:
+    """The float ``.tflite`` on the host (ai-edge-litert), fed a block of rows at a time."""
+
+    def __init__(self, path: Path, arrays: Mapping[str, np.ndarray], batch: int = BATCH):
+        from ai_edge_litert.interpreter import Interpreter
+
+        from edgeq.inputs.inputset import InputSet, input_specs, match_model_inputs
+        from edgeq.models.modelinfo import read_model
+
+        self.path = Path(path)
+        self.info = read_model(self.path)
+        probe = InputSet(arrays=dict(arrays), path=self.path)
+        self.names = match_model_inputs(probe, input_specs(self.info))  # array name per model input
+        with _quiet_native():
+            self.interpreter = Interpreter(model_path=str(self.path), num_threads=1)
+        self.in_details = self.interpreter.get_input_details()
+        self.out_details = self.interpreter.get_output_details()
+        self.size = max(1, int(batch))  # the batch it runs (padded to, so it is allocated once)
+        self.batch = 0  # the batch it is allocated for; 1 when the model takes no other
+
+    def __call__(self, rows: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs (one array per model output) for the rows given per input array name."""
+        count = len(rows[self.names[0]])
+        outs: list[list[np.ndarray]] = [[] for _ in self.out_details]
+        for lo in range(0, count, self.size):
+            part = [np.asarray(rows[name][lo:lo + self.size]) for name in self.names]
+            for k, o in enumerate(self._invoke(part)):
+                outs[k].append(o)
+        return [np.concatenate(o, axis=0) for o in outs]
+
+    def _invoke(self, part: list[np.ndarray]) -> list[np.ndarray]:
+        """One block of at most ``size`` rows: as one batch (padded to ``size``, so the
+        interpreter is allocated once), or row by row when the model does not take a batch."""
+        if self.batch != 1:
+            self._resize(self.size)
+        k = len(part[0])
+        if self.batch == 1:
+            rows = [self._run([p[i:i + 1] for p in part]) for i in range(k)]
+            return [np.concatenate(o, axis=0) for o in zip(*rows)]
+        if k < self.batch:
+            part = [np.concatenate([p, np.repeat(p[-1:], self.batch - k, axis=0)]) for p in part]
+        return [o[:k] for o in self._run(part)]
+
+    def _run(self, part: list[np.ndarray]) -> list[np.ndarray]:
+        for detail, array in zip(self.in_details, part):
+            self.interpreter.set_tensor(detail["index"], np.ascontiguousarray(array, dtype=detail["dtype"]))
+        self.interpreter.invoke()
+        return [self.interpreter.get_tensor(d["index"]).copy() for d in self.out_details]
+
+    def _resize(self, size: int) -> None:
+        if self.batch == size:
+            return
+        try:
+            for detail in self.in_details:
+                self.interpreter.resize_tensor_input(detail["index"], [size, *detail["shape"][1:]])
+            with _quiet_native():
+                self.interpreter.allocate_tensors()
+            self.batch = size
+        except (RuntimeError, ValueError):
+            if size == 1:
+                raise
+            self._resize(1)
+
+
+@contextlib.contextmanager
+def _quiet_native():
+    """The runtime's own C++ log lines ("Created TensorFlow Lite XNNPACK delegate") kept off
+    the user's terminal: they go to file descriptor 2, which no Python setting silences.
+    Errors still reach the caller as exceptions."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def plan_boundary(model: Path, arrays: Mapping[str, np.ndarray], labels: np.ndarray | None, *, seed: int,
+                  limit: int | None, spec=None) -> BoundaryPlan | str:
+    """The boundary cells for this data, or the reason there can be none (a sentence)."""
+    from edgeq.inputs.risky import transform_rows
+
+    # rows handled at once: a block of TRANSFORM_BYTES (the suite's own), at most BATCH per inference
+    step = transform_rows(max((a.shape[1:] for a in arrays.values()), key=lambda s: int(np.prod(s))))
+    float_model = FloatModel(model, arrays, batch=min(BATCH, step))
+    n = len(next(iter(arrays.values())))
+    rng = np.random.default_rng([int(seed), SEED_KEY])
+    pool = np.arange(n) if n <= POOL_LIMIT else np.sort(rng.choice(n, POOL_LIMIT, replace=False))
+    first_block = float_model({name: arrays[name][pool[:step]] for name in float_model.names})
+    heads, labelled = _heads(float_model, first_block, labels is not None, spec)
+    if not heads:
+        return "the float model has no classification output (no top-1 − top-2 margin to rank by)"
+    outputs = _score(float_model, arrays, pool, [h.index for h in heads], first_block, step)
+    read = {h.index: h.read(outputs[h.index]) for h in heads}
+    count = min(limit or n, len(pool), max(MIN_COUNT, int(np.ceil(LOW_FRACTION * len(pool)))))
+    low, low_margin = _lowest(pool, heads, read, -(-count // len(heads)), count)
+    quota = -(-min(limit or n, n) // len(heads))  # interpolations: as many as any other cell holds
+    typical = float(np.median(np.concatenate([read[h.index][1] for h in heads])))
+
+    firsts, seconds, ts, found, why = [], [], {2: [], 3: []}, {2: [], 3: []}, ""
+    for head in heads:
+        pred, margin = read[head.index]
+        ok = pred >= 0
+        if labels is not None and head.index == labelled:
+            ok &= pred == np.asarray(labels)[pool]
+        pairs = _pairs(arrays, pool[ok], pred[ok], quota, rng, step)
+        if pairs is None:
+            why = f"the float model puts every sample in one class (output {head.name!r})"
+            continue
+        a, b = pairs
+        where = np.searchsorted(pool, a)
+        edge = _bisect(float_model, arrays, head, a, b, pred[where], step)
+        firsts.append(a), seconds.append(b)
+        for severity, level in LEVELS.items():
+            t, m = _back_to_margin(float_model, arrays, head, a, b, pred[where], margin[where], edge,
+                                   level * typical, step)
+            ts[severity].append(t), found[severity].append(m)
+    names = [h.name for h in heads]
+    if not firsts:
+        empty = np.zeros(0, dtype=np.int64)
+        return BoundaryPlan(low, empty, empty, {}, {1: low_margin}, typical, names, skipped=why)
+    cat = np.concatenate
+    return BoundaryPlan(low, cat(firsts), cat(seconds), {s: cat(t) for s, t in ts.items()},
+                        {1: low_margin, **{s: cat(m) for s, m in found.items()}}, typical, names)
+
+
+def _score(float_model: FloatModel, arrays, index: np.ndarray, keep: list[int], first: list[np.ndarray],
+           step: int):
+    """Float outputs ``keep`` for the rows ``index``, a block at a time (the first block given)."""
+    parts = {k: [first[k]] for k in keep}
+    for lo in range(step, len(index), step):
+        outs = float_model({name: arrays[name][index[lo:lo + step]] for name in float_model.names})
+        for k in keep:
+            parts[k].append(outs[k])
+    return {k: np.concatenate(p, axis=0) for k, p in parts.items()}
+
+
+def _heads(float_model: FloatModel, outputs: list[np.ndarray], has_labels: bool, spec) -> tuple[list[Head], int]:
+    """The classification outputs, judged as ``compare`` judges them; and the labelled one's index."""
+    from edgeq.analysis.kinds import in_unit_interval
+    from edgeq.analysis.plan import describe_outputs, plan_outputs
+
+    info = float_model.info
+    described = describe_outputs([t.name for t in info.outputs], [tuple(t.shape[1:]) for t in info.outputs], info)
+    plans = plan_outputs(described, spec, has_labels, values=outputs)
+    heads, labelled = [], -1
+    for plan in plans:
+        if plan.kind != "classification":
+            continue
+        out = outputs[plan.index]
+        head = Head(plan.index, described[plan.index].short)
+        if int(np.prod(out.shape[1:])) == 1:
+            unit = bool(in_unit_interval(out))
+            given = plan.options.get("threshold")
+            head.threshold = float(given) if given is not None else (0.5 if unit else 0.0)
+            head.scale = 2.0 if unit else 1.0
+        heads.append(head)
+        if plan.labels:
+            labelled = plan.index
+    return heads, labelled
+
+
+def _lowest(pool, heads, read, quota: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``quota`` lowest-margin samples per head (no sample twice), sorted by index."""
+    chosen: dict[int, float] = {}
+    for head in heads:
+        margin = read[head.index][1]
+        taken = 0
+        for k in np.argsort(margin, kind="stable"):
+            if taken == quota or len(chosen) == count or not np.isfinite(margin[k]):
+                break
+            if int(pool[k]) not in chosen:
+                chosen[int(pool[k])] = float(margin[k])
+                taken += 1
+    order = sorted(chosen)
+    return np.array(order, dtype=np.int64), np.array([chosen[i] for i in order], dtype=np.float64)
+
+
+def _pairs(arrays, eligible: np.ndarray, pred: np.ndarray, count: int, rng: np.random.Generator, step: int):
+    """(a, b): ``count`` first samples and, for each, the nearest of CANDIDATES of another class."""
+    classes = np.unique(pred)
+    if len(eligible) < 2 or len(classes) < 2:
+        return None
+    first = rng.choice(len(eligible), size=count, replace=count > len(eligible))
+    candidates = np.empty((count, CANDIDATES), dtype=np.int64)
+    for c in classes:
+        rows = np.nonzero(pred[first] == c)[0]
+        others = np.nonzero(pred != c)[0]
+        if len(rows):
+            candidates[rows] = others[rng.integers(0, len(others), size=(len(rows), CANDIDATES))]
+    spans = {name: (float(np.max(x)) - float(np.min(x))) or 1.0 for name, x in arrays.items()}
+    a_all, b_all = eligible[first], np.empty(count, dtype=np.int64)
+    block = max(1, step // CANDIDATES)
+    for lo in range(0, count, block):
+        a, cand = a_all[lo:lo + block], eligible[candidates[lo:lo + block]]
+        dist = np.zeros(cand.shape)
+        for name, x in arrays.items():
+            xa = np.asarray(x[a], dtype=np.float64).reshape(len(a), 1, -1)
+            xc = np.asarray(x[cand.reshape(-1)], dtype=np.float64).reshape(cand.shape[0], cand.shape[1], -1)
+            dist += (((xc - xa) / spans[name]) ** 2).sum(axis=2)
+        b_all[lo:lo + block] = cand[np.arange(len(a)), dist.argmin(axis=1)]
+    order = np.argsort(a_all, kind="stable")  # rows in data order, like every other cell
+    return a_all[order], b_all[order]
+
+
+def _points(arrays, names, a, b, t) -> dict[str, np.ndarray]:
+    return {name: between(arrays[name][a], arrays[name][b], t, arrays[name].dtype) for name in names}
+
+
+def _bisect(float_model, arrays, head: Head, a, b, pred_a, step) -> np.ndarray:
+    """t per pair on a's side of the float decision boundary, within 2^-steps of it."""
+    lo_t, hi_t = np.zeros(len(a)), np.ones(len(a))
+    for start in range(0, len(a), step):
+        s = slice(start, start + step)
+        lo, hi = lo_t[s], hi_t[s]
+        for _ in range(BISECTION_STEPS):
+            mid = (lo + hi) / 2
+            outs = float_model(_points(arrays, float_model.names, a[s], b[s], mid))
+            same = head.read(outs[head.index])[0] == pred_a[s]
+            lo, hi = np.where(same, mid, lo), np.where(same, hi, mid)
+        lo_t[s] = lo
+    return lo_t
+
+
+def _back_to_margin(float_model, arrays, head: Head, a, b, pred_a, margin_a, edge, target: float,
+                    step) -> tuple[np.ndarray, np.ndarray]:
+    """(t, float margin) per pair: the point between a (t = 0) and the boundary (t = edge) where
+    the float model still gives a's class with a margin of at least ``target``, the closest
+    to the boundary within MARGIN_STEPS halvings. A pair whose a is already below the target
+    keeps a itself."""
+    t_out, m_out = np.zeros(len(a)), np.asarray(margin_a, dtype=np.float64).copy()
+    for start in range(0, len(a), step):
+        s = slice(start, start + step)
+        lo, hi, kept = np.zeros(len(a[s])), edge[s].copy(), m_out[s].copy()
+        for _ in range(MARGIN_STEPS):
+            mid = (lo + hi) / 2
+            outs = float_model(_points(arrays, float_model.names, a[s], b[s], mid))
+            pred, margin = head.read(outs[head.index])
+            ok = (pred == pred_a[s]) & (margin >= target)
+            lo, hi, kept = np.where(ok, mid, lo), np.where(ok, hi, mid), np.where(ok, margin, kept)
+        t_out[s], m_out[s] = lo, kept
+    return t_out, m_out

@@ -1,0 +1,124 @@
+"""What localize and fix both start from: the float model, the quantized one, the suite.
+
+The user's model is converted with ``edgeq.models.convert`` (so the quantized baseline
+is the one edgeq would ship: TFLite converter for Keras, ai-edge-quantizer for a
+``.tflite``), or the ``--quantized`` file they give. Its hybrid ops are the candidates.
+The search itself uses a rebuild of that baseline by ai-edge-quantizer with the same
+ops quantized, because every partly float variant must come from the same tool to be
+comparable; both the shipped and the rebuilt drops are recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.errors import ConfigError, QuantizedNothing
+from edgeq.repair.measure import Suite, condition_drops, predict, top1
+from edgeq.repair.selective import HybridOp, assign_layers, build_selective, graph_ops, hybrid_ops, \
+    keras_layer_names, open_graph
+
+MAX_PER_CATEGORY = 200
+
+
+@dataclass
+class Bench:
+    source: Path
+    stem: str
+    workdir: Path
+    float_path: Path
+    quant_path: Path
+    rebuilt_path: Path | None
+    ops: list[HybridOp]
+    suite: Suite
+    notes: list[str] = field(default_factory=list)
+    float_top: np.ndarray | None = None
+    rebuilt_top: np.ndarray | None = None
+    shipped_drops: dict = field(default_factory=dict)
+    rebuilt_drops: dict = field(default_factory=dict)
+    nothing: str | None = None  # why there is nothing to localize, when so
+
+    def variant(self, keep: set[int], name: str) -> Path:
+        """The rebuild with the ops whose indices are in ``keep`` left float."""
+        return build_selective(self.float_path, [o for o in self.ops if o.index not in keep],
+                               self.workdir / f"{self.stem}.{name}.tflite")
+
+    def drops_of(self, path: Path, rows: np.ndarray | None = None) -> dict[str, dict]:
+        rows = np.arange(self.suite.n) if rows is None else rows
+        return condition_drops(self.suite, self.float_top[rows], top1(predict(path, self.suite, rows)), rows)
+
+
+def prepare(model: Path, workdir: Path, *, data: Path | None = None, inputs: Path | None = None,
+            quantized: Path | None = None, seed: int = 0, max_per_category: int = MAX_PER_CATEGORY,
+            announce=lambda text: None) -> Bench:
+    """Convert, find the hybrid ops, build the suite and measure the baseline drops."""
+    from edgeq.models.convert import convert_model
+
+    if (data is None) == (inputs is None):
+        raise ConfigError("give the condition set as --data NPZ (the risky suite is built from it) "
+                          "or --inputs NPZ (a suite already built), not both")
+    model, workdir = Path(model), Path(workdir)
+    announce(f"converting {model}")
+    try:
+        conversion = convert_model(model, workdir, policy="float" if quantized else "dynamic-range")
+    except QuantizedNothing as exc:
+        return _nothing(model, workdir, f"the quantizer left every weight float ({exc.problem})")
+    float_path = conversion.float_path
+    quant_path = Path(quantized) if quantized else conversion.quant_path
+    stem = float_path.name.removesuffix(".float.tflite")
+    ops = _candidates(float_path, quant_path, keras_layer_names(model))
+    suite = load_suite(float_path, data=data, inputs=inputs, seed=seed, max_per_category=max_per_category)
+    bench = Bench(model, stem, workdir, float_path, quant_path, None, ops, suite)
+    if not ops:
+        bench.nothing = f"{quant_path.name} has no quantized (hybrid) ops: nothing to localize"
+        return bench
+    announce(f"{len(ops)} quantized ops; suite of {suite.n} samples in {len(suite.order)} conditions")
+    bench.float_top = top1(predict(float_path, suite))
+    bench.shipped_drops = bench.drops_of(quant_path)
+    bench.rebuilt_path = bench.variant(set(), "rebuilt")
+    bench.rebuilt_top = top1(predict(bench.rebuilt_path, suite))
+    bench.rebuilt_drops = condition_drops(suite, bench.float_top, bench.rebuilt_top)
+    return bench
+
+
+def _nothing(model: Path, workdir: Path, why: str) -> Bench:
+    return Bench(model, model.stem, workdir, model, model, None, [], Suite([], np.array([]), []), nothing=why)
+
+
+def _candidates(float_path: Path, quant_path: Path, layer_names: list[str]) -> list[HybridOp]:
+    """The quantized model's hybrid ops, re-pointed at the same op of the float model (matched by
+    output tensor names, which both conversions keep)."""
+    float_ops = {op.scope: op for op in graph_ops(open_graph(float_path))}
+    found = []
+    for entry in hybrid_ops(quant_path):
+        twin = float_ops.get(entry.op.scope)
+        if twin is not None:
+            found.append(HybridOp(twin, entry.weight, entry.weight_elements))
+    return assign_layers(found, layer_names)
+
+
+def load_suite(float_path: Path, *, data: Path | None, inputs: Path | None, seed: int,
+               max_per_category: int) -> Suite:
+    """The risky suite built from ``data`` (seeded), or a suite file as given; checked against the model."""
+    from edgeq.inputs.inputset import input_specs, load_inputset, match_model_inputs
+    from edgeq.models.modelinfo import read_model
+
+    dataset = load_inputset(data or inputs, what="data" if data else "input set")
+    names = match_model_inputs(dataset, input_specs(read_model(float_path)))
+    y = None if dataset.y is None else np.asarray(dataset.y)
+    if data is not None:
+        from edgeq.inputs.risky import build_risky_suite
+
+        built = build_risky_suite({n: np.asarray(dataset.arrays[n]) for n in names}, y, seed=seed,
+                                  max_per_category=max_per_category)
+        arrays, category, severity, y = [built[n] for n in names], built["category"], built["severity"], \
+            built.tags.get("y")
+    else:
+        arrays = [np.asarray(dataset.arrays[n]) for n in names]
+        category = np.asarray(dataset.category) if dataset.category is not None else np.full(dataset.n, "all")
+        severity = np.asarray(dataset.severity) if dataset.severity is not None else np.zeros(dataset.n, int)
+    condition = np.array([c if int(s) == 0 else f"{c}/{int(s)}" for c, s in zip(category, severity)])
+    order = list(dict.fromkeys(condition.tolist()))
+    return Suite(arrays, condition, order, y, seed if data is not None else None, str(data or inputs))
