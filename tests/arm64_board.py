@@ -1,0 +1,333 @@
+"""An emulated aarch64 board: a Debian arm64 rootfs under qemu-user, its own sshd, its own address.
+
+`bash scripts/arm64_board.sh prepare` installs qemu-user (>= 8), mmdebstrap and the binfmt entry
+and caches the rootfs as a tarball; this module boots boards from that tarball, reusing the lab's
+namespace and sshd code (tests/lab.py):
+
+- `Arm64Board` is a `lab.SshServer` whose sshd is the rootfs's own arm64 /usr/sbin/sshd, chrooted
+  into a fresh copy of the rootfs (proc, /dev, /sys and a tmpfs /run mounted in sshd's private
+  mount namespace only), with `SetEnv QEMU_CPU=<cpu>` so every program a session starts is
+  emulated as that CPU (cortex-a72 is a Pi 4, cortex-a76 a Pi 5). Its config, keys and
+  authorized_keys live in the rootfs under /etc/edgeq-board.
+- `Arm64Lab` is a `lab.NetnsLab` whose devices are such boards: each board in its own network
+  namespace, reached from the host through a veth pair at 10.77.<n>.2:22.
+- `arm64_board` (session fixture) prepares, boots one board named `arm64-emu` and writes an
+  inventory for it. Where this machine cannot emulate (not root, no binfmt_misc, no qemu >= 8)
+  the tests SKIP with the reason the script printed (its exit status 77); any other failure fails.
+
+Command line (scripts/arm64_board.sh start/stop call these):
+    python tests/arm64_board.py start --rootfs-tar TAR --state DIR [--name N] [--cpu C]
+    python tests/arm64_board.py stop --state DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lab  # noqa: E402
+from lab import LabError, NetnsLab, SshServer, find_tool, require_tools  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "arm64_board.sh"
+CANNOT_EMULATE = 77  # the script's exit status for "this machine cannot host the board"
+BOARD_NAME = "arm64-emu"
+DEFAULT_CPU = "cortex-a72"  # Raspberry Pi 4
+DEVICE_WORKDIR = "/root/edgeq"  # a path on the board (inside the chroot)
+WHEEL_CACHE = Path(os.environ.get("EDGEQ_CACHE", Path.home() / ".cache" / "edgeq")) / "arm64-wheels"
+
+
+class CannotEmulate(RuntimeError):
+    """This machine cannot host an emulated arm64 board (a reason to skip, not a failure)."""
+
+
+def timed(label: str, start: float) -> float:
+    took = time.monotonic() - start
+    print(f"arm64 board: {label}: {took:.1f} s", file=sys.stderr, flush=True)
+    return took
+
+
+def rootfs_tarball() -> Path:
+    """Where the script caches the rootfs for the current recipe (it may not exist yet)."""
+    proc = subprocess.run(["bash", str(SCRIPT), "rootfs-path"], capture_output=True, text=True, check=True)
+    return Path(proc.stdout.strip())
+
+
+def prepare(timeout: float = 3600) -> tuple[Path, float, bool]:
+    """Run `scripts/arm64_board.sh prepare` (tools, binfmt, cached rootfs).
+
+    Returns (tarball, seconds it took, whether the rootfs had to be built cold)."""
+    start = time.monotonic()
+    cold = not rootfs_tarball().exists()
+    try:
+        proc = subprocess.run(["bash", str(SCRIPT), "prepare"], capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError as exc:
+        raise CannotEmulate(f"bash not found: {exc}") from None
+    if proc.returncode == CANNOT_EMULATE:
+        raise CannotEmulate(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "exit 77")
+    if proc.returncode:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise LabError(f"scripts/arm64_board.sh prepare failed ({proc.returncode}):\n{tail}")
+    took = timed("prepare (tools, binfmt, " + ("cold rootfs build)" if cold else "cached rootfs)"), start)
+    return rootfs_tarball(), took, cold
+
+
+def _mounted_below(path: Path) -> list[str]:
+    """Mount points at or below path in *this* mount namespace (the board's are private to it)."""
+    prefix = str(path.resolve())
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point == prefix or point.startswith(prefix + "/"):
+            found.append(point)
+    return found
+
+
+def extract_rootfs(tarball: Path, dest: Path) -> Path:
+    """A fresh, writable copy of the cached rootfs (the board's disk; deleted with the board)."""
+    start = time.monotonic()
+    dest.mkdir(parents=True, exist_ok=True)
+    tar = find_tool("tar") or "tar"
+    proc = subprocess.run([tar, "--numeric-owner", "-xf", str(tarball), "-C", str(dest)],
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode:
+        raise LabError(f"extracting {tarball} failed: {proc.stderr.strip()[-500:]}")
+    shadow = dest / "etc" / "shadow"  # sshd refuses keys for a locked ("!") account even as root
+    if shadow.exists():
+        shadow.write_text(re.sub(r"^root:!\*?:", "root:*:", shadow.read_text(), flags=re.M))
+    timed(f"rootfs copy ({tarball.name})", start)
+    return dest
+
+
+class Arm64Board(SshServer):
+    """The rootfs's own arm64 sshd, chrooted into `rootfs`, in network namespace `netns`."""
+
+    def __init__(self, rootfs: Path, *, host: str, netns: str, hostname: str = BOARD_NAME,
+                 cpu: str = DEFAULT_CPU, own_rootfs: bool = True):
+        self.rootfs, self.cpu, self.own_rootfs = Path(rootfs).resolve(), cpu, own_rootfs
+        super().__init__(self.rootfs / "etc" / "edgeq-board", host=host, port=22, netns=netns,
+                         hostname=hostname, set_env={"QEMU_CPU": cpu})
+        self.user = "root"
+
+    def inside(self, path: Path | str) -> str:
+        """A host path below the rootfs as the board sees it."""
+        return "/" + str(Path(path).resolve().relative_to(self.rootfs))
+
+    def _write_config(self) -> None:
+        super()._write_config()  # host paths under the rootfs: rewritten to board paths
+        config = self.dir / "sshd_config"
+        text = config.read_text().replace(f"{self.rootfs}/", "/")
+        config.write_text(text)
+
+    def _launch_command(self) -> list[str]:
+        if not lab.can_unshare():
+            raise LabError("the arm64 board needs `unshare --mount --uts` (root, util-linux)")
+        root = shlex.quote(str(self.rootfs))
+        script = ["#!/bin/sh", "# In sshd's private mount namespace: none of these mounts reach the host.", "set -e",
+                  f"R={root}",
+                  'mount -t proc proc "$R/proc"',
+                  'mount --rbind /dev "$R/dev"',
+                  'mount --rbind /sys "$R/sys"',
+                  'mount -t tmpfs -o mode=0755 tmpfs "$R/run"',
+                  'mkdir -p "$R/run/sshd"',
+                  f"echo {shlex.quote(self.hostname)} > /proc/sys/kernel/hostname",
+                  f'exec {find_tool("chroot") or "chroot"} "$R" /usr/sbin/sshd -D -e -f {self.inside(self.dir / "sshd_config")}']
+        (self.dir / "launch.sh").write_text("\n".join(script) + "\n")
+        return [find_tool("ip"), "netns", "exec", self.netns, find_tool("unshare"), "--mount", "--uts",
+                "--propagation", "private", "/bin/sh", str(self.dir / "launch.sh")]
+
+    def start(self, timeout: float = 120.0) -> Arm64Board:
+        """sshd under qemu needs a few seconds more than a native one on a busy machine."""
+        begin = time.monotonic()
+        super().start(timeout)
+        timed(f"sshd up on {self.host} ({self.cpu})", begin)
+        return self
+
+    def inventory_entry(self) -> dict:
+        """[devices.NAME] for this board: no python key, so runs use the venv `devices setup` makes."""
+        return {"host": self.host, "port": self.port, "user": self.user, "identity_file": str(self.client_key),
+                "known_hosts": str(self.known_hosts), "workdir": DEVICE_WORKDIR}
+
+    def close(self) -> None:
+        super().close()
+        if self.own_rootfs and self.rootfs.exists():
+            mounted = _mounted_below(self.rootfs)
+            if mounted:  # never delete through a mount (it could be the host's /dev)
+                raise LabError(f"not deleting {self.rootfs}: still mounted here: {mounted}")
+            shutil.rmtree(self.rootfs, ignore_errors=True)
+
+
+class Arm64Lab(NetnsLab):
+    """`NetnsLab` whose devices are emulated arm64 boards booted from the cached rootfs tarball."""
+
+    def __init__(self, tarball: Path, n: int = 1, directory: str | Path | None = None, cpu: str = DEFAULT_CPU):
+        super().__init__(n, directory)
+        self.tarball, self.cpu = Path(tarball), cpu
+
+    def _make_device(self, x: int):
+        device = super()._make_device(x)  # namespace, veth, addresses (and a plain sshd we don't start)
+        device.server.close()
+        rootfs = extract_rootfs(self.tarball, self.dir / f"{device.name}-rootfs")
+        device.server = Arm64Board(rootfs, host=device.address, netns=device.name,
+                                   hostname=BOARD_NAME if self.n == 1 else device.name, cpu=self.cpu)
+        return device
+
+
+@dataclass
+class BoardHandle:
+    """What the tests get: the lab, its one board, and an inventory naming it `arm64-emu`."""
+    lab: Arm64Lab
+    board: Arm64Board
+    inventory: Path
+    name: str = BOARD_NAME
+
+
+def write_inventory(path: Path, devices: dict[str, dict]) -> Path:
+    lines = []
+    for name, entry in devices.items():
+        lines.append(f"[devices.{json.dumps(name)}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in entry.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def skip_reason() -> str | None:
+    """Why this machine cannot host the board, found without installing anything; None if it may."""
+    if sys.platform != "linux":
+        return f"the emulated arm64 board needs Linux (binfmt_misc), not {sys.platform}"
+    if os.geteuid() != 0:
+        return "the emulated arm64 board needs root (binfmt_misc, chroot, network namespaces)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def arm64_board(tmp_path_factory, request):
+    """One emulated Pi-4-class board for the session; skips with the reason where impossible.
+
+    The timings (prepare: cold build or cache hit; warm start) are printed at the session's end."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    require_tools("ssh-keygen", "ip", "unshare", "tar")
+    try:
+        tarball, prepare_s, cold = prepare()
+    except CannotEmulate as exc:
+        pytest.skip(str(exc))
+    start = time.monotonic()
+    directory = tmp_path_factory.mktemp("arm64-board")
+    with Arm64Lab(tarball, 1, directory) as arm64_lab:
+        start_s = timed("warm start (rootfs copy + namespace + sshd)", start)
+        board = arm64_lab.devices[0].server
+        inventory = write_inventory(directory / "edgeq.toml", {BOARD_NAME: board.inventory_entry()})
+        yield BoardHandle(arm64_lab, board, inventory)
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter and capture:  # out of pytest's capture, so the timings show without -s
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\narm64 board: prepare {prepare_s:.1f} s ({'cold rootfs build' if cold else 'cached rootfs'}),"
+                                f" start {start_s:.1f} s (rootfs copy + namespace + sshd under qemu)")
+
+
+# ---- command line: scripts/arm64_board.sh start / stop ---------------------------------------
+
+def _serve(args) -> int:
+    """Boot a board and keep it until SIGTERM/SIGINT (run detached by `start`)."""
+    state = Path(args.state)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    start = time.monotonic()
+    with Arm64Lab(Path(args.rootfs_tar), 1, state / "lab", cpu=args.cpu) as arm64_lab:
+        board = arm64_lab.devices[0].server
+        timed("warm start (rootfs copy + namespace + sshd)", start)
+        inventory = write_inventory(state / "edgeq.toml.part", {args.name: board.inventory_entry()})
+        inventory.replace(state / "edgeq.toml")
+        while not stop:
+            time.sleep(0.5)
+    (state / "edgeq.toml").unlink(missing_ok=True)
+    return 0
+
+
+def _start(args) -> int:
+    state = Path(args.state)
+    pidfile = state / "pid"
+    if pidfile.exists() and lab._alive(int(pidfile.read_text() or 0)):
+        print(f"a board is already running (pid {pidfile.read_text().strip()}); its inventory: {state / 'edgeq.toml'}")
+        return 1
+    lab.cleanup_stale_namespaces()
+    shutil.rmtree(state / "lab", ignore_errors=True)
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "edgeq.toml").unlink(missing_ok=True)
+    log = open(state / "board.log", "ab")
+    proc = subprocess.Popen([sys.executable, __file__, "serve", "--rootfs-tar", args.rootfs_tar, "--state",
+                             str(state), "--name", args.name, "--cpu", args.cpu],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    pidfile.write_text(str(proc.pid))
+    deadline = time.monotonic() + args.timeout
+    while not (state / "edgeq.toml").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            print((state / "board.log").read_text()[-3000:], file=sys.stderr)
+            if proc.poll() is None:
+                proc.terminate()
+            return 1
+        time.sleep(0.5)
+    print((state / "board.log").read_text().strip().splitlines()[-1], file=sys.stderr)
+    print(f"# board {args.name} is up (pid {proc.pid}); inventory {state / 'edgeq.toml'}:")
+    print((state / "edgeq.toml").read_text(), end="")
+    return 0
+
+
+def _stop(args) -> int:
+    state = Path(args.state)
+    pidfile = state / "pid"
+    if not pidfile.exists():
+        print("no board running")
+        lab.cleanup_stale_namespaces()
+        return 0
+    pid = int(pidfile.read_text() or 0)
+    if pid and lab._alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while lab._alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if lab._alive(pid):
+            os.kill(pid, signal.SIGKILL)  # its sshd dies with it (PDEATHSIG); namespaces go below
+    lab.cleanup_stale_namespaces()
+    pidfile.unlink(missing_ok=True)
+    if not _mounted_below(state):  # the board's mounts were private to it; never delete through one
+        shutil.rmtree(state / "lab", ignore_errors=True)
+    print(f"board stopped (pid {pid})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="arm64_board.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("start", "serve"):
+        p = sub.add_parser(name)
+        p.add_argument("--rootfs-tar", required=True)
+        p.add_argument("--state", required=True)
+        p.add_argument("--name", default=BOARD_NAME)
+        p.add_argument("--cpu", default=DEFAULT_CPU, help="QEMU_CPU: cortex-a72 (Pi 4), cortex-a76 (Pi 5)")
+        p.add_argument("--timeout", type=float, default=300)
+    sub.add_parser("stop").add_argument("--state", required=True)
+    args = parser.parse_args(argv)
+    return {"start": _start, "serve": _serve, "stop": _stop}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

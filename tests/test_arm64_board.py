@@ -1,0 +1,154 @@
+"""edgeq on an emulated aarch64 board: a Debian arm64 userland under qemu-user, its own sshd in
+its own network namespace (tests/arm64_board.py, scripts/arm64_board.sh).
+
+The runtime comes the way an air-gapped lab gets it: `edgeq devices setup --offline` downloads
+ai-edge-litert's aarch64 wheels on this host and pushes them. Then the real pipeline runs on
+the board and its numbers are compared with this host's. Where the machine cannot emulate
+(not root, no binfmt_misc, no qemu-user >= 8) every test here skips with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from arm64_board import BOARD_NAME, DEVICE_WORKDIR, SCRIPT, WHEEL_CACHE, arm64_board  # noqa: F401
+from edgeq.cli.main import main
+
+pytestmark = pytest.mark.arm64
+
+
+def edgeq(*args) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def elf_machine(path) -> int:
+    """e_machine of an ELF file (0xb7 = aarch64, 0x3e = x86-64)."""
+    with open(path, "rb") as f:
+        header = f.read(20)
+    assert header[:4] == b"\x7fELF", f"{path} is not an ELF file"
+    return int.from_bytes(header[18:20], "little")
+
+
+def inside(rootfs, path: str):
+    """The host path of a board path, following symlinks as the board would (absolute ones stay inside)."""
+    current = rootfs / path.lstrip("/")
+    for _ in range(40):
+        if not current.is_symlink():
+            return current
+        target = os.readlink(current)
+        current = rootfs / target.lstrip("/") if target.startswith("/") else current.parent / target
+    raise AssertionError(f"symlink loop at {path}")
+
+
+@pytest.fixture(scope="session")
+def arm64_setup(arm64_board, tmp_path_factory):  # noqa: F811
+    """`edgeq devices setup arm64-emu --offline` once for the session: (facts, json path)."""
+    out = tmp_path_factory.mktemp("arm64-setup")
+    code, output = edgeq("devices", "setup", BOARD_NAME, "--inventory", arm64_board.inventory, "--offline",
+                         "--wheels", WHEEL_CACHE, "--json", out / "setup.json")
+    assert code == 0, output
+    return json.loads((out / "setup.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def arm64_evaluation(arm64_board, arm64_setup, tmp_path_factory):  # noqa: F811
+    """The built-in example evaluated on the board (a small suite): its output folder."""
+    out = tmp_path_factory.mktemp("arm64-evaluate") / "out"
+    code, output = edgeq("evaluate", "--device", BOARD_NAME, "--inventory", arm64_board.inventory, "-o", out,
+                         "--max-per-category", 20, "--warmup", 2, "--no-history", "-q")
+    assert code in (0, 1), output  # 1 would be a crossed gate; none is given, but it still ran
+    return out
+
+
+def test_setup_offline_pushes_aarch64_wheels(arm64_board, arm64_setup):  # noqa: F811
+    assert arm64_setup["failed"] == {}
+    ready = arm64_setup["ready"][BOARD_NAME]
+    assert ready["arch"] == "aarch64" and ready["hostname"] == BOARD_NAME
+    assert ready["python_path"] == f"{DEVICE_WORKDIR}/venv/bin/python"
+    assert ready["runtime"]["name"] == "ai_edge_litert"
+    assert list(WHEEL_CACHE.glob("ai_edge_litert-*aarch64*.whl")), "no aarch64 ai-edge-litert wheel downloaded"
+    # The board's disk is a directory on this host: what setup made there is arm64 code.
+    rootfs = arm64_board.board.rootfs
+    pushed = sorted(p.name for p in (rootfs / DEVICE_WORKDIR.lstrip("/") / "wheels").glob("*.whl"))
+    assert any(n.startswith("numpy-") and "aarch64" in n for n in pushed), pushed
+    venv_python = inside(rootfs, f"{DEVICE_WORKDIR}/venv/bin/python")
+    assert elf_machine(venv_python) == 0xB7, venv_python
+
+
+def test_check_reports_aarch64(arm64_board, arm64_setup, tmp_path):  # noqa: F811
+    code, output = edgeq("devices", "check", BOARD_NAME, "--inventory", arm64_board.inventory,
+                         "--json", tmp_path / "check.json")
+    assert code == 0, output
+    facts = json.loads((tmp_path / "check.json").read_text())[BOARD_NAME]
+    assert facts["ok"] and facts["arch"] == "aarch64"
+    assert facts["python_executable"] == f"{DEVICE_WORKDIR}/venv/bin/python"
+    assert facts["runtime"]["name"] == "ai_edge_litert" and facts["libc"].startswith("glibc-")
+
+
+def test_evaluate_on_the_board_compares_kernels_with_the_host(arm64_evaluation):
+    text = (arm64_evaluation / "report.json").read_text()
+    report = json.loads(text, parse_constant=lambda c: pytest.fail(f"report.json holds {c}"))
+    assert report["device"]["name"] == BOARD_NAME and report["device"]["arch"] == "aarch64"
+    assert report["device"]["resolver"] == "AUTO"
+    assert report["verdict"] in ("robust", "degraded", "catastrophic")
+    versus = report["device_vs_host"]
+    assert versus["host"] == platform.machine()
+    n = report["overall"]["n"]
+    for which in ("float", "quant"):
+        assert versus[which]["n"] == n > 0
+        assert math.isfinite(versus[which]["max_abs_error"]) and 0 <= versus[which]["agreement"] <= 1
+    if platform.machine() != "aarch64":
+        # Same model, same inputs, same runtime version: the aarch64 (NEON) kernels still give
+        # other numbers than this host's x86-64 ones, and the report shows it.
+        assert max(versus["float"]["max_abs_error"], versus["quant"]["max_abs_error"]) > 0, versus
+
+
+def test_xnnpack_and_builtin_kernels_differ_on_the_board(arm64_board, arm64_evaluation, tmp_path):  # noqa: F811
+    """The dynamic-range model with the built-in hybrid kernels vs XNNPACK, both on aarch64."""
+    quant = next((arm64_evaluation / "models").glob("*.dynamic-range.tflite"))
+    code, output = edgeq("run", "--device", BOARD_NAME, "--inventory", arm64_board.inventory, "--model", quant,
+                         "--inputs", arm64_evaluation / "inputs" / "risky.npz", "--warmup", 2,
+                         "--resolver", "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "-o", tmp_path / "builtin", "-q")
+    assert code == 0, output
+    code, output = edgeq("compare", arm64_evaluation / "runs" / "quant", tmp_path / "builtin",
+                         "--json", tmp_path / "cmp.json", "-q")
+    assert code in (0, 1), output
+    comparison = json.loads((tmp_path / "cmp.json").read_text())
+    resolvers = [json.loads((d / "meta.json").read_text())["device"] for d in
+                 (arm64_evaluation / "runs" / "quant", tmp_path / "builtin")]
+    assert [r["arch"] for r in resolvers] == ["aarch64", "aarch64"]
+    assert comparison["overall"]["n"] > 0
+    assert comparison["overall"]["max_abs_error"] > 0, comparison["overall"]
+
+
+def test_soak_for_a_few_seconds(arm64_board, arm64_setup, example_tflite, small_inputs, tmp_path):  # noqa: F811
+    code, output = edgeq("soak", "--device", BOARD_NAME, "--inventory", arm64_board.inventory,
+                         "--model", example_tflite[1], "--inputs", small_inputs, "--duration", "6s",
+                         "--window", "2s", "--warmup", 2, "-o", tmp_path / "soak", "--json", tmp_path / "soak.json",
+                         "--no-history")
+    assert code == 0, output
+    summary = json.loads((tmp_path / "soak.json").read_text())
+    assert summary["state"] == "finished" and summary["device"] == BOARD_NAME and summary["error"] is None
+    assert summary["windows"] >= 1 and summary["inferences"] > 0
+    assert summary["output_drift"]["mismatched"] == 0
+
+
+def test_script_says_why_it_cannot_emulate_without_root(tmp_path):
+    """The skip path for real: as an unprivileged user the script exits 77 with a reason."""
+    setpriv = subprocess.run(["sh", "-c", "command -v setpriv"], capture_output=True, text=True).stdout.strip()
+    if os.geteuid() != 0 or not setpriv:
+        pytest.skip("needs root and setpriv to drop to an unprivileged user")
+    proc = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(SCRIPT), "prepare"],
+                          capture_output=True, text=True, timeout=60, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert proc.returncode == 77, proc.stderr
+    assert "cannot emulate here: needs root" in proc.stderr
