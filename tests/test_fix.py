@@ -39,6 +39,10 @@ def test_fix_keeps_only_the_culprit_float_and_verifies_it(layered, tmp_path):
     assert ratio > 2.0, ratio
     assert models["quantized"]["bytes"] < models["fixed"]["bytes"]
     assert all(m["host_latency_us"] > 0 for m in models.values())
+    # without --device everything is measured on the host, said the same way as before
+    assert all(m["latency_us"] == m["host_latency_us"] for m in models.values())
+    assert report["measured_on"].startswith("host:") and "device" not in report
+    assert report["latency_basis"].startswith("host:")
     assert "search order" in result.stderr and "fixed:" in result.stdout
     assert max(len(line) for line in result.stdout.splitlines() if not line.startswith("/")) <= 80
 

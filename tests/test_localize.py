@@ -57,6 +57,8 @@ def test_the_culprit_is_ranked_first_and_confirmed(layered_localized):
     assert len(report["conditions"]) == 3 and all(c in result.stderr for c in report["conditions"])
     assert "confirmed op" in result.stderr
     assert report["graph"] and any(op["hybrid"] for op in report["graph"])
+    assert report["measured_on"] == report["analysis_on"] and report["measured_on"].startswith("host:")
+    assert "device" not in report
 
 
 def test_the_table_fits_80_columns(layered_localized):

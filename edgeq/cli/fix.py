@@ -7,14 +7,15 @@ import sys
 import click
 
 from edgeq.cli.common import always, console, path_arg, write_json_file
-from edgeq.cli.localize import Workdir, announcer, prepare_bench, repair_options
+from edgeq.cli.localize import Workdir, announcer, measured_lines, measurer_for, prepare_bench, repair_options
 
 
 @click.command()
 @click.argument("model", type=path_arg)
 @repair_options
 @click.option("--max-float", type=click.IntRange(min=1), help="Keep at most this many ops float.")
-def fix(model, data, inputs_path, quantized, seed, max_per_category, target_drop, json_path, outdir, max_float):
+def fix(model, data, inputs_path, quantized, seed, max_per_category, target_drop, json_path, outdir, device_name,
+        inventory, wait_s, max_float):
     """Write OUTDIR/<stem>.fixed.tflite (default: the current folder): MODEL with the fewest ops float
     that keep every condition's drop under the target, verified on the suite."""
     from pathlib import Path
@@ -23,9 +24,10 @@ def fix(model, data, inputs_path, quantized, seed, max_per_category, target_drop
 
     announce = announcer()
     final = Path(outdir) if outdir is not None else Path.cwd()
-    with Workdir(outdir) as workdir:
+    with Workdir(outdir) as workdir, \
+            measurer_for(device_name, inventory, wait_s, workdir / "work", announce) as measurer:
         bench = prepare_bench(model, workdir / "work", data, inputs_path, quantized, seed, max_per_category,
-                              announce)
+                              announce, measurer)
         result = fix_model(bench, final, target_drop=target_drop, max_float=max_float, announce=announce)
         if result.report["status"] != "nothing-to-fix":
             write_json_file(result.json_path, result.report)
@@ -55,14 +57,17 @@ def print_fix(out, result) -> None:
         if max(c["shipped"], c["rebuilt"]) > report["target_drop"] or name == "clean":
             say(f"{name[:18]:<18} {c['shipped']:>8.3f} {c['rebuilt']:>8.3f} {c['fixed']:>8.3f}")
     models = report["models"]
+    where = "device p50" if "device" in report else "host"
     for name in ("float", "quantized", "fixed"):
         m = models[name]
-        say(f"{name:<10} {m['bytes'] / 1024:>9.1f} KiB {m['host_latency_us']:>9.1f} µs")
+        latency = "-" if m.get("latency_us") is None else f"{m['latency_us']:.1f}"
+        say(f"{name:<10} {m['bytes'] / 1024:>9.1f} KiB {latency:>9} µs ({where})")
     ratio = models["float"]["bytes"] / max(models["fixed"]["bytes"], 1)
     verdict = "every condition" if report["status"] == "fixed" else "NOT every condition"
     say(f"{report['status']}: {verdict} ≤ {report['target_drop']:g} on the suite; {ratio:.2f}× smaller than float")
     if report.get("note"):
         say(f"note: {report['note']}")
-    say(f"measured on {report['measured_on']}")
+    for line in measured_lines(report):
+        say(line)
     say(str(result.fixed_path))
     say(str(result.json_path))

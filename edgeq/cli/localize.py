@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from edgeq.cli.common import FiniteFloatRange, console, diagnostics, output_file, path_arg, write_json_file
+from edgeq.cli.common import FiniteFloatRange, console, diagnostics, output_file, path_arg, wait_option, \
+    write_json_file
 
 
 def repair_options(f):
@@ -24,9 +25,25 @@ def repair_options(f):
         click.option("--json", "json_path", type=output_file, help="Write the result as JSON here (- for stdout)."),
         click.option("-o", "--outdir", type=path_arg, help="Keep the converted and rebuilt models here "
                      "(default: a temporary folder)."),
+        click.option("--device", "device_name", metavar="NAME", help="Measure the drops and latencies on this "
+                     "inventory device through its agent (default: this host's interpreter). The per-op "
+                     "analysis stays on the host: the agent cannot keep intermediate tensors."),
+        click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY", help="Device inventory (edgeq.toml)."),
+        wait_option,
     ):
         f = decorator(f)
     return f
+
+
+def measurer_for(device_name, inventory, wait_s, workdir, announce):
+    """The host, or the named device (a context manager: it holds the device's session and lock)."""
+    from edgeq.repair.measure import HostMeasurer
+
+    if device_name is None:
+        return HostMeasurer()
+    from edgeq.repair.device import open_device
+
+    return open_device(device_name, inventory, workdir=workdir / "device", wait_s=wait_s, announce=announce)
 
 
 def announcer():
@@ -34,11 +51,11 @@ def announcer():
     return lambda text: out.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
-def prepare_bench(model, workdir, data, inputs_path, quantized, seed, max_per_category, announce):
+def prepare_bench(model, workdir, data, inputs_path, quantized, seed, max_per_category, announce, device=None):
     from edgeq.repair.bench import prepare
 
     return prepare(model, workdir, data=data, inputs=inputs_path, quantized=quantized, seed=seed,
-                   max_per_category=max_per_category, announce=announce)
+                   max_per_category=max_per_category, announce=announce, device=device)
 
 
 class Workdir:
@@ -72,14 +89,15 @@ class Workdir:
               help="How many of the worst conditions to localize on.")
 @click.option("--confirm", type=click.IntRange(min=0), default=3, show_default=True,
               help="How many leading ops to confirm by re-quantizing with each kept float.")
-def localize(model, data, inputs_path, quantized, seed, max_per_category, target_drop, json_path, outdir, worst,
-             confirm):
+def localize(model, data, inputs_path, quantized, seed, max_per_category, target_drop, json_path, outdir,
+             device_name, inventory, wait_s, worst, confirm):
     """Rank the ops of MODEL (.keras/.h5, SavedModel or float .tflite) that break under dynamic range."""
     from edgeq.repair.localize import localize as run_localize
 
     announce = announcer()
-    with Workdir(outdir) as workdir:
-        bench = prepare_bench(model, workdir, data, inputs_path, quantized, seed, max_per_category, announce)
+    with Workdir(outdir) as workdir, measurer_for(device_name, inventory, wait_s, workdir, announce) as measurer:
+        bench = prepare_bench(model, workdir, data, inputs_path, quantized, seed, max_per_category, announce,
+                              measurer)
         result = run_localize(bench, target_drop, worst=worst, confirm=confirm, announce=announce)
     print_localize(console(), result)
     write_json_file(json_path, result)
@@ -97,13 +115,26 @@ def print_localize(out, result: dict) -> None:
 
     for line in textwrap.wrap(f"conditions: {', '.join(result['conditions'])} ({result['samples']} samples)", 80):
         say(line)
-    say(f"measured on {result['measured_on']}")
+    for line in measured_lines(result):
+        say(line)
     say(f"{'#':>2} {'op':>3} {'type':<15} {'layer':<20} {'stretch':>8} {'SQNR dB':>7} {'flips':>5} {'recov.':>6}")
     for e in result["ranking"]:
         say(f"{e['rank']:>2} {e['op_index']:>3} {e['op_type'][:15]:<15} {(e['layer'] or '-')[:20]:<20} "
             f"{_num(e['stretch'], '.0f'):>8} {_num(e['sqnr_db'], '.1f', 'inf'):>7} "
             f"{100 * e['flip_share']:>4.0f}% {_pct(e['recovered_share']):>6}")
         say(f"       tensor {e['tensor'][:66]}")
+
+
+def measured_lines(result: dict) -> list[str]:
+    """Where the numbers come from, within 80 columns: drops/latencies, and the per-op analysis
+    when that ran elsewhere (always the host: the device agent cannot keep intermediate tensors)."""
+    import textwrap
+
+    if "device" not in result:
+        return textwrap.wrap(f"measured on {result['measured_on']}", 80)
+    return (textwrap.wrap(f"drops and latencies measured on {result['measured_on']}", 80)
+            + textwrap.wrap(f"per-op analysis on {result['analysis_on']} (the device agent has no op that "
+                            "keeps intermediate tensors)", 80))
 
 
 def _num(value, spec, none="-"):

@@ -6,6 +6,9 @@ is the one edgeq would ship: TFLite converter for Keras, ai-edge-quantizer for a
 The search itself uses a rebuild of that baseline by ai-edge-quantizer with the same
 ops quantized, because every partly float variant must come from the same tool to be
 comparable; both the shipped and the rebuilt drops are recorded.
+
+Whole-model runs (drops, latencies) go through the bench's measurer: the host by
+default, or a device (``prepare(..., device=DeviceMeasurer(...))``, see ``device.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.errors import ConfigError, QuantizedNothing
-from edgeq.repair.measure import Suite, condition_drops, predict, top1
+from edgeq.repair.measure import HostMeasurer, Suite, condition_drops, top1
 from edgeq.repair.selective import HybridOp, assign_layers, build_selective, graph_ops, hybrid_ops, \
     keras_layer_names, open_graph
 
@@ -39,6 +42,14 @@ class Bench:
     shipped_drops: dict = field(default_factory=dict)
     rebuilt_drops: dict = field(default_factory=dict)
     nothing: str | None = None  # why there is nothing to localize, when so
+    measurer: object = field(default_factory=HostMeasurer)  # HostMeasurer or a device's DeviceMeasurer
+
+    @property
+    def measured_on(self) -> str:
+        return self.measurer.measured_on
+
+    def device_section(self) -> dict | None:
+        return self.measurer.section()
 
     def variant(self, keep: set[int], name: str) -> Path:
         """The rebuild with the ops whose indices are in ``keep`` left float."""
@@ -46,45 +57,78 @@ class Bench:
                                self.workdir / f"{self.stem}.{name}.tflite")
 
     def drops_of(self, path: Path, rows: np.ndarray | None = None) -> dict[str, dict]:
+        return self.drops_of_many([path], rows)[0]
+
+    def drops_of_many(self, paths: list[Path], rows: np.ndarray | None = None) -> list[dict[str, dict]]:
+        """Per-condition drops of each model against the float reference, measured in one go."""
         rows = np.arange(self.suite.n) if rows is None else rows
-        return condition_drops(self.suite, self.float_top[rows], top1(predict(path, self.suite, rows)), rows)
+        outputs = self.measurer.predict_many(list(paths), self.suite, rows)
+        return [condition_drops(self.suite, self.float_top[rows], top1(out), rows) for out in outputs]
+
+    def latency(self, path: Path) -> dict:
+        """``latency_us`` of one model where the bench measures (host median or device p50)."""
+        return self.measurer.latency(path, self.suite)
+
+    def close(self) -> None:
+        """End the measurer's device session (nothing for the host)."""
+        self.measurer.close()
 
 
 def prepare(model: Path, workdir: Path, *, data: Path | None = None, inputs: Path | None = None,
             quantized: Path | None = None, seed: int = 0, max_per_category: int = MAX_PER_CATEGORY,
-            announce=lambda text: None) -> Bench:
-    """Convert, find the hybrid ops, build the suite and measure the baseline drops."""
+            announce=lambda text: None, device=None) -> Bench:
+    """Convert, find the hybrid ops, build the suite and measure the baseline drops.
+
+    ``device``: where whole models are measured (drops, latencies): None for this host, or a
+    measurer such as ``edgeq.repair.device.DeviceMeasurer`` (the caller opens and closes it;
+    a bare inventory ``Device`` is wrapped in one that ``bench.close()`` ends)."""
     from edgeq.models.convert import convert_model
 
     if (data is None) == (inputs is None):
         raise ConfigError("give the condition set as --data NPZ (the risky suite is built from it) "
                           "or --inputs NPZ (a suite already built), not both")
     model, workdir = Path(model), Path(workdir)
+    measurer = _measurer(device, workdir, announce)
     announce(f"converting {model}")
     try:
         conversion = convert_model(model, workdir, policy="float" if quantized else "dynamic-range")
     except QuantizedNothing as exc:
-        return _nothing(model, workdir, f"the quantizer left every weight float ({exc.problem})")
+        return _nothing(model, workdir, f"the quantizer left every weight float ({exc.problem})", measurer)
     float_path = conversion.float_path
     quant_path = Path(quantized) if quantized else conversion.quant_path
     stem = float_path.name.removesuffix(".float.tflite")
     ops = _candidates(float_path, quant_path, keras_layer_names(model))
     suite = load_suite(float_path, data=data, inputs=inputs, seed=seed, max_per_category=max_per_category)
-    bench = Bench(model, stem, workdir, float_path, quant_path, None, ops, suite)
+    bench = Bench(model, stem, workdir, float_path, quant_path, None, ops, suite, measurer=measurer)
     if not ops:
         bench.nothing = f"{quant_path.name} has no quantized (hybrid) ops: nothing to localize"
         return bench
     announce(f"{len(ops)} quantized ops; suite of {suite.n} samples in {len(suite.order)} conditions")
-    bench.float_top = top1(predict(float_path, suite))
-    bench.shipped_drops = bench.drops_of(quant_path)
     bench.rebuilt_path = bench.variant(set(), "rebuilt")
-    bench.rebuilt_top = top1(predict(bench.rebuilt_path, suite))
+    float_out, shipped_out, rebuilt_out = measurer.predict_many(
+        [float_path, quant_path, bench.rebuilt_path], suite, labels=["float", "shipped", "rebuilt"])
+    bench.float_top, bench.rebuilt_top = top1(float_out), top1(rebuilt_out)
+    bench.shipped_drops = condition_drops(suite, bench.float_top, top1(shipped_out))
     bench.rebuilt_drops = condition_drops(suite, bench.float_top, bench.rebuilt_top)
     return bench
 
 
-def _nothing(model: Path, workdir: Path, why: str) -> Bench:
-    return Bench(model, model.stem, workdir, model, model, None, [], Suite([], np.array([]), []), nothing=why)
+def _measurer(device, workdir: Path, announce):
+    """None → the host; a measurer as given; an inventory Device → a DeviceMeasurer for it."""
+    if device is None:
+        return HostMeasurer()
+    from edgeq.devices.inventory import Device
+
+    if isinstance(device, Device):
+        from edgeq.repair.device import DeviceMeasurer
+
+        return DeviceMeasurer(device, workdir / "device", announce=announce)
+    return device
+
+
+def _nothing(model: Path, workdir: Path, why: str, measurer=None) -> Bench:
+    return Bench(model, model.stem, workdir, model, model, None, [], Suite([], np.array([]), []), nothing=why,
+                 measurer=measurer or HostMeasurer())
 
 
 def _candidates(float_path: Path, quant_path: Path, layer_names: list[str]) -> list[HybridOp]:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from edgeq.errors import EXIT_GATE
 from edgeq.repair.bench import Bench
-from edgeq.repair.localize import localize
-from edgeq.repair.measure import HOST, host_latency_us, worst_drop
+from edgeq.repair.localize import localize, measured_fields
+from edgeq.repair.measure import worst_drop
 
 
 @dataclass
@@ -86,7 +86,7 @@ def fix_model(bench: Bench, outdir: Path, target_drop: float = 0.02, max_float: 
     outdir = Path(outdir)
     json_path = outdir / f"{bench.stem}.fix.json"
     located = localize(bench, target_drop, worst=3, confirm=3, announce=announce)
-    report = {"model": str(bench.source), "target_drop": target_drop, "measured_on": HOST,
+    report = {"model": str(bench.source), "target_drop": target_drop, **measured_fields(bench),
               "max_float": max_float, "localize": located}
     if located["status"] != "localized":
         report.update(status="nothing-to-fix", reason=located["reason"])
@@ -103,13 +103,15 @@ def fix_model(bench: Bench, outdir: Path, target_drop: float = 0.02, max_float: 
         return FixResult(report, None, json_path, EXIT_GATE)
     keep, why = search.prune(found)
     fixed = outdir / f"{bench.stem}.fixed.tflite"
+    outdir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(bench.variant(set(keep), "candidate"), fixed)
     verified = bench.drops_of(fixed)
     ok = passes(verified, target_drop)
     report.update(status="fixed" if ok else "unverified", fixed=str(fixed),
                   recipe=_recipe(bench, located["ranking"], keep, why, target_drop),
                   conditions=_before_after(bench, verified), tried=_tried(search),
-                  models=_models(bench, fixed))
+                  models=_models(bench, fixed), latency_basis=getattr(bench.measurer, "latency_basis", None),
+                  **measured_fields(bench))
     if len(keep) == len(bench.ops):
         report["note"] = "every quantized op is kept float: the fixed model is the float model"
     return FixResult(report, fixed, json_path, 0 if ok else EXIT_GATE)
@@ -146,7 +148,8 @@ def _tried(search: Search) -> list[dict]:
 
 
 def _models(bench: Bench, fixed: Path) -> dict:
-    """Size and host latency (median µs of single-sample invokes) of the three models."""
+    """Size and latency of the three models: ``latency_us`` is the host's median of single-sample
+    invokes (also ``host_latency_us``), or with a device its p50 per inference over the suite run
+    (also ``device_latency_us``, with the run's percentiles in ``device_latency_ms``)."""
     paths = {"float": bench.float_path, "quantized": bench.quant_path, "fixed": fixed}
-    return {name: {"path": str(p), "bytes": p.stat().st_size,
-                   "host_latency_us": host_latency_us(p, bench.suite)} for name, p in paths.items()}
+    return {name: {"path": str(p), "bytes": p.stat().st_size, **bench.latency(p)} for name, p in paths.items()}

@@ -10,6 +10,10 @@ shows *why*: one large activation flattens the rest of its row to zero. Each fli
 sample is charged to the op that added the most error to it (the flip share). The
 leaders are then confirmed the only way that is not a model of the kernel: re-quantize
 with each kept float and measure how much of the drop comes back.
+
+With a device (``bench.measurer`` a DeviceMeasurer) the drops — which samples flip, the
+conditions chosen, the confirmations — are the device's; the per-op tensors are still
+compared on the host, which alone can keep them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import warnings
 import numpy as np
 
 from edgeq.repair.bench import Bench
-from edgeq.repair.measure import HOST, Runner, worst_drop
+from edgeq.repair.measure import DEVICE_NOTE, HOST, Runner, worst_drop
 
 EPSILON_NSR = 1e-3
 SQNR_CAP_DB = 120.0
@@ -30,7 +34,7 @@ CONFIRM = 3
 def localize(bench: Bench, target_drop: float, worst: int = WORST, confirm: int = CONFIRM,
              announce=lambda text: None) -> dict:
     """The localization result (JSON-ready): chosen conditions, per-op graph, ranking, confirmations."""
-    result = {"model": str(bench.source), "measured_on": HOST, "target_drop": target_drop}
+    result = {"model": str(bench.source), **measured_fields(bench), "target_drop": target_drop}
     if bench.nothing:
         return {**result, "status": "nothing-to-localize", "reason": bench.nothing}
     chosen = worst_conditions(bench.rebuilt_drops, target_drop, worst)
@@ -48,8 +52,20 @@ def localize(bench: Bench, target_drop: float, worst: int = WORST, confirm: int 
     ranking = rank(bench, stats, rows, clean_stretch=op_stats(bench, clean, hybrid_only=True) if len(clean) else None)
     confirmed = confirm_top(bench, ranking, chosen, rows, confirm, announce)
     result.update(status="localized", graph=graph, ranking=order_ranking(ranking),
-                  confirmed=confirmed, samples=int(len(rows)))
+                  confirmed=confirmed, samples=int(len(rows)), **measured_fields(bench))
     return result
+
+
+def measured_fields(bench: Bench) -> dict:
+    """``measured_on`` (where drops and latencies were measured), ``analysis_on`` (the per-op
+    tensors: always the host) and, with a device, ``device`` (name, arch, runtime from its runs)."""
+    found = {"measured_on": bench.measured_on, "analysis_on": HOST}
+    section = bench.device_section()
+    device = getattr(bench.measurer, "device", None)
+    if device is not None:
+        found["device"] = section or {"name": device.name}
+        found["analysis_note"] = DEVICE_NOTE
+    return found
 
 
 def worst_conditions(drops: dict[str, dict], target_drop: float, worst: int) -> list[str]:
@@ -211,9 +227,11 @@ def confirm_top(bench: Bench, ranking: list[dict], chosen: list[str], rows: np.n
     conditions; ``recovered_share`` = how much of the mean drop comes back (1 = all of it)."""
     base = np.mean([bench.rebuilt_drops[c]["drop"] for c in chosen])
     done = []
-    for entry in ranking[:confirm]:
+    leaders = ranking[:confirm]
+    built = [bench.variant({e["op_index"]}, f"keep{e['op_index']}") for e in leaders]
+    measured = bench.drops_of_many(built, rows) if built else []
+    for entry, drops in zip(leaders, measured):
         index = entry["op_index"]
-        drops = bench.drops_of(bench.variant({index}, f"keep{index}"), rows)
         after = np.mean([drops[c]["drop"] for c in chosen])
         entry["recovered_share"] = float((base - after) / base) if base > 0 else 0.0
         entry["drops_kept_float"] = {c: drops[c]["drop"] for c in chosen}

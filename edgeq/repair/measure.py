@@ -5,6 +5,10 @@ that is the only setting that keeps intermediate tensors, and using it for every
 (ranking, confirmation, fix search, verification) keeps them comparable. Rows are
 padded to a whole block instead of resizing for the last one, which is safe because
 hybrid kernels quantize each batch row on its own (DESIGN.md).
+
+Whole-model numbers (condition drops, latency) go through a *measurer*: ``HostMeasurer``
+here, or ``edgeq.repair.device.DeviceMeasurer``, which runs the same models on a device
+through its agent. The per-op analysis always runs here (``Runner(preserve=True)``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import numpy as np
 from edgeq.errors import ModelError
 
 HOST = "host: ai_edge_litert built-in kernels, delegates off, 1 thread"
+DEVICE_NOTE = ("the device agent has no op that keeps intermediate tensors, so the per-op comparison runs on "
+               "the host; the drops (which samples flip, confirmations, search, verification) and latencies "
+               "come from the device")
 BLOCK = 64
 
 
@@ -130,6 +137,39 @@ def worst_drop(drops: dict[str, dict]) -> tuple[str | None, float]:
         return None, 0.0
     name = max(drops, key=lambda c: (drops[c]["drop"], c))
     return name, drops[name]["drop"]
+
+
+class HostMeasurer:
+    """Whole-model runs on this host (the default): outputs and latency for drops and the fix table."""
+
+    device = None
+    latency_basis = "host: median of 300 single-sample invokes, built-in kernels, 1 thread"
+
+    @property
+    def measured_on(self) -> str:
+        return HOST
+
+    def section(self) -> dict | None:
+        """What the device runs say of the device (None here: nothing runs on a device)."""
+        return None
+
+    def predict_many(self, paths: list[Path], suite: Suite, rows: np.ndarray | None = None,
+                     labels: list[str] | None = None) -> list[np.ndarray]:
+        return [predict(p, suite, rows) for p in paths]
+
+    def latency(self, path: Path, suite: Suite) -> dict:
+        """``latency_us``: the median of single-sample invokes on this host, in µs."""
+        value = host_latency_us(path, suite)
+        return {"latency_us": value, "host_latency_us": value}
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def host_latency_us(path: Path, suite: Suite, invokes: int = 300, warmup: int = 20) -> float:
