@@ -2,12 +2,20 @@
 """Benchmark: how fast disagreement search finds a flip, and what the device path costs.
 
 1. Queries to the first flipped decision (float vs dynamic-range quantized top-1),
-   edgeq search vs random draws from the family suite (a random data row, a random
-   family that applies, a random severity 1..3: what the risky suite samples), with the
-   same seeds and the same query budget, over ``--seeds`` seeds. A run that finds nothing
-   counts as budget + 1 (so medians are lower bounds for it); success rates are printed.
-   Models: the fragile twin (tests/fragile.py: breaks only when a silent pixel moves),
-   and the example digits MLP itself (its natural, rare quantization flips).
+   edgeq search vs two random baselines, with the same seeds and the same query budget,
+   over ``--seeds`` seeds:
+   - "suite": random draws from the family suite (a random data row, a random family that
+     applies, a random severity 1..3: what the risky suite samples; not bound to the ball);
+   - "ball": a random data row moved uniformly within the same distance ball the search
+     keeps to (L∞, ``--distance`` × the data range, clipped to the data range).
+   A run that finds nothing counts as budget + 1 (so medians over failed runs are lower
+   bounds); success rates are printed. Every method is evaluated in batches of 8 and a flip
+   counts at its position in its batch. Models: the fragile twin (tests/fragile.py: breaks
+   when one always-0 pixel moves at all), the example digits MLP itself (its natural, rare
+   quantization flips near its decision boundaries), and the band twin
+   (tests/fragile_search.py: breaks only when several always-0 pixels sit together in a
+   narrow band of small values; for it the share of found flips that are that pattern, and
+   not the digits model's own boundary flips, is printed too).
 2. Search throughput (queries/s) through the ``local`` device's agent (batched infer
    requests) vs in-process on the host, at two pool sizes (rows per request).
 
@@ -33,6 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def build_models(folder: Path) -> dict[str, tuple[Path, Path]]:
     from fragile import make_fragile_twin
+    from fragile_search import make_band_twin
 
     from edgeq.evaluate import EXAMPLE_DATA, EXAMPLE_MODEL
     from edgeq.models.convert import convert_model
@@ -41,7 +50,8 @@ def build_models(folder: Path) -> dict[str, tuple[Path, Path]]:
         x = data["x"]
     models = {}
     for name, source in (("fragile-twin", make_fragile_twin(EXAMPLE_MODEL, x, folder / "fragile.keras")),
-                         ("digits-mlp", EXAMPLE_MODEL)):
+                         ("digits-mlp", EXAMPLE_MODEL),
+                         ("band-twin", make_band_twin(EXAMPLE_MODEL, x, folder / "band.keras"))):
         result = convert_model(source, folder / name)
         models[name] = (result.float_path, result.quant_path)
     return models
@@ -84,6 +94,40 @@ def random_first_flip(evaluator, prepared, budget, seed, batch=8) -> int | None:
     return None
 
 
+def ball_first_flip(evaluator, prepared, budget, seed, epsilon, batch=8) -> int | None:
+    """Random draws uniform in the L∞ ball (epsilon × the data range) around random data rows, until the first flip."""
+    from edgeq.inputs.search.disagreement import project
+    from edgeq.inputs.search.objective import choose_objective
+
+    x, space = prepared.data[0], prepared.spaces[0]
+    bound = epsilon * np.broadcast_to(space.span[0], x.shape[1:])
+    rng = np.random.default_rng([seed, 0xBA11])
+    objective, done = None, 0
+    while done < budget:
+        rows = []
+        for _ in range(min(batch, budget - done)):
+            seed_row = x[int(rng.integers(len(x)))].astype(np.float64)
+            rows.append(project(seed_row + rng.uniform(-1.0, 1.0, size=seed_row.shape) * bound, seed_row, space,
+                                x.dtype))
+        f, q = evaluator.evaluate([np.stack(rows)])
+        objective = objective or choose_objective(prepared.output_names, f, q, None, prepared.float_info)
+        flips = np.flatnonzero(objective.judge(f, q).flip)
+        if flips.size:
+            return done + int(flips[0]) + 1
+        done += len(rows)
+    return None
+
+
+def band_pattern(sample: np.ndarray, silent: np.ndarray) -> bool:
+    """Whether the band twin's watchers are on for this input (its always-0 pixels far enough into the band)."""
+    from fragile_search import BAND, ONSET
+
+    a, b, c, d = BAND
+    v = np.asarray(sample, np.float64).reshape(-1)[silent]
+    trapezoid = np.clip(v - a, 0, None) - np.clip(v - b, 0, None) - np.clip(v - c, 0, None) + np.clip(v - d, 0, None)
+    return float(trapezoid.sum()) > ONSET * (b - a)
+
+
 def throughput(evaluator, prepared, operators, budget, epsilon, pool) -> float:
     from edgeq.inputs.search.disagreement import SearchConfig, search
 
@@ -92,6 +136,10 @@ def throughput(evaluator, prepared, operators, budget, epsilon, pool) -> float:
     result = search(evaluator, prepared.data, prepared.spaces, operators, config, prepared.output_names,
                     prepared.float_info)
     return result.queries / (time.perf_counter() - started)
+
+
+def base_ratio_text(ratios: dict) -> str:
+    return ", ".join(f"{base}/search {value:.2f}x" for base, value in ratios.items())
 
 
 def main() -> int:
@@ -112,30 +160,49 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="edgeq-bench-search-"))
     models = build_models(folder)
     print(f"budget {args.budget} queries, distance {args.distance} (linf, of the data range), seeds 0..{args.seeds - 1}")
+    def med(values):
+        return statistics.median(v if v is not None else args.budget + 1 for v in values)
+
+    def show(values):
+        return " ".join("-" if v is None else str(v) for v in values)
+
+    summary = []
     for name, pair in models.items():
         prepared = prepare(pair[0], pair[1], EXAMPLE_DATA, args.distance, "linf")
         operators, _ = operators_for(prepared.data[0].shape[1:])
+        silent = np.flatnonzero(np.all(prepared.data[0].reshape(prepared.n, -1) == 0, axis=0))
         host = HostEvaluator(*pair)
-        ours, theirs, ratios = [], [], []
+        runs = {"search": [], "suite": [], "ball": []}
+        pattern = []
         for seed in range(args.seeds):
-            q_search, _ = edgeq_first_flip(host, prepared, operators, args.budget, seed, args.distance)
-            q_random = random_first_flip(host, prepared, args.budget, seed)
-            ours.append(q_search)
-            theirs.append(q_random)
-            a = q_search if q_search is not None else args.budget + 1
-            b = q_random if q_random is not None else args.budget + 1
-            ratios.append(b / a)
-        def show(values):
-            return " ".join("-" if v is None else str(v) for v in values)
+            q_search, result = edgeq_first_flip(host, prepared, operators, args.budget, seed, args.distance)
+            runs["search"].append(q_search)
+            runs["suite"].append(random_first_flip(host, prepared, args.budget, seed))
+            runs["ball"].append(ball_first_flip(host, prepared, args.budget, seed, args.distance))
+            if result.found:
+                first = min(result.found, key=lambda f: f.query)
+                pattern.append(band_pattern(first.arrays[0], silent))
         print(f"\n{name}: queries to the first flip per seed")
-        print(f"  edgeq search : {show(ours)}")
-        print(f"  random suite : {show(theirs)}")
-        print(f"  success      : search {sum(v is not None for v in ours)}/{args.seeds}, "
-              f"random {sum(v is not None for v in theirs)}/{args.seeds}")
-        med_s = statistics.median(v if v is not None else args.budget + 1 for v in ours)
-        med_r = statistics.median(v if v is not None else args.budget + 1 for v in theirs)
-        print(f"  median       : search {med_s:g}, random {med_r:g}; median per-seed ratio random/search "
-              f"{statistics.median(ratios):.2f}x (ratio of medians {med_r / med_s:.2f}x)")
+        for key, label in (("search", "edgeq search"), ("suite", "random suite"), ("ball", "random ball ")):
+            print(f"  {label} : {show(runs[key])}")
+        print("  success      : " + ", ".join(f"{k} {sum(v is not None for v in runs[k])}/{args.seeds}" for k in runs))
+        line = [f"search {med(runs['search']):g}"]
+        ratios = {}
+        for base in ("suite", "ball"):
+            per_seed = [(b if b is not None else args.budget + 1) / (a if a is not None else args.budget + 1)
+                        for a, b in zip(runs["search"], runs[base])]
+            ratios[base] = statistics.median(per_seed)
+            line.append(f"{base} {med(runs[base]):g}")
+        print(f"  median       : {', '.join(line)}")
+        print(f"  ratio        : median per-seed ratio {base_ratio_text(ratios)}")
+        if name == "band-twin":
+            print(f"  first flips that are the band pattern: {sum(pattern)}/{len(pattern)} (the rest are the "
+                  "digits model's own boundary flips)")
+        summary.append((name, med(runs["search"]), med(runs["suite"]), med(runs["ball"]), ratios))
+    print("\nsummary (median queries to the first flip; median per-seed ratio baseline/search):")
+    for name, s_med, r_med, b_med, ratios in summary:
+        print(f"  {name:<13} search {s_med:>6g}  suite {r_med:>6g} ({ratios['suite']:.2f}x)  "
+              f"ball {b_med:>6g} ({ratios['ball']:.2f}x)")
 
     name, pair = "fragile-twin", models["fragile-twin"]
     prepared = prepare(pair[0], pair[1], EXAMPLE_DATA, args.distance, "linf")

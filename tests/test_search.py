@@ -180,3 +180,52 @@ def test_a_lost_device_keeps_what_was_found_marked_incomplete(fragile_pair):
 def test_time_budget_stops_the_search(fragile_pair):
     _, result = run(fragile_pair, budget=10 ** 6, time_budget_s=0.5, per_seed=10 ** 6, max_seeds=4)
     assert result.stopped in ("time", "seeds") and result.queries < 10 ** 6
+
+
+@pytest.fixture(scope="session")
+def band_pair(example_keras, tmp_path_factory):
+    """The band twin (tests/fragile_search.py): breaks only when several always-0 pixels sit in a narrow band."""
+    from fragile_search import make_band_twin
+
+    from edgeq.models.convert import convert_model
+
+    with np.load(EXAMPLE_DATA) as data:
+        x = data["x"]
+    folder = tmp_path_factory.mktemp("band")
+    result = convert_model(make_band_twin(example_keras, x, folder / "band.keras"), folder)
+    return result.float_path, result.quant_path
+
+
+def _ball_draws_flip(pair, prepared, budget, seed, epsilon=0.1, batch=8) -> bool:
+    """Random draws uniform in the same L∞ ball around random data rows: any flip within ``budget``?"""
+    from edgeq.inputs.search.disagreement import project
+
+    x, space = prepared.data[0], prepared.spaces[0]
+    bound = epsilon * np.broadcast_to(space.span[0], x.shape[1:])
+    rng = np.random.default_rng([seed, 0xBA11])
+    evaluator, done = HostEvaluator(*pair), 0
+    while done < budget:
+        rows = []
+        for _ in range(min(batch, budget - done)):
+            row = x[int(rng.integers(len(x)))].astype(np.float64)
+            rows.append(project(row + rng.uniform(-1.0, 1.0, size=row.shape) * bound, row, space, x.dtype))
+        f, q = evaluator.evaluate([np.stack(rows)])
+        if (f[0].argmax(1) != q[0].argmax(1)).any():
+            return True
+        done += len(rows)
+    return False
+
+
+def test_band_twin_agrees_on_clean_data(band_pair):
+    prepared, _ = run(band_pair, budget=1)
+    f, q = HostEvaluator(*band_pair).evaluate(prepared.data)
+    assert np.array_equal(f[0].argmax(1), q[0].argmax(1))
+
+
+def test_search_beats_random_ball_draws_on_the_band_twin(band_pair):
+    """Where flips are rare near the data, the search finds one within a budget in which as many random draws
+    from the same distance ball (same seed) find none."""
+    prepared, result = run(band_pair, budget=100, seed=0, stop_at_first=True)
+    assert result.found and result.first_flip_query <= 100
+    assert all(f.distance <= 0.1 for f in result.found)
+    assert not _ball_draws_flip(band_pair, prepared, budget=100, seed=0)

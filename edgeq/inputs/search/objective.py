@@ -37,6 +37,10 @@ class Judged:
     quant_class: np.ndarray | None = None
     kl: np.ndarray | None = None
     error: np.ndarray | None = None
+    # per-class log-scores of each model (rows: samples), whose argmax is the class above: what the search's
+    # boundary line search interpolates (classification: log-probabilities; binary: [threshold, score] logits)
+    float_scores: np.ndarray | None = None
+    quant_scores: np.ndarray | None = None
 
 
 @dataclass
@@ -68,7 +72,8 @@ class Objective:
         score = np.where(finite, score, 1e6)
         p, r = np.exp(lf), np.where(finite[:, None], lq, 0.0)
         kl = np.where(finite, np.sum(p * (lf - r), axis=1), np.inf)
-        return Judged(flip=flip, score=score, float_class=c, quant_class=quant_class, kl=kl)
+        return Judged(flip=flip, score=score, float_class=c, quant_class=quant_class, kl=kl, float_scores=lf,
+                      quant_scores=np.where(finite[:, None], lq, -np.inf))
 
     def _log_probs(self, x):
         if self.options.get("probabilities"):
@@ -86,8 +91,11 @@ class Objective:
         m_q = (zq - zt) * side
         flip = qc != fc
         score = np.where(flip, np.maximum(-m_q, 1e-9), np.minimum(-m_q, 0.0))
+        zt_column = np.full(len(fc), zt)
         return Judged(flip=flip, score=np.where(np.isfinite(score), score, 1e6), float_class=fc,
-                      quant_class=qc, error=np.abs(zf - zq))
+                      quant_class=qc, error=np.abs(zf - zq),
+                      float_scores=np.stack([zt_column, zf], 1),
+                      quant_scores=np.stack([zt_column, np.where(np.isfinite(zq), zq, -np.inf)], 1))
 
     def _logit(self, v):
         if not self.options.get("probabilities"):
