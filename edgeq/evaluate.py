@@ -51,6 +51,12 @@ class EvaluateOptions:
     min_n: int = 30  # cells with fewer trials are flagged
     wait_s: float = 0.0  # how long to queue for a device another job holds
     verbose: bool = False  # show the converter's own output instead of logging it beside the models
+    search_budget: int | None = None  # queries for the disagreement search after the suite (None: no search)
+    search_distance: float = 0.1  # L∞ bound of a found input from its seed, a fraction of the data range
+    worst_budget: int | None = None  # queries for the worst-shift search (None: none)
+    fix: bool = False  # localize and fix when the verdict is degraded or catastrophic
+    fix_target: float | None = None  # the fix's drop target (None: the degraded threshold)
+    interrupted: bool = False  # Ctrl-C during a search: the reports are written, then the job ends
     timings: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)  # every automatic choice, in words: printed and stored
 
@@ -175,17 +181,60 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     with _phase(opts, "compare", announce):
         judge = dict(spec=opts.output_spec, model_info=info, min_n=opts.min_n)
         reports = {name: _device_report(runs, host, extra, gates, judge) for name, runs in fleet.succeeded.items()}
+    after = dict(float_path=float_path, quant_path=quant_path, suite_path=suite_path, gates=gates,
+                 announce=announce, progress=progress)
+    if single and devices[0].name in reports:
+        _after_verdict(opts, reports[devices[0].name], device=devices[0], **after)
     for device in devices:
         if device.name in reports:
             _write(reports[device.name], _device_dir(opts, device, single), fleet.succeeded[device.name], opts)
     if single and fleet.failed:
         raise next(iter(fleet.failed.values()))
     top = reports[devices[0].name] if single else _fleet_report(reports, fleet, opts)
+    if top is not None and not single and top.get("verdict") is not None:
+        _after_verdict(opts, top, device=None, **after)
     if top is not None and not single:
         from edgeq.results import write_json_atomic
 
         write_json_atomic(opts.outdir / "report.json", top)
+    if opts.interrupted:
+        raise KeyboardInterrupt
     return Evaluation(top, fleet, reports)
+
+
+def _after_verdict(opts: EvaluateOptions, report: dict, *, device, float_path: Path, quant_path: Path,
+                   suite_path: Path, gates, announce, progress) -> None:
+    """``--search``, ``--worst`` and ``--fix``, after the suite has decided the verdict: their
+    sections go into ``report`` (the verdict itself is not changed by them)."""
+    from edgeq.results import strict_json
+
+    if not (opts.search_budget or opts.worst_budget or opts.fix):
+        return
+    before = len(opts.notes)
+    context = dict(float_path=float_path, quant_path=quant_path, device=device, progress=progress)
+    for key, wanted, run in (("search", opts.search_budget, run_search), ("worst", opts.worst_budget, run_worst)):
+        if wanted and not opts.interrupted:
+            with _phase(opts, key, announce):
+                report[key] = _kept_apart(opts, key, lambda: run(opts, report, **context))
+    if opts.fix and not opts.interrupted:
+        with _phase(opts, "fix", announce):
+            report["fix"] = run_fix(opts, report, quant_path=quant_path, suite_path=suite_path, gates=gates)
+    report["notes"] = list(report.get("notes") or []) + opts.notes[before:]
+    report.update(strict_json(report))
+
+
+def _kept_apart(opts: EvaluateOptions, key: str, run) -> dict:
+    """A search that fails (a device lost, a model it cannot handle) is reported in its section; the suite's
+    report is still written. Ctrl-C keeps what was found, marked incomplete, and ends the job after the write."""
+    try:
+        section = run()
+    except Exception as exc:
+        opts.notes.append(f"{key} failed: {type(exc).__name__}: {exc}")
+        return {"status": "failed", "complete": False, "error": f"{type(exc).__name__}: {exc}"}
+    if section.get("stopped") == "interrupted" and section.pop("_keyboard", False):
+        opts.interrupted = True
+        opts.notes.append(f"{key} interrupted (Ctrl-C): what it found so far is kept, marked incomplete")
+    return section
 
 
 def _device_dir(opts: EvaluateOptions, device, single: bool) -> Path:
@@ -298,3 +347,151 @@ def _provenance(opts, float_path: Path, quant_path: Path, card: dict | None, sui
     return {"model": model, "category_descriptions": describe_categories(), "notes": list(opts.notes),
             "inputs": {"path": str(suite_path), "sha256": sha256_file(suite_path), "data": str(opts.data),
                        "seed": opts.seed, "max_per_category": opts.max_per_category, "range_modes": modes}}
+
+
+# --- after the verdict: search, worst shifts, fix ------------------------------------------------------------
+
+SEARCH_EFFECT = ("not part of the verdict: a disagreement found within the distance bound of a data sample is "
+                 "evidence that the quantized model fails near the data, but the search picks its inputs, so "
+                 "how many it finds is not a rate over any population; the verdict stays the suite cells'")
+WORST_EFFECT = ("not part of the verdict: each shift's rate is measured on a few data samples and the worst of "
+                "many shifts is reported, which overstates it; the verdict stays the suite cells'")
+
+
+def _search_evaluator(opts: EvaluateOptions, float_path: Path, quant_path: Path, device):
+    """The device's agent when evaluate ran on one remote device; this process for ``local`` or a fleet."""
+    from edgeq.inputs.search.evaluators import open_evaluator
+
+    if device is None:
+        opts.notes.append("search: several devices, so candidates are evaluated on this host (in-process)")
+    name = None if device is None or device.transport == "local" else device.name
+    return open_evaluator(float_path, quant_path, name, opts.inventory, opts.threads, opts.resolver, opts.wait_s)
+
+
+def _search_output(report: dict, prepared) -> str | None:
+    """The output the search compares: the one that decided the verdict, when the search can name it."""
+    deciding = report.get("deciding_output")
+    return deciding if deciding in prepared.output_names else None
+
+
+def _progress(progress, label: str):
+    return (lambda done, total: progress(label, done, total)) if progress else None
+
+
+def _interrupt_mark(result) -> dict:
+    return {"_keyboard": True} if isinstance(result.error, KeyboardInterrupt) else {}
+
+
+def run_search(opts: EvaluateOptions, report: dict, *, float_path: Path, quant_path: Path, device,
+               progress=None) -> dict:
+    """The disagreement search from the data's samples; found inputs → OUTDIR/inputs/search.npz."""
+    from edgeq.inputs.search import prepare, write_found
+    from edgeq.inputs.search.disagreement import SearchConfig, search
+    from edgeq.inputs.search.operators import operators_for
+
+    norm = "linf"
+    prepared = prepare(float_path, quant_path, opts.data, opts.search_distance, norm)
+    config = SearchConfig(budget=int(opts.search_budget), epsilon=opts.search_distance, norm=norm, seed=opts.seed,
+                          output=_search_output(report, prepared))
+    config.check()
+    operators, skipped = [], {}
+    for x in prepared.data:
+        found_ops, left_out = operators_for(x.shape[1:])
+        operators += [op for op in found_ops if op.name not in {o.name for o in operators}]
+        skipped.update(left_out)
+    with _search_evaluator(opts, float_path, quant_path, device) as evaluator:
+        where = evaluator.describe()
+        result = search(evaluator, prepared.data, prepared.spaces, operators, config, prepared.output_names,
+                        prepared.float_info, progress=_progress(progress, "search queries"))
+    path = write_found(opts.outdir / "inputs" / "search.npz", prepared, result.found)
+    if path is None:  # nothing found: no file (an input set may not be empty), and no stale one from before
+        (opts.outdir / "inputs" / "search.npz").unlink(missing_ok=True)
+    opts.notes.append(f"search: {result.queries} queries on {where['where']}, {norm} distance ≤ "
+                      f"{opts.search_distance:g} of the data range, objective "
+                      f"{result.objective.get('reason', 'none')}")
+    found = [{"seed_index": f.seed_index, "distance": f.distance, "query": f.query, "score": f.score,
+              "float_class": f.float_class, "quant_class": f.quant_class, "operators": f.operators}
+             for f in result.found]
+    return {**result.summary(), "budget": config.budget, "distance": {"bound": config.epsilon, "norm": norm},
+            "output": config.output, "evaluator": where, "operators_used": [op.name for op in operators],
+            "skipped_operators": skipped, "seeds_from": str(opts.data), "path": str(path) if path else None,
+            "inputs_found": found, "evidence": "failure found" if found else "none found",
+            "effect_on_verdict": SEARCH_EFFECT, **_interrupt_mark(result)}
+
+
+def run_worst(opts: EvaluateOptions, report: dict, *, float_path: Path, quant_path: Path, device,
+              progress=None) -> dict:
+    """The worst input shifts (family × strength, pairs), ranked, with the strength that crosses catastrophic."""
+    from edgeq.inputs.search import prepare
+    from edgeq.inputs.search.worst import WorstConfig, worst_distributions
+
+    prepared = prepare(float_path, quant_path, opts.data)
+    config = WorstConfig(budget=int(opts.worst_budget), seed=opts.seed, output=_search_output(report, prepared))
+    config.check()
+    with _search_evaluator(opts, float_path, quant_path, device) as evaluator:
+        where = evaluator.describe()
+        result = worst_distributions(evaluator, prepared.data, prepared.spaces, config, prepared.output_names,
+                                     prepared.labels, prepared.float_info,
+                                     progress=_progress(progress, "worst queries"))
+    opts.notes.append(f"worst shifts: {result.queries} queries on {where['where']}, "
+                      f"{min(config.samples, prepared.n)} data samples per shift, metric {result.metric}")
+    return {**result.summary(), "budget": config.budget, "samples": min(config.samples, prepared.n),
+            "output": config.output, "evaluator": where, "effect_on_verdict": WORST_EFFECT,
+            **_interrupt_mark(result)}
+
+
+def run_fix(opts: EvaluateOptions, report: dict, *, quant_path: Path, suite_path: Path, gates) -> dict:
+    """``edgeq.repair`` on the suite this evaluation ran: OUTDIR/models/<stem>.fixed.tflite and .fix.json.
+
+    A robust verdict needs nothing; a fix that fails (or cannot reach the target) is reported
+    here and, only when the user asked for gates, as a failed ``fix`` gate."""
+    thresholds = report.get("thresholds") or {}
+    target = opts.fix_target if opts.fix_target is not None else float(thresholds.get("degraded", 0.02))
+    why_target = "--fix-target" if opts.fix_target is not None else "the degraded threshold"
+    verdict = report.get("verdict")
+    if verdict not in ("degraded", "catastrophic"):
+        return {"status": "nothing-to-fix", "target_drop": target,
+                "reason": f"the verdict is {verdict}: no cell reaches the degraded threshold"}
+    if opts.quant_model is None and opts.policy != "dynamic-range":
+        opts.notes.append(f"fix: not run: it keeps ops of a dynamic-range model float, the policy was {opts.policy}")
+        return {"status": "not-applicable", "target_drop": target, "verdict_before": verdict,
+                "reason": f"--fix repairs dynamic-range models; this one was converted with --policy {opts.policy}"}
+    opts.notes.append(f"fix: drop target {target:g} ({why_target}), searched and verified on this host "
+                      f"(ai_edge_litert) over the suite {suite_path.name}; variants tried in "
+                      f"{opts.outdir / 'repair'}")
+    section = _fix(opts, quant_path, suite_path, target)
+    section.update(target_source=why_target, verdict_before=verdict)
+    if gates and section["status"] in ("unreachable", "unverified", "failed"):
+        report.setdefault("gates", []).append(
+            {"gate": "fix", "limit": target, "observed": section["status"], "where": section.get("reason"),
+             "failed": True})
+    return section
+
+
+def _fix(opts: EvaluateOptions, quant_path: Path, suite_path: Path, target: float) -> dict:
+    from edgeq.repair.bench import prepare
+    from edgeq.repair.fix import fix_model
+    from edgeq.results import write_json_atomic
+
+    models = opts.outdir / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    steps: list[str] = []
+    work = opts.outdir / "repair"  # the float rebuild and the variants tried: kept, the fix's JSON names them
+    try:
+        bench = prepare(opts.model, work, inputs=suite_path, quantized=quant_path, seed=opts.seed,
+                        announce=steps.append)
+        result = fix_model(bench, models, target_drop=target, announce=steps.append)
+    except Exception as exc:  # a failed fix is reported, the evaluation stands
+        opts.notes.append(f"fix failed: {type(exc).__name__}: {exc}")
+        return {"status": "failed", "target_drop": target, "reason": f"{type(exc).__name__}: {exc}",
+                "steps": steps}
+    section = dict(result.report)
+    if section["status"] != "nothing-to-fix":
+        write_json_atomic(result.json_path, section)
+        section["fix_json"] = str(result.json_path)
+    section["steps"] = steps
+    if section["status"] == "fixed":
+        opts.notes.append(f"fix: {len(section.get('recipe') or [])} op(s) kept float → {section['fixed']}")
+    else:
+        opts.notes.append(f"fix: {section['status']}: {section.get('reason') or 'the fixed model failed verification'}")
+    return section

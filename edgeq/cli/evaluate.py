@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from edgeq.cli.common import (path_arg, output_file, console, diagnostics, always, describe_gate, is_quiet, verbosity,
-                              write_json_file, device_options, timing_options, measure_options, history_options,
+                              FiniteFloatRange, write_json_file, device_options, timing_options, measure_options, history_options,
                               record_history, RunProgress, output_options, output_spec, wait_option)
 
 
@@ -27,18 +27,32 @@ from edgeq.cli.common import (path_arg, output_file, console, diagnostics, alway
 @timing_options
 @click.option("--fail-on", help="Gates, e.g. drop=0.05,verdict=catastrophic,min-n=100 (exit 1 when crossed).")
 @click.option("--json", "json_path", type=output_file, help="Write report.json here too (- for stdout).")
+@click.option("--search", "search_budget", type=click.IntRange(min=1), metavar="BUDGET",
+              help="After the suite, search this many queries for inputs near the data on which float and "
+                   "quantized disagree (OUTDIR/inputs/search.npz); reported beside the verdict, not in it.")
+@click.option("--search-distance", type=FiniteFloatRange(0, 1, min_open=True), default=0.1, show_default=True,
+              help="How far (L∞, a fraction of the data range) a searched input may be from its data sample.")
+@click.option("--worst", "worst_budget", type=click.IntRange(min=1), metavar="BUDGET",
+              help="After the suite, search this many queries for the input shifts (family × strength, pairs) "
+                   "that hurt most; reported beside the verdict.")
+@click.option("--fix", "fix", is_flag=True, help="When the verdict is degraded or catastrophic, keep the fewest ops "
+              "float that bring every condition under the target: OUTDIR/models/<stem>.fixed.tflite, verified.")
+@click.option("--fix-target", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="The fix's drop target per condition (default: the degraded threshold).")
 @output_options
 @measure_options
 @wait_option
 @history_options
 def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, seed, max_per_category, range_mode,
-             threads, resolver, warmup, repeats, batch_size, fail_on, json_path, output_flags, outputs_spec,
-             labels_for, verdict_outputs, min_n, wait_s, db, no_history, **measure):
+             threads, resolver, warmup, repeats, batch_size, fail_on, json_path, search_budget, search_distance,
+             worst_budget, fix, fix_target, output_flags, outputs_spec, labels_for, verdict_outputs, min_n, wait_s,
+             db, no_history, **measure):
     """The main job: does quantization hurt MODEL on any kind of input, on DEVICE?
 
     With no MODEL, runs the built-in example (an MLP on scikit-learn's digits).
     """
     from edgeq.evaluate import EvaluateOptions, evaluate as run_evaluation
+    from edgeq.reports.after_verdict import print_after_verdict
     from edgeq.reports.report import print_summary
 
     opts = EvaluateOptions(model=model, data=data, quant_model=quant_model, device=device, tag=tag,
@@ -46,6 +60,8 @@ def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, s
                            max_per_category=max_per_category, range_mode=range_mode, threads=threads,
                            resolver=resolver, warmup=warmup, repeats=repeats, batch_size=batch_size, fail_on=fail_on,
                            measure=measure, min_n=min_n, wait_s=wait_s, verbose=verbosity() > 0,
+                           search_budget=search_budget, search_distance=search_distance, worst_budget=worst_budget,
+                           fix=fix, fix_target=fix_target,
                            output_spec=output_spec(output_flags, outputs_spec, labels_for, verdict_outputs))
     out = console()
     with RunProgress() as progress:
@@ -56,6 +72,7 @@ def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, s
         notes.print(f"[dim]note:[/] {note}", highlight=False)
     if report and report.get("categories"):
         print_summary(out, report)
+        print_after_verdict(out, report)
     if len(result.fleet.outcomes) > 1:
         print_fleet(out, result)
     out.print(f"report: {outdir / 'report.json'}" + ("" if "fleet" in (report or {}) else f", {outdir / 'report.html'}"))

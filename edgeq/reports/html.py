@@ -34,7 +34,7 @@ th{background:#f8f9fa;font-weight:600;white-space:normal;vertical-align:bottom}t
 tr.worst-row td{background:#fff4e5}tr.sev>td{padding:0 8px 6px 24px;border-bottom:none}
 details summary{cursor:pointer;color:#5f6368;font-size:12px}details table{margin-top:4px;font-size:12px}
 .pass{color:#1e8e3e;font-weight:700}.fail{color:#d93025;font-weight:700}.note{color:#5f6368;font-size:12px;margin:6px 0 0}
-svg{display:block;width:100%;height:auto}svg text{font-size:12px;fill:#3c4043}code{font-size:12px}"""
+svg{display:block;width:100%;height:auto}svg text{font-size:12px;fill:#3c4043}code{font-size:12px}h3{font-size:14px;margin:12px 0 6px}"""
 METRICS = [  # key, label, kind, meaning
     ("n", "samples", "int", "inputs compared"),
     ("float_accuracy", "float accuracy", "pct", "top-1 accuracy of the float model"),
@@ -236,7 +236,8 @@ def categories_html(report: dict, cats, basis: str) -> str:
             rows.append(f'<tr class="sev"><td colspan="{len(METRICS) + 1}"><details><summary>{len(sev)} '
                         f'severity level(s) of {_e(name)}</summary><table>{head("severity")}{srows}</table></details></td></tr>')
     return (f"<section><h2>Categories</h2><div class=\"scroll\"><table>{head('category')}{''.join(rows)}</table></div>"
-            f'<p class="note">Sorted by {_e(_LABELS[basis])}, worst first; the worst category is highlighted.</p></section>')
+            f'<p class="note">Sorted by {_e(_LABELS[basis])} of each category\'s worst cell (the category or one of its '
+            f'severities), worst first; the worst category is highlighted.</p></section>')
 
 
 def _clean(a) -> np.ndarray:
@@ -326,25 +327,29 @@ def gates_html(report: dict) -> str:
             f"<th>observed</th><th>result</th></tr>{''.join(rows)}</table></section>")
 
 
-def render_html(report: dict, latencies_ms: dict | None = None, extra_html: str = "") -> str:
+def render_html(report: dict, latencies_ms: dict | None = None, extra_html: str = "", examples_html: str = "") -> str:
     from edgeq.reports.outputs_html import OUTPUT_CSS, is_per_output, outputs_html, overview_html
+    from edgeq.reports.repair_html import fix_html
+    from edgeq.reports.search_html import EXAMPLE_CSS, search_html, worst_cells_html, worst_first, worst_html
 
     report = _d(report)
     basis, thr = _basis(report), _thresholds(report)
     cats = _sorted_categories(report, basis)
     body = (header_html(report, cats, basis, thr) + gates_html(report) + overview_html(report) + summary_html(report)
-            + chart_html(report, cats, basis, thr) + categories_html(report, cats, basis)
-            + outputs_html(report, thr) + latency_html(report, latencies_ms) + extra_html)
-    css = CSS + ("\n" + OUTPUT_CSS if is_per_output(report) else "")
+            + worst_cells_html(report, basis, thr) + chart_html(report, cats, basis, thr)
+            + categories_html(report, worst_first(cats, basis), basis) + examples_html + search_html(report)
+            + worst_html(report) + fix_html(report) + outputs_html(report, thr) + latency_html(report, latencies_ms)
+            + extra_html)
+    css = CSS + ("\n" + OUTPUT_CSS if is_per_output(report) else "") + ("\n" + EXAMPLE_CSS if examples_html else "")
     title = f"edgeq report: {report.get('verdict') or 'unknown'}"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{css}</style></head>'
             f"<body><main>{body}</main></body></html>\n")
 
 
-def write_html(report: dict, path, latencies_ms=None, extra_html: str = "") -> None:
+def write_html(report: dict, path, latencies_ms=None, extra_html: str = "", examples_html: str = "") -> None:
     """Write the page as UTF-8, atomically: a temporary file next to ``path``, then os.replace."""
-    write_text_atomic(path, render_html(report, latencies_ms, extra_html))
+    write_text_atomic(path, render_html(report, latencies_ms, extra_html, examples_html))
 
 
 def write_text_atomic(path, text: str) -> None:

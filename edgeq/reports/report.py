@@ -86,11 +86,12 @@ def _readable_not_writable(path: Path) -> None:
 def write_report_html(path: Path, report: dict, runs: dict[str, RunResult]) -> None:
     from edgeq.reports.html import write_html
     from edgeq.reports.measure import measurement_html
+    from edgeq.reports.search_html import examples_html
 
     # float32 is plenty for a plot, and halves what a million-inference histogram holds
     write_html(report, path, {label: run.latency_ms_per_sample().astype(np.float32) for label, run in runs.items()}
                or None,
-               extra_html=measurement_html(report, runs))
+               extra_html=measurement_html(report, runs), examples_html=examples_html(report, runs))
     _readable_not_writable(path)
 
 

@@ -1,0 +1,117 @@
+"""HTML section for ``edgeq evaluate --fix``: the per-op chart of localize and the fix's before/after table.
+
+Read from ``report["fix"]`` (the fix's own JSON plus evaluate's additions); anything missing
+shows as "—" or leaves its part out.
+"""
+
+from __future__ import annotations
+
+import math
+
+from edgeq.reports.html import _d, _e, _num, _size, fmt
+from edgeq.reports.svg import line_chart
+
+STATUS_TEXT = {"fixed": "fixed and verified", "unverified": "found, but the written model failed verification",
+               "unreachable": "no fix reaches the target", "nothing-to-fix": "nothing to fix",
+               "failed": "the fix failed (the evaluation stands)", "not-applicable": "not run"}
+
+
+def fix_html(report: dict) -> str:
+    f = _d(_d(report).get("fix"))
+    if not f:
+        return ""
+    status = str(f.get("status"))
+    head = (f"<p><b>{_e(STATUS_TEXT.get(status, status))}</b>: drop target {fmt(f.get('target_drop'), 'pct')} per "
+            f"condition ({_e(f.get('target_source') or 'given')}); measured on {_e(f.get('measured_on') or 'this host')}."
+            + (f" {_e(f.get('reason'))}" if f.get("reason") else "") + "</p>")
+    parts = [head, _recipe(f), _before_after(f), _models(f), localize_html(_d(f.get("localize")), f)]
+    files = [p for p in (f.get("fixed"), f.get("fix_json")) if p]
+    if files:
+        parts.append('<p class="note">' + " · ".join(f"<code>{_e(p)}</code>" for p in files) + "</p>")
+    if f.get("note"):
+        parts.append(f'<p class="note">{_e(f.get("note"))}</p>')
+    return f"<section><h2>Fix: selective quantization</h2>{''.join(parts)}</section>"
+
+
+def _recipe(f: dict) -> str:
+    recipe = [r for r in f.get("recipe") or [] if isinstance(r, dict)]
+    if not recipe:
+        best = _d(f.get("best")).get("kept_float")
+        return f"<p>Best found: ops {_e(best)} kept float.</p>" if best is not None else ""
+    rows = "".join(f"<tr><td>{fmt(r.get('op_index'), 'int')}</td><td>{_e(r.get('op_type'))}</td>"
+                   f"<td>{_e(r.get('layer') or '—')}</td><td>{fmt(r.get('stretch'))}</td>"
+                   f"<td>{fmt(r.get('sqnr_db'), 'db')}</td><td class=\"desc\">{_e(r.get('reason'))}</td></tr>"
+                   for r in recipe)
+    return ("<h3>Ops kept float</h3><table><tr><th>op</th><th>type</th><th>layer</th><th>input stretch</th>"
+            f"<th>output SQNR</th><th>why</th></tr>{rows}</table>")
+
+
+def _before_after(f: dict) -> str:
+    conditions = _d(f.get("conditions"))
+    if not conditions:
+        return ""
+    target = _num(f.get("target_drop"))
+    order = sorted(conditions, key=lambda c: (-(_num(_d(conditions[c]).get("shipped")) or 0.0), c))
+    rows = []
+    for name in order:
+        c = _d(conditions[name])
+        fixed = _num(c.get("fixed"))
+        ok = fixed is not None and target is not None and fixed <= target + 1e-9
+        mark = '<span class="pass">✓</span>' if ok else '<span class="fail">✗</span>'
+        rows.append(f"<tr><td>{_e(name)}</td><td>{fmt(c.get('n'), 'int')}</td><td>{fmt(c.get('shipped'), 'pct')}</td>"
+                    f"<td>{fmt(c.get('rebuilt'), 'pct')}</td><td>{fmt(c.get('fixed'), 'pct')} {mark}</td></tr>")
+    return ("<h3>Before / after, per condition (worst first)</h3><div class=\"scroll\"><table><tr><th>condition</th>"
+            "<th>samples</th><th>drop, quantized (shipped)</th><th>drop, quantized (rebuilt)</th><th>drop, fixed</th>"
+            f"</tr>{''.join(rows)}</table></div><p class=\"note\">The drop: accuracy drop with labels, else the "
+            "top-1 flip rate, against the float model. Rebuilt: the same ops quantized by the tool the fix uses.</p>")
+
+
+def _models(f: dict) -> str:
+    models = _d(f.get("models"))
+    if not models:
+        return ""
+    float_bytes = _num(_d(models.get("float")).get("bytes"))
+    rows = []
+    for name in ("float", "quantized", "fixed"):
+        m = _d(models.get(name))
+        b = _num(m.get("bytes"))
+        ratio = f"{float_bytes / b:.2f}×" if b and float_bytes else "—"
+        us = _num(m.get("host_latency_us"))
+        rows.append(f"<tr><td>{name}</td><td>{_size(b)}</td><td>{ratio}</td>"
+                    f"<td>{fmt(us / 1000 if us is not None else None, 'ms')}</td></tr>")
+    return ("<h3>Size and latency</h3><table><tr><th>model</th><th>size</th><th>smaller than float</th>"
+            f"<th>latency (median, one sample, {_e(f.get('measured_on') or 'host')})</th></tr>{''.join(rows)}</table>")
+
+
+def localize_html(located: dict, f: dict | None = None) -> str:
+    """Output SQNR and input stretch along the graph (kept-float ops ringed), and the ranking."""
+    graph = [g for g in located.get("graph") or [] if isinstance(g, dict)]
+    ranking = [r for r in located.get("ranking") or [] if isinstance(r, dict)]
+    if not graph and not ranking:
+        return ""
+    stretch = {r.get("op_index"): _num(r.get("stretch")) for r in ranking}
+    kept = {r.get("op_index") for r in _d(f).get("recipe") or [] if isinstance(r, dict)}
+    chart = ""
+    if graph:
+        xs = list(range(len(graph)))
+        sqnr = [_num(g.get("sqnr_db")) for g in graph]
+        lg = [math.log10(stretch[g.get("op_index")]) if (stretch.get(g.get("op_index")) or 0) > 0 else None
+              for g in graph]
+        marks = [i for i, g in enumerate(graph) if g.get("op_index") in kept]
+        chart = line_chart(xs, {"output SQNR (dB)": sqnr}, right_series={"log10 input stretch (hybrid ops)": lg},
+                           y_label="SQNR dB", right_label="log10 stretch", marks=marks,
+                           x_label="op along the graph (position; ringed: kept float)", x_format=lambda v: f"{v:.0f}")
+        chart = chart.replace("<svg ", '<svg class="localize" ', 1)
+    rows = "".join(f"<tr><td>{fmt(r.get('rank'), 'int')}</td><td>{fmt(r.get('op_index'), 'int')}</td>"
+                   f"<td>{_e(r.get('op_type'))}</td><td>{_e(r.get('layer') or '—')}</td><td>{fmt(r.get('stretch'))}</td>"
+                   f"<td>{fmt(r.get('sqnr_db'), 'db')}</td><td>{fmt(r.get('added_error_db'), 'db')}</td>"
+                   f"<td>{fmt(r.get('flip_share'), 'pct')}</td><td>{fmt(r.get('recovered_share'), 'pct')}</td></tr>"
+                   for r in ranking[:12])
+    conditions = ", ".join(str(c) for c in located.get("conditions") or [])
+    return ("<h3>Localize: which op breaks</h3>" + chart
+            + (f'<p class="note">On the worst conditions: {_e(conditions)} ({fmt(located.get("samples"), "int")} '
+               "samples). Stretch: row max ÷ row median |x| at a hybrid op's input (one large activation "
+               "flattening the row's int8 scale).</p>" if conditions else "")
+            + ("<table><tr><th>rank</th><th>op</th><th>type</th><th>layer</th><th>stretch</th><th>SQNR</th>"
+               "<th>added error</th><th>flip share</th><th>recovered when float</th></tr>" + rows + "</table>"
+               if rows else ""))

@@ -1,0 +1,255 @@
+"""HTML sections for finding the failure: the worst cells first, the disagreement search, the
+worst input shifts, and example failing inputs drawn as images when the inputs are images.
+
+Everything is read from the report (and, for the examples, the suite and search files it
+names plus the two runs' outputs); anything missing or malformed leaves its section out.
+Images are inline PNGs (``edgeq.reports.png``): no imaging library, no network.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.reports.html import _LABELS, _band, _d, _e, _num, COLORS, fmt
+
+EXAMPLES = 6  # images per row of examples
+EXAMPLE_CSS = """.examples{display:flex;flex-wrap:wrap;gap:10px;margin:6px 0 10px}.ex{text-align:center;font-size:11px;color:#3c4043}
+.ex img{width:72px;height:72px;image-rendering:pixelated;border:1px solid #dadce0;display:block;margin:0 auto 2px}
+.ex .pair{display:flex;gap:2px}.ex .pair img{width:56px;height:56px}.ex b.q{color:#d93025}"""
+
+
+# --- worst cells first -----------------------------------------------------------------------------------------
+
+def _value(cell: dict, basis: str):
+    v = _num(cell.get(basis))
+    return v if v is not None else _num(cell.get("value"))
+
+
+def cells(report: dict, basis: str) -> list[tuple[str, dict, float | None]]:
+    """Every cell (a category, and each of its severities) with its verdict rate, worst first."""
+    found = []
+    for name, c in _d(report.get("categories")).items():
+        c = _d(c)
+        sev = _d(c.get("severities"))
+        if sev:
+            found += [(f"{name}/{s}", _d(m), _value(_d(m), basis)) for s, m in sev.items()]
+        else:
+            found.append((str(name), c, _value(c, basis)))
+    return sorted(found, key=lambda t: (t[2] is None, -(t[2] or 0.0), t[0]))
+
+
+def worst_first(cats: list[tuple[str, dict]], basis: str) -> list[tuple[str, dict]]:
+    """Categories ordered by their worst cell (the category or any of its severities), worst first."""
+    def worst(c: dict):
+        values = [_value(c, basis)] + [_value(_d(m), basis) for m in _d(c.get("severities")).values()]
+        values = [v for v in values if v is not None and math.isfinite(v)]
+        return max(values) if values else None
+
+    keyed = [(name, c, worst(c)) for name, c in cats]
+    return [(n, c) for n, c, _ in sorted(keyed, key=lambda t: (t[2] is None, -(t[2] or 0.0), t[0]))]
+
+
+def worst_cells_html(report: dict, basis: str, thr, top: int = 8) -> str:
+    ranked = [t for t in cells(report, basis) if t[2] is not None][:top]
+    if not ranked:
+        return ""
+    rows = []
+    for name, m, v in ranked:
+        ci = m.get("ci95") if isinstance(m.get("ci95"), (list, tuple)) and len(m.get("ci95")) == 2 else None
+        interval = f"{fmt(ci[0], 'pct')} – {fmt(ci[1], 'pct')}" if ci else "—"
+        band = _band(v, thr)
+        rows.append(f'<tr><td><b>{_e(name)}</b></td><td style="color:{COLORS[band]}">{fmt(v, "pct")}</td>'
+                    f"<td>{interval}</td><td>{fmt(m.get('flip_rate'), 'pct')}</td><td>{fmt(m.get('n'), 'int')}</td></tr>")
+    return (f"<section><h2>Worst conditions</h2><table><tr><th>cell</th><th>{_e(_LABELS.get(basis, basis))}</th>"
+            f"<th>95 % interval</th><th>flip rate</th><th>samples</th></tr>{''.join(rows)}</table>"
+            f'<p class="note">The suite\'s cells (category/severity), worst first: these decide the verdict.</p>'
+            "</section>")
+
+
+# --- search and worst shifts -----------------------------------------------------------------------------------
+
+def search_html(report: dict) -> str:
+    s = _d(report.get("search"))
+    if not s:
+        return ""
+    if s.get("status") == "failed":
+        return f"<section><h2>Disagreement search</h2><p>Failed: {_e(s.get('error'))}.</p></section>"
+    bound = _d(s.get("distance"))
+    where = _d(s.get("evaluator")).get("where")
+    found = [f for f in s.get("inputs_found") or [] if isinstance(f, dict)]
+    state = "" if s.get("complete", True) else " (incomplete: interrupted)"
+    head = (f"<p><b>{fmt(s.get('found'), 'int')}</b> disagreement(s) in {fmt(s.get('queries'), 'int')} queries "
+            f"from {fmt(s.get('seeds_tried'), 'int')} data samples{state}, each within {_e(bound.get('norm'))} "
+            f"distance {fmt(bound.get('bound'))} of its sample (a fraction of the data range); evaluated on "
+            f"{_e(where)}; first at query {fmt(s.get('first_flip_query'), 'int')}.</p>")
+    rows = "".join(f"<tr><td>{fmt(f.get('seed_index'), 'int')}</td><td>{fmt(f.get('distance'))}</td>"
+                   f"<td>{_e(f.get('float_class'))} → {_e(f.get('quant_class'))}</td>"
+                   f"<td>{fmt(f.get('query'), 'int')}</td><td>{_e(', '.join(map(str, f.get('operators') or [])))}</td></tr>"
+                   for f in sorted(found, key=lambda f: (_num(f.get("distance")) or 0.0))[:12])
+    table = (f"<table><tr><th>data sample</th><th>distance</th><th>float → quant class</th><th>query</th>"
+             f"<th>operators</th></tr>{rows}</table>" if rows else "")
+    more = f'<p class="note">{len(found) - 12} more in {_e(s.get("path"))}.</p>' if len(found) > 12 else ""
+    return (f"<section><h2>Disagreement search (beside the verdict)</h2>{head}{table}{more}"
+            f'<p class="note">{_e(s.get("effect_on_verdict"))}</p></section>')
+
+
+def worst_html(report: dict) -> str:
+    w = _d(report.get("worst"))
+    if not w:
+        return ""
+    if w.get("status") == "failed":
+        return f"<section><h2>Worst input shifts</h2><p>Failed: {_e(w.get('error'))}.</p></section>"
+    metric = "accuracy drop" if w.get("metric") == "accuracy_drop" else "flip rate"
+    rows = []
+    for c in [c for c in w.get("worst") or [] if isinstance(c, dict)][:10]:
+        ci = c.get("ci95") if isinstance(c.get("ci95"), list) and len(c.get("ci95")) == 2 else [None, None]
+        rows.append(f"<tr><td><b>{_e(c.get('condition'))}</b><div class=\"meta\">{_e(c.get('description'))}</div></td>"
+                    f"<td>{fmt(c.get('value'), 'pct')}</td><td>{fmt(ci[0], 'pct')} – {fmt(ci[1], 'pct')}</td>"
+                    f"<td>{fmt(c.get('n'), 'int')}</td><td>{_e(c.get('band'))}</td></tr>")
+    crossings = []
+    for name, x in _d(w.get("crossings")).items():
+        x = _d(x)
+        if x.get("crosses") and x.get("below") is not None:
+            crossings.append(f"<li>{_e(name)} crosses {fmt(x.get('threshold'), 'pct')} between severity "
+                             f"{fmt(x.get('below'))} and {fmt(x.get('above'))}: {_e(x.get('description'))}</li>")
+    state = "" if w.get("complete", True) else f" (stopped: {_e(w.get('stopped'))})"
+    return (f"<section><h2>Worst input shifts (beside the verdict)</h2><p>{_e(metric)} on "
+            f"{fmt(w.get('samples'), 'int')} data samples per shift, {fmt(w.get('queries'), 'int')} queries{state}.</p>"
+            f"<table><tr><th>shift</th><th>{_e(metric)}</th><th>95 % interval</th><th>samples</th><th>band</th></tr>"
+            f"{''.join(rows)}</table>" + (f"<ul>{''.join(crossings)}</ul>" if crossings else "")
+            + f'<p class="note">{_e(w.get("effect_on_verdict"))}</p></section>')
+
+
+# --- example failing inputs as images ---------------------------------------------------------------------------
+
+def examples_html(report: dict, runs: dict | None) -> str:
+    """Small images of failing inputs with float vs quantized top classes, when the inputs are images:
+    from the worst cell (flipped samples of the suite) and from the search (beside their data sample)."""
+    try:
+        return _examples(_d(report), runs or {})
+    except Exception:  # an example that cannot be drawn never costs the report
+        return ""
+
+
+def _image_input(dataset):
+    from edgeq.inputs.risky.families import image_layout
+
+    for name, array in dataset.arrays.items():
+        layout = image_layout(tuple(array.shape[1:]))
+        if layout is not None:
+            return name, layout
+    return None, None
+
+
+def _picture(array, layout, lo: float, hi: float) -> str:
+    from edgeq.reports.png import data_uri, to_uint8
+
+    hwc = layout.to_hwc(np.asarray(array, dtype=np.float64)[None])[0]
+    if hwc.shape[-1] == 4:
+        hwc = hwc[..., :3]
+    return data_uri(to_uint8(hwc, lo, hi))
+
+
+def _output_index(run, name) -> int:
+    metas = run.meta.get("outputs") or []
+    names = [m.get("name") if isinstance(m, dict) else None for m in metas]
+    return names.index(name) if name in names else 0
+
+
+def _examples(report: dict, runs: dict) -> str:
+    from edgeq.inputs.inputset import load_inputset
+
+    suite_path = _d(report.get("inputs")).get("path")
+    if not suite_path or not Path(suite_path).is_file():
+        return ""
+    suite = load_inputset(suite_path)
+    name, layout = _image_input(suite)
+    if layout is None:
+        return ""
+    x = suite.arrays[name]
+    lo, hi = _range(x)
+    parts = [_worst_cell_examples(report, runs, suite, x, layout, lo, hi), _search_examples(report, name, layout, lo, hi)]
+    parts = [p for p in parts if p]
+    if not parts:
+        return ""
+    return (f"<section><h2>Example failing inputs</h2>{''.join(parts)}"
+            f'<p class="note">Input {_e(name)} read as {_e(layout.describe())}; pixels scaled from the suite\'s '
+            f"range [{lo:.3g}, {hi:.3g}]. Under each: float → <b class=\"q\">quantized</b> top class.</p></section>")
+
+
+def _range(x) -> tuple[float, float]:
+    sample = np.asarray(x[: min(len(x), 512)], dtype=np.float64)
+    sample = sample[np.isfinite(sample)]
+    if not sample.size:
+        return 0.0, 1.0
+    return float(sample.min()), float(sample.max())
+
+
+def _worst_cell_examples(report, runs, suite, x, layout, lo, hi) -> str:
+    """Flipped samples of the worst cells, the verdict's cell first, until a handful are shown."""
+    ref, cand = runs.get("float"), runs.get("quant")
+    if ref is None or cand is None or suite.category is None:
+        return ""
+    index = _output_index(ref, report.get("deciding_output"))
+    f, q = np.asarray(ref.outputs[index]), np.asarray(cand.outputs[index])
+    if f.ndim != 2 or f.shape[1] < 2 or len(f) != suite.n:
+        return ""  # not class scores: no top class to show
+    fc, qc = f.argmax(1), q.argmax(1)
+    flipped = fc != qc
+    category = np.asarray(suite.category).astype(str)
+    severity = np.asarray(suite.severity).astype(str) if suite.severity is not None else None
+    worst = report.get("worst_category"), report.get("worst_severity")
+    ranked = [worst] + [tuple(name.split("/", 1)) if "/" in name else (name, None)
+                        for name, _, _ in cells(report, _basis_of(report))]
+    figures, seen = [], set()
+    for cat, sev in ranked:
+        key = (str(cat), None if sev is None else str(sev))
+        if cat is None or key in seen or len(figures) >= EXAMPLES:
+            continue
+        seen.add(key)
+        where = category == key[0]
+        if key[1] is not None and severity is not None:
+            where &= severity == key[1]
+        name = key[0] if key[1] is None else f"{key[0]}/{key[1]}"
+        for r in np.flatnonzero(where & flipped)[:EXAMPLES - len(figures)]:
+            figures.append(f'<div class="ex"><img alt="suite row {r}" src="{_picture(x[int(r)], layout, lo, hi)}">'
+                           f'{_e(name)} · row {r}<br>{fc[r]} → <b class="q">{qc[r]}</b></div>')
+    if not figures:
+        return ""
+    return (f"<h3>suite: {len(figures)} flipped samples from the worst cells, the verdict's cell first</h3>"
+            f'<div class="examples">{"".join(figures)}</div>')
+
+
+def _basis_of(report: dict) -> str:
+    from edgeq.reports.html import _basis
+
+    return _basis(report)
+
+
+def _search_examples(report, name, layout, lo, hi) -> str:
+    from edgeq.inputs.inputset import load_inputset
+
+    s = _d(report.get("search"))
+    path, data_path = s.get("path"), s.get("seeds_from") or _d(report.get("inputs")).get("data")
+    found = [f for f in s.get("inputs_found") or [] if isinstance(f, dict)]
+    if not path or not Path(path).is_file() or not found:
+        return ""
+    searched = load_inputset(path)
+    if name not in searched.arrays:
+        return ""
+    seeds = load_inputset(data_path).arrays.get(name) if data_path and Path(data_path).is_file() else None
+    order = sorted(range(min(len(found), searched.n)), key=lambda k: (_num(found[k].get("distance")) or 0.0, k))
+    figures = []
+    for k in order[:EXAMPLES]:
+        f = found[k]
+        seed = (f'<img alt="data sample {_e(f.get("seed_index"))}" '
+                f'src="{_picture(seeds[int(f["seed_index"])], layout, lo, hi)}">' if seeds is not None else "")
+        figures.append(f'<div class="ex"><div class="pair">{seed}<img alt="found input {k}" '
+                       f'src="{_picture(searched.arrays[name][k], layout, lo, hi)}"></div>'
+                       f"sample {_e(f.get('seed_index'))} → found, distance {fmt(f.get('distance'))}<br>"
+                       f'{_e(f.get("float_class"))} → <b class="q">{_e(f.get("quant_class"))}</b></div>')
+    return (f"<h3>search: {len(figures)} of {len(found)} found inputs, nearest first (left: the data sample, "
+            f"right: the input found)</h3><div class=\"examples\">{''.join(figures)}</div>")
