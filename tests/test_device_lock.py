@@ -173,3 +173,32 @@ def test_describe_holder_words():
     assert text == "held by ann@ws1 (pid 7, edgeq evaluate) for 5 min"
     soak = describe_holder({"user": "ci", "host": "h", "job": "soak", "since": now - 10, "until": now + 7200}, now)
     assert soak.endswith("soak ends in 2.0 h")
+
+
+def test_ctrl_c_mid_run_ends_the_agent_and_frees_the_board(local, example_tflite, small_inputs, tmp_path):
+    """The agent is busy mid-run and cannot answer a polite shutdown: Ctrl-C kills it, so the
+    board is not held (and not measured) for the rest of a run nobody is waiting for."""
+    from lab import agent_processes
+
+    env = dict(os.environ, EDGEQ_LOCAL_WORKDIR=local.workdir)
+    argv = [sys.executable, "-m", "edgeq", "run", "--device", "local", "--model", str(example_tflite[1]),
+            "--inputs", str(small_inputs), "-o", str(tmp_path / "run"), "--min-duration", "600", "--no-history"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal
+    try:
+        for line in proc.stderr:  # the run is under way once the agent reports progress
+            if "local:" in line:
+                break
+        assert agent_processes(local.workdir), "the agent should be running"
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=PATIENCE_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    deadline = time.monotonic() + PATIENCE_S
+    while agent_processes(local.workdir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not agent_processes(local.workdir)
+    (run,) = run_on_device(local, [_spec(example_tflite[1], small_inputs)], [tmp_path / "again"])  # no wait: free
+    assert run.n == 40

@@ -92,9 +92,12 @@ def _queued_run(labgrid, inventory, example_tflite, small_inputs, tmp_path):
 
 
 def test_ctrl_c_releases_the_place(labgrid, inventory, example_tflite, small_inputs, tmp_path):
+    # SIGINT as a terminal sends it: a CI shell may start jobs with SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt at all, so the child gets the default disposition back
     proc = subprocess.Popen([sys.executable, "-m", "edgeq", *run_args(inventory, example_tflite, small_inputs,
                                                                        tmp_path / "run", "--min-duration", "600")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         holder = _wait_until_held(labgrid, proc)  # a 600 s run: it holds the place until interrupted
         assert holder and holder.endswith("/" + _me())

@@ -151,21 +151,24 @@ class AgentSession:
                              f"`edgeq devices setup {self.device}`", kind="NoRuntime")
         return facts
 
-    def close(self) -> None:
-        if not self._eof.is_set() and not self._broken:
+    def close(self, abandon: bool = False) -> None:
+        """Ask the agent to exit; ``abandon`` (Ctrl-C): kill it now, as it may be mid-run and unable
+        to answer — over SSH its next progress line then meets a closed pipe and it ends."""
+        if not abandon and not self._eof.is_set() and not self._broken:
             try:
                 self.request("shutdown", timeout=10)
             except AgentError:
                 pass
-        self.process.wait(timeout=5)
+        if not abandon:
+            self.process.wait(timeout=5)
         self.process.kill()  # ends it if it did not exit, and releases the pipes either way
         self._closed.set()  # a reader waiting for room in the queue gives up
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        self.close(abandon=exc_type is not None and not issubclass(exc_type, Exception))
 
 
 class _Noise:
