@@ -35,21 +35,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the test lab's real sshd (tests/lab.py)
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_scale import CHILD  # noqa: E402  (one edgeq process that reports its own CPU and peak RSS)
+
 GOALS = {"cpu_per_device": 1.2, "wall": 1.5}
-
-
-CHILD = r"""
-import json, resource, sys
-from edgeq.cli.main import main
-code = 0
-try:
-    main(sys.argv[1:], standalone_mode=False)
-except SystemExit as exc:
-    code = exc.code
-own = resource.getrusage(resource.RUSAGE_SELF)
-hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-sys.stderr.write("\nBENCH " + json.dumps({"cpu_s": own.ru_utime + own.ru_stime, "peak_kb": hwm, "exit": code}) + "\n")
-"""
 
 
 def child_cost(argv: list[str], env: dict, cwd: Path) -> dict:
@@ -62,7 +51,7 @@ def child_cost(argv: list[str], env: dict, cwd: Path) -> dict:
     found = json.loads(line[6:]) if line else {"exit": done.returncode}
     if found["exit"] not in (0, 1, None):
         sys.exit(f"edgeq {' '.join(argv[:3])} … failed ({found['exit']}):\n{done.stderr[-2000:]}")
-    return {"wall_s": wall, "cpu_s": found["cpu_s"], "peak_mb": found["peak_kb"] / 1024}
+    return {"wall_s": wall, "cpu_s": found["cpu_s"], "peak_mb": found["host_peak_kb"] / 1024}
 
 
 def start_devices(count: int, work: Path) -> tuple[list, Path]:

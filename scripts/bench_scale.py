@@ -37,15 +37,17 @@ DATA_SAMPLES = 20_000  # enough rows for 40× the default suite
 GOALS = {"host_peak": 1.5, "time_per_size": 45 / 40}
 
 CHILD = r"""
-import json, sys
+import json, resource, sys
 from edgeq.cli.main import main
 code = 0
 try:
     main(sys.argv[1:], standalone_mode=False)
 except SystemExit as exc:
     code = exc.code
+own = resource.getrusage(resource.RUSAGE_SELF)
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-sys.stderr.write("\nBENCH " + json.dumps({"host_peak_kb": hwm, "exit": code}) + "\n")
+sys.stderr.write("\nBENCH " + json.dumps({"host_peak_kb": hwm, "cpu_s": own.ru_utime + own.ru_stime,
+                                           "exit": code}) + "\n")
 """
 
 

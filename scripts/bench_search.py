@@ -70,45 +70,44 @@ def random_first_flip(evaluator, prepared, budget, seed, batch=8) -> int | None:
     """Random draws from the family suite, evaluated in batches, until the first flip."""
     from edgeq.inputs.risky.families import FAMILIES
     from edgeq.inputs.risky.ranges import to_dtype
-    from edgeq.inputs.search.objective import choose_objective
     from edgeq.inputs.search.operators import family_fits
 
     x, space = prepared.data[0], prepared.spaces[0]
     families = [f for f in FAMILIES.values() if family_fits(f, x.shape[1:])]
     rng = np.random.default_rng([seed, 0xBA5E])
-    objective, done = None, 0
-    while done < budget:
-        rows = []
-        for _ in range(min(batch, budget - done)):
-            row, family, severity = int(rng.integers(len(x))), families[int(rng.integers(len(families)))], \
-                int(rng.integers(1, 4))
-            changed = family.transform(x[row:row + 1].astype(np.float64), family.levels[severity - 1], space.data,
-                                       np.random.default_rng(rng.integers(2 ** 32)))
-            rows.append(to_dtype(changed, x.dtype)[0])
-        f, q = evaluator.evaluate([np.stack(rows)])
-        objective = objective or choose_objective(prepared.output_names, f, q, None, prepared.float_info)
-        flips = np.flatnonzero(objective.judge(f, q).flip)
-        if flips.size:
-            return done + int(flips[0]) + 1
-        done += len(rows)
-    return None
+
+    def draw():
+        row, family, severity = int(rng.integers(len(x))), families[int(rng.integers(len(families)))], \
+            int(rng.integers(1, 4))
+        changed = family.transform(x[row:row + 1].astype(np.float64), family.levels[severity - 1], space.data,
+                                   np.random.default_rng(rng.integers(2 ** 32)))
+        return to_dtype(changed, x.dtype)[0]
+
+    return _first_flip(evaluator, prepared, budget, draw, batch)
 
 
 def ball_first_flip(evaluator, prepared, budget, seed, epsilon, batch=8) -> int | None:
     """Random draws uniform in the L∞ ball (epsilon × the data range) around random data rows, until the first flip."""
     from edgeq.inputs.search.disagreement import project
-    from edgeq.inputs.search.objective import choose_objective
 
     x, space = prepared.data[0], prepared.spaces[0]
     bound = epsilon * np.broadcast_to(space.span[0], x.shape[1:])
     rng = np.random.default_rng([seed, 0xBA11])
+
+    def draw():
+        seed_row = x[int(rng.integers(len(x)))].astype(np.float64)
+        return project(seed_row + rng.uniform(-1.0, 1.0, size=seed_row.shape) * bound, seed_row, space, x.dtype)
+
+    return _first_flip(evaluator, prepared, budget, draw, batch)
+
+
+def _first_flip(evaluator, prepared, budget, draw, batch) -> int | None:
+    """Queries until the first flip among rows from ``draw()``, evaluated ``batch`` at a time (None: none)."""
+    from edgeq.inputs.search.objective import choose_objective
+
     objective, done = None, 0
     while done < budget:
-        rows = []
-        for _ in range(min(batch, budget - done)):
-            seed_row = x[int(rng.integers(len(x)))].astype(np.float64)
-            rows.append(project(seed_row + rng.uniform(-1.0, 1.0, size=seed_row.shape) * bound, seed_row, space,
-                                x.dtype))
+        rows = [draw() for _ in range(min(batch, budget - done))]
         f, q = evaluator.evaluate([np.stack(rows)])
         objective = objective or choose_objective(prepared.output_names, f, q, None, prepared.float_info)
         flips = np.flatnonzero(objective.judge(f, q).flip)
