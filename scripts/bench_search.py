@@ -127,38 +127,52 @@ def band_pattern(sample: np.ndarray, silent: np.ndarray) -> bool:
     return float(trapezoid.sum()) > ONSET * (b - a)
 
 
-def throughput(evaluator, prepared, operators, budget, epsilon, pool) -> float:
+def throughput(evaluator, prepared, operators, budget, epsilon, pool, lanes, seed) -> float:
     from edgeq.inputs.search.disagreement import SearchConfig, search
 
-    config = SearchConfig(budget=budget, seed=0, epsilon=epsilon, pool=pool, per_seed=10 ** 6, patience=10 ** 6)
+    config = SearchConfig(budget=budget, seed=seed, epsilon=epsilon, pool=pool, lanes=lanes, per_seed=10 ** 6,
+                          patience=10 ** 6)
     started = time.perf_counter()
     result = search(evaluator, prepared.data, prepared.spaces, operators, config, prepared.output_names,
                     prepared.float_info)
     return result.queries / (time.perf_counter() - started)
 
 
+def compare_throughput(device, pair, prepared, operators, args) -> None:
+    """Queries/s in-process vs through ``device``'s agent: the same searches, alternated, medians of ``--reps``."""
+    from edgeq.devices.batch import DeviceBatch
+    from edgeq.inputs.search.evaluators import HostEvaluator
+
+    host = HostEvaluator(*pair)
+    with DeviceBatch(device, *pair) as agent:
+        print(f"\nthroughput (fragile-twin, {args.throughput_queries} queries a search, search without early stop, "
+              f"device {device.name}, medians of {args.reps} alternated runs):")
+        for pool, lanes in ((8, 1), (8, 2), (64, 1), (64, 2)):
+            rates = {"host": [], "agent": []}
+            before = agent.requests
+            for rep in range(args.reps):
+                for name, evaluator in (("host", host), ("agent", agent)):
+                    rates[name].append(throughput(evaluator, prepared, operators, args.throughput_queries,
+                                                  args.distance, pool, lanes, rep))
+            h, a = statistics.median(rates["host"]), statistics.median(rates["agent"])
+            requests = (agent.requests - before) // args.reps
+            print(f"  pool {pool:>3} x {lanes} lane(s): in-process {h:8.0f} q/s, agent {a:8.0f} q/s ({requests} "
+                  f"requests a search) -> agent/in-process {a / h:.2f}x")
+
+
 def base_ratio_text(ratios: dict) -> str:
     return ", ".join(f"{base}/search {value:.2f}x" for base, value in ratios.items())
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--budget", type=int, default=2000)
-    parser.add_argument("--distance", type=float, default=0.1)
-    parser.add_argument("--throughput-queries", type=int, default=4000)
-    args = parser.parse_args()
-
-    from edgeq.devices.batch import DeviceBatch
-    from edgeq.devices.inventory import Device
+def first_flip_figures(models: dict, args) -> None:
+    """Queries to the first flip per seed, for edgeq search and the two random baselines, per model."""
     from edgeq.evaluate import EXAMPLE_DATA
     from edgeq.inputs.search import prepare
     from edgeq.inputs.search.evaluators import HostEvaluator
     from edgeq.inputs.search.operators import operators_for
 
-    folder = Path(tempfile.mkdtemp(prefix="edgeq-bench-search-"))
-    models = build_models(folder)
     print(f"budget {args.budget} queries, distance {args.distance} (linf, of the data range), seeds 0..{args.seeds - 1}")
+
     def med(values):
         return statistics.median(v if v is not None else args.budget + 1 for v in values)
 
@@ -203,18 +217,37 @@ def main() -> int:
         print(f"  {name:<13} search {s_med:>6g}  suite {r_med:>6g} ({ratios['suite']:.2f}x)  "
               f"ball {b_med:>6g} ({ratios['ball']:.2f}x)")
 
-    name, pair = "fragile-twin", models["fragile-twin"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=2000)
+    parser.add_argument("--distance", type=float, default=0.1)
+    parser.add_argument("--throughput-queries", type=int, default=4000)
+    parser.add_argument("--reps", type=int, default=5, help="alternated host/agent runs per throughput figure")
+    parser.add_argument("--device", default="local", help="the device whose agent the throughput runs through")
+    parser.add_argument("--inventory", type=Path, default=None, help="edgeq.toml naming --device")
+    parser.add_argument("--throughput-only", action="store_true", help="skip the queries-to-first-flip part")
+    args = parser.parse_args()
+
+    from edgeq.devices.inventory import Device, load_inventory, select_devices
+    from edgeq.evaluate import EXAMPLE_DATA
+    from edgeq.inputs.search import prepare
+    from edgeq.inputs.search.operators import operators_for
+
+    folder = Path(tempfile.mkdtemp(prefix="edgeq-bench-search-"))
+    models = build_models(folder)
+    if not args.throughput_only:
+        first_flip_figures(models, args)
+    pair = models["fragile-twin"]
     prepared = prepare(pair[0], pair[1], EXAMPLE_DATA, args.distance, "linf")
     operators, _ = operators_for(prepared.data[0].shape[1:])
-    device = Device(name="local", transport="local", python=sys.executable, workdir=str(folder / "device"))
-    print(f"\nthroughput ({name}, {args.throughput_queries} queries, search without early stop):")
-    for pool in (8, 64):
-        host_rate = throughput(HostEvaluator(*pair), prepared, operators, args.throughput_queries, args.distance, pool)
-        with DeviceBatch(device, *pair) as agent:
-            agent_rate = throughput(agent, prepared, operators, args.throughput_queries, args.distance, pool)
-            requests = agent.requests
-        print(f"  pool {pool:>3} rows/request: in-process {host_rate:8.0f} q/s, local agent {agent_rate:8.0f} q/s "
-              f"({requests} requests) -> agent/in-process {agent_rate / host_rate:.2f}x")
+    if args.device == "local":
+        device = Device(name="local", transport="local", python=sys.executable, workdir=str(folder / "device"))
+    else:
+        device = select_devices(args.device, load_inventory(args.inventory))[0]
+    compare_throughput(device, pair, prepared, operators, args)
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,11 +59,11 @@ def test_a_batch_larger_than_one_request_is_split(local, fragile_pair, digits):
         assert np.array_equal(f[0], HostEvaluator(*fragile_pair).evaluate([digits])[0][0])
 
 
-def _search(evaluator, pair, budget=200, seed=1):
+def _search(evaluator, pair, budget=200, seed=1, **config):
     prepared = prepare(pair[0], pair[1], EXAMPLE_DATA)
     operators, _ = operators_for(prepared.data[0].shape[1:])
-    return search(evaluator, prepared.data, prepared.spaces, operators, SearchConfig(budget=budget, seed=seed),
-                  prepared.output_names, prepared.float_info)
+    return search(evaluator, prepared.data, prepared.spaces, operators,
+                  SearchConfig(budget=budget, seed=seed, **config), prepared.output_names, prepared.float_info)
 
 
 def test_search_through_the_local_agent_finds_what_the_host_finds(local, fragile_pair):
@@ -71,6 +72,34 @@ def test_search_through_the_local_agent_finds_what_the_host_finds(local, fragile
     on_host = _search(HostEvaluator(*fragile_pair), fragile_pair)
     assert on_device.found and all(f.distance <= 0.1 for f in on_device.found)
     assert [(f.seed_index, f.query) for f in on_device.found] == [(f.seed_index, f.query) for f in on_host.found]
+
+
+def test_two_lanes_in_flight_give_the_host_result_on_the_agent(local, fragile_pair):
+    """With a batch in flight while the next is proposed, the device's answers still land in order."""
+    with DeviceBatch(local, *fragile_pair) as device:
+        on_device = _search(device, fragile_pair, budget=300, lanes=2, pool=4, per_seed=3)
+        assert device.requests == 300 // 4
+    on_host = _search(HostEvaluator(*fragile_pair), fragile_pair, budget=300, lanes=2, pool=4, per_seed=3)
+    assert on_device.queries == on_host.queries == 300 and len(on_device.found) >= 2
+    assert [(f.seed_index, f.query) for f in on_device.found] == [(f.seed_index, f.query) for f in on_host.found]
+    assert all(np.array_equal(a.arrays[0], b.arrays[0]) for a, b in zip(on_device.found, on_host.found))
+
+
+def test_a_model_gone_bad_on_the_device_is_pushed_again_with_batches_in_flight(ssh_device, fragile_pair, digits):
+    """A stored model that no longer matches its digest is replaced once; every batch in flight is answered.
+
+    Over SSH (loopback), where the device keeps its own copy: the local device uses the host's file."""
+    host = HostEvaluator(*fragile_pair)
+    with DeviceBatch(ssh_device[0], *fragile_pair) as device:
+        stored = Path(device.float_remote)
+        assert stored.is_relative_to(ssh_device[0].workdir) and stored != Path(fragile_pair[0])
+        stored.write_bytes(stored.read_bytes()[:-64] + b"\0" * 64)  # same size, other bytes
+        tickets = [device.submit([digits[k:k + 5]]) for k in (0, 5, 10)]
+        for k, ticket in zip((0, 5, 10), tickets):
+            f, q = device.collect(ticket)
+            hf, hq = host.evaluate([digits[k:k + 5]])
+            assert np.array_equal(f[0], hf[0]) and np.array_equal(q[0], hq[0])
+        assert device.requests == 3 and device.session.sha256(str(stored)) == device.float_sha
 
 
 def test_search_over_ssh_finds_flips(ssh_device, fragile_pair):

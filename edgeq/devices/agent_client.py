@@ -71,10 +71,23 @@ class AgentSession:
     def request(self, op: str, *, on_event: EventHandler | None = None,
                 timeout: float | None = 600.0, **params) -> dict:
         """Send ``op`` and wait for its answer; ``timeout`` bounds the wait for each valid message."""
+        return self.receive(self.send(op, **params), op, on_event=on_event, timeout=timeout)
+
+    def send(self, op: str, **params) -> int:
+        """Send ``op`` without waiting; its answer is read by ``receive`` with the id returned.
+
+        The agent answers requests in the order they were sent, so a caller that keeps several in
+        flight must receive them in that order too.
+        """
         if self._broken:
             raise AgentError(f"{self.device}: agent session already failed; not sending {op!r}", kind="Protocol")
         request_id = next(self._ids)
         self._send({"id": request_id, "op": op, **params})
+        return request_id
+
+    def receive(self, request_id: int, op: str, *, on_event: EventHandler | None = None,
+                timeout: float | None = 600.0) -> dict:
+        """The answer of the request ``request_id`` (events go to ``on_event``); an error answer raises."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             message = self._next_message(op, timeout, deadline)

@@ -48,6 +48,10 @@ class DeviceBatch:
         self.requests = 0
         self.invoke_ns = 0
         self.facts: dict = {}
+        self._in_flight: list[int] = []  # request ids sent and not yet collected, in order
+        self._early: dict = {}  # answers (or errors) read ahead of their collect by _drain
+        self._generation_of: dict[int, int] = {}  # request id -> the models' push it was sent against
+        self._generation, self._repushed = 0, False
         self._stack = contextlib.ExitStack()
         try:
             self._open(wait_s)
@@ -75,36 +79,85 @@ class DeviceBatch:
 
     def evaluate(self, batch: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Both models' outputs for every row of ``batch`` (split into requests the agent accepts)."""
+        return self.collect(self.submit(batch))
+
+    def submit(self, batch: list[np.ndarray]) -> "_Ticket":
+        """Send ``batch`` without waiting (``collect`` reads the answer): the device works while the host
+        prepares the next batch. A failure to send is raised by ``collect``, in order."""
         batch = [np.asarray(a) for a in batch]
         rows = len(batch[0]) if batch else 0
         if rows == 0:
             raise ConfigError("nothing to evaluate: an empty batch")
-        parts = [self._request([a[lo:lo + self.rows_per_request] for a in batch])
-                 for lo in range(0, rows, self.rows_per_request)]
+        ticket = _Ticket([[a[lo:lo + self.rows_per_request] for a in batch]
+                          for lo in range(0, rows, self.rows_per_request)])
+        try:
+            for part in ticket.parts:
+                request_id = self._send(dict(self.options, inputs=[wire_array(a) for a in part]))
+                ticket.ids.append(request_id)
+                self._in_flight.append(request_id)
+        except Exception as exc:  # the session is gone: collect raises it after the batches before
+            ticket.error = exc
+        return ticket
+
+    def collect(self, ticket: "_Ticket") -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The outputs of a submitted batch (batches are collected in the order they were submitted)."""
+        if ticket.error is not None and not ticket.ids:
+            raise ticket.error
+        parts = [self._outputs(part, request_id) for part, request_id in zip(ticket.parts, ticket.ids)]
+        if ticket.error is not None:
+            raise ticket.error
         if len(parts) == 1:
             return parts[0]
         return tuple([np.concatenate([p[side][k] for p in parts]) for k in range(len(parts[0][side]))]
                      for side in (0, 1))
 
-    def _request(self, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        params = dict(self.options, inputs=[wire_array(a) for a in arrays])
+    def _outputs(self, part: list[np.ndarray], request_id: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        generation = self._generation_of.pop(request_id, self._generation)
         try:
-            answer = self._send(params)
+            answer = self._answer(request_id)
         except AgentError as exc:
-            if exc.kind != "Corrupt":
+            if exc.kind != "Corrupt" or (generation == self._generation and self._repushed):
                 raise
-            self._push(force=True)  # a stored model went bad on the device: replace it once
-            answer = self._send(params)
+            if generation == self._generation:  # a stored model went bad on the device: replace it once
+                self._drain()
+                self._push(force=True)
+                self._generation, self._repushed = self._generation + 1, True
+            # sent against the bad copy: send again against the new one (a second Corrupt raises)
+            answer = self.session.request("infer", timeout=ANSWER_TIMEOUT_S,
+                                          **self._params(dict(self.options, inputs=[wire_array(a) for a in part])))
         self.requests += 1
         self.invoke_ns += sum(int(v) for v in (answer.get("invoke_ns") or {}).values())
-        rows = len(arrays[0])
+        rows = len(part[0])
         return tuple(_read_outputs(self.device.name, answer, side, rows, len(info.outputs))
                      for side, info in zip(("float", "quant"), self.infos))
 
-    def _send(self, params: dict) -> dict:
-        return self.session.request("infer", float=self.float_remote, quant=self.quant_remote,
-                                    float_sha256=self.float_sha, quant_sha256=self.quant_sha,
-                                    timeout=ANSWER_TIMEOUT_S, **params)
+    def _answer(self, request_id: int) -> dict:
+        self._in_flight.remove(request_id)
+        if request_id in self._early:
+            answer = self._early.pop(request_id)
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+        return self.session.receive(request_id, "infer", timeout=ANSWER_TIMEOUT_S)
+
+    def _drain(self) -> None:
+        """Read every answer still in flight (kept for its collect) so the session can carry other requests."""
+        for request_id in list(self._in_flight):
+            if request_id in self._early:
+                continue
+            try:
+                self._early[request_id] = self.session.receive(request_id, "infer", timeout=ANSWER_TIMEOUT_S)
+            except AgentError as exc:
+                self._early[request_id] = exc
+
+    def _params(self, params: dict) -> dict:
+        return dict(params, float=self.float_remote, quant=self.quant_remote,
+                    float_sha256=self.float_sha, quant_sha256=self.quant_sha)
+
+    def _send(self, params: dict) -> int:
+        request_id = self.session.send("infer", **self._params(params))
+        self._generation_of[request_id] = self._generation
+        return request_id
 
     def describe(self) -> dict:
         runtime = self.facts.get("runtime") or {}
@@ -121,6 +174,13 @@ class DeviceBatch:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _Ticket:
+    """A submitted batch: its parts (one request each), their request ids, and a failure to send."""
+
+    def __init__(self, parts: list[list[np.ndarray]]):
+        self.parts, self.ids, self.error = parts, [], None
 
 
 class _Options:

@@ -1,38 +1,15 @@
 """Disagreement search: inputs near the user's data on which float and quantized models differ.
 
-Black-box: only the two models' outputs are used. A pool of seed lineages is searched at
-once; each round proposes one candidate per lineage and evaluates them in one batch (so a
-device's agent sees one request per round). Every candidate lies in the ball of radius
-``epsilon`` around its seed (L∞: every element within ε × the data range; L2: the
-root-mean-square change within ε × the range) and in the data's range (``project``). A
-lineage moves to a candidate that scores at least as high (``objective``); a flip is
-recorded with its seed and distance, and the seed is retired after ``per_seed`` flips. A
-lineage that stops improving for ``patience`` rounds makes room for the next seed.
-
-A candidate comes from one of these moves (the first that applies):
-
-- **boundary line search** (classification outputs). When a candidate's *float* class
-  differs from its lineage's (it crossed the float decision boundary without a flip), the
-  segment between the two points is kept as a bracket. Along it, the float and the quantized
-  models' log-score differences between the two classes are close to linear, and they cross
-  zero at slightly different places: the inputs between the two zeros are exactly the
-  disagreements. Each step evaluates the point halfway between the two linearly interpolated
-  zeros (a secant step on both models at once) and replaces the bracket's end on the same
-  float side, for at most ``line_steps`` steps. The segment lies in the ball (it is convex).
-- **momentum**: the last move that raised the lineage's score, repeated (doubled after each
-  success, dropped after a failure): a gradient-free step along the direction that last
-  lowered the quantized margin.
-- **toward another class**: the lineage's seed moved as far as the ball allows towards a
-  data sample the float model puts in another class (the nearest one, L2 over the range, of
-  those evaluated so far): the cheapest way across a nearby float boundary.
-- **a mutation operator** (``operators``) at an adaptive strength. Operators are chosen by a
-  Metropolis–Hastings chain (the idea of DFLARE, Xie et al., 2022, implemented from the
-  description): they are ranked by how often they raised a candidate's score or crossed the
-  float boundary, (successes + 1) / (tries + 2); a rank r has weight (1 − p)^r; each choice
-  proposes a uniformly random operator and accepts it with probability
-  min(1, weight(proposed) / weight(current)), else keeps the current one. Each operator's
-  strength is drawn log-normally around its own centre, which grows after a success and
-  shrinks slowly after a failure (so it settles where about one try in six succeeds).
+Black-box: only the two models' outputs are used. Seed lineages are searched at once, in
+``lanes`` groups of ``pool``: each lane proposes one candidate per lineage and sends them
+as one batch (a device's agent sees one request per batch). While a device evaluates one
+lane's batch the host settles and proposes the next lane's, so the wire's round trip is
+hidden behind the host's own work; the order of every proposal, and so every random draw,
+is the same whatever the evaluator, and so are the results. Every candidate lies in the
+ball of radius ``epsilon`` around its seed (``ball``). A lineage moves to a candidate that
+scores at least as high (``objective``); the moves are in ``moves``. A flip is recorded
+with its seed and distance, and the seed is retired after ``per_seed`` flips. A lineage
+that stops improving for ``patience`` batches makes room for the next seed.
 
 A seed is never evaluated unchanged: its first query is already a mutation of it (a
 chance of a flip, and its score tells how close the seed is). With ``screen`` < 1 a new
@@ -42,23 +19,29 @@ long as unused seeds remain.
 
 Every random draw comes from one generator seeded by ``seed``: the same data, models and
 seed give the same candidates, in the same order, on any evaluator that returns the same
-outputs. A query is one input evaluated by both models; ``budget`` caps them exactly.
+outputs. A query is one input evaluated by both models; ``budget`` caps them exactly. A
+search that stops (budget, time, first flip) still settles the batches already in flight;
+one that is interrupted (Ctrl-C, a lost device) keeps what the batches before it found.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgeq.errors import ConfigError, EdgeqError
 from edgeq.inputs.risky.ranges import to_dtype
+from edgeq.inputs.search.ball import NORMS, project, relative_distance
+from edgeq.inputs.search.evaluators import pipelined
+from edgeq.inputs.search.moves import (LINE, MOMENTUM, MOMENTUM_MAX, TOWARD, TOWARD_FIRST, TOWARD_LATER, Bracket,
+                                       Lineage, MoveStats, OperatorChain, line_t)
 from edgeq.inputs.search.objective import Judged, Objective, choose_objective
 from edgeq.inputs.search.operators import Operator, Space
 
-NORMS = ("linf", "l2")
-SAFETY = 1.0 - 1e-4  # projections aim just inside the bound, so a cast back to float32 cannot leave it
+__all__ = ["SearchConfig", "Found", "SearchResult", "search", "project", "relative_distance"]
 
 
 @dataclass
@@ -68,7 +51,8 @@ class SearchConfig:
     epsilon: float = 0.1
     norm: str = "linf"
     seed: int = 0
-    pool: int = 8
+    pool: int = 8  # lineages per batch (rows per request)
+    lanes: int = 1  # batches in flight (2: a device evaluates one while the host proposes the next)
     max_seeds: int = 256
     per_seed: int = 1
     patience: int = 8
@@ -90,7 +74,7 @@ class SearchConfig:
             raise ConfigError(f"--norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if not 0 < self.screen <= 1:
             raise ConfigError(f"screen must be in (0, 1], got {self.screen!r}")
-        for name in ("pool", "max_seeds", "per_seed", "patience", "line_steps"):
+        for name in ("pool", "lanes", "max_seeds", "per_seed", "patience", "line_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -136,292 +120,233 @@ class SearchResult:
 
 
 
-LINE, MOMENTUM, TOWARD = "boundary-line", "momentum", "toward-class"
-STRENGTH_START, STRENGTH_MIN, STRENGTH_SPREAD = 0.5, 0.02, 0.5
-STRENGTH_UP, STRENGTH_DOWN = 1.25, 0.96  # 1/6 successes keep a centre where it is: 1.25 × 0.96^5 ≈ 1
-MOMENTUM_MAX = 4.0
-TOWARD_FIRST, TOWARD_LATER = 0.5, 0.2  # chance of a toward-class move: no such move tried yet / otherwise
-LINE_EDGE = 1e-3  # a line step stays this fraction of the bracket inside it
-
-
-class OperatorChain:
-    """The Metropolis–Hastings chain over operators, and each operator's strength (module docstring)."""
-
-    def __init__(self, operators: list[Operator], rng: np.random.Generator, p: float | None = None):
-        if not operators:
-            raise ConfigError("no mutation operator applies to these inputs")
-        self.operators = operators
-        self.rng = rng
-        self.p = p if p is not None else 1.0 / len(operators)
-        self.tries = np.zeros(len(operators))
-        self.improved = np.zeros(len(operators))
-        self.flips = np.zeros(len(operators), dtype=int)
-        self.centre = np.full(len(operators), STRENGTH_START)
-        self.current = int(rng.integers(len(operators)))
-
-    def _weights(self) -> np.ndarray:
-        rate = (self.improved + 1.0) / (self.tries + 2.0)
-        ranks = np.empty(len(rate), dtype=int)
-        ranks[np.argsort(-rate, kind="stable")] = np.arange(len(rate))
-        return (1.0 - self.p) ** ranks
-
-    def choose(self) -> int:
-        proposed = int(self.rng.integers(len(self.operators)))
-        weights = self._weights()
-        if self.rng.random() < min(1.0, weights[proposed] / weights[self.current]):
-            self.current = proposed
-        return self.current
-
-    def strength(self, k: int) -> float:
-        return float(np.clip(self.centre[k] * np.exp(STRENGTH_SPREAD * self.rng.normal()), STRENGTH_MIN, 1.0))
-
-    def record(self, k: int, improved: bool, flipped: bool) -> None:
-        self.tries[k] += 1
-        self.improved[k] += bool(improved)
-        self.flips[k] += bool(flipped)
-        factor = STRENGTH_UP if (improved or flipped) else STRENGTH_DOWN
-        self.centre[k] = float(np.clip(self.centre[k] * factor, STRENGTH_MIN, 1.0))
-
-    def stats(self) -> dict:
-        return {op.name: {"tries": int(t), "improved": int(i), "flips": int(f)}
-                for op, t, i, f in zip(self.operators, self.tries, self.improved, self.flips) if t}
-
-
 @dataclass
-class _Bracket:
-    """The far end of a segment that crosses the float decision boundary (the near end is the lineage's point)."""
+class _InFlight:
+    """One lane's batch, sent and not yet settled."""
 
-    point: list[np.ndarray]
-    klass: int
-    scores: tuple  # (float scores, quantized scores) per class at the far end
-    steps: int = 0
-    sides: list = field(default_factory=list)  # which end each step replaced ("a" near, "b" far)
-
-
-@dataclass
-class _Lineage:
-    seed: int  # position in the seed order
-    row: int  # data row
-    origin: list[np.ndarray]  # the seed sample, float64, one per input
-    point: list[np.ndarray]  # the current point, float64, one per input
-    score: float = -np.inf
-    evaluated: bool = False
-    stale: int = 0
-    flips: int = 0
-    history: list[str] = field(default_factory=list)
-    klass: int | None = None  # the float class at point (classification objectives)
-    scores: tuple | None = None  # (float scores, quantized scores) per class at point
-    direction: list | None = None  # the last move that raised the score
-    momentum: float = 1.0
-    bracket: _Bracket | None = None
-    partners: set = field(default_factory=set)  # data rows already tried as toward-class targets
-    screened: bool = False
-    seed_first: int = -1  # index of its first score in the search's list of first scores
+    lane: int
+    lineages: list[Lineage]
+    proposals: list[tuple]  # (candidate, move name, operator index or None) per lineage
+    batch: list[np.ndarray]  # one array per model input, in the data's dtypes
+    first_query: int  # the number of the batch's first query, less 1
+    ticket: object
 
 
-def relative_distance(x: np.ndarray, seed: np.ndarray, span: np.ndarray, norm: str) -> float:
-    """How far one sample is from its seed, relative to the data range (per element span)."""
-    d = (np.asarray(x, np.float64) - np.asarray(seed, np.float64)) / np.broadcast_to(span[0], np.shape(seed))
-    if norm == "linf":
-        return float(np.max(np.abs(d))) if d.size else 0.0
-    return float(np.sqrt(np.mean(d * d))) if d.size else 0.0
+class _Search:
+    """One search's state; ``run`` drives its lanes until a budget, the seeds or an interruption ends it."""
 
+    def __init__(self, evaluator, data, spaces, operators, config: SearchConfig, output_names, info, progress):
+        self.evaluator, self.data, self.spaces = pipelined(evaluator), data, spaces
+        self.config, self.output_names, self.info, self.progress = config, output_names, info, progress
+        self.rng = np.random.default_rng([config.seed, 0x5EA])
+        self.chain = OperatorChain(operators, self.rng, config.rank_p)
+        self.moves = MoveStats()
+        self.order = self.rng.permutation(len(data[0]))[:config.max_seeds]
+        self.dtypes = [a.dtype for a in data]
+        self.started = time.monotonic()
+        self.queries = self.submitted = self.next_seed = 0
+        self.found: list[Found] = []
+        self.objective: Objective | None = None
+        self.lanes: list[list[Lineage]] = [[] for _ in range(config.lanes)]
+        self.in_flight: deque[_InFlight] = deque()
+        self.first_scores: list[float] = []
+        self.classes: dict[int, int] = {}  # data row -> float class near it (from its lineage's evaluations)
+        self.stopped: str | None = None
 
-def project(x: np.ndarray, seed: np.ndarray, space: Space, dtype: np.dtype) -> np.ndarray:
-    """``x`` moved into the distance ball around ``seed`` and the data range, in the data's dtype."""
-    span = np.broadcast_to(space.span[0], seed.shape)
-    bound = space.epsilon * SAFETY
-    delta = x - seed
-    if space.norm == "linf":
-        delta = np.clip(delta, -bound * span, bound * span)
-    else:
-        r = np.sqrt(np.mean((delta / span) ** 2)) if delta.size else 0.0
-        if r > bound:
-            delta = delta * (bound / r)
-    lo, hi = np.broadcast_to(space.lo[0], seed.shape), np.broadcast_to(space.hi[0], seed.shape)
-    moved = np.clip(seed + delta, np.minimum(lo, seed), np.maximum(hi, seed))
-    if np.issubdtype(np.dtype(dtype), np.integer):  # round towards the seed: never out of the ball
-        moved = seed + np.trunc(moved - seed)
-    return to_dtype(moved[None], dtype)[0]
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> SearchResult:
+        error = None
+        try:
+            for lane in range(self.config.lanes):
+                self._launch(lane)
+            while self.in_flight:
+                flight = self.in_flight.popleft()
+                self._settle_batch(flight, self.evaluator.collect(flight.ticket))
+                if self.found and self.config.stop_at_first:
+                    self.stopped = self.stopped or "first"
+                if self.stopped is None:
+                    self._launch(flight.lane)
+            self.stopped = self.stopped or "seeds"
+        except KeyboardInterrupt as exc:
+            self.stopped, error = "interrupted", exc
+        except EdgeqError as exc:
+            if exc.exit_code != 3:
+                raise
+            self.stopped, error = "interrupted", exc
+        return self._result(error)
 
+    def _launch(self, lane: int) -> None:
+        """Fill ``lane`` with seeds, propose one candidate per lineage and send them (or note why not)."""
+        if self.config.time_budget_s is not None and time.monotonic() - self.started >= self.config.time_budget_s:
+            self.stopped = self.stopped or "time"
+            return
+        room = self.config.budget - self.submitted
+        if room <= 0:
+            self.stopped = self.stopped or "budget"
+            return
+        self.lanes[lane] += self._take_seeds(self.config.pool - len(self.lanes[lane]))
+        lineages = self.lanes[lane][:room]
+        if not lineages:
+            return  # this lane is done; the search ends when no lane has a batch in flight
+        proposals = [self._propose(lineage) for lineage in lineages]
+        batch = [np.stack([to_dtype(p[0][k][None], self.dtypes[k])[0] for p in proposals])
+                 for k in range(len(self.data))]
+        self.in_flight.append(_InFlight(lane, lineages, proposals, batch, self.submitted,
+                                        self.evaluator.submit(batch)))
+        self.submitted += len(lineages)
 
-def line_t(near: tuple, far: tuple, a: int, b: int, sides: list) -> float:
-    """Where on the segment near (t = 0, float class a) → far (t = 1, float class b) to look next: halfway
-    between the zeros of the two models' linearly interpolated a − b score differences."""
-    def zero(at_near, at_far):
-        g0, g1 = at_near[a] - at_near[b], at_far[a] - at_far[b]
-        return g0 / (g0 - g1) if np.isfinite(g0) and np.isfinite(g1) and g0 != g1 else 0.5
+    def _settle_batch(self, flight: _InFlight, outputs) -> None:
+        f, q = outputs
+        self.queries += len(flight.lineages)
+        if self.objective is None:
+            self.objective = choose_objective(self.output_names, f, q, self.config.output, self.info)
+        if self.progress:
+            self.progress(self.queries, self.config.budget)
+        judged = self.objective.judge(f, q)
+        retired = set()
+        for i, (lineage, (candidate, name, k)) in enumerate(zip(flight.lineages, flight.proposals)):
+            flipped = bool(judged.flip[i])
+            history = lineage.history + [name]
+            if self._settle(lineage, candidate, name, k, judged, i):
+                retired.add(id(lineage))
+            if flipped:
+                self._record(lineage, flight.batch, i, judged, flight.first_query + i + 1, history)
+                if lineage.flips >= self.config.per_seed:
+                    retired.add(id(lineage))
+        retired |= self._screened(flight.lineages)
+        self.lanes[flight.lane] = [lin for lin in self.lanes[flight.lane] if id(lin) not in retired]
 
-    t = 0.5 * (zero(near[0], far[0]) + zero(near[1], far[1]))
-    if not np.isfinite(t):
-        t = 0.5
-    if len(sides) >= 2 and sides[-1] == sides[-2]:  # the same end moved twice: the guess is lopsided
-        t = 0.5 * (t + 0.5)
-    return float(np.clip(t, LINE_EDGE, 1.0 - LINE_EDGE))
+    def _screened(self, lineages: list[Lineage]) -> set:
+        """A new seed stays only if its first score is among the best so far, while unused seeds remain."""
+        if self.config.screen >= 1 or len(self.first_scores) < self.config.pool * self.config.lanes:
+            return set()
+        cut = float(np.quantile(self.first_scores, 1.0 - self.config.screen))
+        dropped = set()
+        for lin in lineages:
+            if lin.evaluated and not lin.screened:
+                lin.screened = True
+                if (self.next_seed < len(self.order) and lin.bracket is None and not lin.flips
+                        and self.first_scores[lin.seed_first] < cut):
+                    dropped.add(id(lin))
+        return dropped
 
-
-class _MoveStats:
-    """Tries / improvements / flips of the directed moves, reported next to the operators'."""
-
-    def __init__(self):
-        self.counts: dict[str, list[int]] = {}
-
-    def record(self, name: str, improved: bool, flipped: bool) -> None:
-        c = self.counts.setdefault(name, [0, 0, 0])
-        c[0] += 1
-        c[1] += bool(improved)
-        c[2] += bool(flipped)
-
-    def stats(self) -> dict:
-        return {name: {"tries": t, "improved": i, "flips": f} for name, (t, i, f) in self.counts.items()}
-
-
-def search(evaluator, data: list[np.ndarray], spaces: list[Space], operators: list[Operator],
-           config: SearchConfig, output_names: list[str], info=None, progress=None) -> SearchResult:
-    """Search for disagreements from the samples of ``data`` (one array per model input)."""
-    config.check()
-    n = len(data[0])
-    if n == 0:
-        raise ConfigError("the data has no samples to start a search from")
-    rng = np.random.default_rng([config.seed, 0x5EA])
-    chain = OperatorChain(operators, rng, config.rank_p)
-    moves = _MoveStats()
-    order = rng.permutation(n)[:config.max_seeds]
-    dtypes = [a.dtype for a in data]
-    started = time.monotonic()
-    state = {"queries": 0, "next_seed": 0}
-    found: list[Found] = []
-    objective: Objective | None = None
-    lineages: list[_Lineage] = []
-    first_scores: list[float] = []
-    classes: dict[int, int] = {}  # data row -> float class near it (from its lineage's evaluations)
-    stopped, error = "budget", None
-
-    def out_of_time() -> bool:
-        return config.time_budget_s is not None and time.monotonic() - started >= config.time_budget_s
-
-    def take_seeds(count: int) -> list[_Lineage]:
+    def _take_seeds(self, count: int) -> list[Lineage]:
         taken = []
-        while len(taken) < count and state["next_seed"] < len(order):
-            row = int(order[state["next_seed"]])
-            origin = [np.asarray(a[row], np.float64) for a in data]
-            taken.append(_Lineage(state["next_seed"], row, origin, list(origin)))
-            state["next_seed"] += 1
+        while len(taken) < count and self.next_seed < len(self.order):
+            row = int(self.order[self.next_seed])
+            origin = [np.asarray(a[row], np.float64) for a in self.data]
+            taken.append(Lineage(self.next_seed, row, origin, list(origin)))
+            self.next_seed += 1
         return taken
 
-    def evaluate(points: list[list[np.ndarray]]) -> tuple[Judged, list[list[np.ndarray]]]:
-        nonlocal objective
-        batch = [np.stack([to_dtype(p[k][None], dtypes[k])[0] for p in points]) for k in range(len(data))]
-        f, q = evaluator.evaluate(batch)
-        state["queries"] += len(points)
-        if objective is None:
-            objective = choose_objective(output_names, f, q, config.output, info)
-        if progress:
-            progress(state["queries"], config.budget)
-        return objective.judge(f, q), batch
-
-    def record(lineage: _Lineage, batch, i: int, judged: Judged, query: int, history: list[str]) -> None:
+    def _record(self, lineage: Lineage, batch, i: int, judged: Judged, query: int, history: list[str]) -> None:
         arrays = [b[i].copy() for b in batch]
-        distance = max(relative_distance(a, data[k][lineage.row], spaces[k].span, spaces[k].norm)
+        distance = max(relative_distance(a, self.data[k][lineage.row], self.spaces[k].span, self.spaces[k].norm)
                        for k, a in enumerate(arrays))
-        found.append(Found(arrays, lineage.row, distance, query, float(judged.score[i]),
-                           None if judged.float_class is None else int(judged.float_class[i]),
-                           None if judged.quant_class is None else int(judged.quant_class[i]),
-                           list(history)))
+        self.found.append(Found(arrays, lineage.row, distance, query, float(judged.score[i]),
+                                None if judged.float_class is None else int(judged.float_class[i]),
+                                None if judged.quant_class is None else int(judged.quant_class[i]),
+                                list(history)))
         lineage.flips += 1
 
-    def placed(values: list[np.ndarray], lineage: _Lineage) -> list[np.ndarray]:
-        return [project(v, lineage.origin[j], space, dtypes[j]).astype(np.float64)
-                for j, (v, space) in enumerate(zip(values, spaces))]
+    def _result(self, error) -> SearchResult:
+        notes = []
+        if self.stopped == "seeds":
+            notes.append(f"every seed was searched ({self.next_seed} of {len(self.data[0])} data samples, at most "
+                         f"{self.config.max_seeds}) before the budget ran out")
+        return SearchResult(self.found, self.queries, time.monotonic() - self.started, self.stopped,
+                            self.stopped != "interrupted", self.objective.describe() if self.objective else {},
+                            {**self.chain.stats(), **self.moves.stats()}, self.next_seed, error, notes)
 
-    def partner(lineage: _Lineage) -> int | None:
+    # ------------------------------------------------------------------ proposing
+    def _placed(self, values: list[np.ndarray], lineage: Lineage) -> list[np.ndarray]:
+        return [project(v, lineage.origin[j], space, self.dtypes[j]).astype(np.float64)
+                for j, (v, space) in enumerate(zip(values, self.spaces))]
+
+    def _partner(self, lineage: Lineage) -> int | None:
         """The nearest data row evaluated so far that the float model puts in another class."""
-        rows = [r for r, c in classes.items() if c != lineage.klass and r not in lineage.partners]
+        rows = [r for r, c in self.classes.items() if c != lineage.klass and r not in lineage.partners]
         if not rows:
             return None
         far = np.zeros(len(rows))
-        for j, space in enumerate(spaces):
+        for j, space in enumerate(self.spaces):
             span = np.broadcast_to(space.span[0], lineage.origin[j].shape)
-            others = np.stack([np.asarray(data[j][r], np.float64) for r in rows])
+            others = np.stack([np.asarray(self.data[j][r], np.float64) for r in rows])
             far += np.mean(((others - lineage.origin[j]) / span) ** 2, axis=tuple(range(1, others.ndim)))
         return rows[int(np.argmin(far))]
 
-    def moved(candidate: list[np.ndarray], lineage: _Lineage) -> bool:
+    @staticmethod
+    def _moved(candidate: list[np.ndarray], lineage: Lineage) -> bool:
         return any(not np.array_equal(c, p) for c, p in zip(candidate, lineage.point))
 
-    def propose(lineage: _Lineage) -> tuple[list[np.ndarray], str, int | None]:
-        """(candidate, move name, operator index or None) for one lineage."""
+    def _propose(self, lineage: Lineage) -> tuple[list[np.ndarray], str, int | None]:
+        """(candidate, move name, operator index or None) for one lineage (``moves`` says which move when)."""
         if lineage.bracket is not None:
             br = lineage.bracket
             t = line_t(lineage.scores, br.scores, lineage.klass, br.klass, br.sides)
-            return placed([a + t * (b - a) for a, b in zip(lineage.point, br.point)], lineage), LINE, None
-        if config.directed and lineage.evaluated:
-            if lineage.direction is not None and rng.random() < 0.5:
-                step = placed([p + lineage.momentum * d for p, d in zip(lineage.point, lineage.direction)], lineage)
-                if moved(step, lineage):
-                    return step, MOMENTUM, None
-                lineage.direction = None  # the ball's edge: nothing left in that direction
-            if lineage.klass is not None:
-                chance = TOWARD_FIRST if not lineage.partners else TOWARD_LATER
-                if rng.random() < chance:
-                    target = partner(lineage)
-                    if target is not None:
-                        lineage.partners.add(target)
-                        step = placed([np.asarray(a[target], np.float64) for a in data], lineage)
-                        if moved(step, lineage):
-                            return step, TOWARD, None
-        k = chain.choose()
-        op = chain.operators[k]
-        point = [op.apply(lineage.point[j][None], chain.strength(k), space, rng)[0] for j, space in enumerate(spaces)]
-        return placed(point, lineage), op.name, k
+            return self._placed([a + t * (b - a) for a, b in zip(lineage.point, br.point)], lineage), LINE, None
+        directed = self._directed(lineage) if self.config.directed and lineage.evaluated else None
+        if directed is not None:
+            return directed
+        k = self.chain.choose()
+        op = self.chain.operators[k]
+        point = [op.apply(lineage.point[j][None], self.chain.strength(k), space, self.rng)[0]
+                 for j, space in enumerate(self.spaces)]
+        return self._placed(point, lineage), op.name, k
 
-    def judged_at(judged: Judged, i: int) -> tuple[int | None, tuple | None]:
+    def _directed(self, lineage: Lineage) -> tuple | None:
+        """A momentum or a toward-another-class move, when one is drawn and leads anywhere."""
+        if lineage.direction is not None and self.rng.random() < 0.5:
+            step = self._placed([p + lineage.momentum * d for p, d in zip(lineage.point, lineage.direction)],
+                                lineage)
+            if self._moved(step, lineage):
+                return step, MOMENTUM, None
+            lineage.direction = None  # the ball's edge: nothing left in that direction
+        if lineage.klass is not None:
+            chance = TOWARD_FIRST if not lineage.partners else TOWARD_LATER
+            if self.rng.random() < chance:
+                target = self._partner(lineage)
+                if target is not None:
+                    lineage.partners.add(target)
+                    step = self._placed([np.asarray(a[target], np.float64) for a in self.data], lineage)
+                    if self._moved(step, lineage):
+                        return step, TOWARD, None
+        return None
+
+    # ------------------------------------------------------------------ settling
+    @staticmethod
+    def _judged_at(judged: Judged, i: int) -> tuple[int | None, tuple | None]:
         if judged.float_class is None or judged.float_scores is None:
             return None, None
         return int(judged.float_class[i]), (judged.float_scores[i], judged.quant_scores[i])
 
-    def settle(lineage: _Lineage, candidate, name: str, k: int | None, judged: Judged, i: int) -> bool:
+    def _settle(self, lineage: Lineage, candidate, name: str, k: int | None, judged: Judged, i: int) -> bool:
         """Update one lineage with its candidate's result; True when the lineage should retire."""
         score, flipped = float(judged.score[i]), bool(judged.flip[i])
-        klass, scores = judged_at(judged, i)
+        klass, scores = self._judged_at(judged, i)
         history = lineage.history + [name]
         if not lineage.evaluated:  # the seed's first query: its mutation is where the lineage starts
             if k is not None:
-                chain.record(k, False, flipped)
+                self.chain.record(k, False, flipped)
             lineage.point, lineage.score, lineage.klass, lineage.scores = candidate, score, klass, scores
             lineage.evaluated, lineage.history = True, history
-            lineage.seed_first = len(first_scores)
-            first_scores.append(score)
+            lineage.seed_first = len(self.first_scores)
+            self.first_scores.append(score)
             if klass is not None:
-                classes.setdefault(lineage.row, klass)
+                self.classes.setdefault(lineage.row, klass)
+            return False
+        if name == LINE:
+            self._settle_line(lineage, candidate, score, flipped, klass, scores, history)
             return False
         improved = score > lineage.score
-        if name == LINE:
-            br = lineage.bracket
-            moves.record(LINE, improved, flipped)
-            if flipped:
-                lineage.bracket = None
-            elif klass == lineage.klass:
-                lineage.point, lineage.score, lineage.scores = candidate, score, scores
-                lineage.history = history
-                br.sides.append("a")
-            else:
-                br.point, br.klass, br.scores = candidate, klass, scores
-                br.sides.append("b")
-            if lineage.bracket is not None:
-                br.steps += 1
-                if br.steps >= config.line_steps:
-                    lineage.bracket = None
-                    lineage.stale += config.line_steps
-            return False
-        crossed = (config.directed and not flipped and klass is not None and lineage.klass is not None
+        crossed = (self.config.directed and not flipped and klass is not None and lineage.klass is not None
                    and klass != lineage.klass)
         if k is not None:
-            chain.record(k, improved or crossed, flipped)
+            self.chain.record(k, improved or crossed, flipped)
         else:
-            moves.record(name, improved or crossed, flipped)
+            self.moves.record(name, improved or crossed, flipped)
         if crossed:
-            lineage.bracket = _Bracket(candidate, klass, scores)
+            lineage.bracket = Bracket(candidate, klass, scores)
             lineage.stale = 0
         elif score >= lineage.score:
             if improved:
@@ -436,63 +361,32 @@ def search(evaluator, data: list[np.ndarray], spaces: list[Space], operators: li
             lineage.stale += 1
             if name == MOMENTUM:
                 lineage.direction, lineage.momentum = None, 1.0
-        return lineage.stale >= config.patience
+        return lineage.stale >= self.config.patience
 
-    try:
-        while True:
-            if out_of_time():
-                stopped = "time"
-                break
-            room = config.budget - state["queries"]
-            if room <= 0:
-                stopped = "budget"
-                break
-            lineages += take_seeds(config.pool - len(lineages))
-            batch_of = lineages[:room]
-            if not batch_of:
-                stopped = "seeds"
-                break
-            proposals = [propose(lineage) for lineage in batch_of]
-            judged, batch = evaluate([p[0] for p in proposals])
-            base = state["queries"] - len(batch_of)
-            retired = set()
-            for i, (lineage, (candidate, name, k)) in enumerate(zip(batch_of, proposals)):
-                flipped = bool(judged.flip[i])
-                history = lineage.history + [name]
-                if settle(lineage, candidate, name, k, judged, i):
-                    retired.add(id(lineage))
-                if flipped:
-                    record(lineage, batch, i, judged, base + i + 1, history)
-                    if lineage.flips >= config.per_seed:
-                        retired.add(id(lineage))
-            if found and config.stop_at_first:
-                stopped = "first"
-                break
-            lineages = [lin for lin in lineages if id(lin) not in retired]
-            if config.screen < 1 and len(first_scores) >= config.pool:
-                # a new seed stays only if its first score is among the best so far, while unused seeds remain
-                cut = float(np.quantile(first_scores, 1.0 - config.screen))
-                for lin in lineages:
-                    if lin.evaluated and not lin.screened:
-                        lin.screened = True
-                        if (state["next_seed"] < len(order) and lin.bracket is None and not lin.flips
-                                and first_scores[lin.seed_first] < cut):
-                            retired.add(id(lin))
-                lineages = [lin for lin in lineages if id(lin) not in retired]
-            if not lineages and state["next_seed"] >= len(order):
-                stopped = "seeds"
-                break
-    except KeyboardInterrupt as exc:
-        stopped, error = "interrupted", exc
-    except EdgeqError as exc:
-        if exc.exit_code != 3:
-            raise
-        stopped, error = "interrupted", exc
-    elapsed = time.monotonic() - started
-    notes = []
-    if stopped == "seeds":
-        notes.append(f"every seed was searched ({state['next_seed']} of {n} data samples, at most "
-                     f"{config.max_seeds}) before the budget ran out")
-    return SearchResult(found, state["queries"], elapsed, stopped, stopped != "interrupted",
-                        objective.describe() if objective else {}, {**chain.stats(), **moves.stats()},
-                        state["next_seed"], error, notes)
+    def _settle_line(self, lineage: Lineage, candidate, score, flipped, klass, scores, history) -> None:
+        """A line-search step replaces the bracket's end on its float side, until a flip or ``line_steps``."""
+        br = lineage.bracket
+        self.moves.record(LINE, score > lineage.score, flipped)
+        if flipped:
+            lineage.bracket = None
+            return
+        if klass == lineage.klass:
+            lineage.point, lineage.score, lineage.scores = candidate, score, scores
+            lineage.history = history
+            br.sides.append("a")
+        else:
+            br.point, br.klass, br.scores = candidate, klass, scores
+            br.sides.append("b")
+        br.steps += 1
+        if br.steps >= self.config.line_steps:
+            lineage.bracket = None
+            lineage.stale += self.config.line_steps
+
+
+def search(evaluator, data: list[np.ndarray], spaces: list[Space], operators: list[Operator],
+           config: SearchConfig, output_names: list[str], info=None, progress=None) -> SearchResult:
+    """Search for disagreements from the samples of ``data`` (one array per model input)."""
+    config.check()
+    if len(data[0]) == 0:
+        raise ConfigError("the data has no samples to start a search from")
+    return _Search(evaluator, data, spaces, operators, config, output_names, info, progress).run()

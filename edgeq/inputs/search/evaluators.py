@@ -1,7 +1,10 @@
 """Where candidates are evaluated: this host's interpreter, or a device's agent in batches.
 
 Both give ``evaluate(batch) -> (float_outputs, quant_outputs)`` for a list with one
-array per model input, and both use the agent's own interpreter code (``open_interpreter``
+array per model input, and ``submit(batch) -> ticket`` / ``collect(ticket)`` so a search
+can keep batches in flight (on a device, the next batch is prepared while the last one
+runs; here, the work is done at ``submit``). A failure is raised at ``collect``, in
+submission order, so what the batches before it found is kept. Both use the agent's own interpreter code (``open_interpreter``
 and ``BatchInvoker`` from ``device_agents/edgeq_agent.py``), so the host evaluator is the
 agent's ``infer`` op without the wire: a difference between them is the device's, not edgeq's.
 """
@@ -42,6 +45,12 @@ class HostEvaluator:
         self.requests += 1
         return outputs[0], outputs[1]
 
+    def submit(self, batch: list[np.ndarray]):
+        return _Done.of(self.evaluate, batch)
+
+    def collect(self, ticket):
+        return ticket.result()
+
     def describe(self) -> dict:
         return {"where": "host (in-process interpreter)", "device": None,
                 "runtime": f"{self.runtime[0]} {self.runtime[1]}", "threads": self.threads,
@@ -55,6 +64,45 @@ class HostEvaluator:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _Done:
+    """A batch already evaluated (or failed) at submit; ``result`` answers or raises in submission order."""
+
+    def __init__(self, value=None, error: Exception | None = None):
+        self.value, self.error = value, error
+
+    @classmethod
+    def of(cls, evaluate, batch):
+        try:
+            return cls(evaluate(batch))
+        except Exception as exc:  # raised at collect, after the batches before it are settled
+            return cls(error=exc)
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _AtSubmit:
+    """submit/collect for an evaluator that only has ``evaluate``."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def submit(self, batch):
+        return _Done.of(self.inner.evaluate, batch)
+
+    def collect(self, ticket):
+        return ticket.result()
+
+
+def pipelined(evaluator):
+    """The evaluator itself when it can keep batches in flight, else one that evaluates at submit."""
+    if callable(getattr(evaluator, "submit", None)) and callable(getattr(evaluator, "collect", None)):
+        return evaluator
+    return _AtSubmit(evaluator)
 
 
 def open_evaluator(float_model: Path, quant_model: Path, device: str | None = None, inventory: Path | None = None,
