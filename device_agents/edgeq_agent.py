@@ -179,10 +179,18 @@ def tensor_summary(details):
     ]
 
 
+_DTYPE_NAMES = {}
+
+
 def _dtype_name(dtype):
+    """numpy's name for a dtype (its .name is slow, and an infer request asks for it four times)."""
     import numpy as np
 
-    return np.dtype(dtype).name
+    dtype = np.dtype(dtype)
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = dtype.name
+    return name
 
 
 # --------------------------------------------------------------------------- device facts

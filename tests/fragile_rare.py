@@ -87,7 +87,8 @@ def make_rare_twin(model_path: Path, x: np.ndarray, out_path: Path, onset: float
 
     edges = np.concatenate([LEFT, RIGHT])
     w_ramp = np.zeros((SIDE * SIDE, 2 * len(edges)), f32)  # relu(x_p) and relu(x_p − RAMP) per edge pixel
-    w_ramp[edges, 0::2] = w_ramp[edges, 1::2] = 1.0
+    pair = 2 * np.arange(len(edges))
+    w_ramp[edges, pair] = w_ramp[edges, pair + 1] = 1.0
     b_ramp = np.tile(np.array([0.0, -RAMP], f32), len(edges))
     ramps = _split_dense(pixels, w_ramp, b_ramp, "relu", "edge_ramps")
     side = np.where(np.arange(len(edges)) < len(LEFT), 1.0, -1.0)

@@ -1,0 +1,71 @@
+"""The fix step of ``edgeq evaluate --fix``: a selectively quantized model when the verdict is not robust.
+
+It runs ``edgeq.repair`` over the suite the evaluation ran, writes the fixed model and its
+JSON under OUTDIR/models/, and returns the report's ``fix`` section; a fix that fails is
+reported there (and as a failed ``fix`` gate when the user asked for gates), never raised.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgeq.evaluate import EvaluateOptions
+
+
+def run_fix(opts: EvaluateOptions, report: dict, *, quant_path: Path, suite_path: Path, gates) -> dict:
+    """``edgeq.repair`` on the suite this evaluation ran: OUTDIR/models/<stem>.fixed.tflite and .fix.json.
+
+    A robust verdict needs nothing; a fix that fails (or cannot reach the target) is reported
+    here and, only when the user asked for gates, as a failed ``fix`` gate."""
+    thresholds = report.get("thresholds") or {}
+    target = opts.fix_target if opts.fix_target is not None else float(thresholds.get("degraded", 0.02))
+    why_target = "--fix-target" if opts.fix_target is not None else "the degraded threshold"
+    verdict = report.get("verdict")
+    if verdict not in ("degraded", "catastrophic"):
+        return {"status": "nothing-to-fix", "target_drop": target,
+                "reason": f"the verdict is {verdict}: no cell reaches the degraded threshold"}
+    if opts.quant_model is None and opts.policy != "dynamic-range":
+        opts.notes.append(f"fix: not run: it keeps ops of a dynamic-range model float, the policy was {opts.policy}")
+        return {"status": "not-applicable", "target_drop": target, "verdict_before": verdict,
+                "reason": f"--fix repairs dynamic-range models; this one was converted with --policy {opts.policy}"}
+    opts.notes.append(f"fix: drop target {target:g} ({why_target}), searched and verified on this host "
+                      f"(ai_edge_litert) over the suite {suite_path.name}; variants tried in "
+                      f"{opts.outdir / 'repair'}")
+    section = _fix(opts, quant_path, suite_path, target)
+    section.update(target_source=why_target, verdict_before=verdict)
+    if gates and section["status"] in ("unreachable", "unverified", "failed"):
+        report.setdefault("gates", []).append(
+            {"gate": "fix", "limit": target, "observed": section["status"], "where": section.get("reason"),
+             "failed": True})
+    return section
+
+
+def _fix(opts: EvaluateOptions, quant_path: Path, suite_path: Path, target: float) -> dict:
+    from edgeq.repair.bench import prepare
+    from edgeq.repair.fix import fix_model
+    from edgeq.results import write_json_atomic
+
+    models = opts.outdir / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    steps: list[str] = []
+    work = opts.outdir / "repair"  # the float rebuild and the variants tried: kept, the fix's JSON names them
+    try:
+        bench = prepare(opts.model, work, inputs=suite_path, quantized=quant_path, seed=opts.seed,
+                        announce=steps.append)
+        result = fix_model(bench, models, target_drop=target, announce=steps.append)
+    except Exception as exc:  # a failed fix is reported, the evaluation stands
+        opts.notes.append(f"fix failed: {type(exc).__name__}: {exc}")
+        return {"status": "failed", "target_drop": target, "reason": f"{type(exc).__name__}: {exc}",
+                "steps": steps}
+    section = dict(result.report)
+    if section["status"] != "nothing-to-fix":
+        write_json_atomic(result.json_path, section)
+        section["fix_json"] = str(result.json_path)
+    section["steps"] = steps
+    if section["status"] == "fixed":
+        opts.notes.append(f"fix: {len(section.get('recipe') or [])} op(s) kept float → {section['fixed']}")
+    else:
+        opts.notes.append(f"fix: {section['status']}: {section.get('reason') or 'the fixed model failed verification'}")
+    return section
