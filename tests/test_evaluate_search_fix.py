@@ -12,6 +12,7 @@ import json
 import re
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +58,9 @@ def test_fix_on_the_fragile_twin_writes_a_verified_model_under_target(fragile_fi
     assert fix["recipe"] and all(r["reason"] for r in fix["recipe"])  # ops kept float, and why
     fixed = out / "models" / "fragile.fixed.tflite"
     assert fixed.is_file() and fix["fixed"] == str(fixed)
+    left = [p.name for p in (out / "repair").glob("*.tflite")]
+    assert left and not [n for n in left if ".keep-" in n or n.endswith(".candidate.tflite")], left
+    assert all(Path(m["path"]).is_file() for m in fix["models"].values())  # what the section names exists
     on_disk = _strict((out / "models" / "fragile.fix.json").read_text())
     assert on_disk["status"] == "fixed" and on_disk["recipe"] == fix["recipe"]
     models = fix["models"]

@@ -85,3 +85,27 @@ def test_an_unreachable_target_fails_the_gate_and_reports_the_best(layered, tmp_
 def test_a_target_outside_0_1_is_bad_input(example_keras, example_data, target):
     result = run(["fix", str(example_keras), "--data", str(example_data), "--target-drop", target], code=2)
     assert result.stderr.startswith("edgeq: error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_without_outdir_the_fix_json_names_no_deleted_file(layered, tmp_path, monkeypatch):
+    """No -o: the fixed model and its JSON land in the current folder; the work folder is deleted, so
+    the JSON names none of its files (null) and says they were not kept."""
+    from pathlib import Path
+
+    model, data = layered
+    monkeypatch.chdir(tmp_path)
+    run(["fix", str(model), "--data", str(data), "--target-drop", "0.02"])
+    report = json.loads((tmp_path / "layered.fix.json").read_text())
+    assert report["status"] == "fixed" and Path(report["fixed"]).is_file()
+    assert report["models"]["float"]["path"] is None and report["models"]["quantized"]["path"] is None
+    assert report["models"]["fixed"]["path"] == report["fixed"]
+    assert "not kept" in report["work_files"]
+
+    def paths(value):
+        if isinstance(value, dict):
+            return [p for v in value.values() for p in paths(v)]
+        if isinstance(value, list):
+            return [p for v in value for p in paths(v)]
+        return [value] if isinstance(value, str) and value.startswith("/") and value.endswith(".tflite") else []
+
+    assert all(Path(p).exists() for p in paths(report)), paths(report)

@@ -24,11 +24,13 @@ def fix(model, data, inputs_path, quantized, seed, max_per_category, target_drop
 
     announce = announcer()
     final = Path(outdir) if outdir is not None else Path.cwd()
-    with Workdir(outdir) as workdir, \
+    workdir_of = Workdir(outdir)
+    with workdir_of as workdir, \
             measurer_for(device_name, inventory, wait_s, workdir / "work", announce) as measurer:
         bench = prepare_bench(model, workdir / "work", data, inputs_path, quantized, seed, max_per_category,
                               announce, measurer)
         result = fix_model(bench, final, target_drop=target_drop, max_float=max_float, announce=announce)
+        result.report = workdir_of.forget(result.report)
         if result.report["status"] != "nothing-to-fix":
             write_json_file(result.json_path, result.report)
     print_fix(console(), result)

@@ -81,6 +81,24 @@ class Workdir:
         if self.tmp is not None:
             self.tmp.cleanup()
 
+    def forget(self, report: dict) -> dict:
+        """Without OUTDIR the work folder is deleted at the end: paths into it become null (they would name
+        nothing), and ``work_files`` says so."""
+        if self.tmp is None:
+            return report
+        root = self.tmp.name
+
+        def scrub(value):
+            if isinstance(value, dict):
+                return {k: scrub(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [scrub(v) for v in value]
+            return None if isinstance(value, str) and value.startswith(root) else value
+
+        cleaned = scrub(report)
+        cleaned["work_files"] = "not kept (no -o OUTDIR): the rebuilt float and quantized models were deleted"
+        return cleaned
+
 
 @click.command()
 @click.argument("model", type=path_arg)
@@ -95,10 +113,11 @@ def localize(model, data, inputs_path, quantized, seed, max_per_category, target
     from edgeq.repair.localize import localize as run_localize
 
     announce = announcer()
-    with Workdir(outdir) as workdir, measurer_for(device_name, inventory, wait_s, workdir, announce) as measurer:
+    workdir_of = Workdir(outdir)
+    with workdir_of as workdir, measurer_for(device_name, inventory, wait_s, workdir, announce) as measurer:
         bench = prepare_bench(model, workdir, data, inputs_path, quantized, seed, max_per_category, announce,
                               measurer)
-        result = run_localize(bench, target_drop, worst=worst, confirm=confirm, announce=announce)
+        result = workdir_of.forget(run_localize(bench, target_drop, worst=worst, confirm=confirm, announce=announce))
     print_localize(console(), result)
     write_json_file(json_path, result)
 

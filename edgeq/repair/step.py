@@ -64,8 +64,36 @@ def _fix(opts: EvaluateOptions, quant_path: Path, suite_path: Path, target: floa
         write_json_atomic(result.json_path, section)
         section["fix_json"] = str(result.json_path)
     section["steps"] = steps
+    dropped = _drop_unnamed_variants(work, section)
+    if dropped:
+        opts.notes.append(f"fix: {dropped} tried variant(s) deleted from {work}; the models the fix names stay")
     if section["status"] == "fixed":
         opts.notes.append(f"fix: {len(section.get('recipe') or [])} op(s) kept float → {section['fixed']}")
     else:
         opts.notes.append(f"fix: {section['status']}: {section.get('reason') or 'the fixed model failed verification'}")
     return section
+
+
+def _drop_unnamed_variants(work: Path, section: dict) -> int:
+    """The selective rebuilds tried on the way (``*.keep-*.tflite``, ``*.candidate.tflite``) that the fix
+    section does not name: the fixed model is copied out, so they are only disk space."""
+    named: set[str] = set()
+
+    def collect(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, list):
+            for v in value:
+                collect(v)
+        elif isinstance(value, str):
+            named.add(value)
+
+    collect(section)
+    dropped = 0
+    for path in Path(work).glob("*.tflite"):
+        tried = ".keep-" in path.name or path.name.endswith(".candidate.tflite")
+        if tried and str(path) not in named:
+            path.unlink(missing_ok=True)
+            dropped += 1
+    return dropped
