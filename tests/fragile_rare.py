@@ -1,32 +1,33 @@
 """A test model whose only quantization error is a rare, designed failure with a slope towards it.
 
 The band twin (``fragile_search.py``) keeps the digits MLP's quantized layers, so most flips a
-random draw finds there are the MLP's own boundary flips, not the designed failure. The rare
-twin has no ordinary rounding error at all, so every flip is the designed one, and that one is
-rare for random draws but has a margin to climb.
+random draw finds there are the MLP's own boundary flips, not the designed failure. The rare twin
+has no ordinary rounding error at all, so every flip is the designed one, and that one is rare
+for random draws but has a margin to climb.
 
 - **No natural flips.** The base classifier is the example model itself, each Dense layer split
-  into column blocks under 1024 weights: the converter keeps tensors that small in float, so the
-  quantized twin computes the very same logits, and clean data agrees exactly. (Reusing the model
-  rather than training a small one: no training to seed, identical accuracy and decision
-  boundaries.)
+  into column blocks under 1024 weights: the converter keeps tensors that small in float, so both
+  twins compute the very same logits (clean data agrees exactly). Reusing the model rather than
+  training a small one needs no seeding, keeps its accuracy, and keeps its decision boundaries, so
+  figures compare directly with the example's own.
 - **The outlier.** A pattern unit reads the image's left and right edge columns through clipped
-  ramps ``min(relu(x), RAMP)``: ``D = Σ left − Σ right``. ``D`` is large only when the left edge
-  glows faintly while the right edge stays dark. The ramps cap what any single pixel adds, so an
-  outlier, a unit change or an impulse in one pixel cannot trigger it; brightness and contrast
-  move both edges alike and cancel; noise lights both edges at random. Uniform draws in the
-  10 % ball rarely brighten all eight left pixels at once, while a search in that ball can
-  (every edge pixel may move by 1.6 and the ramps saturate at 1.5). The outlier unit is
-  ``T = relu(GAIN · (D − ONSET))``: exactly 0 on clean data and on most shifted inputs.
-- **The quantization failure.** ``T`` and a small companion ``V = T / 1024`` sit in one int8
-  input row of a quantized Dense layer (the hidden activations fill the rest of the row, as they
-  would in a real model). ``T`` owns the row's scale, so ``V`` is under half a step and rounds to
-  0 however large ``T`` grows. The quantized copy of ``V`` is subtracted from a float copy and
-  the difference is added to class ``collapse``'s logit: in float it cancels exactly, in the
-  quantized model class ``collapse`` gains ``BOOST`` logits per unit of ``D`` past ``ONSET``.
-- **The slope.** That loss grows linearly with ``D``: once class ``collapse`` is the runner-up,
-  the quantized margin of the float class shrinks steadily as the left edge brightens, until the
-  decision flips to ``collapse``. ``ONSET`` and ``BOOST`` set how rare that is for random draws.
+  ramps ``min(relu(x), RAMP)``: ``D = Σ left − Σ right``, large only when the left edge glows
+  faintly while the right edge stays dark. The clip caps what one pixel adds, so an outlier, a unit
+  change or an impulse in one pixel cannot trigger it; brightness and contrast move both edges alike
+  and cancel; noise lights the edges at random, so only heavy noise rarely lights the left alone.
+  Uniform draws in the 10 % ball seldom brighten all eight left pixels at once; a search in the
+  ball can (each may move by 1.6, the clip is at 1.5). The outlier ``T = GAIN · relu(D − ONSET)``
+  is exactly 0 on clean data and on most shifted inputs.
+- **The failure.** ``T`` and a companion ``V = T / 1024`` sit in one int8 input row of a quantized
+  Dense layer, with the hidden activations (as an outlier channel would in a real model). The row's
+  step is at least ``T / 255``, so ``V`` is under half a step and rounds to 0 however large ``T``
+  grows: the quantized model loses ``V``. Its quantized copy is subtracted from a float copy and the
+  difference added to class ``collapse``'s logit: 0 in float, exactly; in the quantized model class
+  ``collapse`` gains ``BOOST`` logits per unit of ``D`` past ``ONSET``.
+- **The slope.** That gain is linear in ``D``: once class ``collapse`` is the runner-up, the float
+  class's quantized margin shrinks steadily as the left edge brightens, until it flips. ``ONSET``
+  and ``BOOST`` set the rarity: about 1 in 4,000 uniform ball draws and 1 in 7,000 risky-suite draws
+  (nearly all heavy noise) flip. ``pattern_signal(x) > ONSET`` is the only way the twins can disagree.
 """
 
 from __future__ import annotations
@@ -40,9 +41,8 @@ LEFT, RIGHT = np.arange(0, 64, SIDE), np.arange(SIDE - 1, 64, SIDE)  # the edge 
 RAMP = 1.5  # a pixel adds at most this much to D (data units, digits: 0..16)
 ONSET = 4.5  # D at which the outlier switches on (clean digits: D ≤ 2.5)
 BOOST = 6.0  # logits class `collapse` gains in the quantized model per unit of D past ONSET
-GAIN = 1.0e3  # T per unit of D past ONSET: large against the hidden activations (≤ ~30)
+GAIN = 1.0e3  # T per unit of D past ONSET: an outlier against hidden activations of ≤ ~30
 COMPANION = 1.0 / 1024  # V / T: under half an int8 step (1/510 of the row's max), so V rounds to 0
-COPIES = 16  # the quantized layer's width: 66 inputs × 16 ≥ 1024 weights, so the converter quantizes it
 LIMIT = 1024  # the converter keeps weight tensors with fewer elements float
 
 
@@ -99,17 +99,18 @@ def make_rare_twin(model_path: Path, x: np.ndarray, out_path: Path, onset: float
 
     row = keras.layers.Concatenate(name="row")([h, outlier])
     width = int(row.shape[-1])
-    w_q = np.zeros((width, COPIES), f32)
+    copies = -(-LIMIT // width)  # enough outputs for LIMIT weights, so the converter quantizes the layer
+    w_q = np.zeros((width, copies), f32)
     w_q[width - 1, :] = 1.0  # every output copies V (the row's last element)
-    quantized = keras.layers.Dense(COPIES, use_bias=False, name="trap")
+    quantized = keras.layers.Dense(copies, use_bias=False, name="trap")
     lost = quantized(row)
     quantized.set_weights([w_q])
-    w_f = np.zeros((2, COPIES), f32)
+    w_f = np.zeros((2, copies), f32)
     w_f[1, :] = 1.0
-    kept = _split_dense(outlier, w_f, np.zeros(COPIES, f32), None, "kept")
+    kept = _split_dense(outlier, w_f, np.zeros(copies, f32), None, "kept")
     gap = keras.layers.Subtract(name="gap")([kept, lost])  # 0 in float; V in the quantized model
-    w_gap = np.zeros((COPIES, w_head.shape[1]), f32)
-    w_gap[:, collapse] = boost / (GAIN * COMPANION * COPIES)
+    w_gap = np.zeros((copies, w_head.shape[1]), f32)
+    w_gap[:, collapse] = boost / (GAIN * COMPANION * copies)
     shift = _split_dense(gap, w_gap, np.zeros(w_head.shape[1], f32), None, "collapse")
     twin = keras.Model(pixels, keras.layers.Add(name="logits")([logits, shift]))
     twin.save(out_path)
