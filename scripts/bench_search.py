@@ -11,16 +11,20 @@
    A run that finds nothing counts as budget + 1 (so medians over failed runs are lower
    bounds); success rates are printed. Every method is evaluated in batches of 8 and a flip
    counts at its position in its batch. Models: the fragile twin (tests/fragile.py: breaks
-   when one always-0 pixel moves at all), the example digits MLP itself (its natural, rare
-   quantization flips near its decision boundaries), and the band twin
+   when one always-0 pixel moves at all: easy for anyone), the example digits MLP itself (its
+   natural, rare quantization flips near its decision boundaries), the band twin
    (tests/fragile_search.py: breaks only when several always-0 pixels sit together in a
-   narrow band of small values; for it the share of found flips that are that pattern, and
-   not the digits model's own boundary flips, is printed too).
-2. Search throughput (queries/s) through the ``local`` device's agent (batched infer
-   requests) vs in-process on the host, at two pool sizes (rows per request).
+   narrow band of small values) and the rare twin (tests/fragile_rare.py: no rounding error
+   at all but one designed trap, hit by about 1 in 6,800 suite draws and 1 in 4,200 ball
+   draws, with a margin to climb). For the two designed twins the share of first flips that
+   are the designed failure is printed too.
+2. Search throughput (queries/s) through a device's agent (``local`` unless ``--device``;
+   batched infer requests) vs in-process on the host, for pool sizes (rows per request) and
+   lanes (batches in flight), host and agent runs alternated, medians of ``--reps``.
 
 Prints figures; asserts nothing. Needs the host extra (TensorFlow) to build the models:
-    .venv/bin/python scripts/bench_search.py [--seeds 10] [--budget 2000] [--distance 0.1]
+    .venv/bin/python scripts/bench_search.py [--seeds 10] [--budget 20000] [--distance 0.1]
+        [--device NAME --inventory edgeq.toml] [--throughput-only] [--reps 5]
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def build_models(folder: Path) -> dict[str, tuple[Path, Path]]:
     from fragile import make_fragile_twin
+    from fragile_rare import make_rare_twin
     from fragile_search import make_band_twin
 
     from edgeq.evaluate import EXAMPLE_DATA, EXAMPLE_MODEL
@@ -51,10 +56,23 @@ def build_models(folder: Path) -> dict[str, tuple[Path, Path]]:
     models = {}
     for name, source in (("fragile-twin", make_fragile_twin(EXAMPLE_MODEL, x, folder / "fragile.keras")),
                          ("digits-mlp", EXAMPLE_MODEL),
-                         ("band-twin", make_band_twin(EXAMPLE_MODEL, x, folder / "band.keras"))):
+                         ("band-twin", make_band_twin(EXAMPLE_MODEL, x, folder / "band.keras")),
+                         ("rare-twin", make_rare_twin(EXAMPLE_MODEL, x, folder / "rare.keras"))):
         result = convert_model(source, folder / name)
         models[name] = (result.float_path, result.quant_path)
     return models
+
+
+def designed_failure(name: str, x: np.ndarray):
+    """For a twin built to fail one way: (what that way is called, whether a found input is it); else None."""
+    from fragile_rare import ONSET, pattern_signal
+
+    if name == "band-twin":
+        silent = np.flatnonzero(np.all(x.reshape(len(x), -1) == 0, axis=0))
+        return "the band pattern", lambda sample: band_pattern(sample, silent)
+    if name == "rare-twin":
+        return "the edge-glow trap", lambda sample: float(pattern_signal(np.asarray(sample)[None])[0]) > ONSET
+    return None
 
 
 def edgeq_first_flip(evaluator, prepared, operators, budget, seed, epsilon, **extra) -> tuple[int | None, object]:
@@ -183,7 +201,7 @@ def first_flip_figures(models: dict, args) -> None:
     for name, pair in models.items():
         prepared = prepare(pair[0], pair[1], EXAMPLE_DATA, args.distance, "linf")
         operators, _ = operators_for(prepared.data[0].shape[1:])
-        silent = np.flatnonzero(np.all(prepared.data[0].reshape(prepared.n, -1) == 0, axis=0))
+        designed = designed_failure(name, prepared.data[0])
         host = HostEvaluator(*pair)
         runs = {"search": [], "suite": [], "ball": []}
         pattern = []
@@ -192,9 +210,9 @@ def first_flip_figures(models: dict, args) -> None:
             runs["search"].append(q_search)
             runs["suite"].append(random_first_flip(host, prepared, args.budget, seed))
             runs["ball"].append(ball_first_flip(host, prepared, args.budget, seed, args.distance))
-            if result.found:
+            if result.found and designed:
                 first = min(result.found, key=lambda f: f.query)
-                pattern.append(band_pattern(first.arrays[0], silent))
+                pattern.append(designed[1](first.arrays[0]))
         print(f"\n{name}: queries to the first flip per seed")
         for key, label in (("search", "edgeq search"), ("suite", "random suite"), ("ball", "random ball ")):
             print(f"  {label} : {show(runs[key])}")
@@ -208,8 +226,8 @@ def first_flip_figures(models: dict, args) -> None:
             line.append(f"{base} {med(runs[base]):g}")
         print(f"  median       : {', '.join(line)}")
         print(f"  ratio        : median per-seed ratio {base_ratio_text(ratios)}")
-        if name == "band-twin":
-            print(f"  first flips that are the band pattern: {sum(pattern)}/{len(pattern)} (the rest are the "
+        if designed:
+            print(f"  first flips that are {designed[0]}: {sum(pattern)}/{len(pattern)} (the rest are the "
                   "digits model's own boundary flips)")
         summary.append((name, med(runs["search"]), med(runs["suite"]), med(runs["ball"]), ratios))
     print("\nsummary (median queries to the first flip; median per-seed ratio baseline/search):")
@@ -222,7 +240,7 @@ def first_flip_figures(models: dict, args) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--budget", type=int, default=2000)
+    parser.add_argument("--budget", type=int, default=20000)
     parser.add_argument("--distance", type=float, default=0.1)
     parser.add_argument("--throughput-queries", type=int, default=4000)
     parser.add_argument("--reps", type=int, default=5, help="alternated host/agent runs per throughput figure")

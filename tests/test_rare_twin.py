@@ -1,0 +1,74 @@
+"""The rare twin (tests/fragile_rare.py): its one designed failure is the only way its two models differ.
+
+The search benchmark's claim rests on it: a flip found on the rare twin is the trap (an
+outlier that rescales the one quantized layer's input row), never ordinary rounding, and the
+trap is reachable inside the search's 10 % ball from the data, while random draws there
+seldom reach it. Real models, the real converter and interpreter; no timing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeq.evaluate import EXAMPLE_DATA
+from edgeq.inputs.search.evaluators import HostEvaluator
+
+
+@pytest.fixture(scope="session")
+def rare_pair(example_keras, tmp_path_factory):
+    from fragile_rare import make_rare_twin
+
+    from edgeq.models.convert import convert_model
+
+    with np.load(EXAMPLE_DATA) as data:
+        x = data["x"]
+    folder = tmp_path_factory.mktemp("rare")
+    result = convert_model(make_rare_twin(example_keras, x, folder / "rare.keras"), folder)
+    return result.float_path, result.quant_path
+
+
+@pytest.fixture(scope="session")
+def digits():
+    with np.load(EXAMPLE_DATA) as data:
+        return data["x"].astype(np.float32), data["y"]
+
+
+def test_clean_data_agrees_exactly_and_keeps_the_examples_accuracy(rare_pair, digits, example_tflite):
+    x, y = digits
+    f, q = HostEvaluator(*rare_pair).evaluate([x])
+    assert np.array_equal(f[0], q[0])  # no rounding error anywhere on clean data
+    example, _ = HostEvaluator(*example_tflite).evaluate([x])
+    assert np.array_equal(f[0].argmax(1), example[0].argmax(1))  # the same classifier
+    assert (f[0].argmax(1) == y).mean() > 0.95
+
+
+def test_ball_draws_differ_only_where_the_trap_is_on(rare_pair, digits):
+    """Uniform draws in the 10 % ball: outputs are identical below the onset; every flip is above it."""
+    from fragile_rare import ONSET, pattern_signal
+
+    x, _ = digits
+    rng = np.random.default_rng(7)
+    rows = x[rng.integers(len(x), size=4000)]
+    drawn = np.clip(rows + rng.uniform(-1.6, 1.6, size=rows.shape), 0.0, 16.0).astype(np.float32)
+    f, q = HostEvaluator(*rare_pair).evaluate([drawn])
+    on = pattern_signal(drawn) > ONSET
+    assert np.array_equal(f[0][~on], q[0][~on])
+    flips = f[0].argmax(1) != q[0].argmax(1)
+    assert not flips[~on].any() and flips.sum() < 20  # rare: ~1 in 4,000 such draws
+
+
+def test_the_trap_is_reachable_in_the_ball_from_most_rows(rare_pair, digits):
+    """Left edge +10 % of the range, right edge −10 %: most rows the float model does not put in class 0
+    flip (the designed direction exists inside the search's bound)."""
+    from fragile_rare import LEFT, RIGHT
+
+    x, _ = digits
+    moved = x.copy()
+    moved[:, LEFT] += 1.6
+    moved[:, RIGHT] -= 1.6
+    moved = np.clip(moved, 0.0, 16.0).astype(np.float32)
+    f, q = HostEvaluator(*rare_pair).evaluate([moved])
+    fc, qc = f[0].argmax(1), q[0].argmax(1)
+    eligible = fc != 0
+    assert (qc[eligible] != fc[eligible]).mean() > 0.8
