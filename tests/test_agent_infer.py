@@ -110,7 +110,10 @@ def test_search_over_ssh_finds_flips(ssh_device, fragile_pair):
     assert result.found and result.complete and all(f.distance <= 0.1 for f in result.found)
 
 
-def test_cli_search_on_the_local_device(local, fragile_pair, tmp_path):
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_cli_search_on_the_local_device(local, fragile_pair, tmp_path, lanes):
+    import json
+
     from click.testing import CliRunner
 
     from conftest import write_inventory
@@ -121,9 +124,12 @@ def test_cli_search_on_the_local_device(local, fragile_pair, tmp_path):
                                                                      "workdir": str(tmp_path / "board")}})
     result = CliRunner().invoke(EdgeqGroup(commands={"search": search_command}), [
         "search", "--float", str(fragile_pair[0]), "--quantized", str(fragile_pair[1]), "--data", str(EXAMPLE_DATA),
-        "--device", "board", "--inventory", str(inventory), "--budget", "100", "--json", "-"])
+        "--device", "board", "--inventory", str(inventory), "--budget", "100", "--lanes", str(lanes),
+        "--json", "-"])
     assert result.exit_code == 0, result.output
-    assert "evaluating on device board (agent" in result.output and "disagreement(s)" in result.output
+    assert "evaluating on device board (agent" in result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["config"]["lanes"] == lanes and payload["queries"] == 100 and payload["found"]
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgeq.cli.common import (RunProgress, diagnostics, job_options_for, output_file, path_arg,
+from edgeq.cli.common import (RunProgress, console, diagnostics, job_options_for, output_file, path_arg,
                                wait_option, write_json_file)
 
 
@@ -103,9 +103,12 @@ def _interrupted(result) -> None:
               help="Data samples used as seeds at most (a random choice of them).")
 @click.option("--per-seed", type=click.IntRange(min=1), default=1, show_default=True,
               help="Disagreements kept per seed before moving on.")
+@click.option("--lanes", type=click.IntRange(min=1, max=8), default=1, show_default=True,
+              help="Batches in flight: with 2 a device evaluates one while this host prepares the next (hides "
+                   "the round trip). It changes which candidates are tried; the host and a device still agree.")
 @click.option("-o", "--out", "out_path", type=output_file, help="Write the found inputs as an input set (.npz).")
 def search(model, float_model, quant_model, data, device, inventory, budget, time_budget, seed, output_name,
-           threads, resolver, wait_s, json_path, epsilon, norm, max_seeds, per_seed, out_path):
+           threads, resolver, wait_s, json_path, epsilon, norm, max_seeds, per_seed, lanes, out_path):
     """Search for inputs near the data on which the float and quantized models disagree."""
     from edgeq.errors import ConfigError
     from edgeq.inputs.search import prepare, write_found
@@ -119,7 +122,7 @@ def search(model, float_model, quant_model, data, device, inventory, budget, tim
     if not epsilon > 0:
         raise ConfigError(f"--distance must be above 0 (a fraction of the data range), got {epsilon:g}")
     config = SearchConfig(budget=budget, time_budget_s=time_budget, epsilon=epsilon, norm=norm, seed=seed,
-                          max_seeds=max_seeds, per_seed=per_seed, output=output_name)
+                          max_seeds=max_seeds, per_seed=per_seed, lanes=lanes, output=output_name)
     config.check()
     float_path, quant_path = _models(model, float_model, quant_model, choices, notes)
     prepared = prepare(float_path, quant_path, data, epsilon, norm)
@@ -145,13 +148,16 @@ def search(model, float_model, quant_model, data, device, inventory, budget, tim
     written = write_found(out_path, prepared, result.found) if out_path is not None else None
     first = result.first_flip_query
     state = "" if result.complete else " (incomplete: interrupted)"
+    out = console()
     if result.found:
-        click.echo(f"{len(result.found)} disagreement(s) in {result.queries} queries from {result.seeds_tried} seeds"
-                   f"{state}; first at query {first}; largest distance {max(f.distance for f in result.found):.4g} "
-                   f"({norm}, bound {epsilon:g})" + (f"; written to {written}" if written else ""))
+        out.print(f"{len(result.found)} disagreement(s) in {result.queries} queries from {result.seeds_tried} seeds"
+                  f"{state}; first at query {first}; largest distance {max(f.distance for f in result.found):.4g} "
+                  f"({norm}, bound {epsilon:g})" + (f"; written to {written}" if written else ""),
+                  highlight=False, markup=False, soft_wrap=True)
     else:
-        click.echo(f"no disagreement found within {result.queries} queries from {result.seeds_tried} seeds "
-                   f"({norm} distance {epsilon:g}){state}" + ("; nothing written" if out_path else ""))
+        out.print(f"no disagreement found within {result.queries} queries from {result.seeds_tried} seeds "
+                  f"({norm} distance {epsilon:g}){state}" + ("; nothing written" if out_path else ""),
+                  highlight=False, markup=False, soft_wrap=True)
     for line in result.notes:
         notes(line)
     payload = {**result.summary(), "command": "search", "evaluator": where, "choices": choices,
@@ -218,8 +224,6 @@ def _note_data(notes, prepared, choices) -> None:
 
 
 def _print_worst(result) -> None:
-    from edgeq.cli.common import console
-
     out = console()
     metric = "accuracy drop" if result.metric == "accuracy_drop" else "flip rate"
     if result.clean is not None:

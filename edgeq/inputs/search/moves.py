@@ -34,6 +34,7 @@ import numpy as np
 
 from edgeq.errors import ConfigError
 from edgeq.inputs.search.operators import Operator
+from edgeq.inputs.search.strategy import SEEK, line_zeros
 
 LINE, MOMENTUM, TOWARD = "boundary-line", "momentum", "toward-class"
 STRENGTH_START, STRENGTH_MIN, STRENGTH_SPREAD = 0.5, 0.02, 0.5
@@ -134,16 +135,14 @@ class Lineage:
     partners: set = field(default_factory=set)  # data rows already tried as toward-class targets
     screened: bool = False
     seed_first: int = -1  # index of its first score in the search's list of first scores
+    mode: str = SEEK  # seek (boundary-seeking) or climb (plain climbing): see ``strategy``
 
 
 def line_t(near: tuple, far: tuple, a: int, b: int, sides: list) -> float:
     """Where on the segment near (t = 0, float class a) → far (t = 1, float class b) to look next: halfway
     between the zeros of the two models' linearly interpolated a − b score differences."""
-    def zero(at_near, at_far):
-        g0, g1 = at_near[a] - at_near[b], at_far[a] - at_far[b]
-        return g0 / (g0 - g1) if np.isfinite(g0) and np.isfinite(g1) and g0 != g1 else 0.5
-
-    t = 0.5 * (zero(near[0], far[0]) + zero(near[1], far[1]))
+    zf, zq = line_zeros(near, far, a, b)
+    t = 0.5 * ((zf if np.isfinite(zf) else 0.5) + (zq if np.isfinite(zq) else 0.5))
     if not np.isfinite(t):
         t = 0.5
     if len(sides) >= 2 and sides[-1] == sides[-2]:  # the same end moved twice: the guess is lopsided
