@@ -72,3 +72,25 @@ def test_the_trap_is_reachable_in_the_ball_from_most_rows(rare_pair, digits):
     fc, qc = f[0].argmax(1), q[0].argmax(1)
     eligible = fc != 0
     assert (qc[eligible] != fc[eligible]).mean() > 0.8
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_search_finds_the_trap_within_its_bound(rare_pair, seed):
+    """Where random draws need thousands of queries, the search climbs to the trap; the boundary crossings
+    it saw carried no quantization error, so it moved its lineages towards climbing."""
+    from fragile_rare import ONSET, pattern_signal
+
+    from edgeq.inputs.search import prepare
+    from edgeq.inputs.search.disagreement import SearchConfig, search
+    from edgeq.inputs.search.operators import operators_for
+
+    prepared = prepare(rare_pair[0], rare_pair[1], EXAMPLE_DATA, 0.1, "linf")
+    operators, _ = operators_for(prepared.data[0].shape[1:])
+    result = search(HostEvaluator(*rare_pair), prepared.data, prepared.spaces, operators,
+                    SearchConfig(budget=1500, seed=seed, stop_at_first=True), prepared.output_names,
+                    prepared.float_info)
+    assert result.found and result.queries <= 1500
+    first = result.found[0]
+    assert first.distance <= 0.1 and pattern_signal(first.arrays[0][None])[0] > ONSET
+    strategy = result.strategy
+    assert strategy["flat_crossings"] > strategy["crossings_with_gap"] and strategy["seek_share"] < 0.5

@@ -94,6 +94,19 @@ def test_the_normal_model_yields_few_flips(example_tflite):
     assert len(result.found) <= 0.05 * result.queries
 
 
+def test_the_budget_is_spent_when_seeds_run_out(example_tflite):
+    """Three seeds and no flip to retire them: they are searched again until the budget is spent."""
+    _, result = run(example_tflite, budget=300, max_seeds=3)
+    assert result.queries == 300 and result.stopped == "budget" and result.seeds_tried == 3
+
+
+def test_seeds_done_with_their_flips_are_not_searched_again(fragile_pair):
+    _, result = run(fragile_pair, budget=2000, max_seeds=2, per_seed=1)
+    assert result.stopped == "seeds" and result.queries < 2000
+    assert sorted(f.seed_index for f in result.found) == sorted({f.seed_index for f in result.found})
+    assert len(result.found) == 2
+
+
 def test_cli_writes_an_input_set_that_edgeq_run_accepts(fragile_pair, local, tmp_path):
     from edgeq.devices.run import RunSpec, run_on_device
     from edgeq.inputs.inputset import load_inputset

@@ -9,13 +9,22 @@ is the same whatever the evaluator, and so are the results. Every candidate lies
 ball of radius ``epsilon`` around its seed (``ball``). A lineage moves to a candidate that
 scores at least as high (``objective``); the moves are in ``moves``. A flip is recorded
 with its seed and distance, and the seed is retired after ``per_seed`` flips. A lineage
-that stops improving for ``patience`` batches makes room for the next seed.
+that stops improving for ``patience`` batches (``climb_patience`` for a climbing one)
+makes room for the next seed.
+
+Lineages are of two kinds (``strategy``): boundary-seeking ones (operators, directed moves,
+line search across float boundaries) for models whose quantization error lies everywhere,
+and climbing ones (vertices of the ball) for models whose error hides in a small region.
+Each crossing of a float boundary shows, for free, whether the two models' boundaries differ
+there; the share of climbing lineages follows that evidence, and a crossing whose boundaries
+coincide gets no line search (it can never flip).
 
 A seed is never evaluated unchanged: its first query is already a mutation of it (a
 chance of a flip, and its score tells how close the seed is). With ``screen`` < 1 a new
-lineage is kept only if that first score is among the best ``screen`` fraction of the first
-scores seen so far (a seed far from any decision boundary is dropped after one query), as
-long as unused seeds remain.
+seeking lineage is kept only if that first score is among the best ``screen`` fraction of the
+first scores seen so far (a seed far from any decision boundary is dropped after one query),
+as long as unused seeds remain. When every seed has been tried they are used again, in the
+same order (but not those with ``per_seed`` flips): the search spends its whole budget.
 
 Every random draw comes from one generator seeded by ``seed``: the same data, models and
 seed give the same candidates, in the same order, on any evaluator that returns the same
@@ -28,7 +37,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,6 +49,9 @@ from edgeq.inputs.search.moves import (LINE, MOMENTUM, MOMENTUM_MAX, TOWARD, TOW
                                        Lineage, MoveStats, OperatorChain, line_t)
 from edgeq.inputs.search.objective import Judged, Objective, choose_objective
 from edgeq.inputs.search.operators import Operator, Space
+from edgeq.inputs.search.results import Found, SearchResult
+from edgeq.inputs.search.strategy import (CLIMB, CLIMB_STEP, FLIP_MIN, GAP_GAIN, SEEK, Split, climb_step, has_gap,
+                                          quant_gap)
 
 __all__ = ["SearchConfig", "Found", "SearchResult", "search", "project", "relative_distance"]
 
@@ -62,6 +74,8 @@ class SearchConfig:
     screen: float = 0.1  # keep a new seed only if its first score is in this best fraction (1: keep all)
     line_steps: int = 10  # boundary line-search steps per bracket
     directed: bool = True  # line search, momentum and toward-another-class moves (False: operators only)
+    climb: float | None = None  # share of climbing lineages (``strategy``); None: adapt it to the crossings seen
+    climb_patience: int = 30  # a climbing lineage's patience (steps without a strict gain)
 
     def check(self) -> None:
         if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget <= 0:
@@ -74,50 +88,11 @@ class SearchConfig:
             raise ConfigError(f"--norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if not 0 < self.screen <= 1:
             raise ConfigError(f"screen must be in (0, 1], got {self.screen!r}")
-        for name in ("pool", "lanes", "max_seeds", "per_seed", "patience", "line_steps"):
+        if self.climb is not None and not 0 <= self.climb <= 1:
+            raise ConfigError(f"climb must be in [0, 1], got {self.climb!r}")
+        for name in ("pool", "lanes", "max_seeds", "per_seed", "patience", "line_steps", "climb_patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-
-
-@dataclass
-class Found:
-    """One input on which the models disagree."""
-
-    arrays: list[np.ndarray]  # one sample per model input, in the data's dtypes
-    seed_index: int  # the data row it was grown from
-    distance: float  # relative to the data range, in the chosen norm
-    query: int  # the query that found it (1-based)
-    score: float
-    float_class: int | None = None
-    quant_class: int | None = None
-    operators: list[str] = field(default_factory=list)  # what changed the seed into it, in order
-
-
-@dataclass
-class SearchResult:
-    found: list[Found]
-    queries: int
-    elapsed_s: float
-    stopped: str  # budget | time | seeds | first | interrupted
-    complete: bool
-    objective: dict
-    operators: dict  # name -> {"tries", "improved", "flips"}
-    seeds_tried: int
-    error: EdgeqError | BaseException | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def first_flip_query(self) -> int | None:
-        return min((f.query for f in self.found), default=None)
-
-    def summary(self) -> dict:
-        return {"found": len(self.found), "queries": self.queries, "elapsed_s": round(self.elapsed_s, 3),
-                "stopped": self.stopped, "complete": self.complete, "first_flip_query": self.first_flip_query,
-                "seeds_tried": self.seeds_tried, "objective": self.objective, "operators": self.operators,
-                "queries_per_s": round(self.queries / self.elapsed_s, 1) if self.elapsed_s > 0 else None,
-                "distances": [round(f.distance, 6) for f in self.found], "notes": list(self.notes),
-                **({"error": str(self.error)} if self.error is not None else {})}
-
 
 
 @dataclass
@@ -141,6 +116,7 @@ class _Search:
         self.rng = np.random.default_rng([config.seed, 0x5EA])
         self.chain = OperatorChain(operators, self.rng, config.rank_p)
         self.moves = MoveStats()
+        self.split = Split(config.pool * config.lanes, config.climb)
         self.order = self.rng.permutation(len(data[0]))[:config.max_seeds]
         self.dtypes = [a.dtype for a in data]
         self.started = time.monotonic()
@@ -151,6 +127,7 @@ class _Search:
         self.in_flight: deque[_InFlight] = deque()
         self.first_scores: list[float] = []
         self.classes: dict[int, int] = {}  # data row -> float class near it (from its lineage's evaluations)
+        self.row_flips: dict[int, int] = {}  # data row -> flips found from it (a row with per_seed is not reused)
         self.stopped: str | None = None
 
     # ------------------------------------------------------------------ the loop
@@ -184,7 +161,8 @@ class _Search:
         if room <= 0:
             self.stopped = self.stopped or "budget"
             return
-        self.lanes[lane] += self._take_seeds(self.config.pool - len(self.lanes[lane]))
+        self._rebalance(lane)
+        self.lanes[lane] += self._take_seeds(self.config.pool - len(self.lanes[lane]), lane)
         lineages = self.lanes[lane][:room]
         if not lineages:
             return  # this lane is done; the search ends when no lane has a batch in flight
@@ -210,8 +188,9 @@ class _Search:
             if self._settle(lineage, candidate, name, k, judged, i):
                 retired.add(id(lineage))
             if flipped:
-                self._record(lineage, flight.batch, i, judged, flight.first_query + i + 1, history)
-                if lineage.flips >= self.config.per_seed:
+                if self.row_flips.get(lineage.row, 0) < self.config.per_seed:  # two lineages of a row may flip at once
+                    self._record(lineage, flight.batch, i, judged, flight.first_query + i + 1, history)
+                if self.row_flips.get(lineage.row, 0) >= self.config.per_seed:
                     retired.add(id(lineage))
         retired |= self._screened(flight.lineages)
         self.lanes[flight.lane] = [lin for lin in self.lanes[flight.lane] if id(lin) not in retired]
@@ -225,19 +204,44 @@ class _Search:
         for lin in lineages:
             if lin.evaluated and not lin.screened:
                 lin.screened = True
+                if lin.mode == CLIMB:  # a climber's first score says little about the slope it may find
+                    continue
                 if (self.next_seed < len(self.order) and lin.bracket is None and not lin.flips
                         and self.first_scores[lin.seed_first] < cut):
                     dropped.add(id(lin))
         return dropped
 
-    def _take_seeds(self, count: int) -> list[Lineage]:
-        taken = []
-        while len(taken) < count and self.next_seed < len(self.order):
-            row = int(self.order[self.next_seed])
-            origin = [np.asarray(a[row], np.float64) for a in self.data]
-            taken.append(Lineage(self.next_seed, row, origin, list(origin)))
+    def _take_seeds(self, count: int, lane: int) -> list[Lineage]:
+        """New lineages: unused seeds first, then (every seed tried) the seeds again, in the same order, except
+        those with ``per_seed`` flips. Each is climbing or seeking as the split asks (``strategy``)."""
+        taken, n = [], len(self.order)
+        climbing = sum(lin.mode == CLIMB for lin in self.lanes[lane])
+        for _ in range(n):
+            if len(taken) >= count:
+                break
+            row = int(self.order[self.next_seed % n])
             self.next_seed += 1
+            if self.row_flips.get(row, 0) >= self.config.per_seed:
+                continue
+            origin = [np.asarray(a[row], np.float64) for a in self.data]
+            mode = CLIMB if climbing < self._climbers(lane) else SEEK
+            climbing += mode == CLIMB
+            taken.append(Lineage(self.next_seed - 1, row, origin, list(origin), mode=mode))
         return taken
+
+    def _climbers(self, lane: int) -> int:
+        """How many of this lane's lineages should climb (none with ``directed`` off, unless ``climb`` says)."""
+        if not self.config.directed and self.config.climb is None:
+            return 0
+        return self.split.climbers(lane, self.config.lanes)
+
+    def _rebalance(self, lane: int) -> None:
+        """Retire the climbers a lane has beyond the split's count (the one that gained least first)."""
+        climbers = [lin for lin in self.lanes[lane] if lin.mode == CLIMB and not lin.bracket]
+        extra = len(climbers) - self._climbers(lane)
+        if extra > 0:
+            gone = {id(lin) for lin in sorted(climbers, key=lambda lin: -lin.stale)[:extra]}
+            self.lanes[lane] = [lin for lin in self.lanes[lane] if id(lin) not in gone]
 
     def _record(self, lineage: Lineage, batch, i: int, judged: Judged, query: int, history: list[str]) -> None:
         arrays = [b[i].copy() for b in batch]
@@ -248,15 +252,16 @@ class _Search:
                                 None if judged.quant_class is None else int(judged.quant_class[i]),
                                 list(history)))
         lineage.flips += 1
+        self.row_flips[lineage.row] = self.row_flips.get(lineage.row, 0) + 1
 
     def _result(self, error) -> SearchResult:
-        notes = []
+        notes, seeds = [], min(self.next_seed, len(self.order))
         if self.stopped == "seeds":
-            notes.append(f"every seed was searched ({self.next_seed} of {len(self.data[0])} data samples, at most "
+            notes.append(f"every seed was searched ({seeds} of {len(self.data[0])} data samples, at most "
                          f"{self.config.max_seeds}) before the budget ran out")
         return SearchResult(self.found, self.queries, time.monotonic() - self.started, self.stopped,
                             self.stopped != "interrupted", self.objective.describe() if self.objective else {},
-                            {**self.chain.stats(), **self.moves.stats()}, self.next_seed, error, notes)
+                            {**self.chain.stats(), **self.moves.stats()}, seeds, error, notes, self.split.stats())
 
     # ------------------------------------------------------------------ proposing
     def _placed(self, values: list[np.ndarray], lineage: Lineage) -> list[np.ndarray]:
@@ -285,6 +290,9 @@ class _Search:
             br = lineage.bracket
             t = line_t(lineage.scores, br.scores, lineage.klass, br.klass, br.sides)
             return self._placed([a + t * (b - a) for a, b in zip(lineage.point, br.point)], lineage), LINE, None
+        if lineage.mode == CLIMB:
+            step = climb_step(lineage.point, lineage.origin, lineage.fraction, lineage.evaluated, self.spaces, self.rng)
+            return self._placed(step, lineage), CLIMB_STEP, None
         directed = self._directed(lineage) if self.config.directed and lineage.evaluated else None
         if directed is not None:
             return directed
@@ -329,7 +337,7 @@ class _Search:
             if k is not None:
                 self.chain.record(k, False, flipped)
             lineage.point, lineage.score, lineage.klass, lineage.scores = candidate, score, klass, scores
-            lineage.evaluated, lineage.history = True, history
+            lineage.evaluated, lineage.history, lineage.gap = True, history, quant_gap(scores, klass)
             lineage.seed_first = len(self.first_scores)
             self.first_scores.append(score)
             if klass is not None:
@@ -341,6 +349,9 @@ class _Search:
         improved = score > lineage.score
         crossed = (self.config.directed and not flipped and klass is not None and lineage.klass is not None
                    and klass != lineage.klass)
+        if crossed:  # a line search only where the two models' boundaries differ (``strategy``)
+            crossed = has_gap(lineage.scores, scores, lineage.klass, klass)
+            self.split.note(crossed)
         if k is not None:
             self.chain.record(k, improved or crossed, flipped)
         else:
@@ -349,19 +360,24 @@ class _Search:
             lineage.bracket = Bracket(candidate, klass, scores)
             lineage.stale = 0
         elif score >= lineage.score:
+            if klass is not None:
+                lineage.klass = klass
             if improved:
                 step = [c - p for c, p in zip(candidate, lineage.point)]
                 lineage.momentum = min(2.0 * lineage.momentum, MOMENTUM_MAX) if name == MOMENTUM else 1.0
                 lineage.direction, lineage.stale = step, 0
             else:
                 lineage.stale += 1
-            lineage.point, lineage.score, lineage.scores = candidate, score, scores
+            gap = quant_gap(scores, lineage.klass)
+            if lineage.mode == CLIMB and gap > lineage.gap + GAP_GAIN:  # quantization error found: stay near
+                lineage.fraction = max(FLIP_MIN, 0.5 * lineage.fraction)
+            lineage.point, lineage.score, lineage.scores, lineage.gap = candidate, score, scores, gap
             lineage.history = history
         else:
             lineage.stale += 1
             if name == MOMENTUM:
                 lineage.direction, lineage.momentum = None, 1.0
-        return lineage.stale >= self.config.patience
+        return lineage.stale >= (self.config.climb_patience if lineage.mode == CLIMB else self.config.patience)
 
     def _settle_line(self, lineage: Lineage, candidate, score, flipped, klass, scores, history) -> None:
         """A line-search step replaces the bracket's end on its float side, until a flip or ``line_steps``."""

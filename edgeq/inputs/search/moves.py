@@ -1,6 +1,7 @@
 """How a search lineage moves: the candidates it proposes and the state they leave behind.
 
-A candidate comes from one of these moves (the first that applies):
+A seeking lineage's candidate comes from one of these moves (the first that applies); a
+climbing lineage's comes from the line search or else a vertex step (``strategy``):
 
 - **boundary line search** (classification outputs). When a candidate's *float* class
   differs from its lineage's (it crossed the float decision boundary without a flip), the
@@ -10,6 +11,8 @@ A candidate comes from one of these moves (the first that applies):
   disagreements. Each step evaluates the point halfway between the two linearly interpolated
   zeros (a secant step on both models at once) and replaces the bracket's end on the same
   float side, for at most ``line_steps`` steps. The segment lies in the ball (it is convex).
+  A crossing where the two zeros coincide (``strategy.has_gap``: no quantization error along
+  the segment) gets no bracket: the lineage just moves on if the score allows.
 - **momentum**: the last move that raised the lineage's score, repeated (doubled after each
   success, dropped after a failure): a gradient-free step along the direction that last
   lowered the quantized margin.
@@ -34,7 +37,7 @@ import numpy as np
 
 from edgeq.errors import ConfigError
 from edgeq.inputs.search.operators import Operator
-from edgeq.inputs.search.strategy import SEEK, line_zeros
+from edgeq.inputs.search.strategy import FLIP_START, SEEK, line_zeros
 
 LINE, MOMENTUM, TOWARD = "boundary-line", "momentum", "toward-class"
 STRENGTH_START, STRENGTH_MIN, STRENGTH_SPREAD = 0.5, 0.02, 0.5
@@ -136,6 +139,8 @@ class Lineage:
     screened: bool = False
     seed_first: int = -1  # index of its first score in the search's list of first scores
     mode: str = SEEK  # seek (boundary-seeking) or climb (plain climbing): see ``strategy``
+    fraction: float = FLIP_START  # a climber's share of signs redrawn per step
+    gap: float = float("nan")  # m_f − m_q at point (classification objectives)
 
 
 def line_t(near: tuple, far: tuple, a: int, b: int, sides: list) -> float:
