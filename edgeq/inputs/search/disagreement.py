@@ -2,10 +2,13 @@
 
 Black-box: only the two models' outputs are used. Seed lineages are searched at once, in
 ``lanes`` groups of ``pool``: each lane proposes one candidate per lineage and sends them
-as one batch (a device's agent sees one request per batch). While a device evaluates one
-lane's batch the host settles and proposes the next lane's, so the wire's round trip is
-hidden behind the host's own work; the order of every proposal, and so every random draw,
-is the same whatever the evaluator, and so are the results. Every candidate lies in the
+as one batch (a device's agent sees one request per batch). With two lanes or more, while
+a device evaluates one lane's batch the host settles and proposes the next lane's, so the
+device's compute and the wire's round trip hide behind the host's own work (default one
+lane: on a 2-core host running its own agent the host's CPU is the limit, and a second
+lane gained nothing there; on the emulated arm64 board it gained 15–20 %). The order of
+every proposal, and so every random draw, is the same whatever the evaluator, and so are
+the results. Every candidate lies in the
 ball of radius ``epsilon`` around its seed (``ball``). A lineage moves to a candidate that
 scores at least as high (``objective``); the moves are in ``moves``. A flip is recorded
 with its seed and distance, and the seed is retired after ``per_seed`` flips. A lineage

@@ -4,9 +4,10 @@ Both give ``evaluate(batch) -> (float_outputs, quant_outputs)`` for a list with 
 array per model input, and ``submit(batch) -> ticket`` / ``collect(ticket)`` so a search
 can keep batches in flight (on a device, the next batch is prepared while the last one
 runs; here, the work is done at ``submit``). A failure is raised at ``collect``, in
-submission order, so what the batches before it found is kept. Both use the agent's own interpreter code (``open_interpreter``
-and ``BatchInvoker`` from ``device_agents/edgeq_agent.py``), so the host evaluator is the
-agent's ``infer`` op without the wire: a difference between them is the device's, not edgeq's.
+submission order, so what the batches before it found is kept. Both use the agent's own
+interpreter code (``open_interpreter`` and ``BatchInvoker`` from
+``device_agents/edgeq_agent.py``), so the host evaluator is the agent's ``infer`` op without
+the wire: a difference between them is the device's, not edgeq's.
 """
 
 from __future__ import annotations
