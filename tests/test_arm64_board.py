@@ -13,7 +13,10 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -148,7 +151,16 @@ def test_script_says_why_it_cannot_emulate_without_root(tmp_path):
     setpriv = subprocess.run(["sh", "-c", "command -v setpriv"], capture_output=True, text=True).stdout.strip()
     if os.geteuid() != 0 or not setpriv:
         pytest.skip("needs root and setpriv to drop to an unprivileged user")
-    proc = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(SCRIPT), "prepare"],
-                          capture_output=True, text=True, timeout=60, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    # a copy in a folder anyone may read: the checkout (or pytest's tmp) may sit below a folder only root can enter
+    readable = Path(tempfile.mkdtemp(prefix="edgeq-arm64-script-"))
+    try:
+        readable.chmod(0o755)
+        script = Path(shutil.copy(SCRIPT, readable / SCRIPT.name))
+        script.chmod(0o755)
+        proc = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(script),
+                               "prepare"], capture_output=True, text=True, timeout=60, cwd=readable,
+                              env={"PATH": os.environ["PATH"], "HOME": str(readable)})
+    finally:
+        shutil.rmtree(readable, ignore_errors=True)
     assert proc.returncode == 77, proc.stderr
     assert "cannot emulate here: needs root" in proc.stderr
