@@ -1302,6 +1302,9 @@ def _run_job(job, runtime, emit):
         raise AgentFailure("BadInputs", "input set %s has no samples" % job["inputs"])
 
     invoker = BatchInvoker(interpreter, in_details, out_details)
+    if batch > 1 and invoker.fixed_batch:
+        raise AgentFailure("BadJob", "%s takes a fixed batch of 1 (its inputs' shape signature): batch_size must be "
+                           "1, not %d" % (os.path.basename(job["model"]), batch))
     head = inputs.head(batch)
     first_ns = invoker.invoke_timed([a[:1] for a in head])
     for _ in range(warmup):  # at the timed batch size, so no resize lands in the timed loop
@@ -1565,7 +1568,13 @@ class NpyRows(object):
 
 
 class BatchInvoker:
-    """Resizes inputs only when the batch size changes, and times invoke() alone."""
+    """Resizes inputs only when the batch size changes, and times invoke() alone.
+
+    A model whose inputs carry a fixed batch of 1 in their shape signature (MediaPipe's, and
+    many exported with a static shape) cannot be resized to a batch: its reshapes hard-code
+    the 1, and a resized invoke() returns outputs of the wrong shape without any error. Such
+    a model is invoked sample by sample and its outputs stacked (``fixed_batch``).
+    """
 
     def __init__(self, interpreter, in_details, out_details):
         self.interpreter = interpreter
@@ -1573,8 +1582,15 @@ class BatchInvoker:
         self.out_details = out_details
         self.current = [tuple(int(s) for s in d["shape"]) for d in in_details]
         self.last_start_ns = 0
+        self.fixed_batch = any(len(d["shape"]) and int(list(d.get("shape_signature", d["shape"]))[0]) == 1
+                               for d in in_details)
+        self._stacked = None
 
     def invoke_timed(self, batches):
+        rows = len(batches[0]) if batches else 1
+        if self.fixed_batch and rows != 1:
+            return self._one_at_a_time(batches, rows)
+        self._stacked = None
         interpreter = self.interpreter
         wanted = [tuple(b.shape) for b in batches]
         if wanted != self.current:
@@ -1590,7 +1606,19 @@ class BatchInvoker:
         self.last_start_ns = start
         return end - start
 
+    def _one_at_a_time(self, batches, rows):
+        import numpy as np
+
+        total, parts = 0, []
+        for i in range(rows):
+            total += self.invoke_timed([b[i:i + 1] for b in batches])
+            parts.append([np.array(a) for a in self.read_outputs()])
+        self._stacked = [np.concatenate([p[k] for p in parts]) for k in range(len(self.out_details))]
+        return total
+
     def read_outputs(self):
+        if self._stacked is not None:
+            return self._stacked
         return [self.interpreter.get_tensor(d["index"]) for d in self.out_details]
 
 

@@ -20,6 +20,16 @@ from edgeq.devices.inventory import Device  # noqa: E402
 from edgeq.evaluate import EXAMPLE_DATA, EXAMPLE_MODEL  # noqa: E402
 
 
+def converted_twin(make, folder: Path, name: str) -> tuple[Path, Path]:
+    """(float, dynamic-range) .tflite of a twin of the example, ``make(model, x, out_keras)`` building it."""
+    from edgeq.models.convert import convert_model
+
+    with np.load(EXAMPLE_DATA) as data:
+        x = data["x"]
+    result = convert_model(make(EXAMPLE_MODEL, x, folder / f"{name}.keras"), folder)
+    return result.float_path, result.quant_path
+
+
 @pytest.fixture(scope="session")
 def example_data() -> Path:
     return EXAMPLE_DATA

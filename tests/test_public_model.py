@@ -56,3 +56,44 @@ def test_a_wrong_spec_for_it_is_one_line_exit_2(face_detector, tmp_path):
     result = CliRunner().invoke(main, ["evaluate", str(face_detector), "--data", str(tmp_path / "faces.npz"),
                                        "-o", str(tmp_path / "out"), "--output", "0=detection:scores=landmarks"])
     assert result.exit_code == 2 and "has no output 'landmarks'" in result.output and "Traceback" not in result.output
+
+
+def test_search_on_it_keeps_its_budget_and_bound(face_detector, tmp_path):
+    """The disagreement search on a detector it did not build: no classification output, so the objective is the
+    detection output's error; both kinds of lineage run; stdout carries the JSON alone."""
+    x = np.random.default_rng(1).uniform(-1, 1, size=(6, 128, 128, 3)).astype(np.float32)
+    np.savez(tmp_path / "faces.npz", x=x)
+    result = CliRunner().invoke(main, ["inputs", "search", str(face_detector), "--data", str(tmp_path / "faces.npz"),
+                                       "--budget", "48", "--per-seed", "1000", "--lanes", "2", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["queries"] == 48 and payload["complete"]
+    assert payload["objective"]["kind"] == "error"
+    assert all(d <= 0.1 for d in payload["distances"])
+    assert payload["strategy"]["seek_share"] < 1 and "climb-step" in payload["operators"]
+
+
+def test_its_fixed_batch_is_invoked_sample_by_sample_on_the_agent(face_detector, tmp_path):
+    """Its inputs' shape signature fixes the batch at 1: resizing it returns wrongly shaped outputs without an
+    error, so the agent's batch inference runs it one sample at a time (the same outputs as single invokes)."""
+    from edgeq.devices.batch import DeviceBatch
+    from edgeq.devices.inventory import Device
+
+    x = np.random.default_rng(2).uniform(-1, 1, size=(3, 128, 128, 3)).astype(np.float32)
+    device = Device(name="local", transport="local", python=sys.executable, workdir=str(tmp_path / "device"))
+    with DeviceBatch(device, face_detector, face_detector) as agent:
+        together, _ = agent.evaluate([x])
+        alone = [agent.evaluate([x[i:i + 1]])[0] for i in range(3)]
+    assert [a.shape for a in together] == [(3, 896, 16), (3, 896, 1)]
+    for k in range(2):
+        assert np.array_equal(together[k], np.concatenate([a[k] for a in alone]))
+
+
+def test_a_batch_size_it_cannot_take_is_one_line(face_detector, tmp_path):
+    np.savez(tmp_path / "faces.npz", x=np.zeros((4, 128, 128, 3), np.float32))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEQ_LOCAL_WORKDIR", str(tmp_path / "device"))
+        result = CliRunner().invoke(main, ["run", "--model", str(face_detector), "--inputs", str(tmp_path / "faces.npz"),
+                                           "-o", str(tmp_path / "run"), "--batch-size", "2"])
+    assert result.exit_code == 2 and "fixed batch of 1" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "device").exists()  # no device time

@@ -16,16 +16,11 @@ from edgeq.inputs.search.evaluators import HostEvaluator
 
 
 @pytest.fixture(scope="session")
-def rare_pair(example_keras, tmp_path_factory):
+def rare_pair(tmp_path_factory):
+    from conftest import converted_twin
     from fragile_rare import make_rare_twin
 
-    from edgeq.models.convert import convert_model
-
-    with np.load(EXAMPLE_DATA) as data:
-        x = data["x"]
-    folder = tmp_path_factory.mktemp("rare")
-    result = convert_model(make_rare_twin(example_keras, x, folder / "rare.keras"), folder)
-    return result.float_path, result.quant_path
+    return converted_twin(make_rare_twin, tmp_path_factory.mktemp("rare"), "rare")
 
 
 @pytest.fixture(scope="session")

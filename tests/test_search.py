@@ -197,17 +197,12 @@ def test_time_budget_stops_the_search(fragile_pair):
 
 
 @pytest.fixture(scope="session")
-def band_pair(example_keras, tmp_path_factory):
+def band_pair(tmp_path_factory):
     """The band twin (tests/fragile_search.py): breaks only when several always-0 pixels sit in a narrow band."""
+    from conftest import converted_twin
     from fragile_search import make_band_twin
 
-    from edgeq.models.convert import convert_model
-
-    with np.load(EXAMPLE_DATA) as data:
-        x = data["x"]
-    folder = tmp_path_factory.mktemp("band")
-    result = convert_model(make_band_twin(example_keras, x, folder / "band.keras"), folder)
-    return result.float_path, result.quant_path
+    return converted_twin(make_band_twin, tmp_path_factory.mktemp("band"), "band")
 
 
 def _ball_draws_flip(pair, prepared, budget, seed, epsilon=0.1, batch=8) -> bool:

@@ -64,12 +64,22 @@ class _Prepared:
 
 def prepare(spec: RunSpec, rundir: Path) -> _Prepared:
     """Check the spec, model, inputs and output folder before touching a device."""
-    job_values(spec, "run")
+    values = job_values(spec, "run")
     info = read_model(spec.model)
+    check_batch_size(info, values["batch_size"])
     dataset = load_inputset(spec.inputs)
     names = match_model_inputs(dataset, input_specs(info))
     ensure_writable_dir(rundir)
     return _Prepared(spec, Path(rundir), names, dataset.labels_only(), info, dataset.n)
+
+
+def check_batch_size(info: ModelInfo, batch_size: int) -> None:
+    """A model whose inputs fix the batch at 1 cannot take a larger one: its reshapes hard-code the 1 and a
+    resized interpreter answers with wrongly shaped outputs, not an error (the agent refuses it too)."""
+    fixed = [t.name for t in info.inputs if t.shape and (t.shape_signature or t.shape)[0] != -1]
+    if batch_size > 1 and fixed:
+        raise ConfigError(f"{Path(info.path).name} takes a fixed batch of 1 (input {fixed[0]!r} has no dynamic "
+                          f"batch dimension): --batch-size must be 1, not {batch_size}")
 
 
 def output_facts(info: ModelInfo) -> list[dict]:

@@ -1,10 +1,11 @@
 """Where candidates are evaluated: this host's interpreter, or a device's agent in batches.
 
 Both give ``evaluate(batch) -> (float_outputs, quant_outputs)`` for a list with one
-array per model input, and ``submit(batch) -> ticket`` / ``collect(ticket)`` so a search
-can keep batches in flight (on a device, the next batch is prepared while the last one
-runs; here, the work is done at ``submit``). A failure is raised at ``collect``, in
-submission order, so what the batches before it found is kept. Both use the agent's own
+array per model input. A search keeps batches in flight through ``submit(batch) -> ticket``
+/ ``collect(ticket)``: a device's evaluator sends at ``submit`` and reads at ``collect``, so
+the device works while the next batch is prepared; ``pipelined`` gives any other evaluator
+(this host's) the same two calls, doing the work at ``submit``. A failure is raised at
+``collect``, in submission order, so what the batches before it found is kept. Both use the agent's own
 interpreter code (``open_interpreter`` and ``BatchInvoker`` from
 ``device_agents/edgeq_agent.py``), so the host evaluator is the agent's ``infer`` op without
 the wire: a difference between them is the device's, not edgeq's.
@@ -46,12 +47,6 @@ class HostEvaluator:
         self.requests += 1
         return outputs[0], outputs[1]
 
-    def submit(self, batch: list[np.ndarray]):
-        return _Done.of(self.evaluate, batch)
-
-    def collect(self, ticket):
-        return ticket.result()
-
     def describe(self) -> dict:
         return {"where": "host (in-process interpreter)", "device": None,
                 "runtime": f"{self.runtime[0]} {self.runtime[1]}", "threads": self.threads,
@@ -68,7 +63,7 @@ class HostEvaluator:
 
 
 class _Done:
-    """A batch already evaluated (or failed) at submit; ``result`` answers or raises in submission order."""
+    """A batch already evaluated (or failed) at submit; ``result`` answers or raises, at collect."""
 
     def __init__(self, value=None, error: Exception | None = None):
         self.value, self.error = value, error
