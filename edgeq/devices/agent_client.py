@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import queue
-import threading
 import time
 from typing import Callable
 
@@ -18,16 +16,19 @@ EventHandler = Callable[[dict], None]
 MAX_LINE = 1 << 20  # bytes of one protocol line; every answer and event is far smaller
 NOISE_BYTES = 64 << 10  # non-JSON stdout tolerated per session (a login script's echo, a banner)
 NOISE_LINES = 200
-QUEUE_DEPTH = 64  # lines read ahead of the host: a flooding agent blocks on its pipe, not in host RAM
+READ_CHUNK = 64 << 10
 
 
 class AgentSession:
     """One running agent; ``request`` sends an op and waits for its answer.
 
-    A reader thread turns stdout lines into a bounded queue, so a hung, dead or flooding
-    agent is noticed by a deadline, EOF or a protocol error instead of blocking the host
-    forever or growing its memory. Only a valid event or answer for the pending request
-    moves the deadline; garbage never does.
+    The waiting thread reads the agent's stdout itself (``_Lines``), with a deadline: a
+    hung, dead or flooding agent is noticed by the deadline, EOF or a protocol error
+    instead of blocking the host forever or growing its memory (unread output waits in
+    the agent's pipe, not in host RAM). Only a valid event or answer for the pending
+    request moves the deadline; garbage never does. There is no reader thread: a search
+    sends hundreds of small requests a second, and a thread hand-off per answer, fighting
+    the busy search for the GIL, cost more than the agent's own work.
     """
 
     def __init__(self, transport: Transport, python: str, agent_path: str):
@@ -38,35 +39,9 @@ class AgentSession:
             self.process: Process = transport.start([python, agent_path])
         except CommandNotFound as exc:
             raise self._no_python(str(exc)) from None
-        self._lines: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        self._lines = _Lines(self.process)
         self._ids = itertools.count(1)
-        self._eof = threading.Event()
-        self._closed = threading.Event()
         self._broken = False
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        """Feed the queue until EOF or the first protocol violation (nothing after that counts)."""
-        noise = _Noise()
-        try:
-            for raw in iter(lambda: self.process.stdout.readline(MAX_LINE + 1), b""):
-                item = _classify(raw, noise)
-                if item is not None and (not self._put(item) or item[0] == "bad"):
-                    return
-        except (OSError, ValueError, EOFError):
-            pass
-        self._eof.set()
-        self._put(("eof", None))
-
-    def _put(self, item) -> bool:
-        """Queue one item, waiting for room; False once the session is closed (nobody will read it)."""
-        while not self._closed.is_set():
-            try:
-                self._lines.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
 
     def request(self, op: str, *, on_event: EventHandler | None = None,
                 timeout: float | None = 600.0, **params) -> dict:
@@ -112,13 +87,10 @@ class AgentSession:
             raise self._died("while sending a request") from None
 
     def _next_message(self, op: str, timeout: float | None, deadline: float | None):
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            kind, value = self._lines.get(timeout=remaining)
-        except queue.Empty:
-            raise AgentError(f"{self.device}: agent gave no valid answer to {op!r} within {timeout:.0f} s") from None
+        kind, value = self._lines.next(deadline)
+        if kind == "late":
+            raise AgentError(f"{self.device}: agent gave no valid answer to {op!r} within {timeout:.0f} s")
         if kind == "eof":
-            self._lines.put(("eof", None))  # every later request sees the end too
             raise self._died(f"during {op!r}")
         if kind == "bad":
             raise self._violation(op, value)
@@ -167,7 +139,7 @@ class AgentSession:
     def close(self, abandon: bool = False) -> None:
         """Ask the agent to exit; ``abandon`` (Ctrl-C): kill it now, as it may be mid-run and unable
         to answer — over SSH its next progress line then meets a closed pipe and it ends."""
-        if not abandon and not self._eof.is_set() and not self._broken:
+        if not abandon and not self._lines.ended and not self._broken:
             try:
                 self.request("shutdown", timeout=10)
             except AgentError:
@@ -175,13 +147,67 @@ class AgentSession:
         if not abandon:
             self.process.wait(timeout=5)
         self.process.kill()  # ends it if it did not exit, and releases the pipes either way
-        self._closed.set()  # a reader waiting for room in the queue gives up
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, *exc):
         self.close(abandon=exc_type is not None and not issubclass(exc_type, Exception))
+
+
+class _Lines:
+    """The agent's stdout as protocol items, read on demand by the thread waiting for an answer.
+
+    ``next(deadline)`` gives ("msg", value), ("bad", why) for a protocol violation, ("eof",
+    None) once stdout has ended (and for every call after), or ("late", None) when the
+    monotonic ``deadline`` passed first. A line is held only up to ``MAX_LINE`` bytes.
+    """
+
+    def __init__(self, process: Process):
+        self.process = process
+        self.buffer = bytearray()
+        self.scanned = 0  # bytes of the buffer already known to hold no newline
+        self.ended = False
+        self.noise = _Noise()
+
+    def next(self, deadline: float | None):
+        while True:
+            line = self._line()
+            if line is not None:
+                item = _classify(line, self.noise)
+                if item is not None:
+                    return item
+                continue
+            if len(self.buffer) > MAX_LINE:
+                return ("bad", f"a line longer than {MAX_LINE >> 20} MiB")
+            if self.ended:
+                return ("eof", None)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return ("late", None)
+            self._fill(remaining)
+
+    def _line(self) -> bytes | None:
+        end = self.buffer.find(b"\n", self.scanned)
+        if end < 0:
+            self.scanned = len(self.buffer)
+            return None
+        line = bytes(self.buffer[:end + 1])
+        del self.buffer[:end + 1]
+        self.scanned = 0
+        return line
+
+    def _fill(self, timeout: float | None) -> None:
+        try:
+            chunk = self.process.read_some(READ_CHUNK, timeout)
+        except (OSError, ValueError, EOFError):
+            chunk = b""
+        if chunk == b"":
+            self.ended = True
+            if self.buffer:  # a last line without its newline still counts
+                self.buffer += b"\n"
+        elif chunk is not None:
+            self.buffer += chunk
 
 
 class _Noise:

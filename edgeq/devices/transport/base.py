@@ -46,10 +46,19 @@ class Transfer:
 
 
 class Process(abc.ABC):
-    """A command running on the device with binary pipes, for the agent protocol."""
+    """A command running on the device with binary pipes, for the agent protocol.
+
+    Its stdout is read by ``read_some`` on the caller's thread, not through a file object:
+    the agent session waits for an answer with a deadline and no reader thread, whose
+    hand-off (and fight for the GIL with a busy search) cost more than a small request.
+    """
 
     stdin: IO[bytes]
-    stdout: IO[bytes]
+
+    @abc.abstractmethod
+    def read_some(self, limit: int, timeout: float | None) -> bytes | None:
+        """Up to ``limit`` bytes of stdout as soon as any arrive; b"" once it has ended, None when
+        nothing arrived within ``timeout`` seconds (None: wait as long as it takes)."""
 
     @abc.abstractmethod
     def stderr_tail(self, limit: int = 4000) -> str: ...

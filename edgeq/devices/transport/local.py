@@ -6,8 +6,10 @@ agent, pull results), so what works here exercises the real path.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
+import select
 import shutil
 import subprocess
 import threading
@@ -22,7 +24,8 @@ class LocalProcess(Process):
     def __init__(self, popen: subprocess.Popen):
         self.popen = popen
         self.stdin = popen.stdin
-        self.stdout = popen.stdout
+        self._stdout = select.poll()  # poll, not select: a big fleet's descriptors pass FD_SETSIZE
+        self._stdout.register(popen.stdout.fileno(), select.POLLIN)
         self._stderr: list[bytes] = []
         self._reader = threading.Thread(target=self._drain_stderr, daemon=True)
         self._reader.start()
@@ -31,6 +34,15 @@ class LocalProcess(Process):
         for line in self.popen.stderr:
             self._stderr.append(line)
             del self._stderr[:-200]
+
+    def read_some(self, limit, timeout):
+        """Straight from the pipe's descriptor: the buffered file object is never read, so no byte waits
+        in a buffer that poll cannot see."""
+        if self.popen.stdout.closed:
+            return b""
+        if not self._stdout.poll(None if timeout is None else max(0, math.ceil(timeout * 1000))):
+            return None
+        return os.read(self.popen.stdout.fileno(), limit)
 
     def stderr_tail(self, limit: int = 4000) -> str:
         self._reader.join(timeout=0.2)

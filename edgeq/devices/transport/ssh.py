@@ -60,7 +60,6 @@ class SshProcess(Process):
     def __init__(self, channel: paramiko.Channel):
         self.channel = channel
         self.stdin = channel.makefile_stdin("wb")
-        self.stdout = channel.makefile("rb")
         self._stderr = bytearray()
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
@@ -70,6 +69,15 @@ class SshProcess(Process):
         for line in stream:
             self._stderr += line
             del self._stderr[:-16000]
+
+    def read_some(self, limit, timeout):
+        self.channel.settimeout(timeout)
+        try:
+            return self.channel.recv(limit)
+        except socket.timeout:
+            return None
+        finally:
+            self.channel.settimeout(None)  # a request's write never times out on a full window
 
     def stderr_tail(self, limit: int = 4000) -> str:
         self._reader.join(timeout=0.5)
@@ -86,8 +94,8 @@ class SshProcess(Process):
         return self.channel.recv_exit_status()
 
     def kill(self):
-        """Close the channel and its three file objects now, not in __del__ at interpreter exit."""
-        for stream in (self.stdin, self.stdout, getattr(self, "_stderr_file", None)):
+        """Close the channel and its two file objects now, not in __del__ at interpreter exit."""
+        for stream in (self.stdin, getattr(self, "_stderr_file", None)):
             try:
                 if stream is not None:
                     stream.close()
