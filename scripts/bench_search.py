@@ -19,17 +19,20 @@
    draws, with a margin to climb). For the two designed twins the share of first flips that
    are the designed failure is printed too.
 2. Search throughput (queries/s) through a device's agent (``local`` unless ``--device``;
-   batched infer requests) vs in-process on the host, for pool sizes (rows per request) and
+   ``--ssh-loopback`` starts a real sshd on 127.0.0.1 and goes through it; batched infer
+   requests) vs in-process on the host, for pool sizes (rows per request) and
    lanes (batches in flight), host and agent runs alternated, medians of ``--reps``.
 
 Prints figures; asserts nothing. Needs the host extra (TensorFlow) to build the models:
     .venv/bin/python scripts/bench_search.py [--seeds 10] [--budget 20000] [--distance 0.1]
-        [--device NAME --inventory edgeq.toml] [--throughput-only] [--reps 5]
+        [--device NAME --inventory edgeq.toml | --ssh-loopback] [--throughput-only] [--reps 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import statistics
 import sys
 import tempfile
@@ -246,6 +249,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=5, help="alternated host/agent runs per throughput figure")
     parser.add_argument("--device", default="local", help="the device whose agent the throughput runs through")
     parser.add_argument("--inventory", type=Path, default=None, help="edgeq.toml naming --device")
+    parser.add_argument("--ssh-loopback", action="store_true",
+                        help="run the throughput part through a real sshd on 127.0.0.1 (tests/lab.py), not --device")
     parser.add_argument("--throughput-only", action="store_true", help="skip the queries-to-first-flip part")
     args = parser.parse_args()
 
@@ -261,11 +266,21 @@ def main() -> int:
     pair = models["fragile-twin"]
     prepared = prepare(pair[0], pair[1], EXAMPLE_DATA, args.distance, "linf")
     operators, _ = operators_for(prepared.data[0].shape[1:])
-    if args.device == "local":
-        device = Device(name="local", transport="local", python=sys.executable, workdir=str(folder / "device"))
-    else:
-        device = select_devices(args.device, load_inventory(args.inventory))[0]
-    compare_throughput(device, pair, prepared, operators, args)
+    with contextlib.ExitStack() as stack:
+        if args.ssh_loopback:
+            from lab import SshServer
+
+            server = stack.enter_context(SshServer(folder / "sshd"))
+            entry = dict(server.inventory_entry(), workdir=str(folder / "ssh-device"))
+            inventory = folder / "edgeq.toml"
+            inventory.write_text("[devices.ssh-loopback]\n"
+                                 + "".join(f"{k} = {json.dumps(v)}\n" for k, v in entry.items()))
+            device = load_inventory(inventory)["ssh-loopback"]
+        elif args.device == "local":
+            device = Device(name="local", transport="local", python=sys.executable, workdir=str(folder / "device"))
+        else:
+            device = select_devices(args.device, load_inventory(args.inventory))[0]
+        compare_throughput(device, pair, prepared, operators, args)
     return 0
 
 

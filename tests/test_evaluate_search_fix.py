@@ -115,6 +115,7 @@ def test_terminal_summary_and_html_have_the_sections(fragile_fixed):
                     "Before / after, per condition (worst first)", "Localize: which op breaks"):
         assert f">{heading}<" in page, heading
     assert '<svg class="localize"' in page
+    assert re.search(r"Lineages at the end: \d+% seeking .* where they coincided: \d+", page)
     assert "data:image/png" not in page and "<img" not in page  # table inputs: no pictures
     worst_rows = re.search(r"<h2>Worst conditions</h2><table>.*?</table>", page, re.S).group(0)
     first = re.search(r"<tr><td><b>([^<]*)</b>", worst_rows).group(1)

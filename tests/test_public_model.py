@@ -97,3 +97,22 @@ def test_a_batch_size_it_cannot_take_is_one_line(face_detector, tmp_path):
                                            "-o", str(tmp_path / "run"), "--batch-size", "2"])
     assert result.exit_code == 2 and "fixed batch of 1" in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "device").exists()  # no device time
+
+
+def test_the_agent_itself_refuses_a_batch_it_cannot_take(face_detector, tmp_path):
+    """A job written by another host (or an older edgeq) reaches the agent without the host's check: BadJob."""
+    from edgeq.devices.agent_client import AgentSession
+    from edgeq.devices.deploy import AGENT_SOURCE
+    from edgeq.devices.run import RunSpec, job_values
+    from edgeq.devices.transport.local import LocalTransport
+    from edgeq.errors import AgentError
+
+    np.savez(tmp_path / "faces.npz", x=np.zeros((4, 128, 128, 3), np.float32))
+    spec = RunSpec(model=face_detector, inputs=tmp_path / "faces.npz")
+    job = {"model": str(face_detector), "inputs": str(tmp_path / "faces.npz"), "input_arrays": ["x"],
+           "out": str(tmp_path / "out"), **job_values(spec, "run", batch_size=2)}
+    with AgentSession(LocalTransport("local"), sys.executable, str(AGENT_SOURCE)) as session:
+        with pytest.raises(AgentError, match="fixed batch of 1.*batch_size must be 1, not 2") as caught:
+            session.request("run", job=job, timeout=600)
+        assert caught.value.kind == "BadJob"
+        assert session.request("df", path=str(tmp_path), timeout=60)["free"] > 0  # the agent serves on

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from edgeq.devices.deploy import AGENT_SOURCE
 from edgeq.devices.run import RunSpec, expected_sizes, job_values, prepare
 from edgeq.devices.transport.base import sha256_file
 from edgeq.devices.transport.local import LocalTransport
+from edgeq.devices.transport.ssh import SshTransport
 from edgeq.errors import AgentError, TransportError
 from edgeq.results import MANIFEST, pull_run
 
@@ -48,6 +51,8 @@ for line in sys.stdin:
         say({"id": rid + 41, "ok": True, "result": {}})
     if mode == "not-object":
         say([rid, "ok"])
+    if mode == "echo":             # a proper answer as large as the request
+        say({"id": rid, "ok": True, "result": {"pad": request.get("pad", "")}})
     if mode == "banner":           # a login script's echo, then a proper answer
         out.write(b"Welcome to the board\n\n"); out.flush()
         say({"id": rid, "event": "progress", "done": 1, "total": 1})
@@ -57,6 +62,8 @@ for line in sys.stdin:
 # The real agent, with only its final answers garbled: events stay valid.
 GARBLED_AGENT = r'''
 import sys
+import threading
+import time
 sys.path.insert(0, {agent_dir!r})
 import {module} as agent
 plain_emit = agent.Agent.emit
@@ -70,18 +77,27 @@ sys.exit(agent.main(sys.argv[1:]))
 
 
 def hostile_session(tmp_path, mode: str) -> AgentSession:
+    return _session_running(hostile_argv(tmp_path, mode))
+
+
+def hostile_argv(tmp_path, mode: str) -> list[str]:
     script = tmp_path / "hostile_agent.py"
     script.write_text(HOSTILE)
-    return _session_running([sys.executable, str(script), mode])
+    return [sys.executable, str(script), mode]
 
 
-def _session_running(argv) -> AgentSession:
-    """AgentSession starts ``python agent``; the mode rides along as the agent path's argument."""
-    class WithArgs(LocalTransport):
+def starting(base: type, argv: list[str]) -> type:
+    """``base`` (a transport class) that starts ``argv`` whatever it is asked to start: AgentSession
+    starts ``python agent``, and the mode rides along."""
+    class WithArgs(base):
         def _start_impl(self, _argv):
             return super()._start_impl(argv)
 
-    return AgentSession(WithArgs("hostile"), argv[0], argv[1])
+    return WithArgs
+
+
+def _session_running(argv) -> AgentSession:
+    return AgentSession(starting(LocalTransport, argv)("hostile"), argv[0], argv[1])
 
 
 def ends_with(session: AgentSession, match: str, timeout: float = 600.0, op: str = "df") -> AgentError:
@@ -108,6 +124,52 @@ def test_garbage_does_not_reset_the_deadline(tmp_path):
     # 10 garbage lines a second stay under the allowance for 20 s: a deadline that garbage
     # reset would end in the noise error instead; a correct one ends in "no valid answer".
     ends_with(hostile_session(tmp_path, "slow-noise"), r"no valid answer to 'df' within 2 s", timeout=2.0)
+
+
+def test_over_ssh_a_flood_garbage_and_a_silent_agent_end_as_on_this_host(tmp_path, ssh_device):
+    # the channel is read in chunks on the waiting thread: the line limit and the deadline hold there too
+    device, _ = ssh_device
+
+    def over_ssh(mode: str, match: str, timeout: float = 600.0) -> AgentError:
+        argv = hostile_argv(tmp_path, mode)
+        with starting(SshTransport, argv)(device) as transport:
+            return ends_with(AgentSession(transport, argv[0], argv[1]), match, timeout)
+
+    assert over_ssh("flood", f"longer than {MAX_LINE >> 20} MiB").kind == "Protocol"
+    assert over_ssh("noise", "lines .* of non-JSON output").kind == "Protocol"
+    over_ssh("slow-noise", r"no valid answer to 'df' within 2 s", timeout=2.0)
+    argv = hostile_argv(tmp_path, "banner")
+    with starting(SshTransport, argv)(device) as transport, AgentSession(transport, argv[0], argv[1]) as session:
+        assert session.request("df", path="/", timeout=600) == {"free": 1}
+
+
+def pipelined_echoes(session: AgentSession, count: int, size: int) -> list[int]:
+    """``count`` requests of ``size`` bytes sent before any answer is read, then their answers' sizes.
+
+    Each answer alone is larger than a pipe (and all of them than an SSH window): a host that wrote
+    on the reading thread until the last request was out would wait forever for the agent, itself
+    waiting for the host to read. Run on a thread, so such a hang fails the test instead of hanging it.
+    """
+    answers: list[int] = []
+
+    def exchange():
+        ids = [session.send("echo", pad="abcdefghijklmnop"[k % 16] * size) for k in range(count)]
+        answers.extend(len(session.receive(i, "echo", timeout=600)["pad"]) for i in ids)
+
+    worker = threading.Thread(target=exchange, daemon=True)
+    worker.start()
+    worker.join(timeout=300)
+    alive = worker.is_alive()
+    session.close(abandon=alive)
+    assert not alive, "pipelined requests and answers deadlocked"
+    return answers
+
+
+def test_large_pipelined_requests_and_answers_never_deadlock(tmp_path, ssh_device):
+    assert pipelined_echoes(hostile_session(tmp_path, "echo"), 8, 300_000) == [300_000] * 8
+    argv = hostile_argv(tmp_path, "echo")
+    with starting(SshTransport, argv)(ssh_device[0]) as transport:
+        assert pipelined_echoes(AgentSession(transport, argv[0], argv[1]), 12, 400_000) == [400_000] * 12
 
 
 @pytest.mark.parametrize("mode", ["bad-answer", "wrong-id", "not-object"])
@@ -206,8 +268,11 @@ def test_a_real_run_fits_its_job_sizes(local, example_tflite, small_inputs, tmp_
 
 PULL_MANY = """
 import sys
+import threading
+import time
 from pathlib import Path
 from edgeq.devices.transport.local import LocalTransport
+from edgeq.devices.transport.ssh import SshTransport
 from edgeq.results import pull_run
 for _ in range(30):
     pull_run(LocalTransport("pi"), sys.argv[1], Path(sys.argv[2]))
@@ -228,3 +293,41 @@ def test_two_processes_pulling_into_one_folder_do_not_share_a_staging_name(tmp_p
         assert puller.returncode == 0, err.decode()[-2000:]
     assert json.loads((local / MANIFEST).read_text())["complete"] is True
     assert not list(local.glob(".*incoming*"))
+
+
+# ----------------------------------------------------------------------------- reading lines
+
+
+class ChunkedStdout:
+    """A Process whose stdout arrives in the given chunks (None: nothing within the timeout)."""
+
+    def __init__(self, chunks):
+        self.chunks = list(chunks)
+        self.reads = 0
+
+    def read_some(self, limit, timeout):
+        self.reads += 1
+        if not self.chunks:
+            return b""
+        chunk = self.chunks.pop(0)
+        assert chunk is None or len(chunk) <= limit
+        return chunk
+
+
+def test_lines_are_cut_from_chunks_whatever_their_boundaries():
+    from edgeq.devices.agent_client import _Lines
+
+    lines = _Lines(ChunkedStdout([b'{"a": 1}\n{"b"', b': 2}\n\n', None, b'banner\n{"c": 3}']))
+    assert lines.next(None) == ("msg", {"a": 1})
+    assert lines.next(None) == ("msg", {"b": 2})
+    assert lines.next(time.monotonic() - 1) == ("late", None)  # a deadline already passed: no read at all
+    assert lines.next(None) == ("msg", {"c": 3})  # a last line without its newline still counts
+    assert lines.next(None) == ("eof", None) and lines.next(None) == ("eof", None)
+
+
+def test_a_long_line_is_refused_before_the_host_holds_much_more_than_the_limit():
+    from edgeq.devices.agent_client import READ_CHUNK, _Lines
+
+    stdout = ChunkedStdout([b"x" * READ_CHUNK] * (MAX_LINE // READ_CHUNK + 10))
+    assert _Lines(stdout).next(None)[0] == "bad"
+    assert stdout.reads <= MAX_LINE // READ_CHUNK + 1

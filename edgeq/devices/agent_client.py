@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import queue
+import threading
 import time
 from typing import Callable
 
@@ -40,6 +42,7 @@ class AgentSession:
         except CommandNotFound as exc:
             raise self._no_python(str(exc)) from None
         self._lines = _Lines(self.process)
+        self._writer = _Writer(self.process)
         self._ids = itertools.count(1)
         self._broken = False
 
@@ -81,8 +84,7 @@ class AgentSession:
 
     def _send(self, payload: dict) -> None:
         try:
-            self.process.stdin.write((json.dumps(payload) + "\n").encode())
-            self.process.stdin.flush()
+            self._writer.write((json.dumps(payload) + "\n").encode())
         except (BrokenPipeError, OSError, ValueError):
             raise self._died("while sending a request") from None
 
@@ -153,6 +155,51 @@ class AgentSession:
 
     def __exit__(self, exc_type, *exc):
         self.close(abandon=exc_type is not None and not issubclass(exc_type, Exception))
+
+
+class _Writer:
+    """Requests onto the agent's stdin, in order, without ever keeping the reading thread from reading.
+
+    A request goes out at once when stdin has room (a search's small requests always do: no
+    thread, no hand-off). What does not fit goes to a thread of its own, and so does every
+    request after it until that thread has caught up: a large request written while answers
+    are outstanding could otherwise fill stdin while the agent, blocked on a full stdout
+    that nobody reads until the write returns, stops reading it. A failed write is raised
+    by the next one; the reading thread sees the agent's end.
+    """
+
+    def __init__(self, process: Process):
+        self.process = process
+        self.pending: queue.Queue | None = None  # the thread's work, once there is any
+        self.backlog = 0  # requests handed to the thread and not yet written (only the thread lowers it)
+        self.lock = threading.Lock()
+        self.error: BaseException | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        if not self.backlog:
+            done = self.process.write_some(data)
+            if done == len(data):
+                return
+            data = data[done:]
+        with self.lock:
+            self.backlog += 1
+        if self.pending is None:
+            self.pending = queue.Queue()
+            threading.Thread(target=self._drain, daemon=True).start()
+        self.pending.put(data)
+
+    def _drain(self) -> None:
+        while True:
+            data = self.pending.get()
+            try:
+                self.process.write_all(data)
+            except (OSError, ValueError) as exc:
+                self.error = exc
+                return
+            with self.lock:
+                self.backlog -= 1
 
 
 class _Lines:

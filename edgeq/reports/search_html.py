@@ -92,8 +92,20 @@ def search_html(report: dict) -> str:
     table = (f"<table><tr><th>data sample</th><th>distance</th><th>float → quant class</th><th>query</th>"
              f"<th>operators</th></tr>{rows}</table>" if rows else "")
     more = f'<p class="note">{len(found) - 12} more in {_e(s.get("path"))}.</p>' if len(found) > 12 else ""
-    return (f"<section><h2>Disagreement search (beside the verdict)</h2>{head}{table}{more}"
+    return (f"<section><h2>Disagreement search (beside the verdict)</h2>{head}{_strategy(s)}{table}{more}"
             f'<p class="note">{_e(s.get("effect_on_verdict"))}</p></section>')
+
+
+def _strategy(s: dict) -> str:
+    """How the search split its lineages at the end, and the boundary crossings that moved the split."""
+    split = _d(s.get("strategy"))
+    share = _num(split.get("seek_share"))
+    if share is None:
+        return ""
+    return (f'<p class="note">Lineages at the end: {share:.0%} seeking the float model\'s decision boundary, '
+            f"{1 - share:.0%} climbing the quantization gap. Boundary crossings where the two models' "
+            f"boundaries differed: {fmt(split.get('crossings_with_gap'), 'int')}; where they coincided: "
+            f"{fmt(split.get('flat_crossings'), 'int')}.</p>")
 
 
 def worst_html(report: dict) -> str:

@@ -10,7 +10,7 @@ import abc
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from edgeq.devices.transport.settings import Setting, Settings, read_settings
 from edgeq.errors import RemoteCommandFailed
@@ -48,17 +48,26 @@ class Transfer:
 class Process(abc.ABC):
     """A command running on the device with binary pipes, for the agent protocol.
 
-    Its stdout is read by ``read_some`` on the caller's thread, not through a file object:
-    the agent session waits for an answer with a deadline and no reader thread, whose
-    hand-off (and fight for the GIL with a busy search) cost more than a small request.
+    Its stdin and stdout are used through these methods, on the caller's thread, not as file
+    objects: the agent session waits for an answer with a deadline and no reader thread (a
+    thread's hand-off per answer, fighting a busy search for the GIL, cost more than a small
+    request), and it writes without waiting when it can, so a full pipe never blocks the
+    thread that must read.
     """
-
-    stdin: IO[bytes]
 
     @abc.abstractmethod
     def read_some(self, limit: int, timeout: float | None) -> bytes | None:
         """Up to ``limit`` bytes of stdout as soon as any arrive; b"" once it has ended, None when
         nothing arrived within ``timeout`` seconds (None: wait as long as it takes)."""
+
+    @abc.abstractmethod
+    def write_some(self, data: bytes) -> int:
+        """How many leading bytes of ``data`` went to stdin at once, without waiting (0 when its pipe or
+        window is full); OSError when stdin is closed."""
+
+    @abc.abstractmethod
+    def write_all(self, data: bytes) -> None:
+        """All of ``data`` to stdin, waiting for room as long as it takes; OSError when stdin is closed."""
 
     @abc.abstractmethod
     def stderr_tail(self, limit: int = 4000) -> str: ...

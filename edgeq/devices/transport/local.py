@@ -21,11 +21,16 @@ from edgeq.devices.transport.base import Process, Result, Transfer, Transport, s
 
 
 class LocalProcess(Process):
+    """The agent as a subprocess: its pipes used through their descriptors (stdin non-blocking), never
+    through the buffered file objects, so no byte waits in a buffer that poll cannot see."""
+
     def __init__(self, popen: subprocess.Popen):
         self.popen = popen
-        self.stdin = popen.stdin
+        os.set_blocking(popen.stdin.fileno(), False)
         self._stdout = select.poll()  # poll, not select: a big fleet's descriptors pass FD_SETSIZE
         self._stdout.register(popen.stdout.fileno(), select.POLLIN)
+        self._stdin = select.poll()
+        self._stdin.register(popen.stdin.fileno(), select.POLLOUT)
         self._stderr: list[bytes] = []
         self._reader = threading.Thread(target=self._drain_stderr, daemon=True)
         self._reader.start()
@@ -36,13 +41,26 @@ class LocalProcess(Process):
             del self._stderr[:-200]
 
     def read_some(self, limit, timeout):
-        """Straight from the pipe's descriptor: the buffered file object is never read, so no byte waits
-        in a buffer that poll cannot see."""
         if self.popen.stdout.closed:
             return b""
         if not self._stdout.poll(None if timeout is None else max(0, math.ceil(timeout * 1000))):
             return None
         return os.read(self.popen.stdout.fileno(), limit)
+
+    def write_some(self, data):
+        if self.popen.stdin.closed:
+            raise BrokenPipeError("the agent's stdin is closed")
+        try:
+            return os.write(self.popen.stdin.fileno(), data)
+        except BlockingIOError:
+            return 0
+
+    def write_all(self, data):
+        view = memoryview(data)
+        while view:
+            view = view[self.write_some(view):]
+            if view:
+                self._stdin.poll(1000)  # a closed pipe wakes it too, and the next write raises
 
     def stderr_tail(self, limit: int = 4000) -> str:
         self._reader.join(timeout=0.2)
@@ -55,6 +73,8 @@ class LocalProcess(Process):
             return None
 
     def kill(self):
+        """End the process. Its pipes close with this object: a request being written on another thread
+        (``write_all``) then meets a broken pipe, never a descriptor number reused for another file."""
         if self.popen.poll() is None:
             self.popen.kill()
             self.popen.wait()

@@ -8,9 +8,11 @@ go to a ``.part`` name of their own, are checked with sha256 on the device, then
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import posixpath
 import secrets
+import select
 import shlex
 import socket
 import threading
@@ -59,7 +61,8 @@ def fingerprint(key: paramiko.PKey) -> str:
 class SshProcess(Process):
     def __init__(self, channel: paramiko.Channel):
         self.channel = channel
-        self.stdin = channel.makefile_stdin("wb")
+        self._stdout = select.poll()  # the channel's own descriptor: readable while data waits in it
+        self._stdout.register(channel.fileno(), select.POLLIN)
         self._stderr = bytearray()
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
@@ -71,13 +74,28 @@ class SshProcess(Process):
             del self._stderr[:-16000]
 
     def read_some(self, limit, timeout):
-        self.channel.settimeout(timeout)
-        try:
-            return self.channel.recv(limit)
-        except socket.timeout:
-            return None
-        finally:
-            self.channel.settimeout(None)  # a request's write never times out on a full window
+        """Polls the channel's descriptor, never setting the channel's timeout: the stderr drain and a
+        request being written on another thread (``write_all``) share it."""
+        if not self.channel.recv_ready() and not self.channel.eof_received and not self.channel.closed:
+            if not self._stdout.poll(None if timeout is None else max(0, math.ceil(timeout * 1000))):
+                return None
+        return self.channel.recv(limit)
+
+    def write_some(self, data):
+        if not self.channel.send_ready():  # no window: a send would wait
+            return 0
+        return self._send(data)
+
+    def write_all(self, data):
+        view = memoryview(data)
+        while view:
+            view = view[self._send(view):]
+
+    def _send(self, data) -> int:
+        sent = self.channel.send(bytes(data[:1 << 20]))
+        if sent == 0 and len(data):
+            raise BrokenPipeError("the channel to the agent is closed")
+        return sent
 
     def stderr_tail(self, limit: int = 4000) -> str:
         self._reader.join(timeout=0.5)
@@ -94,8 +112,8 @@ class SshProcess(Process):
         return self.channel.recv_exit_status()
 
     def kill(self):
-        """Close the channel and its two file objects now, not in __del__ at interpreter exit."""
-        for stream in (self.stdin, getattr(self, "_stderr_file", None)):
+        """Close the channel and its stderr file object now, not in __del__ at interpreter exit."""
+        for stream in (getattr(self, "_stderr_file", None),):
             try:
                 if stream is not None:
                     stream.close()
