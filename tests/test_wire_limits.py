@@ -51,6 +51,9 @@ for line in sys.stdin:
         say({"id": rid + 41, "ok": True, "result": {}})
     if mode == "not-object":
         say([rid, "ok"])
+    if mode == "stderr-chatter":   # talks on stderr (which shares an SSH channel's descriptor), never answers
+        while True:
+            sys.stderr.write("working\n"); sys.stderr.flush(); time.sleep(0.05)
     if mode == "echo":             # a proper answer as large as the request
         say({"id": rid, "ok": True, "result": {"pad": request.get("pad", "")}})
     if mode == "banner":           # a login script's echo, then a proper answer
@@ -138,6 +141,7 @@ def test_over_ssh_a_flood_garbage_and_a_silent_agent_end_as_on_this_host(tmp_pat
     assert over_ssh("flood", f"longer than {MAX_LINE >> 20} MiB").kind == "Protocol"
     assert over_ssh("noise", "lines .* of non-JSON output").kind == "Protocol"
     over_ssh("slow-noise", r"no valid answer to 'df' within 2 s", timeout=2.0)
+    over_ssh("stderr-chatter", r"no valid answer to 'df' within 2 s", timeout=2.0)
     argv = hostile_argv(tmp_path, "banner")
     with starting(SshTransport, argv)(device) as transport, AgentSession(transport, argv[0], argv[1]) as session:
         assert session.request("df", path="/", timeout=600) == {"free": 1}

@@ -76,9 +76,14 @@ class SshProcess(Process):
     def read_some(self, limit, timeout):
         """Polls the channel's descriptor, never setting the channel's timeout: the stderr drain and a
         request being written on another thread (``write_all``) share it."""
-        if not self.channel.recv_ready() and not self.channel.eof_received and not self.channel.closed:
-            if not self._stdout.poll(None if timeout is None else max(0, math.ceil(timeout * 1000))):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (self.channel.recv_ready() or self.channel.eof_received or self.channel.closed):
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
                 return None
+            if self._stdout.poll(None if remaining is None else math.ceil(remaining * 1000)):
+                if not self.channel.recv_ready():
+                    time.sleep(0.001)  # stderr's data, which sets the same descriptor, until its drain reads it
         return self.channel.recv(limit)
 
     def write_some(self, data):
