@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
+from edgeq.devices.agent_client import AgentSession
+from edgeq.devices.deploy import AGENT_SOURCE
 from edgeq.devices.inventory import Device, connect, load_inventory
-from edgeq.devices.transport import TRANSPORTS, Transport, transport_class
+from edgeq.devices.transport import TRANSPORTS, Process, Transport, transport_class
 from edgeq.devices.transport.local import LocalTransport
 from edgeq.errors import ConfigError
 
@@ -41,3 +46,33 @@ def test_unknown_transports_are_named_with_the_known_ones(tmp_path):
     inventory.write_text('[devices.phone]\ntransport = "adb"\n')
     with pytest.raises(ConfigError, match="devices.phone: unknown transport 'adb'"):
         load_inventory(inventory)
+
+
+class FileObjectsProcess(Process):
+    """A plugin's process written before ``read_some``/``write_some``/``write_all``: file objects only."""
+
+    def __init__(self, popen: subprocess.Popen):
+        self.popen, self.stdin, self.stdout = popen, popen.stdin, popen.stdout
+
+    def stderr_tail(self, limit=4000):
+        return ""
+
+    def wait(self, timeout=None):
+        return self.popen.wait(timeout)
+
+    def kill(self):
+        self.popen.kill()
+        self.popen.wait()
+
+
+class FileObjectsTransport(LocalTransport):
+    def _start_impl(self, argv):
+        return FileObjectsProcess(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                   stderr=subprocess.DEVNULL))
+
+
+def test_a_transport_giving_file_objects_only_still_carries_the_agent(tmp_path):
+    with AgentSession(FileObjectsTransport("old-plugin"), sys.executable, str(AGENT_SOURCE)) as session:
+        assert session.hello()["python"]
+        ids = [session.send("df", path=str(tmp_path)) for _ in range(3)]  # kept in flight, answered in order
+        assert all(session.receive(i, "df", timeout=600)["free"] > 0 for i in ids)

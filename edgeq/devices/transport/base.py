@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import IO, Callable, Mapping, Sequence
 
 from edgeq.devices.transport.settings import Setting, Settings, read_settings
 from edgeq.errors import RemoteCommandFailed
@@ -48,26 +50,35 @@ class Transfer:
 class Process(abc.ABC):
     """A command running on the device with binary pipes, for the agent protocol.
 
-    Its stdin and stdout are used through these methods, on the caller's thread, not as file
-    objects: the agent session waits for an answer with a deadline and no reader thread (a
-    thread's hand-off per answer, fighting a busy search for the GIL, cost more than a small
-    request), and it writes without waiting when it can, so a full pipe never blocks the
-    thread that must read.
+    The agent session uses its stdin and stdout through the three methods below, on the
+    caller's thread: it waits for an answer with a deadline and no reader thread (a thread's
+    hand-off per answer, fighting a busy search for the GIL, cost more than a small request),
+    and it writes without waiting when it can, so a full pipe never blocks the thread that
+    must read. The built-in transports implement them on the descriptors. A transport that
+    only gives ``stdin`` and ``stdout`` file objects (as every one did before) still works:
+    the defaults read stdout on a thread of their own and never write without waiting.
     """
 
-    @abc.abstractmethod
+    stdin: IO[bytes] | None = None
+    stdout: IO[bytes] | None = None
+    _chunks: "_ChunkReader | None" = None
+
     def read_some(self, limit: int, timeout: float | None) -> bytes | None:
         """Up to ``limit`` bytes of stdout as soon as any arrive; b"" once it has ended, None when
         nothing arrived within ``timeout`` seconds (None: wait as long as it takes)."""
+        if self._chunks is None:
+            self._chunks = _ChunkReader(self.stdout, limit)
+        return self._chunks.next(timeout)
 
-    @abc.abstractmethod
     def write_some(self, data: bytes) -> int:
         """How many leading bytes of ``data`` went to stdin at once, without waiting (0 when its pipe or
         window is full); OSError when stdin is closed."""
+        return 0
 
-    @abc.abstractmethod
     def write_all(self, data: bytes) -> None:
         """All of ``data`` to stdin, waiting for room as long as it takes; OSError when stdin is closed."""
+        self.stdin.write(data)
+        self.stdin.flush()
 
     @abc.abstractmethod
     def stderr_tail(self, limit: int = 4000) -> str: ...
@@ -77,6 +88,36 @@ class Process(abc.ABC):
 
     @abc.abstractmethod
     def kill(self) -> None: ...
+
+
+class _ChunkReader:
+    """``Process.read_some`` for a process with only a ``stdout`` file object: a thread reads it ahead,
+    a few chunks at most (a flooding agent then waits on its pipe, not in host memory)."""
+
+    def __init__(self, stdout: IO[bytes], limit: int):
+        self.chunks: queue.Queue = queue.Queue(maxsize=4)
+        self.ended = False
+        threading.Thread(target=self._pump, args=(stdout, limit), daemon=True).start()
+
+    def _pump(self, stdout: IO[bytes], limit: int) -> None:
+        read = getattr(stdout, "read1", None) or stdout.readline
+        chunk = b"-"
+        while chunk:
+            try:
+                chunk = read(limit)
+            except (OSError, ValueError, EOFError):
+                chunk = b""
+            self.chunks.put(chunk)
+
+    def next(self, timeout: float | None) -> bytes | None:
+        if self.ended:
+            return b""
+        try:
+            chunk = self.chunks.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        self.ended = not chunk
+        return chunk
 
 
 class Transport(abc.ABC):
