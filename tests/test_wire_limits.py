@@ -65,8 +65,6 @@ for line in sys.stdin:
 # The real agent, with only its final answers garbled: events stay valid.
 GARBLED_AGENT = r'''
 import sys
-import threading
-import time
 sys.path.insert(0, {agent_dir!r})
 import {module} as agent
 plain_emit = agent.Agent.emit
@@ -272,11 +270,8 @@ def test_a_real_run_fits_its_job_sizes(local, example_tflite, small_inputs, tmp_
 
 PULL_MANY = """
 import sys
-import threading
-import time
 from pathlib import Path
 from edgeq.devices.transport.local import LocalTransport
-from edgeq.devices.transport.ssh import SshTransport
 from edgeq.results import pull_run
 for _ in range(30):
     pull_run(LocalTransport("pi"), sys.argv[1], Path(sys.argv[2]))

@@ -97,7 +97,7 @@ class SshProcess(Process):
             view = view[self._send(view):]
 
     def _send(self, data) -> int:
-        sent = self.channel.send(bytes(data[:1 << 20]))
+        sent = self.channel.send(bytes(data[:1 << 16]))  # a packet is at most 32 KiB: copy no more
         if sent == 0 and len(data):
             raise BrokenPipeError("the channel to the agent is closed")
         return sent
