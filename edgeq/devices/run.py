@@ -76,10 +76,10 @@ def prepare(spec: RunSpec, rundir: Path) -> _Prepared:
 def check_batch_size(info: ModelInfo, batch_size: int) -> None:
     """A model whose inputs fix the batch at 1 cannot take a larger one: its reshapes hard-code the 1 and a
     resized interpreter answers with wrongly shaped outputs, not an error (the agent refuses it too)."""
-    fixed = [t.name for t in info.inputs if t.shape and (t.shape_signature or t.shape)[0] != -1]
+    fixed = [t.name for t in info.inputs if t.shape and (t.shape_signature or t.shape)[0] == 1]  # the agent's rule
     if batch_size > 1 and fixed:
-        raise ConfigError(f"{Path(info.path).name} takes a fixed batch of 1 (input {fixed[0]!r} has no dynamic "
-                          f"batch dimension): --batch-size must be 1, not {batch_size}")
+        raise ConfigError(f"{Path(info.path).name} takes a fixed batch of 1 (input {fixed[0]!r} has a batch "
+                          f"dimension of 1 in its shape signature): --batch-size must be 1, not {batch_size}")
 
 
 def output_facts(info: ModelInfo) -> list[dict]:
