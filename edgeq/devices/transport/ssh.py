@@ -8,11 +8,9 @@ go to a ``.part`` name of their own, are checked with sha256 on the device, then
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import posixpath
 import secrets
-import select
 import shlex
 import socket
 import threading
@@ -61,8 +59,12 @@ def fingerprint(key: paramiko.PKey) -> str:
 class SshProcess(Process):
     def __init__(self, channel: paramiko.Channel):
         self.channel = channel
-        self._stdout = select.poll()  # the channel's own descriptor: readable while data waits in it
-        self._stdout.register(channel.fileno(), select.POLLIN)
+        # Set by paramiko while stdout data waits or the channel has ended. Never Channel.fileno():
+        # its OS pipe is written and closed from several threads without a lock, and after the
+        # channel closes, a late write or close hits whatever descriptor reused the number --
+        # another board's socket (paramiko issues #692, #2271).
+        self._readable = threading.Event()
+        channel.in_buffer.set_event(self._readable)
         self._stderr = bytearray()
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
@@ -74,17 +76,11 @@ class SshProcess(Process):
             del self._stderr[:-16000]
 
     def read_some(self, limit, timeout):
-        """Polls the channel's descriptor, never setting the channel's timeout: the stderr drain and a
-        request being written on another thread (``write_all``) share it."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not (self.channel.recv_ready() or self.channel.eof_received or self.channel.closed):
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
-            if self._stdout.poll(None if remaining is None else math.ceil(remaining * 1000)):
-                if not self.channel.recv_ready():
-                    time.sleep(0.001)  # stderr's data, which sets the same descriptor, until its drain reads it
-        return self.channel.recv(limit)
+        """Waits on the stdout buffer's event, never setting the channel's timeout: the stderr drain
+        and a request being written on another thread (``write_all``) share it."""
+        if not self._readable.wait(timeout):
+            return None
+        return self.channel.recv(limit)  # b"" once the channel has ended and its data is read
 
     def write_some(self, data):
         if not self.channel.send_ready():  # no window: a send would wait
