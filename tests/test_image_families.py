@@ -112,11 +112,9 @@ def test_severities_are_graded(name):
     assert 0 < scores[0] < scores[1] < scores[2], (name, scores)
 
 
-@pytest.mark.parametrize("name", IMAGE_FAMILIES)
-@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("name, channels", [(name, channels) for name in IMAGE_FAMILIES for channels in (3, 1)
+                                             if not (name == "colour-cast" and channels == 1)])  # cast needs colour
 def test_chw_gives_the_transposed_result(name, channels):
-    if name == "colour-cast" and channels == 1:
-        pytest.skip("colour cast needs colour images")
     x = smooth_images(channels=channels)
     hwc, as_chw = run(name, x), run(name, chw(x))
     np.testing.assert_allclose(as_chw, chw(hwc), rtol=0, atol=1e-9)
