@@ -39,6 +39,7 @@ class EvaluateOptions:
     seed: int = 0
     max_per_category: int | None = 500
     range_mode: str = "auto"
+    input_kinds: dict | str | None = None  # what the input arrays are, when the shape is not enough
     threads: int = 1
     resolver: str = "AUTO"
     warmup: int = 10
@@ -107,9 +108,14 @@ def build_suite(opts: EvaluateOptions, data: InputSet, path: Path | None = None,
     arrays = {name: np.asarray(a) for name, a in data.arrays.items()}
     plan = write_risky_suite(path, arrays, None if data.y is None else np.asarray(data.y), seed=opts.seed,
                              max_per_category=opts.max_per_category, range_mode=opts.range_mode,
-                             model=model, output_spec=opts.output_spec)
-    # the range mode used per input array, (mode, reason): kept on the data set the caller holds
-    data.extra["range_modes"] = plan.range_modes
+                             model=model, output_spec=opts.output_spec, input_kinds=opts.input_kinds)
+    # the range mode used per input array, (mode, reason), the kinds and which cells may decide the
+    # verdict: kept on the data set the caller holds
+    data.extra.update(range_modes=plan.range_modes, input_kinds=dict(plan.kinds), suite_roles=plan.roles,
+                      boundary=plan.boundary.facts() if plan.boundary is not None else None)
+    stress = sorted(c for c, r in plan.roles.items() if r["role"] == "stress")
+    if stress:
+        opts.notes.append(f"reported beside the verdict, not deciding it (stress): {', '.join(stress)}")
     for name, layout in plan.layouts.items():
         opts.notes.append(f"input {name!r}: {layout}")
     reasons: dict[str, list[str]] = {}
@@ -173,13 +179,15 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     for name, (mode, reason) in range_modes.items():
         opts.notes.append(f"value ranges of {name!r}: {'per feature' if mode == 'channel' else mode} ({reason})")
     extra = _provenance(opts, float_path, quant_path, card, suite_path, range_modes)
+    extra["inputs"].update(kinds=data.extra.get("input_kinds"), cell_roles=data.extra.get("suite_roles"))
     single = len(devices) == 1
     with _phase(opts, "device runs", announce):
         fleet = run_fleet(devices, lambda d: _device_runs(d, specs, _device_dir(opts, d, single), progress, single,
                                                                  opts.wait_s))
         host = _host_runs(opts, devices, fleet, inventory, specs, progress)
     with _phase(opts, "compare", announce):
-        judge = dict(spec=opts.output_spec, model_info=info, min_n=opts.min_n)
+        judge = dict(spec=opts.output_spec, model_info=info, min_n=opts.min_n, roles=data.extra.get("suite_roles"),
+                     boundary=data.extra.get("boundary"))
         reports = {name: _device_report(runs, host, extra, gates, judge) for name, runs in fleet.succeeded.items()}
     after = dict(float_path=float_path, quant_path=quant_path, suite_path=suite_path, gates=gates,
                  announce=announce, progress=progress)

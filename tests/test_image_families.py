@@ -219,12 +219,13 @@ def test_tables_grids_and_grey_images_leave_families_out_with_a_reason():
     for name in IMAGE_FAMILIES:
         assert table.skipped[name] == "fits none of the inputs (features)"
         assert name not in set(table["category"].tolist())
-    assert table.layouts == {}
+    assert table.layouts == {"x": "samples of 6 read as a row of tabular features (features, from the sample shape)"}
     grid = build_risky_suite({"x": np.random.default_rng(0).random((20, 28, 28))})
     assert all(grid.skipped[name] == "fits none of the inputs (grid)" for name in IMAGE_FAMILIES)
     assert "2-D grid (28×28)" in grid.layouts["x"] and "image families do not apply" in grid.layouts["x"]
     grey = build_risky_suite({"x": smooth_images(n=6, channels=1)})
-    assert set(grey.skipped) == {"colour-cast", "boundary"}
+    sensors = {"sentinel", "stuck", "scaled", "offset", "dropout-zero", "dropout-mean"}  # pixels are no features
+    assert set(grey.skipped) == {"colour-cast", "channel-order", "boundary"} | sensors
     assert grey.skipped["colour-cast"].startswith("needs colour images (3 or 4 channels); the inputs are HWC grey")
     assert {"blur", "jpeg", "translate"} <= set(grey["category"].tolist())
 
@@ -286,7 +287,9 @@ def test_inputs_risky_on_an_image_model(image_model, tmp_path):
     assert built.exit_code == 0, built.output
     assert "input 'x': read as HWC colour images (16×16×3: 16×16 pixels, 3 channel(s)); image families apply" \
         in built.output
-    assert "left out" not in built.output
+    assert "risky families sentinel, stuck, scaled, offset, dropout-zero, dropout-mean left out: fits none of the " \
+           "inputs (image)" in built.output
+    assert "not deciding it (stress): boundary, channel-order, normalization, outlier, value-scale" in built.output
     with np.load(tmp_path / "s.npz") as suite:
         cats = set(suite["category"].tolist())
         boundary = suite["severity"][suite["category"] == "boundary"]
@@ -301,10 +304,10 @@ def test_inputs_risky_on_a_table_says_what_it_left_out(tmp_path):
     built = CliRunner().invoke(main, ["inputs", "risky", "--data", str(tmp_path / "t.npz"), "-o",
                                       str(tmp_path / "s.npz")])
     assert built.exit_code == 0, built.output
-    assert ("risky families blur, jpeg, pixelate, haze, colour-cast, gamma, occlusion, translate left out: "
-            "fits none of the inputs (features)") in built.output
+    assert ("risky families blur, jpeg, pixelate, haze, colour-cast, gamma, occlusion, translate, value-scale, "
+            "channel-order, normalization left out: fits none of the inputs (features)") in built.output
     assert "risky category boundary left out: needs the float model's outputs" in built.output
-    assert "read as" not in built.output
+    assert "samples of 5 read as a row of tabular features (features, from the sample shape)" in built.output
 
 
 def test_evaluate_keeps_the_layout_in_the_report_notes(image_model, tmp_path, monkeypatch):

@@ -60,8 +60,9 @@ def test_regression_tolerance_and_errors_in_own_units():
     cand = ref + rng.normal(0, 0.3, size=ref.shape).astype(np.float32)
     cand[:7, 5] += 20.0  # seven samples with one landmark far off
     outputs = [OutputInfo(0, "landmarks", (42,), "FULLY_CONNECTED"), OutputInfo(1, "presence", (1,), "LOGISTIC")]
-    presence = rng.uniform(0, 1, size=(100, 1)).astype(np.float32)
+    presence = rng.uniform(0.6, 1, size=(100, 1)).astype(np.float32)  # a hand in every sample: the gate is open
     s, report = section([ref, presence], [cand, presence], outputs=outputs, name="landmarks")
+    assert s["when"]["open"] == 100 and s["when"]["source"] == "auto"
     assert s["kind"] == "regression"
     assert report["outputs"]["presence"]["kind"] == "classification"
     spread = float(np.std(ref.astype(np.float64)))

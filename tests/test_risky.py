@@ -7,12 +7,30 @@ import pytest
 
 from edgeq.errors import InputSetError
 from edgeq.inputs.risky import ALL_CATEGORIES, CATEGORIES, SEVERITIES, build_risky_suite, describe_categories
+from edgeq.inputs.risky.families import FAMILIES as REGISTRY
 
-FAMILIES = [c for c in CATEGORIES if c != "clean"]
+IMAGE = (6, 5, 3)  # the sample shape of ``_images``: sensor faults do not apply to it (pixels are no features)
+
+
+def families_for(*shapes) -> list[str]:
+    return [c for c in CATEGORIES if c != "clean" and any(REGISTRY[c].applies_to_shape(s) for s in shapes)]
+
+
+def cells_for(*shapes) -> list[tuple[str, int]]:
+    return [(c, s) for c in families_for(*shapes) for s in REGISTRY[c].severities]
+
+
+FAMILIES = families_for(IMAGE)
+GRADED = [c for c in FAMILIES if len(REGISTRY[c].levels) == 3]  # the preprocessing mistakes have one level
 # families that leave the data range on purpose (an outlier, a unit change, a calibration
-# drift, a dead channel reading 0 below the data); every other family stays inside it
-LEAVE_RANGE = ("outlier", "scaled", "offset", "dropout-zero")
+# drift, a dead channel reading 0 below the data, a preprocessing mistake); every other family stays inside it
+MISTAKES = ("value-scale", "normalization", "channel-order")
+LEAVE_RANGE = ("outlier", "scaled", "offset", "dropout-zero", *MISTAKES)
 IN_RANGE = [c for c in CATEGORIES if c not in LEAVE_RANGE]
+
+
+def present(suite, categories) -> list[str]:
+    return [c for c in categories if np.any(suite["category"] == c)]
 # families anchored at the value 0 (a unit change multiplies around it, a dead channel reads it),
 # so they do not move with an affine rescaling of the data
 ZERO_ANCHORED = ("scaled", "dropout-zero")
@@ -38,7 +56,8 @@ def data():
 def test_counts_order_and_metadata(data):
     x, y, suite = data
     n = len(x)
-    total = n * (1 + 3 * len(FAMILIES))
+    cells = cells_for(IMAGE)
+    total = n * (1 + len(cells))
     for key in ("x", "y", "category", "severity", "source_index"):
         assert len(suite[key]) == total, key
     assert suite["category"].dtype.kind == "U"
@@ -47,13 +66,11 @@ def test_counts_order_and_metadata(data):
     assert suite["y"].dtype == np.int64
     assert np.count_nonzero(suite["category"] == "clean") == n
     assert set(suite["severity"][suite["category"] == "clean"]) == {0}
-    for cat in FAMILIES:
-        for sev in (1, 2, 3):
-            assert np.count_nonzero(_rows(suite, cat, sev)) == n, (cat, sev)
-    expected_order = ["clean"] + [c for c in FAMILIES for _ in (1, 2, 3)]
+    for cat, sev in cells:
+        assert np.count_nonzero(_rows(suite, cat, sev)) == n, (cat, sev)
     blocks = suite["category"][::n]
-    assert list(blocks) == expected_order
-    assert list(suite["severity"][::n]) == [0] + [1, 2, 3] * len(FAMILIES)
+    assert list(blocks) == ["clean"] + [c for c, _ in cells]
+    assert list(suite["severity"][::n]) == [0] + [s for _, s in cells]
     np.testing.assert_array_equal(suite["y"], y[suite["source_index"]])
 
 
@@ -66,15 +83,14 @@ def test_clean_is_exact_input(data):
 
 def test_every_family_changes_data(data):
     x, _, suite = data
-    for cat in FAMILIES:
-        for sev in (1, 2, 3):
-            assert not np.array_equal(suite["x"][_rows(suite, cat, sev)], x), (cat, sev)
+    for cat, sev in cells_for(IMAGE):
+        assert not np.array_equal(suite["x"][_rows(suite, cat, sev)], x), (cat, sev)
 
 
 def test_stays_in_range_except_outlier(data):
     x, _, suite = data
     lo, hi = x.min(), x.max()
-    for cat in IN_RANGE:
+    for cat in present(suite, IN_RANGE):
         sel = suite["x"][suite["category"] == cat]
         assert sel.min() >= lo and sel.max() <= hi, cat
 
@@ -94,7 +110,7 @@ def test_outlier_exceeds_in_exactly_one_element(data):
 
 def test_severities_are_graded(data):
     x, _, suite = data
-    for cat in FAMILIES:
+    for cat in GRADED:
         dist = [np.abs(suite["x"][_rows(suite, cat, s)] - x).mean() for s in (1, 2, 3)]
         assert dist[0] < dist[1] < dist[2], (cat, dist)
 
@@ -141,7 +157,7 @@ def test_range_scales_with_data():
     a = build_risky_suite({"x": x}, seed=5)
     b = build_risky_suite({"x": x * 255.0 + 10.0}, seed=5)
     np.testing.assert_array_equal(a["category"], b["category"])
-    keep = ~np.isin(a["category"], ZERO_ANCHORED)
+    keep = ~np.isin(a["category"], ZERO_ANCHORED + MISTAKES)  # a mistake's direction depends on the data's scale
     np.testing.assert_allclose((b["x"][keep] - 10.0) / 255.0, a["x"][keep], rtol=1e-9, atol=1e-9)
 
 
@@ -212,11 +228,10 @@ def test_subsample_shared_across_categories():
     suite = build_risky_suite({"x": x}, seed=9, max_per_category=10)
     clean_idx = suite["source_index"][suite["category"] == "clean"]
     assert len(clean_idx) == 10 and np.all(np.diff(clean_idx) > 0)
-    for cat in FAMILIES:
-        for sev in (1, 2, 3):
-            np.testing.assert_array_equal(suite["source_index"][_rows(suite, cat, sev)], clean_idx)
+    for cat, sev in cells_for(IMAGE):
+        np.testing.assert_array_equal(suite["source_index"][_rows(suite, cat, sev)], clean_idx)
     np.testing.assert_array_equal(suite["x"][suite["category"] == "clean"], x[clean_idx])
-    assert len(suite["x"]) == 10 * (1 + 3 * len(FAMILIES))
+    assert len(suite["x"]) == 10 * (1 + len(cells_for(IMAGE)))
     other = build_risky_suite({"x": x}, seed=10, max_per_category=10)
     assert not np.array_equal(other["source_index"][:10], clean_idx)
     unlimited = build_risky_suite({"x": x}, max_per_category=None, categories=["clean"])
@@ -231,7 +246,7 @@ def test_channel_range_mode_uses_per_channel_ranges():
     span = hi - lo
     ch = build_risky_suite({"x": x}, range_mode="channel", seed=0)
     gl = build_risky_suite({"x": x}, range_mode="global", seed=0)
-    for cat in IN_RANGE:
+    for cat in present(ch, IN_RANGE):
         sel = ch["x"][ch["category"] == cat]
         for c in range(2):
             assert sel[..., c].min() >= lo[c] and sel[..., c].max() <= hi[c], (cat, c)
@@ -259,8 +274,11 @@ def test_multiple_arrays_transformed_together():
     x1 = _images(n=6)
     x2 = np.random.default_rng(0).integers(0, 50, size=(6, 7)).astype(np.int16)
     suite = build_risky_suite({"img": x1, "meta": x2}, np.zeros(6, int), seed=1)
-    assert suite["img"].shape == (6 * (1 + 3 * len(FAMILIES)), *x1.shape[1:])
-    assert suite["meta"].shape == (6 * (1 + 3 * len(FAMILIES)), 7) and suite["meta"].dtype == np.int16
+    total = 6 * (1 + len(cells_for(x1.shape[1:], x2.shape[1:])))  # sensor faults for the features, not the pixels
+    assert suite["img"].shape == (total, *x1.shape[1:])
+    assert suite["meta"].shape == (total, 7) and suite["meta"].dtype == np.int16
+    sentinel = suite["category"] == "sentinel"
+    np.testing.assert_array_equal(suite["img"][sentinel], np.tile(x1, (3, 1, 1, 1)))
     np.testing.assert_array_equal(suite["meta"][suite["category"] == "clean"], x2)
     assert np.all((suite["meta"][_rows(suite, "outlier", 3)] > x2.max()).sum(axis=1) == 1)
 

@@ -23,7 +23,12 @@ from tabular import MISSING_CODE, make_tabular_data, make_tabular_model
 SENSOR_FAMILIES = ["sentinel", "stuck", "scaled", "offset", "dropout-zero", "dropout-mean"]
 OLD_FAMILIES = ["brightness+", "brightness-", "contrast+", "contrast-", "noise", "impulse", "outlier"]
 IMAGE_FAMILIES = ["blur", "jpeg", "pixelate", "haze", "colour-cast", "gamma", "occlusion", "translate"]
-TABULAR = [c for c in CATEGORIES if c not in IMAGE_FAMILIES]  # what a table's suite holds
+MISTAKES = ["value-scale", "channel-order", "normalization"]  # preprocessing mistakes: images only, one level
+TABULAR = [c for c in CATEGORIES if c not in IMAGE_FAMILIES + MISTAKES]  # what a table's suite holds
+
+
+def loaded_boundary(inputset) -> int:
+    return int(np.count_nonzero(np.asarray(inputset.category) == "boundary"))
 
 
 def _cell(suite, category, severity):
@@ -50,10 +55,10 @@ def _extremity(x):
 
 
 def test_registry_matches_table_and_keeps_old_positions():
-    assert CATEGORIES == ("clean", *OLD_FAMILIES, *SENSOR_FAMILIES, *IMAGE_FAMILIES)
+    assert CATEGORIES == ("clean", *OLD_FAMILIES, *SENSOR_FAMILIES, *IMAGE_FAMILIES, *MISTAKES)
     assert list(FAMILIES) == list(SEVERITIES) == list(CATEGORIES[1:])
     for name, family in FAMILIES.items():
-        assert family.levels == SEVERITIES[name] and len(family.levels) == 3
+        assert family.levels == SEVERITIES[name] and len(family.levels) == (1 if name in MISTAKES else 3)
         assert family.transform.__doc__, name
     assert SEVERITIES["sentinel"] == SEVERITIES["stuck"] == (1, 2, 4)
     assert SEVERITIES["scaled"] == (10.0, 100.0, 1000.0)
@@ -121,17 +126,28 @@ def test_sentinel_prefers_a_code_over_a_rare_one_hot_and_ignores_constants():
     np.testing.assert_array_equal(four[:, 5], 3.0)  # the constant column is never "extreme"
 
 
-def test_sentinel_on_images_works_per_element_position():
-    x = np.full((30, 4, 4, 1), 100, dtype=np.uint8)
+def test_sensor_faults_never_touch_pixels_audio_or_grids():
+    """A pixel, an audio sample or a spectrogram cell is no sensor of its own: the faults are left out, saying so."""
+    from edgeq.inputs.risky import plan_risky_suite
+
+    for x in (np.full((30, 4, 4, 1), 100, dtype=np.uint8), np.zeros((5, 16000), np.float32),
+              np.zeros((5, 40, 49), np.float32)):
+        plan = plan_risky_suite({"x": x}, max_per_category=5)
+        assert set(SENSOR_FAMILIES) <= set(plan.skipped), plan.skipped
+        assert not set(SENSOR_FAMILIES) & set(plan.families)
+
+
+def test_sentinel_on_a_sensor_window_given_as_features_works_per_element_position():
+    """Rows read as features (``input_kinds``) get the sensor faults, at each element position."""
+    x = np.full((30, 16), 100, dtype=np.uint8)
     x += np.random.default_rng(3).integers(0, 5, size=x.shape, dtype=np.uint8)
-    x[2, 1, 3, 0] = 250  # a hot pixel seen once
-    suite = build_risky_suite({"x": x}, categories=["sentinel"])
-    assert suite.range_modes["x"][0] == "global"
+    x[2, 13] = 250  # a spike seen once
+    suite = build_risky_suite({"x": x}, categories=["sentinel"], input_kinds="features")
     out = _cell(suite, "sentinel", 1)[0]
     assert out.dtype == np.uint8
-    assert np.all(out[:, 1, 3, 0] == 250)
+    assert np.all(out[:, 13] == 250)
     rest = np.ones(x.shape[1:], bool)
-    rest[1, 3, 0] = False
+    rest[13] = False
     np.testing.assert_array_equal(out[:, rest], x[:, rest])
 
 
@@ -239,9 +255,9 @@ def test_seeded_like_the_other_families():
     np.testing.assert_array_equal(alone["x"][alone["category"] == "offset"], a["x"][a["category"] == "offset"])
 
 
-def test_uint8_images_keep_dtype_and_clip():
+def test_uint8_features_keep_dtype_and_clip():
     rng = np.random.default_rng(6)
-    x = rng.integers(10, 200, size=(20, 6, 6, 3)).astype(np.uint8)
+    x = rng.integers(10, 200, size=(20, 108)).astype(np.uint8)
     suite = build_risky_suite({"x": x}, seed=1, categories=SENSOR_FAMILIES)
     assert suite["x"].dtype == np.uint8
     scaled = _cell(suite, "scaled", 3)[0].reshape(20, -1)
@@ -318,7 +334,7 @@ def test_evaluate_build_suite_keeps_the_range_modes(tabular, tmp_path):
     path = build_suite(EvaluateOptions(outdir=tmp_path, max_per_category=10), data)
     assert data.extra["range_modes"]["x"][0] == "channel"
     loaded = load_inputset(path)
-    assert set(loaded.arrays) == {"x"} and loaded.n == 10 * (1 + 3 * (len(TABULAR) - 1))
+    assert set(loaded.arrays) == {"x"} and loaded.n == 10 * (1 + 3 * (len(TABULAR) - 1)) + loaded_boundary(loaded)
 
 
 # --- category names -------------------------------------------------------------------------------
@@ -387,6 +403,6 @@ def test_sentinel_code_collapses_the_quantized_model_only(tabular_models):
 
 def test_normal_twin_is_robust_in_every_cell(tabular_models):
     suite, cells = tabular_models["twin"]
-    assert len(cells) == 1 + 3 * (len(TABULAR) - 1)
+    assert len(cells) == 1 + 3 * (len(TABULAR) - 1) + len({c for c in cells if c[0] == "boundary"})
     bad = {cell: v for cell, v in cells.items() if v[2] >= 0.02}
     assert not bad, bad

@@ -3,19 +3,24 @@
 Every output is judged by its kind (``kinds/``), in every *cell*: a (category,
 severity) pair of the risky suite. The verdict rule (DESIGN.md): a cell's rate is the
 accuracy drop of a labelled classification output, otherwise the kind's own flip or
-fail rate; every cell < 0.02 → robust, any ≥ 0.10 → catastrophic, otherwise
+fail rate; every deciding cell < 0.02 → robust, any ≥ 0.10 → catastrophic, otherwise
 degraded. The worst cell of the worst output decides — not a category mean, which
-would let two mild severities hide a bad one. Each rate carries a 95 % interval;
-cells with fewer than ``min_n`` trials are flagged, and a verdict resting on one says so.
+would let two mild severities hide a bad one. Only *field* cells where the float model
+still works decide (``field.py``); stress cells and cells where float fails too are
+reported beside the verdict. An output gated by another (``when.py``) is judged only
+where the float model's gate is open. Each rate carries a 95 % interval; cells with
+fewer than ``min_n`` trials are flagged, and a verdict resting on one says so.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from edgeq.analysis import field
 from edgeq.analysis.intervals import wilson
 from edgeq.analysis.kinds import get_kind
 from edgeq.analysis.plan import OutputInfo, OutputSpec, check_labels, describe_outputs, plan_outputs
+from edgeq.analysis.when import open_mask, rule_text
 from edgeq.errors import ConfigError
 from edgeq.inputs.npz import row_blocks
 
@@ -60,6 +65,7 @@ class Cells:
         category = samples.get("category")
         self.names, self.codes = (["all"], np.zeros(n, dtype=np.int32)) if category is None else _codes(category)
         self.severity = np.asarray(samples.get("severity", np.zeros(n, dtype=np.int64)))
+        self.source = samples.get("source_index")  # the data row each sample was made from, when known
         if len(self.codes) != n or len(self.severity) != n:
             raise ConfigError(f"the run's sample tags do not match its {n} outputs")
         self.reference = self.mask("clean") if "clean" in self.names else np.ones(n, dtype=bool)
@@ -87,9 +93,11 @@ def _codes(category) -> tuple[list[str], np.ndarray]:
 
 def compare_outputs(ref, cand, samples: dict[str, np.ndarray], *, outputs: list[OutputInfo] | None = None,
                     spec: OutputSpec | None = None, thresholds: dict = THRESHOLDS, min_n: int = MIN_N,
-                    where: str = "input set") -> dict:
+                    where: str = "input set", roles: dict | None = None, boundary: dict | None = None) -> dict:
     """Compare every output; ``ref``/``cand`` are one array or a list (one per output).
-    ``where`` names the labels' file in errors."""
+    ``where`` names the labels' file in errors; ``roles``: the suite's {category: {"role",
+    "reason"}} (``SuitePlan.roles``; without it, the rule's defaults by name); ``boundary``:
+    the boundary cells' ties to the data (``BoundaryPlan.facts``) for the stress section."""
     ref, cand = _as_list(ref), _as_list(cand)
     if len(ref) != len(cand):
         raise ConfigError(f"the models have different numbers of outputs: {len(ref)} vs {len(cand)}")
@@ -105,28 +113,39 @@ def compare_outputs(ref, cand, samples: dict[str, np.ndarray], *, outputs: list[
     if labels is not None:
         check_labels(plans, outputs, labels, where)
     cells = Cells(samples, n)
-    sections = {outputs[p.index].short: judge_output(p, ref, cand, labels, cells, thresholds, min_n)
+    sections = {outputs[p.index].short: judge_output(p, ref, cand, labels, cells, thresholds, min_n, roles)
                 for p in plans}
-    return assemble(sections, outputs, thresholds, min_n, labels is not None)
+    result = assemble(sections, outputs, thresholds, min_n, labels is not None)
+    result["stress"] = field.stress_section(sections, thresholds, band, cells_of, boundary)
+    return result
 
 
 def _as_list(x) -> list[np.ndarray]:
     return [x] if isinstance(x, np.ndarray) else list(x)
 
 
-def judge_output(plan, ref, cand, labels, cells: Cells, thresholds, min_n) -> dict:
-    """One output's section: per-sample evidence once, then every group reduces it."""
+def judge_output(plan, ref, cand, labels, cells: Cells, thresholds, min_n, roles: dict | None = None) -> dict:
+    """One output's section: per-sample evidence once, then every group reduces it; every
+    cell says whether it decides the verdict (``field.mark``)."""
     kind = get_kind(plan.kind)
-    roles = {"output": plan.index, **plan.members}
-    ref_roles, cand_roles = {r: ref[i] for r, i in roles.items()}, {r: cand[i] for r, i in roles.items()}
-    kind.prepare(ref_roles, cand_roles, plan, cells.reference)
-    ev = chunked_evidence(kind, ref_roles, cand_roles, plan, labels if plan.labels else None)
+    parts = {"output": plan.index, **plan.members}
+    ref_parts, cand_parts = {r: ref[i] for r, i in parts.items()}, {r: cand[i] for r, i in parts.items()}
+    gate = open_mask(plan.when, ref)
+    reference = cells.reference if gate is None or not (cells.reference & gate).any() else cells.reference & gate
+    kind.prepare(ref_parts, cand_parts, plan, reference)
+    ev = chunked_evidence(kind, ref_parts, cand_parts, plan, labels if plan.labels else None)
+    kept = None if plan.labels else field.float_kept(ev, cells)
 
     def group(mask):
+        mask = mask if gate is None else gate if mask is None else mask & gate
         every = mask is None
         picked = ev if every else {k: v[mask] for k, v in ev.items()}
         given = None if not plan.labels or labels is None else labels if every else labels[mask]
-        return _with_interval(kind.summarize(picked, given, plan), min_n)
+        entry = _with_interval(kind.summarize(picked, given, plan), min_n)
+        if kept is not None:
+            shown = kept if every else kept[mask]
+            entry["float_kept_clean"] = float(shown.mean()) if len(shown) else None
+        return entry
 
     categories = {}
     for name in cells.names:
@@ -136,11 +155,26 @@ def judge_output(plan, ref, cand, labels, cells: Cells, thresholds, min_n) -> di
         if len(levels) > 1:
             entry["severities"] = {str(level): group(mask & (cells.severity == level)) for level in levels}
         categories[str(name)] = entry
+    _mark_cells(categories, roles)
     section = dict(plan.describe(), overall=group(None), categories=categories)
+    if gate is not None:
+        section["when"] = dict(plan.when, rule=rule_text(plan.when), open=int(gate.sum()), of=int(len(gate)))
     if plan.labels:
         section["metric"] = "accuracy_drop"
     section.update(_output_verdict(section, thresholds))
     return section
+
+
+def _mark_cells(categories: dict, roles: dict | None) -> None:
+    """Every cell's role and whether it counts; a category with severities counts when one of them does."""
+    clean = categories.get("clean")
+    for name, level, figures in cells_of({"categories": categories}):
+        field.mark(figures, name, level, roles, clean, figures.get("float_kept_clean"))
+    for entry in categories.values():
+        if entry.get("severities"):
+            levels = list(entry["severities"].values())
+            entry["role"] = levels[0].get("role")
+            entry["counts_for_verdict"] = any(field.counts(c) for c in levels)
 
 
 def chunked_evidence(kind, ref: dict, cand: dict, plan, labels) -> dict[str, np.ndarray]:
@@ -187,7 +221,7 @@ def cells_of(section: dict):
 
 
 def _output_verdict(section: dict, thresholds) -> dict:
-    cells = [c for c in cells_of(section) if c[2].get("value") is not None]
+    cells = [c for c in cells_of(section) if c[2].get("value") is not None and field.counts(c[2])]
     if not cells:
         return {"verdict": None, "worst_category": None, "worst_severity": None, "worst_value": None}
     category, level, worst = max(cells, key=lambda c: c[2]["value"])
@@ -224,24 +258,42 @@ def assemble(sections: dict[str, dict], outputs, thresholds, min_n, has_labels) 
     """Top-level report keys: the contract's, taken from the output and cell that decided."""
     driving = {name: s for name, s in sections.items() if s["drives_verdict"] and s["verdict"] is not None}
     if not driving:
-        raise ConfigError("nothing to compare: no output with a verdict")
+        raise ConfigError("nothing decides the verdict: no output has a cell of field inputs where the float "
+                          "model still works (every cell is stress, or float fails there too)")
     name = max(driving, key=lambda k: (driving[k]["worst_value"], -driving[k]["index"]))
     deciding = driving[name]
     low = sorted({f"{out}: {cat}" + (f" severity {lvl}" if lvl else "")
-                  for out, s in driving.items() for cat, lvl, c in cells_of(s) if c.get("low_n")})
+                  for out, s in driving.items() for cat, lvl, c in cells_of(s) if c.get("low_n") and field.counts(c)})
     warnings = []
     if low:
         warnings.append(f"{len(low)} cell(s) have fewer than {min_n} trials, e.g. {low[0]}")
-    if deciding["confidence"]["level"] == "low-n":
-        warnings.append(f"the verdict rests on too few samples: {deciding['confidence']['note']}")
+    confidence = dict(deciding["confidence"])
+    unjudged = _unjudged_gated(sections, min_n)
+    warnings += unjudged
+    if unjudged and deciding["verdict"] == "robust" and confidence["level"] != "low-n":
+        confidence = {"level": "low-n", "note": unjudged[0]}
+    if confidence["level"] == "low-n":
+        warnings.append(f"the verdict rests on too few samples: {confidence['note']}")
     if has_labels and not any(s["labels"] for s in sections.values()):
         warnings.append("labels y were not used: no output is a classification")
     return {"verdict": deciding["verdict"], "worst_category": deciding["worst_category"],
             "worst_severity": deciding["worst_severity"], "deciding_output": name,
-            "verdict_confidence": deciding["confidence"], "metric_basis": deciding["metric"],
+            "verdict_confidence": confidence, "metric_basis": deciding["metric"],
             "thresholds": dict(thresholds), "min_n": min_n,
             "overall": deciding["overall"], "categories": deciding["categories"],
             "outputs": sections, "warnings": warnings}
+
+
+def _unjudged_gated(sections: dict, min_n: int) -> list[str]:
+    """Gated outputs whose gate was open too rarely to judge them: a robust verdict does not cover them."""
+    found = []
+    for name, section in sections.items():
+        gate = section.get("when")
+        if section["drives_verdict"] and gate and gate["open"] < min_n:
+            found.append(f"output {name!r} is judged only where {gate['rule']}, which the float model's outputs "
+                         f"meet on {gate['open']} of {gate['of']} samples: too few to judge it (give data where "
+                         "the gate opens)")
+    return found
 
 
 def worst_value(report: dict) -> float | None:
@@ -277,7 +329,8 @@ def _facts_from_run(run, names: list[str]):
 
 
 def compare_runs(ref, cand, *, spec: OutputSpec | None = None, model_info=None,
-                 thresholds: dict = THRESHOLDS, min_n: int = MIN_N) -> dict:
+                 thresholds: dict = THRESHOLDS, min_n: int = MIN_N, roles: dict | None = None,
+                 boundary: dict | None = None) -> dict:
     """Compare two RunResults made from the same input set; ``model_info`` is the float model's."""
     if ref.meta["inputs_sha256"] != cand.meta["inputs_sha256"]:
         raise ConfigError(f"{ref.path} and {cand.path} were run on different input sets; "
@@ -288,7 +341,8 @@ def compare_runs(ref, cand, *, spec: OutputSpec | None = None, model_info=None,
     if ref_names != cand_names and sorted(ref_names) == sorted(cand_names):
         cand_outputs = [cand.outputs[cand_names.index(name)] for name in ref_names]  # same outputs, other order
     result = compare_outputs(ref.outputs, cand_outputs, ref.samples, outputs=run_outputs(ref, model_info), spec=spec,
-                             thresholds=thresholds, min_n=min_n, where=str(ref.path / "samples.npz"))
+                             thresholds=thresholds, min_n=min_n, where=str(ref.path / "samples.npz"),
+                             roles=roles, boundary=boundary)
     result["warnings"] = run_differences(ref, cand) + result["warnings"]
     return result
 

@@ -1,7 +1,9 @@
 """CI gates (``--fail-on drop=0.05,flip=0.1,sqnr=20,verdict=degraded``): exit 1 when crossed.
 
-Gates look at every cell of every output that drives the verdict, so a gate and the
-verdict always judge the same things.
+Gates look at every cell that decides the verdict (field cells where the float model
+still works, of every output that drives it), so a gate and the verdict always judge
+the same things. Stress findings (near-boundary points, out-of-domain inputs,
+preprocessing mistakes) gate only through their own opt-in ``stress=degraded|catastrophic``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import math
 
 from edgeq.analysis.compare import cells_of
+from edgeq.analysis.field import counts
 from edgeq.errors import ConfigError
 
 VERDICT_ORDER = ("robust", "degraded", "catastrophic")
@@ -21,6 +24,8 @@ def _cells(report: dict):
     for output, section in sections.items():
         if section.get("drives_verdict", True):
             for category, level, figures in cells_of(section):
+                if not counts(figures):
+                    continue
                 where = category + (f" severity {level}" if level else "") + (f" ({output})" if output else "")
                 yield where, figures
 
@@ -99,14 +104,23 @@ def parse_limits(text: str | None, known: dict, text_values: dict | None = None)
 
 
 def parse_gates(text: str | None) -> list[tuple[str, object]]:
-    return parse_limits(text, GATES, {"verdict": VERDICT_ORDER[1:]})
+    return parse_limits(text, GATES, {"verdict": VERDICT_ORDER[1:], "stress": VERDICT_ORDER[1:]})
+
+
+def _stress(report: dict):
+    """The worst stress cell's band and where it is (robust when there is none)."""
+    worst = (report.get("stress") or {}).get("worst")
+    if not worst:
+        return "robust", None
+    where = worst["category"] + (f" severity {worst['severity']}" if worst.get("severity") else "")
+    return worst["band"], f"{where} ({worst['output']})"
 
 
 def evaluate_gates(report: dict, gates: list[tuple[str, object]]) -> list[dict]:
     results = []
     for name, limit in gates:
-        if name == "verdict":
-            observed, where = report["verdict"], None
+        if name in ("verdict", "stress"):
+            observed, where = (report["verdict"], None) if name == "verdict" else _stress(report)
             failed = VERDICT_ORDER.index(observed) >= VERDICT_ORDER.index(limit)
         else:
             observed, where = GATES[name][1](report)

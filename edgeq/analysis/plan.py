@@ -14,6 +14,9 @@ Spec file::
     kind = "detection"
     scores = "scores"                # other outputs a kind reads, by role
     iou = 0.5
+    [outputs.landmarks]
+    kind = "regression"
+    when = "presence>0.5"            # judged only where the float model's presence > 0.5 (when.py)
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.analysis.kinds import OutputPlan, get_kind, in_unit_interval, is_probability_rows
+from edgeq.analysis.when import auto_gates, user_gate
 from edgeq.errors import ConfigError, InputSetError
 
 
@@ -158,6 +162,7 @@ def plan_outputs(outputs: list[OutputInfo], spec: OutputSpec | None, has_labels:
         plans.append(_auto_plan(o, values[o.index] if values else None, labels_at,
                                 sole=len(outputs) == 1))
     plans.sort(key=lambda p: p.index)
+    auto_gates(plans, outputs)
     _assign_labels(plans, outputs, labels_at, has_labels)
     _choose_verdict_outputs(plans, outputs, spec)
     return plans
@@ -169,11 +174,13 @@ def _user_plans(outputs, spec) -> list[OutputPlan]:
         source = entry.get("_source", "spec")
         index = resolve(name, outputs, f"{source} {name}")
         kind = get_kind(str(entry["kind"]))
-        given = {k: v for k, v in entry.items() if k not in ("kind", "_source")}
+        given = {k: v for k, v in entry.items() if k not in ("kind", "_source", "when")}
         members = {role: resolve(str(given[role]), outputs, f"{source} {name} {role}")
                    for role in kind.roles if role in given}
         plan = OutputPlan(outputs[index].name, index, kind.name, f"set by {source}", source,
                           kind.options(given, f"{source} {name}"), members)
+        if entry.get("when") is not None:
+            plan.when = user_gate(str(entry["when"]), index, outputs, resolve, f"{source} {name}")
         kind.check(plan, _shapes(plan, outputs))
         plans.append(plan)
     return plans

@@ -342,6 +342,29 @@ def output_options(f):
     return f
 
 
+def input_kind_option(f):
+    """``--input-kind [NAME=]KIND``: what the input arrays are, when their shape is not enough."""
+    return click.option("--input-kind", "input_kinds", multiple=True, metavar="[NAME=]KIND",
+                        help="What the samples of input array NAME (or of every array) are: features, audio, grid, "
+                             "sensor-window, image or tensor (default: from the shape, printed). It decides which "
+                             "risky families apply and which only count as stress. Repeatable.")(f)
+
+
+def parse_input_kinds(values: tuple) -> dict | str | None:
+    """() → None (detect); ("audio",) → "audio" (every array); ("x=audio", ...) → {"x": "audio", ...}."""
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0].strip()
+    kinds = {}
+    for value in values:
+        name, sep, kind = value.partition("=")
+        if not sep or not name.strip() or not kind.strip():
+            raise click.BadParameter(f"{value!r}: expected KIND or NAME=KIND", param_hint="--input-kind")
+        kinds[name.strip()] = kind.strip()
+    return kinds
+
+
 def output_spec(output_flags, outputs_spec, labels_for, verdict_outputs):
     from edgeq.analysis.plan import OutputSpec
 

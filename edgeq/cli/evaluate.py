@@ -9,7 +9,8 @@ import click
 
 from edgeq.cli.common import (path_arg, output_file, console, diagnostics, always, describe_gate, is_quiet, verbosity,
                               FiniteFloatRange, write_json_file, device_options, timing_options, measure_options, history_options,
-                              record_history, RunProgress, output_options, output_spec, wait_option)
+                              record_history, RunProgress, output_options, output_spec, wait_option,
+                              input_kind_option, parse_input_kinds)
 
 
 @click.command()
@@ -24,8 +25,10 @@ from edgeq.cli.common import (path_arg, output_file, console, diagnostics, alway
 @click.option("--max-per-category", type=int, default=500, show_default=True)
 @click.option("--range-mode", type=click.Choice(["auto", "global", "channel"]), default="auto", show_default=True,
               help="Value ranges the risky families scale to: auto = per feature for tabular data, else global.")
+@input_kind_option
 @timing_options
-@click.option("--fail-on", help="Gates, e.g. drop=0.05,verdict=catastrophic,min-n=100 (exit 1 when crossed).")
+@click.option("--fail-on", help="Gates, e.g. drop=0.05,verdict=catastrophic,min-n=100 (exit 1 when crossed); "
+                                "stress=degraded|catastrophic gates on the stress findings beside the verdict.")
 @click.option("--json", "json_path", type=output_file, help="Write report.json here too (- for stdout).")
 @click.option("--search", "search_budget", type=click.IntRange(min=1), metavar="BUDGET",
               help="After the suite, search this many queries for inputs near the data on which float and "
@@ -44,7 +47,7 @@ from edgeq.cli.common import (path_arg, output_file, console, diagnostics, alway
 @wait_option
 @history_options
 def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, seed, max_per_category, range_mode,
-             threads, resolver, warmup, repeats, batch_size, fail_on, json_path, search_budget, search_distance,
+             input_kinds, threads, resolver, warmup, repeats, batch_size, fail_on, json_path, search_budget, search_distance,
              worst_budget, fix, fix_target, output_flags, outputs_spec, labels_for, verdict_outputs, min_n, wait_s,
              db, no_history, **measure):
     """The main job: does quantization hurt MODEL on any kind of input, on DEVICE?
@@ -57,7 +60,8 @@ def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, s
 
     opts = EvaluateOptions(model=model, data=data, quant_model=quant_model, device=device, tag=tag,
                            inventory=inventory, outdir=outdir, policy=policy, seed=seed,
-                           max_per_category=max_per_category, range_mode=range_mode, threads=threads,
+                           max_per_category=max_per_category, range_mode=range_mode,
+                           input_kinds=parse_input_kinds(input_kinds), threads=threads,
                            resolver=resolver, warmup=warmup, repeats=repeats, batch_size=batch_size, fail_on=fail_on,
                            measure=measure, min_n=min_n, wait_s=wait_s, verbose=verbosity() > 0,
                            search_budget=search_budget, search_distance=search_distance, worst_budget=worst_budget,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgeq.cli.common import output_file, path_arg
+from edgeq.cli.common import input_kind_option, output_file, parse_input_kinds, path_arg
 
 
 @click.group()
@@ -25,7 +25,8 @@ def inputs():
               help="Samples drawn from the data for each category and severity.")
 @click.option("--range-mode", type=click.Choice(["auto", "global", "channel"]), default="auto", show_default=True,
               help="auto = per-feature ranges for tabular data, else one range for the whole array.")
-def inputs_risky(model, data, output, seed, max_per_category, range_mode):
+@input_kind_option
+def inputs_risky(model, data, output, seed, max_per_category, range_mode, input_kinds):
     """Build the risky suite: clean + graded photometric, noise, outlier, sensor-fault and image
     (blur, JPEG, ...) sets, and with --model the inputs near the float model's decision boundary."""
     from edgeq.evaluate import EvaluateOptions, build_suite
@@ -34,7 +35,8 @@ def inputs_risky(model, data, output, seed, max_per_category, range_mode):
     dataset = load_inputset(data, what="data")
     if model is not None:
         _check_against_model(dataset, model)
-    opts = EvaluateOptions(outdir=output.parent, seed=seed, max_per_category=max_per_category, range_mode=range_mode)
+    opts = EvaluateOptions(outdir=output.parent, seed=seed, max_per_category=max_per_category, range_mode=range_mode,
+                           input_kinds=parse_input_kinds(input_kinds))
     build_suite(opts, dataset, output, model=model)
     for name, (mode, reason) in (dataset.extra.get("range_modes") or {}).items():
         click.echo(f"value ranges of {name!r}: {'per feature' if mode == 'channel' else mode} ({reason})", err=True)

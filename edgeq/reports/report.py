@@ -133,19 +133,65 @@ def print_summary(console, report: dict) -> None:
         table.add_column(column, justify="right", no_wrap=True)
     rows = list(report["categories"].items()) + [("overall", report["overall"])]
     thresholds = report["thresholds"]
+    marks = set()
     for name, m in rows:
-        worst_sev = max((m.get("severities") or {}).items(), key=lambda kv: verdict_metric(kv[1]), default=None)
+        worst_sev = _worst_severity(m)
         value = verdict_metric(worst_sev[1] if worst_sev else m)
-        style = "red" if value >= thresholds["catastrophic"] else ("yellow" if value >= thresholds["degraded"] else "")
+        mark = "" if name == "overall" else _mark(m)
+        marks.add(mark)
+        style = "dim" if mark == STRESS_MARK else (
+            "red" if value >= thresholds["catastrophic"] else ("yellow" if value >= thresholds["degraded"] else ""))
         cells = [str(m["n"])] + ([_fmt(m["float_accuracy"], True), _fmt(m["quant_accuracy"], True)] if accuracy
                                  else [])
         cells += [_fmt(verdict_metric(m), True), f"{worst_sev[0]}: {_fmt(value, True)}" if worst_sev else "",
                   _fmt(m["sqnr_db"]), _fmt(m["max_abs_error"], digits=3)]
-        table.add_row(name, *cells, style=style, end_section=name == rows[-2][0])
+        table.add_row(name + mark, *cells, style=style, end_section=name == rows[-2][0])
     console.print(table)
+    legend = [LEGEND[m] for m in (STRESS_MARK, FLOAT_MARK) if m in marks]
+    if legend:
+        console.print("[dim]" + "; ".join(legend) + "[/]", highlight=False)
+    _print_stress(console, report)
     _print_outputs(console, report)
     _print_latency(console, report)
     _print_verdict(console, report, basis)
+
+
+STRESS_MARK, FLOAT_MARK = " *", " †"
+LEGEND = {STRESS_MARK: "* stress: out-of-domain or synthetic, reported beside the verdict, never deciding it",
+          FLOAT_MARK: "† a severity where float fails too (not counted; worst sev shows the counted ones)"}
+
+
+def _cells_counted(m: dict) -> dict:
+    levels = m.get("severities") or {}
+    return {k: v for k, v in levels.items() if v.get("counts_for_verdict", True)}
+
+
+def _worst_severity(m: dict):
+    """The worst severity among those that count (all of them when none does)."""
+    levels = _cells_counted(m) or (m.get("severities") or {})
+    return max(levels.items(), key=lambda kv: verdict_metric(kv[1]), default=None)
+
+
+def _mark(m: dict) -> str:
+    if m.get("role") == "stress":
+        return STRESS_MARK
+    if not m.get("counts_for_verdict", True) or len(_cells_counted(m)) < len(m.get("severities") or {}):
+        return FLOAT_MARK
+    return ""
+
+
+def _print_stress(console, report: dict) -> None:
+    """Stress findings, beside the verdict: the worst cell and what the worst ones imply."""
+    stress = report.get("stress") or {}
+    worst = stress.get("worst")
+    if not worst:
+        return
+    cell = _cell_name(worst["category"], worst["severity"])
+    console.print(f"stress (beside the verdict): worst {cell} ({worst['output']}) "
+                  f"{RATE_LABEL.get(worst.get('metric') or '', 'rate')} {_fmt(worst['value'], True)} "
+                  f"{_interval(worst.get('ci95'))}, {worst['band']} level", highlight=False)
+    for text in (stress.get("findings") or [])[:3]:
+        console.print(f"  [dim]{text}[/]", highlight=False)
 
 
 def _options_text(options: dict) -> str:
@@ -170,6 +216,10 @@ def _print_outputs(console, report: dict) -> None:
                       f"{RATE_LABEL.get(s['metric'], s['metric'])} {_fmt(s['worst_value'], True)} "
                       f"{_interval(s.get('worst_ci95'))} → {s['verdict']}", highlight=False)
         console.print(f"  [dim]{s['reason']}; {_options_text(s.get('options'))}[/]", highlight=False)
+        if s.get("when"):
+            gate = s["when"]
+            console.print(f"  [dim]judged only where {gate['rule']}: open on {gate['open']} of {gate['of']} samples "
+                          f"({gate['reason']})[/]", highlight=False)
 
 
 def _print_latency(console, report: dict) -> None:

@@ -54,12 +54,16 @@ class OutputPlan:
     members: dict = field(default_factory=dict)  # role -> output index (detection: scores, classes, count)
     drives_verdict: bool = True
     labels: bool = False
+    when: dict | None = None  # judged only where another output (the float model's) opens this gate: when.py
 
     def describe(self) -> dict:
-        return {"index": self.index, "kind": self.kind, "reason": self.reason, "source": self.source,
-                "options": dict(self.options), "members": dict(self.members),
-                "drives_verdict": self.drives_verdict, "labels": self.labels,
-                "metric": get_kind(self.kind).metric}
+        out = {"index": self.index, "kind": self.kind, "reason": self.reason, "source": self.source,
+               "options": dict(self.options), "members": dict(self.members),
+               "drives_verdict": self.drives_verdict, "labels": self.labels,
+               "metric": get_kind(self.kind).metric}
+        if self.when is not None:
+            out["when"] = dict(self.when)
+        return out
 
 
 class OutputKind:

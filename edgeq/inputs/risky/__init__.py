@@ -24,11 +24,11 @@ import numpy as np
 from edgeq.errors import InputSetError
 from edgeq.inputs.risky import boundary as _boundary
 from edgeq.inputs.risky.boundary import BOUNDARY, BoundaryPlan
-from edgeq.inputs.risky.families import CATEGORIES, FAMILIES, image_layout, input_kind
+from edgeq.inputs.risky.families import CATEGORIES, FAMILIES, check_kind, describe_kind, image_layout, input_kind
 from edgeq.inputs.risky.families import describe_categories as _describe_families
 from edgeq.inputs.risky.observed import DataStats
 from edgeq.inputs.risky.ranges import RANGE_MODES, choose_range_mode, resolve_range_modes, to_dtype
-from edgeq.inputs.risky.severities import SEVERITIES, SEVERITY_LEVELS
+from edgeq.inputs.risky.severities import SEVERITIES
 
 # every category a suite can hold: the families' (CATEGORIES) and ``boundary``, which needs the
 # float model (``model=``) and is left out with a note without it
@@ -135,7 +135,7 @@ class SuitePlan:
             family = FAMILIES.get(category)
             for block, lo in enumerate(range(0, len(self.index), step)):
                 picked = x[self.index[lo:lo + step]]
-                if family is None or not family.applies_to_shape(x.shape[1:]):
+                if family is None or not family.applies_to_shape(x.shape[1:], self.kinds[name]):
                     yield picked
                     continue
                 key = [self.seed, family.seed_key, severity] + ([block] if block else [])
@@ -162,6 +162,14 @@ class SuitePlan:
             yield from self.boundary.tag_parts(tag, self.labels, names[-1])
 
     @property
+    def roles(self) -> dict[str, dict]:
+        """{category: {"role": "field"|"stress", "reason"}}: which cells may decide the verdict."""
+        from edgeq.inputs.risky.roles import suite_roles
+
+        names = ["clean", *self.families] + ([BOUNDARY] if self.boundary else [])
+        return suite_roles(names, self.kinds.values())
+
+    @property
     def tag_names(self) -> list[str]:
         return (["y"] if self.labels is not None else []) + ["category", "severity", "source_index"]
 
@@ -176,6 +184,7 @@ def plan_risky_suite(
     categories: Sequence[str] | None = None,
     model=None,
     output_spec=None,
+    input_kinds: Mapping[str, str] | str | None = None,
 ) -> SuitePlan:
     """Check the request and plan the suite: clean first, then each family at severities 1..3.
 
@@ -187,7 +196,8 @@ def plan_risky_suite(
     named in ``skipped``; one that fits some arrays leaves the others unchanged.
     ``model`` (the float ``.tflite``) adds the ``boundary`` cells (``output_spec``: what
     the user said about its outputs, so its classification heads are the ones compare
-    judges); without it, ``boundary`` is left out with a note.
+    judges); without it, ``boundary`` is left out with a note. ``input_kinds``: what the
+    samples are (one kind for every array, or per array name), when the shape is not enough.
     """
     inputs, n = _check_arrays(arrays)
     labels = _check_labels(y, n)
@@ -196,12 +206,14 @@ def plan_risky_suite(
         raise InputSetError(_SOURCE, f"range_mode must be one of {RANGE_MODES}, got {range_mode!r}")
     _check_seed(seed)
     _check_limit(max_per_category)
-    kinds = {name: input_kind(x.shape[1:]) for name, x in inputs.items()}
+    kinds, given = _kinds(inputs, input_kinds)
     layouts = {name: _layout_note(x.shape[1:]) for name, x in inputs.items() if kinds[name] in ("image", "grid")}
+    layouts.update({name: describe_kind(x.shape[1:], kinds[name], "given" if name in given else "auto")
+                    for name, x in inputs.items() if kinds[name] not in ("image", "grid") or name in given})
     skipped = {c: _left_out(FAMILIES[c], inputs, kinds) for c in chosen if c not in ("clean", BOUNDARY)}
     skipped = {c: why for c, why in skipped.items() if why}
     cells = [(c, s) for c in chosen if c not in skipped and c != BOUNDARY
-             for s in ((0,) if c == "clean" else SEVERITY_LEVELS)]
+             for s in ((0,) if c == "clean" else FAMILIES[c].severities)]
     edges = None
     if BOUNDARY in chosen and model is None:
         skipped[BOUNDARY] = ("needs the float model's outputs to find the inputs near its decision boundary "
@@ -215,9 +227,23 @@ def plan_risky_suite(
                      resolve_range_modes(inputs, range_mode), kinds, int(seed), skipped, layouts, edges)
 
 
+def _kinds(inputs: Mapping[str, np.ndarray], given) -> tuple[dict[str, str], set[str]]:
+    """The input kind of each array (detected, or as given) and the names the user set."""
+    if isinstance(given, str):
+        given = {name: given for name in inputs}
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(inputs))
+    if unknown:
+        raise InputSetError(_SOURCE, f"--input-kind names no input array {unknown[0]!r} "
+                                     f"(arrays: {', '.join(inputs)})")
+    for name, kind in given.items():
+        check_kind(inputs[name].shape[1:], kind, f"--input-kind {name}={kind}")
+    return {name: given.get(name) or input_kind(x.shape[1:]) for name, x in inputs.items()}, set(given)
+
+
 def _left_out(family, inputs: Mapping[str, np.ndarray], kinds: dict[str, str]) -> str:
     """Why a family fits none of the input arrays ("" when it fits one)."""
-    if any(family.applies_to_shape(x.shape[1:]) for x in inputs.values()):
+    if any(family.applies_to_shape(x.shape[1:], kinds[name]) for name, x in inputs.items()):
         return ""
     if not any(family.applies(k) for k in kinds.values()):
         return f"fits none of the inputs ({', '.join(sorted(set(kinds.values())))})"

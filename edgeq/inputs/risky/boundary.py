@@ -108,6 +108,10 @@ class BoundaryPlan:
     typical: float
     heads: list[str]
     skipped: str = ""  # why no interpolations were made, when none were
+    # severity → share of the scored real samples whose float margin is as small as the cell's
+    # (1: the share taken as lowest-margin; 2, 3: below LEVELS[s] × the median): what ties a
+    # synthetic flip rate to the data
+    shares: dict[int, float] = field(default_factory=dict)
     levels: dict[int, int] = field(init=False)
 
     def __post_init__(self):
@@ -138,6 +142,12 @@ class BoundaryPlan:
                 yield (self.low if severity == 1 else self.first).astype(np.int64)
             else:
                 yield labels[self.low if severity == 1 else self.first]
+
+    def facts(self) -> dict:
+        """What a report needs to tie the boundary cells' figures to the data."""
+        return {"median_margin": self.typical, "heads": list(self.heads),
+                "margin_levels": {str(s): v for s, v in LEVELS.items()},
+                "share_of_data": {str(s): v for s, v in self.shares.items()}}
 
     def summary(self) -> str:
         """One line for the suite's notes."""
@@ -263,7 +273,10 @@ def plan_boundary(model: Path, arrays: Mapping[str, np.ndarray], labels: np.ndar
     count = min(limit or n, len(pool), max(MIN_COUNT, int(np.ceil(LOW_FRACTION * len(pool)))))
     low, low_margin = _lowest(pool, heads, read, -(-count // len(heads)), count)
     quota = -(-min(limit or n, n) // len(heads))  # interpolations: as many as any other cell holds
-    typical = float(np.median(np.concatenate([read[h.index][1] for h in heads])))
+    every = np.concatenate([read[h.index][1] for h in heads])
+    typical = float(np.median(every))
+    shares = {1: len(low) / max(1, len(pool)),
+              **{s: float(np.mean(every < level * typical)) for s, level in LEVELS.items()}}
 
     firsts, seconds, ts, found, why = [], [], {2: [], 3: []}, {2: [], 3: []}, ""
     for head in heads:
@@ -286,10 +299,11 @@ def plan_boundary(model: Path, arrays: Mapping[str, np.ndarray], labels: np.ndar
     names = [h.name for h in heads]
     if not firsts:
         empty = np.zeros(0, dtype=np.int64)
-        return BoundaryPlan(low, empty, empty, {}, {1: low_margin}, typical, names, skipped=why)
+        return BoundaryPlan(low, empty, empty, {}, {1: low_margin}, typical, names, skipped=why,
+                            shares={1: shares[1]})
     cat = np.concatenate
     return BoundaryPlan(low, cat(firsts), cat(seconds), {s: cat(t) for s, t in ts.items()},
-                        {1: low_margin, **{s: cat(m) for s, m in found.items()}}, typical, names)
+                        {1: low_margin, **{s: cat(m) for s, m in found.items()}}, typical, names, shares=shares)
 
 
 def _score(float_model: FloatModel, arrays, index: np.ndarray, keep: list[int], first: list[np.ndarray],

@@ -2,7 +2,7 @@
 
 Kept apart from the transforms so that a reviewer can judge the suite's strength
 (and a report can describe it) without reading any array code. Every family has
-exactly three graded levels; severity ``s`` (1..3) uses ``SEVERITIES[cat][s - 1]``.
+three graded levels (a preprocessing mistake one); severity ``s`` uses ``SEVERITIES[cat][s - 1]``.
 Levels are relative to the data itself, never to an assumed [0, 1] or [0, 255]:
 the photometric, corruption and image families to the data's range R = hi - lo
 (global or per feature, see ranges.py; spatial image strengths to the image's size),
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 SEVERITY_LEVELS: tuple[int, ...] = (1, 2, 3)
 
-SEVERITIES: dict[str, tuple[float, float, float]] = {
+SEVERITIES: dict[str, tuple[float, ...]] = {
     "brightness+": (0.1, 0.25, 0.5),   # shift up, fraction of R
     "brightness-": (0.1, 0.25, 0.5),   # shift down, fraction of R
     "contrast+": (1.5, 2.5, 4.0),      # gain k around the sample mean
@@ -42,6 +42,11 @@ SEVERITIES: dict[str, tuple[float, float, float]] = {
     "gamma": (1.3, 1.8, 2.5),          # gamma (or 1/gamma, per sample) on (x - lo) / R
     "occlusion": (0.05, 0.15, 0.3),    # area of one patch, fraction of the image
     "translate": (0.03, 0.06, 0.12),   # shift, fraction of height and width (sub-pixel), edge fill
+    # preprocessing mistakes (families/preprocessing.py): one level each, a mistake has no strength;
+    # stress findings beside the verdict, never deciding it
+    "value-scale": (1,),               # 0-255 where 0-1 is expected, or the other way round
+    "channel-order": (1,),             # RGB read as BGR
+    "normalization": (1,),             # normalization left out, or applied where it should not be
 }
 
 

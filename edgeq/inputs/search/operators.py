@@ -93,6 +93,11 @@ def family_at(family: Family, x: np.ndarray, severity: float, data: DataStats,
     return x + severity * (changed - x)
 
 
+def graded(family: Family) -> bool:
+    """A family with three strengths; a one-level mistake (a preprocessing error) has no path to search."""
+    return len(family.levels) == 3
+
+
 def family_fits(family: Family, sample_shape: tuple) -> bool:
     fits = getattr(family, "applies_to_shape", None)
     return bool(fits(tuple(sample_shape))) if fits else family.applies(input_kind(tuple(sample_shape)))
@@ -163,6 +168,9 @@ def operators_for(sample_shape: tuple, families: list[str] | None = None,
             continue
         if not family_fits(family, sample_shape):
             skipped[name] = f"does not apply to samples of shape {list(sample_shape)}"
+            continue
+        if not graded(family):
+            skipped[name] = "a mistake with no strength to search along"
             continue
         chosen.append(_family_operator(family))
     return (list(LOCAL_OPERATORS) if local else []) + chosen, skipped

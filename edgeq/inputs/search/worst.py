@@ -31,7 +31,7 @@ from edgeq.errors import ConfigError, EdgeqError
 from edgeq.inputs.risky.families import FAMILIES
 from edgeq.inputs.risky.ranges import to_dtype
 from edgeq.inputs.search.objective import Objective, choose_objective
-from edgeq.inputs.search.operators import MAX_SEVERITY, Space, family_at, family_fits, level_at
+from edgeq.inputs.search.operators import MAX_SEVERITY, Space, family_at, family_fits, graded, level_at
 
 GRID = (1.0, 2.0, 3.0)
 
@@ -158,7 +158,9 @@ def worst_distributions(evaluator, data: list[np.ndarray], spaces: list[Space], 
     for name, family in FAMILIES.items():
         if config.families is not None and name not in config.families:
             continue
-        if any(family_fits(family, a.shape[1:]) for a in base):
+        if not graded(family):
+            skipped[name] = "a mistake with no strength to search along"
+        elif any(family_fits(family, a.shape[1:]) for a in base):
             names.append(name)
         else:
             skipped[name] = "fits none of the inputs"

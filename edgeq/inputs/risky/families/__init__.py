@@ -4,7 +4,10 @@ A family is one module in this folder (or a module named by a package's
 ``edgeq.risky_families`` entry point) that calls ``register(Family(...))``: its
 transform, a description generated from its levels, and which inputs it applies to.
 Nothing else needs editing: the suite, the CLI's category list and the reports read
-this registry. Built-in families take their levels from the one strength table
+this registry. A family also says *what it stands for* on each input kind: on the kinds
+in ``applies_to`` it models a shift the field really sends (it may decide the verdict);
+on the kinds in ``stress_for`` it is applied but stands for no field population (a pixel
+at 16× the sensor's range, a preprocessing mistake), so it is reported as stress only. Built-in families take their levels from the one strength table
 (``severities.py``) and keep its order; other families bring their own three levels
 and follow in name order.
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,14 +29,20 @@ from edgeq.inputs.risky.observed import DataStats
 from edgeq.inputs.risky.severities import SEVERITIES
 
 Transform = Callable[[np.ndarray, float, DataStats, np.random.Generator], np.ndarray]
-INPUT_KINDS = ("features", "grid", "image", "tensor")
+# what one sample of an input array is (``input_kind`` tells from the shape; ``--input-kind`` sets it)
+INPUT_KINDS = ("features", "audio", "grid", "sensor-window", "image", "tensor")
+KIND_AXES = {"features": 1, "audio": 1, "grid": 2, "sensor-window": 2, "image": 3, "tensor": None}
+AUDIO_MIN_SAMPLES = 4000  # a 1-D sample this long is a waveform (0.25 s at 16 kHz), not a row of features
+WINDOW_MAX_CHANNELS = 12  # a 2-D sample (time, channels) with at most this many channels is a sensor window
 ENTRY_POINT_GROUP = "edgeq.risky_families"
 
 
 @dataclass(frozen=True)
 class Family:
-    """One risky family. ``levels``: its three strengths (None: the severity table's);
-    ``applies_to``: the input kinds it makes sense for (None: every kind)."""
+    """One risky family. ``levels``: its three strengths (None: the severity table's), or
+    one for a mistake that has no strength (a preprocessing error); ``applies_to``: the
+    input kinds where it models a real field shift (None: every kind); ``stress_for``:
+    kinds where it is applied as an out-of-domain stress only, each with the reason."""
 
     name: str
     transform: Transform
@@ -44,19 +53,23 @@ class Family:
     # it asks for in words, for the note that says why a family was left out
     fits: Callable[[tuple], bool] | None = None
     needs: str = ""
+    stress_for: Mapping[str, str] | None = None
 
     def __post_init__(self):
         if self.levels is None:
             if self.name not in SEVERITIES:
                 raise ValueError(f"risky family {self.name!r} has no levels and no row in the severity table")
             object.__setattr__(self, "levels", tuple(SEVERITIES[self.name]))
-        if len(self.levels) != 3:
-            raise ValueError(f"risky family {self.name!r} needs exactly three levels, has {len(self.levels)}")
+        if len(self.levels) not in (1, 3):
+            raise ValueError(f"risky family {self.name!r} needs three levels (or one, for a mistake), "
+                             f"has {len(self.levels)}")
+        stress = dict(self.stress_for or {})
+        unknown = (set(self.applies_to or ()) | set(stress)) - set(INPUT_KINDS)
+        if unknown:
+            raise ValueError(f"risky family {self.name!r}: unknown input kinds {sorted(unknown)}")
         if self.applies_to is not None:
-            unknown = set(self.applies_to) - set(INPUT_KINDS)
-            if unknown:
-                raise ValueError(f"risky family {self.name!r}: unknown input kinds {sorted(unknown)}")
-            object.__setattr__(self, "applies_to", frozenset(self.applies_to))
+            object.__setattr__(self, "applies_to", frozenset(self.applies_to) - set(stress))
+        object.__setattr__(self, "stress_for", stress)
 
     @property
     def description(self) -> str:
@@ -67,13 +80,24 @@ class Family:
         table = list(SEVERITIES)
         return table.index(self.name) + 1 if self.name in table else zlib.crc32(self.name.encode())
 
-    def applies(self, kind: str) -> bool:
-        return self.applies_to is None or kind in self.applies_to
+    @property
+    def severities(self) -> tuple[int, ...]:
+        return tuple(range(1, len(self.levels) + 1))
 
-    def applies_to_shape(self, sample_shape: tuple) -> bool:
-        """Whether the family transforms an array whose samples have this shape."""
+    def applies(self, kind: str) -> bool:
+        return kind in self.stress_for or self.applies_to is None or kind in self.applies_to
+
+    def role(self, kind: str) -> tuple[str, str]:
+        """("field", "") where the family models a real shift of this input kind, else ("stress", why)."""
+        if kind in self.stress_for:
+            return "stress", self.stress_for[kind]
+        return "field", ""
+
+    def applies_to_shape(self, sample_shape: tuple, kind: str | None = None) -> bool:
+        """Whether the family transforms an array whose samples have this shape (and kind, when set)."""
         sample_shape = tuple(sample_shape)
-        return self.applies(input_kind(sample_shape)) and (self.fits is None or bool(self.fits(sample_shape)))
+        kind = kind or input_kind(sample_shape)
+        return self.applies(kind) and (self.fits is None or bool(self.fits(sample_shape)))
 
 
 _REGISTERED: dict[str, Family] = {}
@@ -87,19 +111,51 @@ def register(family: Family) -> Family:
 
 
 def input_kind(sample_shape: tuple) -> str:
-    """What one sample of an array looks like, from its shape alone.
+    """What one sample of an array looks like, from its shape alone (``describe_kind`` says why).
 
-    1 axis: a feature vector (tabular); 2 axes: a grid (a spectrogram, a grey image
-    without a channel axis, a window of readings); 3 axes with a 1-, 3- or 4-wide
-    first or last axis: an image; anything else: a tensor.
+    1 axis: a feature vector (tabular), or an audio waveform when it has at least
+    AUDIO_MIN_SAMPLES values (no table has that many columns; 0.25 s of 16 kHz audio
+    has); 2 axes: a sensor window (time × a few channels, channels last: an IMU's 6 or 9
+    axes) when the last axis has at most WINDOW_MAX_CHANNELS and the first is at least
+    3× longer, else a grid (a spectrogram, a grey image without a channel axis); 3
+    axes with a 1-, 3- or 4-wide first or last axis: an image; anything else: a tensor.
     """
     if len(sample_shape) == 1:
-        return "features"
+        return "audio" if sample_shape[0] >= AUDIO_MIN_SAMPLES else "features"
     if len(sample_shape) == 2:
-        return "grid"
+        steps, channels = sample_shape
+        return "sensor-window" if channels <= WINDOW_MAX_CHANNELS and steps >= 3 * channels else "grid"
     if len(sample_shape) == 3 and (sample_shape[-1] in (1, 3, 4) or sample_shape[0] in (1, 3, 4)):
         return "image"
     return "tensor"
+
+
+KIND_WORDS = {"features": "a row of tabular features", "audio": "an audio waveform",
+              "grid": "a 2-D grid (a spectrogram or a grey image without a channel axis)",
+              "sensor-window": "a window of sensor readings (time × channels)", "image": "an image",
+              "tensor": "a tensor of another shape"}
+
+
+def describe_kind(sample_shape: tuple, kind: str, source: str = "auto") -> str:
+    """One sentence: what the samples were read as, and whether the user said so."""
+    size = "×".join(str(v) for v in sample_shape)
+    how = "set by --input-kind" if source != "auto" else "from the sample shape"
+    return f"samples of {size} read as {KIND_WORDS[kind]} ({kind}, {how})"
+
+
+def check_kind(sample_shape: tuple, kind: str, where: str) -> None:
+    """Refuse a kind the sample shape cannot be (an image needs its channel axis, ...)."""
+    from edgeq.errors import ConfigError
+
+    if kind not in INPUT_KINDS:
+        raise ConfigError(f"{where}: unknown input kind {kind!r} (known: {', '.join(INPUT_KINDS)})")
+    axes = KIND_AXES[kind]
+    if kind == "image" and input_kind(tuple(sample_shape)) != "image":
+        raise ConfigError(f"{where}: samples of shape {list(sample_shape)} cannot be read as images: an image "
+                          "needs 3 axes with a channel axis of 1, 3 or 4 first or last (add the channel axis)")
+    if axes is not None and len(sample_shape) != axes:
+        raise ConfigError(f"{where}: samples of shape {list(sample_shape)} cannot be {kind} "
+                          f"(it needs {axes} ax{'is' if axes == 1 else 'es'} per sample)")
 
 
 CHANNEL_COUNTS = (1, 3, 4)  # grey, RGB/BGR, RGBA

@@ -58,5 +58,13 @@ register(Family("noise", gaussian_noise,
                 lambda s: f"Gaussian noise with sigma {pct(s)} of the data range, clipped"))
 register(Family("impulse", salt_and_pepper,
                 lambda s: f"salt and pepper: {pct(s)} of each sample's elements set to the range min or max"))
+# A reading far outside anything seen is a real fault of a feature or a sensor channel (a
+# glitch, a wrong register read); a pixel, an audio sample or a spectrogram cell cannot leave
+# the range its converter or its preprocessing clips to, so there it is stress only.
+OUT_OF_RANGE = "{what} cannot leave the range its sensor or preprocessing clips to: no field input looks like this"
 register(Family("outlier", outlier,
-                lambda s: f"one element per sample set to max + {plain(s)}× the data range (deliberately out of range)"))
+                lambda s: f"one element per sample set to max + {plain(s)}× the data range (deliberately out of range)",
+                stress_for={"image": OUT_OF_RANGE.format(what="a pixel"),
+                            "audio": OUT_OF_RANGE.format(what="an audio sample"),
+                            "grid": OUT_OF_RANGE.format(what="a cell of a spectrogram or image"),
+                            "tensor": OUT_OF_RANGE.format(what="one element of this tensor")}))

@@ -35,10 +35,13 @@ def contrast(x: np.ndarray, gain: float, data: DataStats, rng: np.random.Generat
     return np.clip(mean + gain * (x - mean), vr.lo, vr.hi)
 
 
+# on a waveform a level shift is a DC offset of 10-50 % of full scale, which audio front ends
+# filter out before any model sees it (gain, the field's real change, is contrast±)
+DC_OFFSET = {"audio": "a DC offset of a waveform: audio front ends remove it before the model sees it"}
 register(Family("brightness+", brighten,
-                lambda s: f"whole input shifted up by {pct(s)} of the data range, clipped"))
+                lambda s: f"whole input shifted up by {pct(s)} of the data range, clipped", stress_for=DC_OFFSET))
 register(Family("brightness-", darken,
-                lambda s: f"whole input shifted down by {pct(s)} of the data range, clipped"))
+                lambda s: f"whole input shifted down by {pct(s)} of the data range, clipped", stress_for=DC_OFFSET))
 register(Family("contrast+", contrast,
                 lambda s: f"contrast around each sample's mean stretched {mult(s)}, clipped"))
 register(Family("contrast-", contrast,

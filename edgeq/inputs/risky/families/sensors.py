@@ -18,6 +18,11 @@ from edgeq.inputs.risky.families import Family, register
 from edgeq.inputs.risky.observed import DataStats
 from edgeq.inputs.risky.severities import mult, pct, plain
 
+# Sensor faults act on features: one column of a table reads a code, sticks, changes unit.
+# A pixel, an audio sample or one cell of a spectrogram is no sensor of its own, so on those
+# inputs these faults describe nothing the field sends: they are not applied there.
+FEATURES = frozenset({"features"})
+
 
 def sentinel(x: np.ndarray, count: int, data: DataStats, rng: np.random.Generator) -> np.ndarray:
     """The ``count`` features with the most extreme observed values set to those values, in every sample.
@@ -107,16 +112,22 @@ def _rows(x: np.ndarray) -> np.ndarray:
 
 register(Family("sentinel", sentinel,
                 lambda s: f"the {plain(s)} features with the most extreme observed value (e.g. a -999 missing code) "
-                          "set to it in every sample"))
+                          "set to it in every sample",
+                applies_to=FEATURES))
 register(Family("stuck", stuck,
-                lambda s: f"{plain(s)} random features per sample stuck at their observed min or max"))
+                lambda s: f"{plain(s)} random features per sample stuck at their observed min or max",
+                applies_to=FEATURES))
 register(Family("scaled", scaled,
                 lambda s: f"one random feature per sample in another unit: multiplied {mult(s)} "
-                          "(not clipped to the data range)"))
+                          "(not clipped to the data range)",
+                applies_to=FEATURES))
 register(Family("offset", offset,
                 lambda s: f"one random feature per sample drifted by ±{plain(s)}× its observed span "
-                          "(not clipped to the data range)"))
+                          "(not clipped to the data range)",
+                applies_to=FEATURES))
 register(Family("dropout-zero", dropout_zero,
-                lambda s: f"{pct(s)} of each sample's features (at least one) read 0"))
+                lambda s: f"{pct(s)} of each sample's features (at least one) read 0",
+                applies_to=FEATURES))
 register(Family("dropout-mean", dropout_mean,
-                lambda s: f"{pct(s)} of each sample's features (at least one) set to their observed mean"))
+                lambda s: f"{pct(s)} of each sample's features (at least one) set to their observed mean",
+                applies_to=FEATURES))
