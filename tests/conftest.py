@@ -15,6 +15,9 @@ if "EDGEQ_DB" not in os.environ:  # tests never write to the user's history
     import tempfile
 
     os.environ["EDGEQ_DB"] = os.path.join(tempfile.mkdtemp(prefix="edgeq-test-db-"), "history.sqlite")
+# the local device's store and lock are the test session's own: an `edgeq evaluate` the user runs
+# beside the tests neither blocks them (device busy) nor sees their files
+os.environ["EDGEQ_LOCAL_WORKDIR"] = __import__("tempfile").mkdtemp(prefix="edgeq-test-local-")
 
 from edgeq.devices.inventory import Device  # noqa: E402
 from edgeq.evaluate import EXAMPLE_DATA, EXAMPLE_MODEL  # noqa: E402

@@ -128,12 +128,21 @@ def test_every_head_of_a_landmark_model_is_judged_and_the_worst_decides(built, t
     assert code == 0, output
     kinds = sorted(s["kind"] for s in report["outputs"].values())
     assert kinds == ["classification", "classification", "regression"]
-    worst = max(report["outputs"], key=lambda k: report["outputs"][k]["worst_value"])
+    sections = report["outputs"]
+    worst = max(sections, key=lambda k: (sections[k]["worst_value"], -sections[k]["index"]))  # a tie: the first
     assert report["deciding_output"] == worst
     assert report["verdict"] == report["outputs"][worst]["verdict"]
     regression = next(s for s in report["outputs"].values() if s["kind"] == "regression")
     k = regression["index"]
-    clean = cell_mask(tmp_path, "clean")
+    # the landmarks (and handedness) are judged only where the float model's presence says a hand is there
+    gate = regression["when"]
+    presence = report["outputs"]["presence"]
+    assert gate["output"] == "presence" and gate["source"] == "auto" and gate["index"] == presence["index"]
+    assert report["outputs"]["handedness"]["when"]["output"] == "presence"
+    assert "judged only where presence>0.5" in output
+    present = raw(tmp_path, "float", presence["index"]).reshape(-1) > 0.5
+    assert gate["open"] == int(present.sum()) and regression["overall"]["n"] == gate["open"]
+    clean = cell_mask(tmp_path, "clean") & present
     f, q = raw(tmp_path, "float", k)[clean].astype(np.float64), raw(tmp_path, "quant", k)[clean]
     assert regression["categories"]["clean"]["mean_abs_error"] == pytest.approx(np.abs(f - q).mean(), rel=1e-5)
     spread = np.std(f)

@@ -154,6 +154,8 @@ def judge_output(plan, ref, cand, labels, cells: Cells, thresholds, min_n, roles
         levels = cells.levels(name)
         if len(levels) > 1:
             entry["severities"] = {str(level): group(mask & (cells.severity == level)) for level in levels}
+        elif levels and levels[0]:
+            entry["severity"] = str(levels[0])  # one level: the cell is the category, at this severity
         categories[str(name)] = entry
     _mark_cells(categories, roles)
     section = dict(plan.describe(), overall=group(None), categories=categories)
@@ -217,7 +219,7 @@ def cells_of(section: dict):
             for level, figures in entry["severities"].items():
                 yield name, level, figures
         else:
-            yield name, None, entry
+            yield name, entry.get("severity"), entry
 
 
 def _output_verdict(section: dict, thresholds) -> dict:

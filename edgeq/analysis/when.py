@@ -10,8 +10,9 @@ Given as ``--output NAME=KIND:when=OTHER>0.5`` (or ``when = "OTHER>0.5"`` in a s
 file; ``>``, ``>=``, ``<``, ``<=``). Recognised automatically when the model makes it
 clear: a single value made by LOGISTIC (a sigmoid score) beside landmark outputs
 (several numbers, judged as regression) is their presence score; with several such
-scores the first is taken (MediaPipe's order: presence, then handedness) and the
-others are gated with the landmarks. Every choice is printed with its reason.
+scores the one whose name says so (presence, score, flag, conf) is taken, else the
+first (MediaPipe's order: presence, then handedness), and the others are gated with
+the landmarks. Every choice is printed with its reason.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from edgeq.errors import ConfigError
 from edgeq.inputs.npz import row_blocks
 
 OPS = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
+PRESENCE_WORDS = re.compile(r"presen|score|flag|conf|visib|detect")
 _RULE = re.compile(r"^\s*(?P<name>.+?)\s*(?P<op>>=|<=|>|<)\s*(?P<value>[-+0-9.eE]+|inf)\s*$")
 
 
@@ -51,12 +53,14 @@ def auto_gates(plans: list, outputs: list) -> None:
     landmarks = [p for p in plans if p.kind == "regression" and int(np.prod(outputs[p.index].shape)) > 1]
     if not scores or not landmarks:
         return
-    gate = scores[0]
-    which = (f"the first of {len(scores)} single sigmoid outputs (MediaPipe's order: presence first)"
-             if len(scores) > 1 else "a single sigmoid output")
+    named = [o for o in scores if PRESENCE_WORDS.search(f"{o.short} {o.name}".lower())]
+    gate = (named or scores)[0]
+    which = ("a single sigmoid output" if len(scores) == 1 else
+             f"the single sigmoid output named so, of {len(scores)}" if named else
+             f"the first of {len(scores)} single sigmoid outputs (MediaPipe's order: presence first)")
     reason = (f"judged only where the float model's {gate.short!r} > 0.5: {which} beside landmark outputs is "
               "their presence score (set another with --output NAME=KIND:when=OTHER>T)")
-    gated_scores = {o.index for o in scores[1:]}
+    gated_scores = {o.index for o in scores if o is not gate}
     for plan in plans:
         if plan.when is None and plan.source == "auto" and plan.index != gate.index and (
                 plan in landmarks or plan.index in gated_scores):
