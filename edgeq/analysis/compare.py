@@ -93,11 +93,13 @@ def _codes(category) -> tuple[list[str], np.ndarray]:
 
 def compare_outputs(ref, cand, samples: dict[str, np.ndarray], *, outputs: list[OutputInfo] | None = None,
                     spec: OutputSpec | None = None, thresholds: dict = THRESHOLDS, min_n: int = MIN_N,
-                    where: str = "input set", roles: dict | None = None, boundary: dict | None = None) -> dict:
+                    where: str = "input set", roles: dict | None = None, boundary: dict | None = None,
+                    kinds: tuple = ()) -> dict:
     """Compare every output; ``ref``/``cand`` are one array or a list (one per output).
     ``where`` names the labels' file in errors; ``roles``: the suite's {category: {"role",
     "reason"}} (``SuitePlan.roles``; without it, the rule's defaults by name); ``boundary``:
-    the boundary cells' ties to the data (``BoundaryPlan.facts``) for the stress section."""
+    the boundary cells' ties to the data (``BoundaryPlan.facts``) for the stress section;
+    ``kinds``: the input kinds, for categories ``roles`` does not name."""
     ref, cand = _as_list(ref), _as_list(cand)
     if len(ref) != len(cand):
         raise ConfigError(f"the models have different numbers of outputs: {len(ref)} vs {len(cand)}")
@@ -113,7 +115,7 @@ def compare_outputs(ref, cand, samples: dict[str, np.ndarray], *, outputs: list[
     if labels is not None:
         check_labels(plans, outputs, labels, where)
     cells = Cells(samples, n)
-    sections = {outputs[p.index].short: judge_output(p, ref, cand, labels, cells, thresholds, min_n, roles)
+    sections = {outputs[p.index].short: judge_output(p, ref, cand, labels, cells, thresholds, min_n, roles, kinds)
                 for p in plans}
     result = assemble(sections, outputs, thresholds, min_n, labels is not None)
     result["stress"] = field.stress_section(sections, thresholds, band, cells_of, boundary)
@@ -124,7 +126,8 @@ def _as_list(x) -> list[np.ndarray]:
     return [x] if isinstance(x, np.ndarray) else list(x)
 
 
-def judge_output(plan, ref, cand, labels, cells: Cells, thresholds, min_n, roles: dict | None = None) -> dict:
+def judge_output(plan, ref, cand, labels, cells: Cells, thresholds, min_n, roles: dict | None = None,
+                 kinds: tuple = ()) -> dict:
     """One output's section: per-sample evidence once, then every group reduces it; every
     cell says whether it decides the verdict (``field.mark``)."""
     kind = get_kind(plan.kind)
@@ -157,7 +160,7 @@ def judge_output(plan, ref, cand, labels, cells: Cells, thresholds, min_n, roles
         elif levels and levels[0]:
             entry["severity"] = str(levels[0])  # one level: the cell is the category, at this severity
         categories[str(name)] = entry
-    _mark_cells(categories, roles)
+    _mark_cells(categories, roles, kinds)
     section = dict(plan.describe(), overall=group(None), categories=categories)
     if gate is not None:
         section["when"] = dict(plan.when, rule=rule_text(plan.when), open=int(gate.sum()), of=int(len(gate)))
@@ -167,11 +170,11 @@ def judge_output(plan, ref, cand, labels, cells: Cells, thresholds, min_n, roles
     return section
 
 
-def _mark_cells(categories: dict, roles: dict | None) -> None:
+def _mark_cells(categories: dict, roles: dict | None, kinds: tuple) -> None:
     """Every cell's role and whether it counts; a category with severities counts when one of them does."""
     clean = categories.get("clean")
     for name, level, figures in cells_of({"categories": categories}):
-        field.mark(figures, name, level, roles, clean, figures.get("float_kept_clean"))
+        field.mark(figures, name, level, roles, clean, figures.get("float_kept_clean"), kinds)
     for entry in categories.values():
         if entry.get("severities"):
             levels = list(entry["severities"].values())
@@ -344,9 +347,18 @@ def compare_runs(ref, cand, *, spec: OutputSpec | None = None, model_info=None,
         cand_outputs = [cand.outputs[cand_names.index(name)] for name in ref_names]  # same outputs, other order
     result = compare_outputs(ref.outputs, cand_outputs, ref.samples, outputs=run_outputs(ref, model_info), spec=spec,
                              thresholds=thresholds, min_n=min_n, where=str(ref.path / "samples.npz"),
-                             roles=roles, boundary=boundary)
+                             roles=roles, boundary=boundary, kinds=run_input_kinds(ref))
     result["warnings"] = run_differences(ref, cand) + result["warnings"]
     return result
+
+
+def run_input_kinds(run) -> tuple:
+    """The input kinds of a run's model inputs, from the shapes the agent recorded (what each family
+    stands for depends on them, e.g. an outlier pixel is stress, an outlier reading is not)."""
+    from edgeq.inputs.risky.families import input_kind
+
+    shapes = [i.get("shape") for i in run.meta.get("inputs") or [] if isinstance(i, dict)]
+    return tuple(input_kind(tuple(s[1:])) for s in shapes if isinstance(s, list) and len(s) > 1)
 
 
 def run_differences(ref, cand) -> list[str]:

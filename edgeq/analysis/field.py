@@ -63,18 +63,18 @@ def competence(figures: dict, clean: dict | None, kept_share: float | None) -> d
     return None
 
 
-def cell_role(category: str, severity, roles: dict | None) -> tuple[str, str]:
-    """The suite's word for a category when it has one (it knows the input kinds), else the rule's."""
+def cell_role(category: str, severity, roles: dict | None, kinds=()) -> tuple[str, str]:
+    """The suite's word for a category when it has one, else the rule's for these input kinds."""
     given = (roles or {}).get(category)
     if given and category != "boundary":
         return given.get("role", FIELD), given.get("reason", "")
-    return category_role(category, None if severity is None else int(severity))
+    return category_role(category, None if severity is None else int(severity), kinds)
 
 
 def mark(figures: dict, category: str, severity, roles: dict | None, clean: dict | None,
-         kept_share: float | None) -> None:
+         kept_share: float | None, kinds=()) -> None:
     """Annotate one cell: its role, whether it counts for the verdict and, when not, why."""
-    role, reason = cell_role(category, severity, roles)
+    role, reason = cell_role(category, severity, roles, kinds)
     figures["role"] = role
     check = competence(figures, clean, kept_share) if role == FIELD and category != "clean" else None
     if check is not None:
