@@ -42,6 +42,11 @@ def test_fix_keeps_only_the_culprit_float_and_verifies_it(layered, tmp_path):
     # without --device everything is measured on the host, said the same way as before
     assert all(m["latency_us"] == m["host_latency_us"] for m in models.values())
     assert report["measured_on"].startswith("host:") and "device" not in report
+    # whole-model numbers under the target's kernels (AUTO, as evaluate), the per-op analysis on the built-in ones
+    assert report["resolver"] == "AUTO" and report["analysis_resolver"] == "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
+    assert "resolver AUTO" in report["measured_on"] and "resolver AUTO" in " ".join(result.stdout.split())
+    # a fix still holds int8 weights (the float model holds none)
+    assert models["fixed"]["int8_weights"] > 0 and models["float"]["int8_weights"] == 0
     assert report["latency_basis"].startswith("host:")
     assert "search order" in result.stderr and "fixed:" in result.stdout
     assert max(len(line) for line in result.stdout.splitlines() if not line.startswith("/")) <= 80
@@ -77,7 +82,12 @@ def test_an_unreachable_target_fails_the_gate_and_reports_the_best(layered, tmp_
                   "--max-float", "1", "--json", str(tmp_path / "out.json")], code=1)
     report = json.loads((tmp_path / "out.json").read_text())
     assert report["status"] == "unreachable" and report["best"]["kept_float"]
-    assert "cannot bring every condition under 0.001 with at most 1 ops float" in report["reason"]
+    assert "cannot bring every field condition under 0.001 with at most 1 ops float" in report["reason"]
+    best = report["best"]  # the best partial variant: what it keeps float, its worst condition, its size
+    assert best["worst"] and best["int8_weights"] > 0 and 0 < best["size_vs_float"] < 1
+    kept = ", ".join(f"op {o['op_index']} {o['op_type']} {o['layer']}" for o in best["ops"])
+    assert f"best partial variant: keeps {kept} float, worst field condition {best['worst']}" in \
+        " ".join(result.stdout.split())
     assert "gate failed" in result.stderr and not list(tmp_path.glob("*.fixed.tflite"))
 
 

@@ -120,7 +120,8 @@ def test_anchor_detections_flip_by_score_and_iou():
                OutputInfo(1, "classificators", (anchors, 1), "CONCATENATION")]
     s, report = section([boxes, logits], [qboxes, qlogits], outputs=outputs)
     assert s["kind"] == "detection" and s["members"] == {"scores": 1} and list(report["outputs"]) == ["regressors"]
-    flips = union = 0
+    assert s["options"]["anchors"] == "none" and "fit no known anchor table" in s["options"]["anchors_reason"]
+    flips = union = near = 0
     for i in range(n):
         for a in range(anchors):
             pf = 1 / (1 + np.exp(-logits[i, a, 0])) > 0.5
@@ -129,9 +130,11 @@ def test_anchor_detections_flip_by_score_and_iou():
                 union += 1
                 if pf != pq or iou_center(boxes[i, a, :4], qboxes[i, a, :4]) < 0.5:
                     flips += 1
+                    near += abs(float(logits[i, a, 0])) <= 1.0  # within 1 logit of the 0.5 threshold
     m = s["overall"]
-    assert union > 50 and 0 < flips < union
-    assert m["detections"] == union and m["flipped_detections"] == flips
+    assert union > 50 and 0 < flips < union and 0 < near < flips
+    assert m["unit"] == "anchor" and m["detections"] == union and m["flipped_detections"] == flips
+    assert (m["near_threshold_flips"], m["confident_flips"]) == (near, flips - near)
     assert m["detection_flip_rate"] == pytest.approx(flips / union) == m["value"]
     assert m["ci95"][0] < m["value"] < m["ci95"][1]
 
@@ -153,10 +156,15 @@ def test_post_nms_detections_are_matched_by_iou():
                OutputInfo(3, "TFLite_Detection_PostProcess:3", ())]
     s, _ = section([fboxes, classes, fscores, count], [qboxes, classes, qscores, count], outputs=outputs)
     assert s["options"]["layout"] == "post-nms" and s["members"] == {"scores": 2, "classes": 1, "count": 3}
+    assert "anchors" not in s["options"] and "nms" not in s["options"]  # the model did its own NMS
     m = s["overall"]
     assert (m["float_detections"], m["quant_detections"], m["detections"], m["flipped_detections"]) == (2, 2, 3, 2)
+    assert (m["near_threshold_flips"], m["confident_flips"], m["unit"]) == (0, 2, "detection")  # 0.9 and 0.8: far
     assert m["matched_iou_mean"] == pytest.approx(iou_center([0.71, 0.7, 0.38, 0.42], [0.7, 0.7, 0.4, 0.4]),
                                                   rel=1e-5)
+    qscores[0, :2] = [0.9, 0.55]  # the new box C barely passes: within 1 logit of 0.5, so near the threshold
+    m = section([fboxes, classes, fscores, count], [qboxes, classes, qscores, count], outputs=outputs)[0]["overall"]
+    assert (m["flipped_detections"], m["near_threshold_flips"], m["confident_flips"]) == (2, 1, 1)
 
 
 def test_detection_needs_matching_scores():

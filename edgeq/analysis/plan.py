@@ -212,7 +212,7 @@ def _detection_groups(outputs: list[OutputInfo], taken: set) -> list[OutputPlan]
         scores = partner[0]
         kind = get_kind("detection")
         reason = (f"{boxes.shape[0]} rows of {boxes.shape[1]} values beside {scores.short!r} with one score per row: "
-                  "anchor boxes and their scores, matched anchor by anchor")
+                  "anchor boxes and their scores (how they are judged: options.anchors_reason)")
         plans.append(OutputPlan(boxes.name, boxes.index, "detection", reason,
                                 options=kind.options({}, boxes.short), members={"scores": scores.index}))
         taken |= {boxes.index, scores.index}

@@ -1,4 +1,4 @@
-"""``edgeq fix``: the smallest set of ops to keep float so every condition passes, verified."""
+"""``edgeq fix``: the smallest set of ops to keep float so every field condition passes, verified."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from edgeq.cli.localize import Workdir, announcer, measured_lines, measurer_for,
 @repair_options
 @click.option("--max-float", type=click.IntRange(min=1), help="Keep at most this many ops float.")
 def fix(model, data, inputs_path, quantized, seed, max_per_category, target_drop, json_path, outdir, device_name,
-        inventory, wait_s, max_float):
+        inventory, wait_s, resolver, max_float):
     """Write OUTDIR/<stem>.fixed.tflite (default: the current folder): MODEL with the fewest ops float
-    that keep every condition's drop under the target, verified on the suite."""
+    that keep every field condition's drop under the target, verified on the suite. Only a model that
+    still has quantized weights and is smaller than float is a fix; otherwise nothing is written and
+    the best partial variant is reported (exit 1)."""
     from pathlib import Path
 
     from edgeq.repair.fix import fix_model
@@ -26,7 +28,7 @@ def fix(model, data, inputs_path, quantized, seed, max_per_category, target_drop
     final = Path(outdir) if outdir is not None else Path.cwd()
     workdir_of = Workdir(outdir)
     with workdir_of as workdir, \
-            measurer_for(device_name, inventory, wait_s, workdir / "work", announce) as measurer:
+            measurer_for(device_name, inventory, wait_s, workdir / "work", announce, resolver) as measurer:
         bench = prepare_bench(model, workdir / "work", data, inputs_path, quantized, seed, max_per_category,
                               announce, measurer)
         result = fix_model(bench, final, target_drop=target_drop, max_float=max_float, announce=announce)
@@ -48,28 +50,46 @@ def print_fix(out, result) -> None:
     if report["status"] == "nothing-to-fix":
         say(f"nothing to fix: {report['reason']}")
         return
-    if report["status"] == "unreachable":
-        say(f"no fix: {report['reason']}")
-        say(f"best found: ops {report['best']['kept_float']} float")
-        return
-    for r in report["recipe"]:
-        say(f"kept float: op {r['op_index']} {r['op_type']} {(r['layer'] or r['tensor'])[:40]}")
-    say(f"{'condition':<18} {'shipped':>8} {'rebuilt':>8} {'fixed':>8}")
-    for name, c in report["conditions"].items():
-        if max(c["shipped"], c["rebuilt"]) > report["target_drop"] or name == "clean":
-            say(f"{name[:18]:<18} {c['shipped']:>8.3f} {c['rebuilt']:>8.3f} {c['fixed']:>8.3f}")
+    lines = _best_lines(report) if "best" in report else _fixed_lines(report)
+    for line in lines + measured_lines(report):
+        say(line)
+    for path in (result.fixed_path, result.json_path):
+        if path is not None:
+            say(str(path))
+
+
+def _table(conditions: dict, target: float, column: str) -> list[str]:
+    """The conditions over the target before or after (and clean), with their role."""
+    lines = [f"{'condition':<18} {'role':<6} {'shipped':>8} {'rebuilt':>8} {column:>8}"]
+    for name, c in conditions.items():
+        if max(c["shipped"], c["rebuilt"], c[column]) > target or name == "clean":
+            lines.append(f"{name[:18]:<18} {c.get('role', 'field'):<6} {c['shipped']:>8.3f} {c['rebuilt']:>8.3f} "
+                         f"{c[column]:>8.3f}")
+    return lines
+
+
+def _fixed_lines(report: dict) -> list[str]:
+    lines = [f"kept float: op {r['op_index']} {r['op_type']} {(r['layer'] or r['tensor'])[:40]}"
+             for r in report["recipe"]]
+    lines += _table(report["conditions"], report["target_drop"], "fixed")
     models = report["models"]
     where = "device p50" if "device" in report else "host"
     for name in ("float", "quantized", "fixed"):
         m = models[name]
         latency = "-" if m.get("latency_us") is None else f"{m['latency_us']:.1f}"
-        say(f"{name:<10} {m['bytes'] / 1024:>9.1f} KiB {latency:>9} µs ({where})")
+        lines.append(f"{name:<10} {m['bytes'] / 1024:>9.1f} KiB {latency:>9} µs ({where}) "
+                     f"{m['int8_weights']:>3} int8 weights")
     ratio = models["float"]["bytes"] / max(models["fixed"]["bytes"], 1)
-    verdict = "every condition" if report["status"] == "fixed" else "NOT every condition"
-    say(f"{report['status']}: {verdict} ≤ {report['target_drop']:g} on the suite; {ratio:.2f}× smaller than float")
-    if report.get("note"):
-        say(f"note: {report['note']}")
-    for line in measured_lines(report):
-        say(line)
-    say(str(result.fixed_path))
-    say(str(result.json_path))
+    verdict = "every field condition" if report["status"] == "fixed" else "NOT every field condition"
+    lines.append(f"{report['status']}: {verdict} ≤ {report['target_drop']:g} on the suite; {ratio:.2f}× smaller "
+                 "than float")
+    return lines
+
+
+def _best_lines(report: dict) -> list[str]:
+    """No quantized variant met the target: the reason (which names the best partial variant, an op
+    still quantized: what it keeps float, its worst condition, its size) and its table."""
+    import textwrap
+
+    lines = textwrap.wrap(f"{report['status']}: {report['reason']}", 80)
+    return lines + _table(report["best"]["conditions"], report["target_drop"], "best")

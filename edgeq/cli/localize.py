@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import click
 
-from edgeq.cli.common import FiniteFloatRange, console, diagnostics, output_file, path_arg, wait_option, \
-    write_json_file
+from edgeq.cli.common import FiniteFloatRange, console, diagnostics, job_options_for, output_file, path_arg, \
+    wait_option, write_json_file
+
+RESOLVER_HELP = (" Every whole-model number (condition drops, confirmations, search, verification, latency) is "
+                 "measured with it, on the host or --device; the per-op analysis always runs on the host's "
+                 "built-in kernels with delegates off (the only setting that keeps intermediate tensors).")
 
 
 def repair_options(f):
@@ -20,8 +24,9 @@ def repair_options(f):
         click.option("--max-per-category", type=click.IntRange(min=1), default=200, show_default=True,
                      help="Samples per condition when the suite is built from --data."),
         click.option("--target-drop", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.02,
-                     show_default=True, help="A condition whose drop (accuracy drop with labels, else top-1 "
-                     "flip rate) exceeds this needs repair."),
+                     show_default=True, help="A field condition whose drop (accuracy drop with labels, else top-1 "
+                     "flip rate) exceeds this needs repair; stress conditions (near-boundary points, searched "
+                     "inputs) are reported beside it, as in the verdict."),
         click.option("--json", "json_path", type=output_file, help="Write the result as JSON here (- for stdout)."),
         click.option("-o", "--outdir", type=path_arg, help="Keep the converted and rebuilt models here "
                      "(default: a temporary folder)."),
@@ -30,20 +35,32 @@ def repair_options(f):
                      "analysis stays on the host: the agent cannot keep intermediate tensors."),
         click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY", help="Device inventory (edgeq.toml)."),
         wait_option,
+        resolver_option,
     ):
         f = decorator(f)
     return f
 
 
-def measurer_for(device_name, inventory, wait_s, workdir, announce):
-    """The host, or the named device (a context manager: it holds the device's session and lock)."""
+def resolver_option(f):
+    """``--resolver``: evaluate's run option (same choices, same default AUTO), so a fix is measured
+    on the kernels the target runs."""
+    f = job_options_for(("resolver",))(f)
+    option = next(p for p in f.__click_params__ if p.name == "resolver")
+    option.help = (option.help or "") + RESOLVER_HELP
+    return f
+
+
+def measurer_for(device_name, inventory, wait_s, workdir, announce, resolver="AUTO"):
+    """The host, or the named device (a context manager: it holds the device's session and lock), both
+    running whole models under ``resolver``."""
     from edgeq.repair.measure import HostMeasurer
 
     if device_name is None:
-        return HostMeasurer()
+        return HostMeasurer(resolver=resolver)
     from edgeq.repair.device import open_device
 
-    return open_device(device_name, inventory, workdir=workdir / "device", wait_s=wait_s, announce=announce)
+    return open_device(device_name, inventory, workdir=workdir / "device", wait_s=wait_s, announce=announce,
+                       resolver=resolver)
 
 
 def announcer():
@@ -108,13 +125,14 @@ class Workdir:
 @click.option("--confirm", type=click.IntRange(min=0), default=3, show_default=True,
               help="How many leading ops to confirm by re-quantizing with each kept float.")
 def localize(model, data, inputs_path, quantized, seed, max_per_category, target_drop, json_path, outdir,
-             device_name, inventory, wait_s, worst, confirm):
+             device_name, inventory, wait_s, resolver, worst, confirm):
     """Rank the ops of MODEL (.keras/.h5, SavedModel or float .tflite) that break under dynamic range."""
     from edgeq.repair.localize import localize as run_localize
 
     announce = announcer()
     workdir_of = Workdir(outdir)
-    with workdir_of as workdir, measurer_for(device_name, inventory, wait_s, workdir, announce) as measurer:
+    with workdir_of as workdir, \
+            measurer_for(device_name, inventory, wait_s, workdir, announce, resolver) as measurer:
         bench = prepare_bench(model, workdir, data, inputs_path, quantized, seed, max_per_category, announce,
                               measurer)
         result = workdir_of.forget(run_localize(bench, target_drop, worst=worst, confirm=confirm, announce=announce))
@@ -129,6 +147,8 @@ def print_localize(out, result: dict) -> None:
 
     if result["status"] != "localized":
         say(f"nothing to localize: {result['reason']}")
+        for line in measured_lines(result):
+            say(line)
         return
     import textwrap
 
@@ -145,15 +165,13 @@ def print_localize(out, result: dict) -> None:
 
 
 def measured_lines(result: dict) -> list[str]:
-    """Where the numbers come from, within 80 columns: drops/latencies, and the per-op analysis
-    when that ran elsewhere (always the host: the device agent cannot keep intermediate tensors)."""
+    """Which kernels each number came from, within 80 columns: the whole-model numbers (drops,
+    latencies) and the per-op analysis (always the host's built-in kernels)."""
     import textwrap
 
-    if "device" not in result:
-        return textwrap.wrap(f"measured on {result['measured_on']}", 80)
+    why = " (the device agent has no op that keeps intermediate tensors)" if "device" in result else ""
     return (textwrap.wrap(f"drops and latencies measured on {result['measured_on']}", 80)
-            + textwrap.wrap(f"per-op analysis on {result['analysis_on']} (the device agent has no op that "
-                            "keeps intermediate tensors)", 80))
+            + textwrap.wrap(f"per-op analysis on {result['analysis_on']}{why}", 80))
 
 
 def _num(value, spec, none="-"):

@@ -7,8 +7,10 @@ The search itself uses a rebuild of that baseline by ai-edge-quantizer with the 
 ops quantized, because every partly float variant must come from the same tool to be
 comparable; both the shipped and the rebuilt drops are recorded.
 
-Whole-model runs (drops, latencies) go through the bench's measurer: the host by
-default, or a device (``prepare(..., device=DeviceMeasurer(...))``, see ``device.py``).
+Whole-model runs (drops, latencies) go through the bench's measurer, under the target's
+resolver: the host by default (``HostMeasurer``, AUTO), or a device
+(``prepare(..., device=DeviceMeasurer(...))``, see ``device.py``). Each condition of the
+suite carries its role (field or stress, the verdict's rule): only field ones set a fix target.
 """
 
 from __future__ import annotations
@@ -76,12 +78,13 @@ class Bench:
 
 def prepare(model: Path, workdir: Path, *, data: Path | None = None, inputs: Path | None = None,
             quantized: Path | None = None, seed: int = 0, max_per_category: int = MAX_PER_CATEGORY,
-            announce=lambda text: None, device=None) -> Bench:
+            announce=lambda text: None, device=None, kinds: list[str] | None = None) -> Bench:
     """Convert, find the hybrid ops, build the suite and measure the baseline drops.
 
     ``device``: where whole models are measured (drops, latencies): None for this host, or a
     measurer such as ``edgeq.repair.device.DeviceMeasurer`` (the caller opens and closes it;
-    a bare inventory ``Device`` is wrapped in one that ``bench.close()`` ends)."""
+    a bare inventory ``Device`` is wrapped in one that ``bench.close()`` ends). ``kinds``: the input
+    kinds the suite was built for (default: from the sample shapes), which decide the conditions' roles."""
     from edgeq.models.convert import convert_model
 
     if (data is None) == (inputs is None):
@@ -98,7 +101,8 @@ def prepare(model: Path, workdir: Path, *, data: Path | None = None, inputs: Pat
     quant_path = Path(quantized) if quantized else conversion.quant_path
     stem = float_path.name.removesuffix(".float.tflite")
     ops = _candidates(float_path, quant_path, keras_layer_names(model))
-    suite = load_suite(float_path, data=data, inputs=inputs, seed=seed, max_per_category=max_per_category)
+    suite = load_suite(float_path, data=data, inputs=inputs, seed=seed, max_per_category=max_per_category,
+                       kinds=kinds)
     bench = Bench(model, stem, workdir, float_path, quant_path, None, ops, suite, measurer=measurer)
     if not ops:
         bench.nothing = f"{quant_path.name} has no quantized (hybrid) ops: nothing to localize"
@@ -144,7 +148,7 @@ def _candidates(float_path: Path, quant_path: Path, layer_names: list[str]) -> l
 
 
 def load_suite(float_path: Path, *, data: Path | None, inputs: Path | None, seed: int,
-               max_per_category: int) -> Suite:
+               max_per_category: int, kinds: list[str] | None = None) -> Suite:
     """The risky suite built from ``data`` (seeded), or a suite file as given; checked against the model."""
     from edgeq.inputs.inputset import input_specs, load_inputset, match_model_inputs
     from edgeq.models.modelinfo import read_model
@@ -162,7 +166,32 @@ def load_suite(float_path: Path, *, data: Path | None, inputs: Path | None, seed
     else:
         arrays = [np.asarray(dataset.arrays[n]) for n in names]
         category = np.asarray(dataset.category) if dataset.category is not None else np.full(dataset.n, "all")
-        severity = np.asarray(dataset.severity) if dataset.severity is not None else np.zeros(dataset.n, int)
-    condition = np.array([c if int(s) == 0 else f"{c}/{int(s)}" for c, s in zip(category, severity)])
+        severity = np.asarray(dataset.severity) if dataset.severity is not None else None
+    severity_or_0 = severity if severity is not None else np.zeros(len(category), int)
+    condition = np.array([condition_name(c, s) for c, s in zip(category, severity_or_0)])
     order = list(dict.fromkeys(condition.tolist()))
-    return Suite(arrays, condition, order, y, seed if data is not None else None, str(data or inputs))
+    return Suite(arrays, condition, order, y, seed if data is not None else None, str(data or inputs),
+                 roles=condition_roles(category, severity, arrays, kinds))
+
+
+def condition_name(category, severity) -> str:
+    """'brightness+/2' for a severity, the bare category for severity 0: how drops are keyed."""
+    return str(category) if int(severity) == 0 else f"{category}/{int(severity)}"
+
+
+def condition_roles(category: np.ndarray, severity: np.ndarray | None, arrays: list[np.ndarray],
+                    kinds: list[str] | None = None) -> dict[str, dict]:
+    """Per condition, {"role": "field"|"stress", "reason"}: the rule the verdict uses
+    (``edgeq.inputs.risky.roles.category_role``), so a fix is held to the same cells as the verdict.
+    ``severity`` None: the input set carries none; ``kinds`` None: from the sample shapes."""
+    from edgeq.inputs.risky.families import input_kind
+    from edgeq.inputs.risky.roles import category_role
+
+    kinds = sorted(set(kinds) if kinds else {input_kind(tuple(a.shape[1:])) for a in arrays})
+    pairs = dict.fromkeys(zip(np.asarray(category).tolist(),
+                              [None] * len(category) if severity is None else np.asarray(severity).tolist()))
+    roles = {}
+    for cat, sev in pairs:
+        role, reason = category_role(str(cat), None if sev is None else int(sev), kinds)
+        roles[condition_name(cat, sev or 0)] = {"role": role, "reason": reason}
+    return roles

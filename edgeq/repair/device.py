@@ -210,8 +210,9 @@ def _safe(label: str) -> str:
 
 
 def open_device(name: str, inventory=None, *, workdir: Path, wait_s: float = 0.0,
-                announce=lambda text: None) -> DeviceMeasurer:
-    """A DeviceMeasurer for inventory device ``name`` (not opened yet); ConfigError for an unknown name."""
+                announce=lambda text: None, resolver: str = "AUTO") -> DeviceMeasurer:
+    """A DeviceMeasurer for inventory device ``name`` (not opened yet), running every model under
+    ``resolver`` (the option the command took); ConfigError for an unknown name."""
     from edgeq.devices.inventory import load_inventory, select_devices
 
     devices = select_devices(name, load_inventory(inventory))
@@ -219,4 +220,4 @@ def open_device(name: str, inventory=None, *, workdir: Path, wait_s: float = 0.0
         from edgeq.errors import ConfigError
 
         raise ConfigError(f"--device {name}: localize and fix measure on one device, got {len(devices)}")
-    return DeviceMeasurer(devices[0], workdir, wait_s=wait_s, announce=announce)
+    return DeviceMeasurer(devices[0], workdir, wait_s=wait_s, announce=announce, resolver=resolver)

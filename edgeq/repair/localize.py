@@ -11,9 +11,11 @@ sample is charged to the op that added the most error to it (the flip share). Th
 leaders are then confirmed the only way that is not a model of the kernel: re-quantize
 with each kept float and measure how much of the drop comes back.
 
-With a device (``bench.measurer`` a DeviceMeasurer) the drops — which samples flip, the
-conditions chosen, the confirmations — are the device's; the per-op tensors are still
-compared on the host, which alone can keep them.
+The drops — which samples flip, the conditions chosen, the confirmations — come from the
+bench's measurer under the target's resolver (the host's, or a device's through its agent);
+the per-op tensors are compared on the host under the built-in kernels, which alone keep
+them. ``measured_fields`` says which is which in every result. Only field conditions
+(``Suite.roles``) are chosen to localize on: they are what the verdict and the fix go by.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import warnings
 import numpy as np
 
 from edgeq.repair.bench import Bench
-from edgeq.repair.measure import DEVICE_NOTE, HOST, Runner, worst_drop
+from edgeq.repair.measure import ANALYSIS_ON, ANALYSIS_RESOLVER, DEVICE_NOTE, FLIP_SHARE_NOTE, Runner, worst_drop
 
 EPSILON_NSR = 1e-3
 SQNR_CAP_DB = 120.0
@@ -37,12 +39,11 @@ def localize(bench: Bench, target_drop: float, worst: int = WORST, confirm: int 
     result = {"model": str(bench.source), **measured_fields(bench), "target_drop": target_drop}
     if bench.nothing:
         return {**result, "status": "nothing-to-localize", "reason": bench.nothing}
-    chosen = worst_conditions(bench.rebuilt_drops, target_drop, worst)
+    field = bench.suite.field_drops(bench.rebuilt_drops)
+    chosen = worst_conditions(field, target_drop, worst)
     result.update(_baseline(bench), conditions=chosen)
     if not chosen:
-        name, drop = worst_drop(bench.rebuilt_drops)
-        return {**result, "status": "nothing-to-localize",
-                "reason": f"no condition drops more than {target_drop:g} (worst: {name}, {drop:.3f})"}
+        return {**result, "status": "nothing-to-localize", "reason": _nothing_over(bench, field, target_drop)}
     shown = ", ".join(f"{c} ({bench.rebuilt_drops[c]['drop']:.3f})" for c in chosen)
     announce(f"worst conditions (drop over {target_drop:g}, largest first): {shown}")
     rows = bench.suite.rows(chosen)
@@ -57,15 +58,33 @@ def localize(bench: Bench, target_drop: float, worst: int = WORST, confirm: int 
 
 
 def measured_fields(bench: Bench) -> dict:
-    """``measured_on`` (where drops and latencies were measured), ``analysis_on`` (the per-op
-    tensors: always the host) and, with a device, ``device`` (name, arch, runtime from its runs)."""
-    found = {"measured_on": bench.measured_on, "analysis_on": HOST}
+    """Which kernels each number came from: ``resolver`` (and ``measured_on``) for the whole-model
+    numbers — drops, confirmations, search, verification, latency —, ``analysis_resolver`` (and
+    ``analysis_on``: always the host) for the per-op tensors, and with a device ``device`` (name,
+    arch, runtime from its runs)."""
+    found = {"measured_on": bench.measured_on, "resolver": bench.measurer.resolver,
+             "threads": bench.measurer.threads, "analysis_on": ANALYSIS_ON, "analysis_resolver": ANALYSIS_RESOLVER}
+    if bench.measurer.resolver != ANALYSIS_RESOLVER:
+        found["flip_share_note"] = FLIP_SHARE_NOTE
     section = bench.device_section()
     device = getattr(bench.measurer, "device", None)
     if device is not None:
         found["device"] = section or {"name": device.name}
         found["analysis_note"] = DEVICE_NOTE
     return found
+
+
+def _nothing_over(bench: Bench, field: dict, target_drop: float) -> str:
+    """Why nothing is localized: no field condition over the target (naming a stress one that is)."""
+    if not field:
+        return "the suite has no field condition (every condition is stress): nothing sets a target"
+    name, drop = worst_drop(field)
+    text = f"no field condition drops more than {target_drop:g} (worst: {name}, {drop:.3f})"
+    stress = {c: d for c, d in bench.rebuilt_drops.items() if c not in field}
+    where, most = worst_drop(stress)
+    if where is not None and most > target_drop + 1e-9:
+        text += f"; stress condition {where} drops {most:.3f}, beside the verdict, not a fix target"
+    return text
 
 
 def worst_conditions(drops: dict[str, dict], target_drop: float, worst: int) -> list[str]:
@@ -79,6 +98,7 @@ def _baseline(bench: Bench) -> dict:
             "drops": {"shipped": bench.shipped_drops, "rebuilt": bench.rebuilt_drops},
             "suite": {"source": bench.suite.source, "seed": bench.suite.seed, "samples": bench.suite.n,
                       "conditions": len(bench.suite.order), "labels": bench.suite.y is not None},
+            "condition_roles": dict(bench.suite.roles or {}),
             "candidates": [o.to_dict() for o in bench.ops], "notes": list(bench.notes)}
 
 

@@ -1,8 +1,10 @@
 """The fix step of ``edgeq evaluate --fix``: a selectively quantized model when the verdict is not robust.
 
-It runs ``edgeq.repair`` over the suite the evaluation ran, writes the fixed model and its
-JSON under OUTDIR/models/, and returns the report's ``fix`` section; a fix that fails is
-reported there (and as a failed ``fix`` gate when the user asked for gates), never raised.
+It runs ``edgeq.repair`` over the suite the evaluation ran, with the evaluation's own resolver,
+threads and batch size (``EvaluateOptions``), so the fix's drop of the quantized model is the
+evaluation's drop of it; writes the fixed model and its JSON under OUTDIR/models/, and returns
+the report's ``fix`` section. A fix that fails or finds no quantized variant is reported there
+(and as a failed ``fix`` gate when the user asked for gates), never raised.
 """
 
 from __future__ import annotations
@@ -30,21 +32,32 @@ def run_fix(opts: EvaluateOptions, report: dict, *, quant_path: Path, suite_path
         opts.notes.append(f"fix: not run: it keeps ops of a dynamic-range model float, the policy was {opts.policy}")
         return {"status": "not-applicable", "target_drop": target, "verdict_before": verdict,
                 "reason": f"--fix repairs dynamic-range models; this one was converted with --policy {opts.policy}"}
-    opts.notes.append(f"fix: drop target {target:g} ({why_target}), searched and verified on this host "
-                      f"(ai_edge_litert) over the suite {suite_path.name}; variants tried in "
-                      f"{opts.outdir / 'repair'}")
-    section = _fix(opts, quant_path, suite_path, target)
+    from edgeq.repair.fix import GATE_STATUSES
+
+    opts.notes.append(f"fix: drop target {target:g} ({why_target}) on the field conditions, searched and verified "
+                      f"on this host (ai_edge_litert, resolver {opts.resolver}, {opts.threads} thread(s)) over the "
+                      f"suite {suite_path.name}; variants tried in {opts.outdir / 'repair'}")
+    section = _fix(opts, quant_path, suite_path, target, _input_kinds(report))
     section.update(target_source=why_target, verdict_before=verdict)
-    if gates and section["status"] in ("unreachable", "unverified", "failed"):
+    if gates and section["status"] in (*GATE_STATUSES, "failed"):
         report.setdefault("gates", []).append(
             {"gate": "fix", "limit": target, "observed": section["status"], "where": section.get("reason"),
              "failed": True})
     return section
 
 
-def _fix(opts: EvaluateOptions, quant_path: Path, suite_path: Path, target: float) -> dict:
+def _input_kinds(report: dict) -> list[str] | None:
+    """The input kinds the evaluation built its suite for (``inputs.kinds``: array → kind), so the fix
+    gives each condition the role the verdict gave it; None: read them from the sample shapes."""
+    kinds = (report.get("inputs") or {}).get("kinds") or {}
+    return sorted(set(kinds.values())) if isinstance(kinds, dict) and kinds else None
+
+
+def _fix(opts: EvaluateOptions, quant_path: Path, suite_path: Path, target: float,
+         kinds: list[str] | None = None) -> dict:
     from edgeq.repair.bench import prepare
     from edgeq.repair.fix import fix_model
+    from edgeq.repair.measure import HostMeasurer
     from edgeq.results import write_json_atomic
 
     models = opts.outdir / "models"
@@ -52,8 +65,9 @@ def _fix(opts: EvaluateOptions, quant_path: Path, suite_path: Path, target: floa
     steps: list[str] = []
     work = opts.outdir / "repair"  # the float rebuild and the variants tried: kept, the fix's JSON names them
     try:
+        measurer = HostMeasurer(resolver=opts.resolver, threads=opts.threads, batch=opts.batch_size)
         bench = prepare(opts.model, work, inputs=suite_path, quantized=quant_path, seed=opts.seed,
-                        announce=steps.append)
+                        announce=steps.append, device=measurer, kinds=kinds)
         result = fix_model(bench, models, target_drop=target, announce=steps.append)
     except Exception as exc:  # a failed fix is reported, the evaluation stands
         opts.notes.append(f"fix failed: {type(exc).__name__}: {exc}")

@@ -75,11 +75,12 @@ def fix_lines(f: dict) -> list[str]:
         return [f"fix: failed ({f.get('reason')}); the evaluation above stands"]
     if status == "not-applicable":
         return [f"fix: not run ({f.get('reason')})"]
-    if status == "unreachable":
+    if status in ("unreachable", "no-quantized-variant"):
         best = (f.get("best") or {}).get("kept_float")
-        return [f"fix: no fix under {f.get('target_drop'):g}: {f.get('reason')}", f"best found: ops {best} float"]
+        return [f"fix: no quantized fix under {f.get('target_drop'):g}: {f.get('reason')}",
+                f"best partial variant: ops {best} float"]
     kept = [f"op {r['op_index']} {r['op_type']} {r.get('layer') or r.get('tensor')}" for r in f.get("recipe") or []]
-    lines = [f"fix: {status}: {len(kept)} op(s) kept float ({'; '.join(kept)}); every condition's drop "
+    lines = [f"fix: {status}: {len(kept)} op(s) kept float ({'; '.join(kept)}); every field condition's drop "
              f"{'≤' if status == 'fixed' else 'NOT all ≤'} {f.get('target_drop'):g}"]
     conditions = f.get("conditions") or {}
     if conditions:

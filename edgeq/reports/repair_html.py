@@ -12,8 +12,10 @@ from edgeq.reports.html import _d, _e, _num, _size, fmt
 from edgeq.reports.svg import line_chart
 
 STATUS_TEXT = {"fixed": "fixed and verified", "unverified": "found, but the written model failed verification",
-               "unreachable": "no fix reaches the target", "nothing-to-fix": "nothing to fix",
-               "failed": "the fix failed (the evaluation stands)", "not-applicable": "not run"}
+               "unreachable": "no fix reaches the target within --max-float",
+               "no-quantized-variant": "no quantized variant meets the target (only the float model does)",
+               "nothing-to-fix": "nothing to fix", "failed": "the fix failed (the evaluation stands)",
+               "not-applicable": "not run"}
 
 
 def fix_html(report: dict) -> str:
@@ -22,9 +24,10 @@ def fix_html(report: dict) -> str:
         return ""
     status = str(f.get("status"))
     head = (f"<p><b>{_e(STATUS_TEXT.get(status, status))}</b>: drop target {fmt(f.get('target_drop'), 'pct')} per "
-            f"condition ({_e(f.get('target_source') or 'given')}); measured on {_e(f.get('measured_on') or 'this host')}."
+            f"field condition ({_e(f.get('target_source') or 'given')})."
             + (f" {_e(f.get('reason'))}" if f.get("reason") else "") + "</p>")
-    parts = [head, _recipe(f), _before_after(f), _models(f), localize_html(_d(f.get("localize")), f)]
+    parts = [head, _kernels(f), _recipe(f), _best(f), _before_after(f), _models(f),
+             localize_html(_d(f.get("localize")), f)]
     files = [p for p in (f.get("fixed"), f.get("fix_json")) if p]
     if files:
         parts.append('<p class="note">' + " · ".join(f"<code>{_e(p)}</code>" for p in files) + "</p>")
@@ -33,11 +36,33 @@ def fix_html(report: dict) -> str:
     return f"<section><h2>Fix: selective quantization</h2>{''.join(parts)}</section>"
 
 
+def _kernels(f: dict) -> str:
+    """Which kernels each number came from: whole-model numbers and the per-op analysis."""
+    if not (f.get("measured_on") or f.get("analysis_on")):
+        return ""
+    return (f'<p class="note">Drops, search, verification and latency: {_e(f.get("measured_on") or "—")}. '
+            f'Per-op analysis (localize): {_e(f.get("analysis_on") or "—")}.'
+            + (f' {_e(f.get("flip_share_note"))}.' if f.get("flip_share_note") else "") + "</p>")
+
+
+def _best(f: dict) -> str:
+    """No quantized variant met the target: the best partial one (an op still quantized)."""
+    best = _d(f.get("best"))
+    if not best:
+        return ""
+    kept = ", ".join(f"{o.get('op_index')} {o.get('op_type')} {o.get('layer') or o.get('tensor')}"
+                     for o in best.get("ops") or [] if isinstance(o, dict)) or "none"
+    ratio = _num(best.get("size_vs_float"))
+    return (f"<h3>Best partial variant (not written)</h3><p>Ops kept float: {_e(kept)}. Worst field condition "
+            f"{_e(best.get('worst'))}: drop {fmt(best.get('worst_drop'), 'pct')}. Size {_size(best.get('bytes'))} "
+            f"({f'{1 / ratio:.2f}× smaller than float' if ratio else '—'}), "
+            f"{fmt(best.get('int8_weights'), 'int')} int8 weight tensors.</p>")
+
+
 def _recipe(f: dict) -> str:
     recipe = [r for r in f.get("recipe") or [] if isinstance(r, dict)]
     if not recipe:
-        best = _d(f.get("best")).get("kept_float")
-        return f"<p>Best found: ops {_e(best)} kept float.</p>" if best is not None else ""
+        return ""
     rows = "".join(f"<tr><td>{fmt(r.get('op_index'), 'int')}</td><td>{_e(r.get('op_type'))}</td>"
                    f"<td>{_e(r.get('layer') or '—')}</td><td>{fmt(r.get('stretch'))}</td>"
                    f"<td>{fmt(r.get('sqnr_db'), 'db')}</td><td class=\"desc\">{_e(r.get('reason'))}</td></tr>"
@@ -47,7 +72,10 @@ def _recipe(f: dict) -> str:
 
 
 def _before_after(f: dict) -> str:
-    conditions = _d(f.get("conditions"))
+    """Per condition, worst first: shipped, rebuilt and fixed (or best partial) drops; stress conditions
+    are shown but do not count for the target."""
+    column, conditions = ("fixed", _d(f.get("conditions"))) if f.get("conditions") else \
+        ("best", _d(_d(f.get("best")).get("conditions")))
     if not conditions:
         return ""
     target = _num(f.get("target_drop"))
@@ -55,15 +83,20 @@ def _before_after(f: dict) -> str:
     rows = []
     for name in order:
         c = _d(conditions[name])
-        fixed = _num(c.get("fixed"))
-        ok = fixed is not None and target is not None and fixed <= target + 1e-9
+        after = _num(c.get(column))
+        ok = after is not None and target is not None and after <= target + 1e-9
         mark = '<span class="pass">✓</span>' if ok else '<span class="fail">✗</span>'
-        rows.append(f"<tr><td>{_e(name)}</td><td>{fmt(c.get('n'), 'int')}</td><td>{fmt(c.get('shipped'), 'pct')}</td>"
-                    f"<td>{fmt(c.get('rebuilt'), 'pct')}</td><td>{fmt(c.get('fixed'), 'pct')} {mark}</td></tr>")
+        role = c.get("role") or "field"
+        mark = mark if role == "field" else "(stress: not a target)"
+        rows.append(f"<tr><td>{_e(name)}</td><td>{_e(role)}</td><td>{fmt(c.get('n'), 'int')}</td>"
+                    f"<td>{fmt(c.get('shipped'), 'pct')}</td><td>{fmt(c.get('rebuilt'), 'pct')}</td>"
+                    f"<td>{fmt(after, 'pct')} {mark}</td></tr>")
+    after_head = "drop, fixed" if column == "fixed" else "drop, best partial variant"
     return ("<h3>Before / after, per condition (worst first)</h3><div class=\"scroll\"><table><tr><th>condition</th>"
-            "<th>samples</th><th>drop, quantized (shipped)</th><th>drop, quantized (rebuilt)</th><th>drop, fixed</th>"
-            f"</tr>{''.join(rows)}</table></div><p class=\"note\">The drop: accuracy drop with labels, else the "
-            "top-1 flip rate, against the float model. Rebuilt: the same ops quantized by the tool the fix uses.</p>")
+            "<th>role</th><th>samples</th><th>drop, quantized (shipped)</th><th>drop, quantized (rebuilt)</th>"
+            f"<th>{after_head}</th></tr>{''.join(rows)}</table></div><p class=\"note\">The drop: accuracy drop "
+            "with labels, else the top-1 flip rate, against the float model. Rebuilt: the same ops quantized by "
+            "the tool the fix uses. Only field conditions set the target; stress ones are reported beside it.</p>")
 
 
 def _models(f: dict) -> str:
@@ -76,11 +109,13 @@ def _models(f: dict) -> str:
         m = _d(models.get(name))
         b = _num(m.get("bytes"))
         ratio = f"{float_bytes / b:.2f}×" if b and float_bytes else "—"
-        us = _num(m.get("host_latency_us"))
+        us = _num(m.get("latency_us"))
         rows.append(f"<tr><td>{name}</td><td>{_size(b)}</td><td>{ratio}</td>"
+                    f"<td>{fmt(m.get('int8_weights'), 'int')}</td>"
                     f"<td>{fmt(us / 1000 if us is not None else None, 'ms')}</td></tr>")
     return ("<h3>Size and latency</h3><table><tr><th>model</th><th>size</th><th>smaller than float</th>"
-            f"<th>latency (median, one sample, {_e(f.get('measured_on') or 'host')})</th></tr>{''.join(rows)}</table>")
+            f"<th>int8 weights</th><th>latency ({_e(f.get('latency_basis') or f.get('measured_on') or 'host')})</th>"
+            f"</tr>{''.join(rows)}</table>")
 
 
 def localize_html(located: dict, f: dict | None = None) -> str:

@@ -74,6 +74,7 @@ class OutputKind:
     description = ""
     defaults: dict = {}
     roles: tuple = ()  # other outputs it reads, by role (detection: "scores", ...)
+    types: dict = {}  # option -> a value of its type, where the default (None: decided later) shows none
 
     def options(self, given: dict, where: str) -> dict:
         """Defaults overlaid with the user's options, each checked and typed."""
@@ -85,7 +86,7 @@ class OutputKind:
         for key, value in given.items():
             if key in self.roles:
                 continue
-            default = self.defaults[key]
+            default = self.types.get(key, self.defaults[key])
             merged[key] = _typed(value, default, f"{where}: {key}")
         return merged
 
