@@ -35,7 +35,7 @@ tr.worst-row td{background:#fff4e5}tr.sev>td{padding:0 8px 6px 24px;border-botto
 details summary{cursor:pointer;color:#5f6368;font-size:12px}details table{margin-top:4px;font-size:12px}
 .pass{color:#1e8e3e;font-weight:700}.fail{color:#d93025;font-weight:700}.note{color:#5f6368;font-size:12px;margin:6px 0 0}
 svg{display:block;width:100%;height:auto}svg text{font-size:12px;fill:#3c4043}code{font-size:12px}h3{font-size:14px;margin:12px 0 6px}"""
-METRICS = [  # key, label, kind, meaning
+METRICS = [  # key, label, kind, meaning (a classification's words; ``metrics_for`` gives each kind its own)
     ("n", "samples", "int", "inputs compared"),
     ("float_accuracy", "float accuracy", "pct", "top-1 accuracy of the float model"),
     ("quant_accuracy", "quant accuracy", "pct", "top-1 accuracy of the quantized model"),
@@ -46,6 +46,25 @@ METRICS = [  # key, label, kind, meaning
     ("kl_mean", "mean KL", "sci", "mean KL divergence, float vs quant output distribution"),
     ("max_abs_error", "max |error|", "sci", "largest absolute output difference"),
 ]
+# per kind: the contract's flip_rate (the kind's verdict rate) and agreement (1 − it), in the kind's words
+KIND_WORDS = {
+    "classification": (("flip rate", "share of inputs whose predicted class changes"),
+                       ("agreement", "share of inputs where both models pick the same class")),
+    "detection": (("detection flip rate", "share of {unit}s (float ∪ quantized) that appear, vanish, move "
+                                          "(IoU below the match threshold) or change class"),
+                  ("detections kept", "share of {unit}s both models find in the same place")),
+    "multilabel": (("label flip rate", "share of the labels either model found whose yes/no decision changes"),
+                   ("label agreement", "share of the labels either model found that both decide the same way")),
+    "regression": (("fail rate", "share of samples with a value outside the tolerance atol + rtol·|float|"),
+                   ("within tolerance", "share of samples whose every value is within the tolerance")),
+    "embedding": (("fail rate", "share of samples whose cosine similarity to the float vector is below min_cosine"),
+                  ("within tolerance", "share of samples whose cosine similarity is at least min_cosine")),
+    "segmentation": (("fail rate", "share of masks (one per sample) whose IoU with the float mask is below min_iou"),
+                     ("masks kept", "share of masks whose IoU with the float mask is at least min_iou")),
+}
+GENERIC_WORDS = (("rate", "the output's verdict rate (events over trials)"), ("agreement", "1 − the verdict rate"))
+KL_MEANING = {"multilabel": "binary KL of every label, summed per sample, averaged over samples"}
+BASIS_KIND = {"detection_flip_rate": "detection", "label_flip_rate": "multilabel", "sample_flip_rate": "multilabel"}
 _LABELS = {k: label for k, label, _, _ in METRICS}
 _LABELS.update(sample_flip_rate="sample flip rate", label_flip_rate="label flip rate", fail_rate="fail rate", detection_flip_rate="detection flip rate")
 BASES = ("accuracy_drop", "flip_rate", "sample_flip_rate", "label_flip_rate", "fail_rate", "detection_flip_rate")
@@ -107,6 +126,53 @@ def _thresholds(report: dict) -> tuple[float, float]:
                  for k, v in zip(("degraded", "catastrophic"), vals))
 
 
+def _groups(report: dict) -> list[dict]:
+    """The top level's overall figures, every category and every severity."""
+    out = [_d(report.get("overall"))]
+    for c in _d(report.get("categories")).values():
+        out += [_d(c)] + [_d(m) for m in _d(_d(c).get("severities")).values()]
+    return out
+
+
+def report_kind(report: dict) -> tuple[str, str]:
+    """(kind, unit) of the output whose figures the top level holds: its section's kind, else what
+    its figures show (reports older than per-output kinds were classifications)."""
+    groups = _groups(report)
+    unit = next((g["unit"] for g in groups if isinstance(g.get("unit"), str)), "detection")
+    kind = _d(_d(report.get("outputs")).get(str(report.get("deciding_output")))).get("kind")
+    if isinstance(kind, str) and kind:
+        return kind, unit
+    basis = report.get("metric_basis")
+    if basis in BASIS_KIND:
+        return BASIS_KIND[basis], unit
+    if basis == "fail_rate":
+        return ("segmentation" if any("mask_iou_mean" in g for g in groups) else "regression"), unit
+    return "classification", unit
+
+
+def metrics_for(report: dict) -> list[tuple[str, str, str, str]]:
+    """The overview's metrics in the words of the deciding output's kind; accuracy and KL only
+    where the report has such figures."""
+    kind, unit = report_kind(report)
+    rate, agree = KIND_WORDS.get(kind, GENERIC_WORDS)
+    groups = _groups(report)
+    has = lambda *keys: any(_num(g.get(k)) is not None for g in groups for k in keys)
+    out = []
+    for key, label, form, meaning in METRICS:
+        if key in ("float_accuracy", "quant_accuracy", "accuracy_drop") and not has(
+                "float_accuracy", "quant_accuracy", "accuracy_drop"):
+            continue
+        if key == "kl_mean" and not has("kl_mean"):
+            continue
+        if key in ("flip_rate", "agreement"):
+            label, meaning = rate if key == "flip_rate" else agree
+            meaning = meaning.format(unit=unit)
+        elif key == "kl_mean":
+            meaning = KL_MEANING.get(kind, meaning)
+        out.append((key, label, form, meaning))
+    return out
+
+
 def _band(v, thr) -> str:
     if v is None:
         return "na"
@@ -114,8 +180,33 @@ def _band(v, thr) -> str:
 
 
 def _sorted_categories(report: dict, basis: str) -> list[tuple[str, dict]]:
+    from edgeq.reports.stress_html import exclusion
+
     cats = [(str(k), _d(v)) for k, v in _d(report.get("categories")).items()]
-    key = lambda kv: (_num(kv[1].get(basis)) is None, -(_num(kv[1].get(basis)) or 0.0), kv[0])
+    key = lambda kv: (exclusion(kv[1]) is not None, _num(kv[1].get(basis)) is None, -(_num(kv[1].get(basis)) or 0.0),
+                      kv[0])
+    return sorted(cats, key=key)
+
+
+def _cell_value(m: dict, basis: str):
+    v = _num(m.get(basis))
+    return v if v is not None else _num(m.get("value"))
+
+
+def worst_first(cats: list[tuple[str, dict]], basis: str) -> list[tuple[str, dict]]:
+    """Categories by their worst counted cell (a severity, or the category when it has none), worst
+    first; categories that do not count at all after them."""
+    from edgeq.reports.stress_html import exclusion
+
+    def key(item):
+        name, c = item
+        out = exclusion(c) is not None
+        levels = [_d(m) for m in _d(c.get("severities")).values()]
+        pool = ([m for m in levels if out or not exclusion(m)] or levels) if levels else [c]
+        values = [v for v in (_cell_value(m, basis) for m in pool) if v is not None and math.isfinite(v)]
+        worst = max(values) if values else None
+        return out, worst is None, -(worst or 0.0), name
+
     return sorted(cats, key=key)
 
 
@@ -139,13 +230,16 @@ def _meta_lines(report: dict) -> list[str]:
                            has(dev, "threads", f"{_e(dev.get('threads'))} thread(s)")))
     if inp:
         lines.append(_join(f"<b>inputs</b> {_e(inp.get('path'))}", f"{fmt(inp.get('n'), 'int')} samples",
-                           has(inp, "sha256", f"sha256 <code>{_e(str(inp.get('sha256'))[:12])}</code>")))
+                           has(inp, "sha256", f"sha256 <code>{_e(str(inp.get('sha256'))[:12])}</code>"),
+                           "input kind " + ", ".join(f"{_e(k)}: {_e(v)}" for k, v in _d(inp.get("kinds")).items())
+                           if _d(inp.get("kinds")) else ""))
     lines.append(_join(_e(report.get("created")), has(report, "edgeq_version", f"edgeq {_e(report.get('edgeq_version'))}")))
     return [ln for ln in lines if ln]
 
 
 def header_html(report: dict, cats, basis: str, thr) -> str:
     from edgeq.reports.outputs_html import deciding_html, is_per_output, warnings_html
+    from edgeq.reports.stress_html import field_line, when_html
 
     verdict = report.get("verdict")
     cls = verdict if verdict in VERDICTS else "unknown"
@@ -157,21 +251,29 @@ def header_html(report: dict, cats, basis: str, thr) -> str:
     per_output = is_per_output(report)
     if per_output:
         worst_txt = deciding_html(report, _LABELS[basis]) or f"verdict metric: {_e(_LABELS[basis])}"
+    gate = when_html(_d(_d(report.get("outputs")).get(str(report.get("deciding_output")))).get("when"))
+    extra = "".join(f"<br>{x}" for x in (field_line(report), f'<span class="meta">the deciding output is {gate}</span>'
+                                         if gate else "") if x)
     return (f'<header><h1>edgeq quantization report</h1>'
             f'<span class="badge verdict-{cls}">{_e(verdict or "unknown")}</span>'
             f'<span class="worst">{worst_txt}<br><span class="meta">degraded ≥ {fmt(thr[0], "pct")}, '
-            f'catastrophic ≥ {fmt(thr[1], "pct")}</span></span>'
+            f'catastrophic ≥ {fmt(thr[1], "pct")}</span>{extra}</span>'
             + (warnings_html(report) if per_output else "")
             + "".join(f'<p class="meta">{ln}</p>' for ln in _meta_lines(report)) + "</header>")
 
 
 def summary_html(report: dict) -> str:
     ov = _d(report.get("overall"))
-    rows = "".join(f"<tr><td>{label}</td><td>{fmt(ov.get(k), kind)}</td><td class=\"desc\">{meaning}</td></tr>"
-                   for k, label, kind, meaning in METRICS)
+    rows = "".join(f"<tr><td>{_e(label)}</td><td>{fmt(ov.get(k), kind)}</td><td class=\"desc\">{_e(meaning)}</td></tr>"
+                   for k, label, kind, meaning in metrics_for(report))
+    from edgeq.reports.stress_html import has_roles
+
     which = report.get("deciding_output")
-    note = (f'<p class="note">Figures of output {_e(which)}, which decided the verdict.</p>'
-            if which is not None and _d(report.get("outputs")) else "")
+    note = (f"Figures of output {_e(which)}, which decided the verdict. " if which is not None
+            and _d(report.get("outputs")) else "") + ("Over every sample, stress cells and cells where float fails "
+                                                      "too included; the verdict reads the counted cells only."
+                                                      if has_roles(report) else "")
+    note = f'<p class="note">{note.strip()}</p>' if note else ""
     return (f"<section><h2>Overall</h2><table><tr><th>metric</th><th>value</th><th></th></tr>{rows}</table>"
             f"{note}</section>")
 
@@ -193,15 +295,21 @@ def bars_svg(cats: list[tuple[str, dict]], basis: str, thr) -> str:
                    f'stroke-dasharray="5,4" class="threshold"/><text x="{x(t):.1f}" y="{top - 9}" '
                    f'text-anchor="{anchor if close else "middle"}">{name} {fmt(t, "pct")}</text>')
     out.append(f'<line x1="{x(0):.1f}" x2="{x(0):.1f}" y1="{top - 4}" y2="{H - 4}" stroke="#5f6368"/>')
-    for i, ((name, _), v) in enumerate(zip(cats, vals)):
+    from edgeq.reports.stress_html import MARKS, exclusion
+
+    for i, ((name, c), v) in enumerate(zip(cats, vals)):
         y = top + i * row
         band = _band(v, thr)
         x0, x1 = (x(min(v, 0)), x(max(v, 0))) if v is not None else (x(0), x(0))
         fit = f' textLength="{lab_w - 12}" lengthAdjust="spacingAndGlyphs"' if len(name) > 26 else ""  # never cut
+        why = exclusion(c)  # not counted: faded, dashed outline, said in the tooltip and beside the value
+        muted = (f' fill-opacity="0.3" stroke="{COLORS[band]}" stroke-dasharray="3,2"' if why else "")
         out.append(f'<text x="{lab_w - 8}" y="{y + 16}" text-anchor="end"{fit}>{_e(name)}<title>{_e(name)}</title></text>'
                    f'<rect class="bar band-{band}" x="{x0:.1f}" y="{y + 4}" width="{x1 - x0:.1f}" height="16" '
-                   f'fill="{COLORS[band]}"><title>{_e(name)}: {fmt(v, "pct")}</title></rect>'
-                   f'<text x="{max(x1, x(0)) + 5:.1f}" y="{y + 16}">{fmt(v, "pct")}</text>')
+                   f'fill="{COLORS[band]}"{muted}><title>{_e(name)}: {fmt(v, "pct")}'
+                   f'{f" (not counted: {MARKS[why]})" if why else ""}</title></rect>'
+                   f'<text x="{max(x1, x(0)) + 5:.1f}" y="{y + 16}">{fmt(v, "pct")}'
+                   f'{f" · {MARKS[why]}" if why else ""}</text>')
     return "".join(out) + "</svg>"
 
 
@@ -210,34 +318,47 @@ def chart_html(report: dict, cats, basis: str, thr) -> str:
         return ""
     which = report.get("deciding_output")
     which = f" — output {_e(which)}" if which is not None and _d(report.get("outputs")) else ""
+    from edgeq.reports.stress_html import exclusion
+
+    faded = (" Faded bars (last) are categories that do not decide the verdict: stress, or float fails there too."
+             if any(exclusion(c) for _, c in cats) else "")
     return (f"<section><h2>{_e(_LABELS[basis])} by category (worst first){which}</h2>{bars_svg(cats, basis, thr)}"
             f'<p class="note">{"Bars left of zero: the quantized model did better. " if basis == "accuracy_drop" else ""}Green below '
-            f"{fmt(thr[0], 'pct')}, amber below {fmt(thr[1], 'pct')}, red at or above.</p></section>")
+            f"{fmt(thr[0], 'pct')}, amber below {fmt(thr[1], 'pct')}, red at or above.{faded}</p></section>")
 
 
-def _metric_cells(m: dict) -> str:
-    return "".join(f"<td>{fmt(m.get(k), kind)}</td>" for k, _, kind, _ in METRICS)
+def _metric_cells(m: dict, metrics) -> str:
+    return "".join(f"<td>{fmt(m.get(k), kind)}</td>" for k, _, kind, _ in metrics)
 
 
-def categories_html(report: dict, cats, basis: str) -> str:
+def categories_html(report: dict, cats, basis: str, metrics=METRICS) -> str:
+    from edgeq.reports.stress_html import has_roles, marker_html, row_class, rules_note, why_html
+
     if not cats:
         return ""
     descs, worst = _d(report.get("category_descriptions")), report.get("worst_category")
-    head = lambda first: f"<tr><th>{first}</th>" + "".join(f"<th>{lab}</th>" for _, lab, _, _ in METRICS) + "</tr>"
-    rows = []
+    roles = _d(_d(report.get("inputs")).get("cell_roles"))
+    head = lambda first: f"<tr><th>{first}</th>" + "".join(f"<th>{_e(lab)}</th>" for _, lab, _, _ in metrics) + "</tr>"
+    rows, every = [], []
     for name, c in cats:
         desc = f'<div class="meta">{_e(descs[name])}</div>' if descs.get(name) else ""
-        cls = ' class="worst-row"' if name == str(worst) else ""
-        rows.append(f"<tr{cls}><td><b>{_e(name)}</b>{desc}</td>{_metric_cells(c)}</tr>")
+        one = f' <span class="meta">severity {_e(c["severity"])}</span>' if c.get("severity") not in (None, "") else ""
+        suite = str(_d(roles.get(name)).get("reason") or "")
+        rows.append(f"<tr{row_class(c, name == str(worst))}><td><b>{_e(name)}</b>{one}{marker_html(c)}{desc}"
+                    f"{why_html(c, suite)}</td>{_metric_cells(c, metrics)}</tr>")
         sev = _d(c.get("severities"))
+        every += [_d(m) for m in sev.values()] or [c]
         if sev:
             keys = sorted(sev, key=lambda s: (0, int(s), "") if str(s).lstrip("-").isdigit() else (1, 0, str(s)))
-            srows = "".join(f"<tr><td>severity {_e(s)}</td>{_metric_cells(_d(sev[s]))}</tr>" for s in keys)
-            rows.append(f'<tr class="sev"><td colspan="{len(METRICS) + 1}"><details><summary>{len(sev)} '
+            srows = "".join(f"<tr{row_class(sev[s])}><td>severity {_e(s)}{marker_html(sev[s])}{why_html(sev[s])}</td>"
+                            f"{_metric_cells(_d(sev[s]), metrics)}</tr>" for s in keys)
+            rows.append(f'<tr class="sev"><td colspan="{len(metrics) + 1}"><details><summary>{len(sev)} '
                         f'severity level(s) of {_e(name)}</summary><table>{head("severity")}{srows}</table></details></td></tr>')
+    muted = (" Muted rows do not decide the verdict (the reason is under the name); categories that do not count at "
+             "all come last. " + rules_note(every)) if has_roles(report) else ""
     return (f"<section><h2>Categories</h2><div class=\"scroll\"><table>{head('category')}{''.join(rows)}</table></div>"
-            f'<p class="note">Sorted by {_e(_LABELS[basis])} of each category\'s worst cell (the category or one of its '
-            f'severities), worst first; the worst category is highlighted.</p></section>')
+            f'<p class="note">Sorted by {_e(_LABELS[basis])} of each category\'s worst counted cell (the category or one of '
+            f'its severities), worst first; the worst category is highlighted.{muted}</p></section>')
 
 
 def _clean(a) -> np.ndarray:
@@ -330,17 +451,19 @@ def gates_html(report: dict) -> str:
 def render_html(report: dict, latencies_ms: dict | None = None, extra_html: str = "", examples_html: str = "") -> str:
     from edgeq.reports.outputs_html import OUTPUT_CSS, is_per_output, outputs_html, overview_html
     from edgeq.reports.repair_html import fix_html
-    from edgeq.reports.search_html import EXAMPLE_CSS, search_html, worst_cells_html, worst_first, worst_html
+    from edgeq.reports.search_html import EXAMPLE_CSS, search_html, worst_html
+    from edgeq.reports.stress_html import ROLE_CSS, has_roles, stress_html, worst_conditions_html
 
     report = _d(report)
     basis, thr = _basis(report), _thresholds(report)
     cats = _sorted_categories(report, basis)
     body = (header_html(report, cats, basis, thr) + gates_html(report) + overview_html(report) + summary_html(report)
-            + worst_cells_html(report, basis, thr) + chart_html(report, cats, basis, thr)
-            + categories_html(report, worst_first(cats, basis), basis) + examples_html + search_html(report)
-            + worst_html(report) + fix_html(report) + outputs_html(report, thr) + latency_html(report, latencies_ms)
-            + extra_html)
-    css = CSS + ("\n" + OUTPUT_CSS if is_per_output(report) else "") + ("\n" + EXAMPLE_CSS if examples_html else "")
+            + worst_conditions_html(report, basis, report_kind(report)[0], thr) + chart_html(report, cats, basis, thr)
+            + categories_html(report, worst_first(cats, basis), basis, metrics_for(report)) + stress_html(report)
+            + examples_html + search_html(report) + worst_html(report) + fix_html(report) + outputs_html(report, thr)
+            + latency_html(report, latencies_ms) + extra_html)
+    css = (CSS + ("\n" + OUTPUT_CSS if is_per_output(report) else "") + ("\n" + ROLE_CSS if has_roles(report) else "")
+           + ("\n" + EXAMPLE_CSS if examples_html else ""))
     title = f"edgeq report: {report.get('verdict') or 'unknown'}"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{css}</style></head>'

@@ -21,6 +21,7 @@ OUTPUT_CSS = """.warnings{background:#fef7e0;border:1px solid #f9d67a;border-rad
 # The kind's own columns in the cell table: (key, label, format).
 KIND_COLUMNS = {
     "classification": [("float_accuracy", "float acc.", "pct"), ("quant_accuracy", "quant acc.", "pct"),
+                       ("float_kept_clean", "float keeps its clean answer", "pct"),
                        ("topk_agreement", "top-k agreement", "pct"), ("kl_mean", "mean KL", "num")],
     "multilabel": [("sample_flip_rate", "samples with a flip", "pct"), ("label_flip_mean", "label flips (mean)", "pct"), ("label_flip_worst", "worst label flips", "pct"),
                    ("worst_label", "worst label", "int"), ("labels_per_sample", "labels / sample", "num")],
@@ -35,7 +36,10 @@ KIND_COLUMNS = {
 KIND_COLUMNS["embedding"] = [("mean_abs_error", "mean |err|", "num"), ("p99_abs_error", "p99 |err|", "num"),
                              ("cosine_mean", "mean cosine", "cos"), ("cosine_min", "min cosine", "cos")]
 COUNT_LABELS = {"classification": "flips / samples", "multilabel": "flipped / labels found",
-                "detection": "flipped / detections", "ignore": "events / trials"}
+                "detection": "flipped / detections", "ignore": "events / trials",
+                "regression": "outside tolerance / samples", "embedding": "below min cosine / samples",
+                "segmentation": "masks failed / masks"}
+OPTIONAL = {"float_accuracy", "quant_accuracy", "float_kept_clean", "kl_mean"}  # shown only where a cell has the figure
 METRIC_LABELS = {"accuracy_drop": "accuracy drop", "flip_rate": "flip rate", "sample_flip_rate": "sample flip rate",
                  "label_flip_rate": "label flip rate", "fail_rate": "fail rate", "detection_flip_rate": "detection flip rate", "none": "not judged"}
 
@@ -84,8 +88,9 @@ def output_cells(section: dict) -> list[tuple[str, str | None, dict]]:
         sev = _d(entry.get("severities"))
         if sev:
             cells.extend((str(name), str(level), _d(sev[level])) for level in sorted(sev, key=_sev_key))
-        else:
-            cells.append((str(name), None, entry))
+        else:  # a category of one level may name it
+            level = entry.get("severity")
+            cells.append((str(name), None if level in (None, "") else str(level), entry))
     return cells
 
 
@@ -134,6 +139,8 @@ def ordered_outputs(report: dict) -> list[tuple[str, dict]]:
 
 def overview_html(report: dict) -> str:
     """One row per output: kind, verdict, deciding cell, its rate with interval, confidence."""
+    from edgeq.reports.stress_html import when_html
+
     outs = ordered_outputs(report)
     if not outs:
         return ""
@@ -143,7 +150,9 @@ def overview_html(report: dict) -> str:
         mark = '<span class="deciding">decides</span>' if deciding is not None and name == str(deciding) else ""
         conf = _d(s.get("confidence"))
         judged = s.get("verdict") is not None
-        rows.append(f"<tr><td><b>{_e(name)}</b>{mark}</td><td>{_e(s.get('kind'))}</td><td>{_pill(s.get('verdict'))}</td>"
+        gate = when_html(s.get("when"))
+        gate = f'<div class="meta">{gate}</div>' if gate else ""
+        rows.append(f"<tr><td><b>{_e(name)}</b>{mark}{gate}</td><td>{_e(s.get('kind'))}</td><td>{_pill(s.get('verdict'))}</td>"
                     f"<td>{_e(metric_label(s.get('metric')) if judged else '—')}</td>"
                     f"<td>{_e(cell_name(s.get('worst_category'), s.get('worst_severity')) if judged else '—')}</td>"
                     f"<td>{_e(rate_text(s.get('worst_value'), s.get('worst_ci95')))}</td>"
@@ -161,24 +170,34 @@ def cells_table(section: dict, min_n) -> str:
         k = next((g.get("top_k") for _, _, g in output_cells(section) if _num(g.get("top_k")) is not None), None)
         cols = [(key, f"top-{fmt(k, 'int')} agreement" if key == "topk_agreement" and k is not None else label, f)
                 for key, label, f in cols]
+    from edgeq.reports.stress_html import marker_html, row_class, rules_note, why_html
+
+    cells = output_cells(section)
+    cols = [c for c in cols if c[0] not in OPTIONAL or any(_num(g.get(c[0])) is not None for _, _, g in cells)]
     judged = section.get("verdict") is not None or kind != "ignore"
+    count = COUNT_LABELS.get(kind, "failed / samples")
+    unit = next((g.get("unit") for _, _, g in cells if isinstance(g.get("unit"), str)), None)
+    count = count.replace("detections", f"{unit}s") if kind == "detection" and unit else count
     head = ("<tr><th>category</th><th>severity</th>"
-            + (f"<th>{_e(metric_label(section.get('metric')))} [95%]</th>"
-               f"<th>{_e(COUNT_LABELS.get(kind, 'failed / samples'))}</th>" if judged else "")
+            + (f"<th>{_e(metric_label(section.get('metric')))} [95%]</th><th>{_e(count)}</th>" if judged else "")
             + "<th>samples</th>" + "".join(f"<th>{_e(label)}</th>" for _, label, _ in cols) + "<th>SQNR</th></tr>")
     rows = []
-    for cat, sev, g in output_cells(section):
-        cls = ' class="worst-row"' if _is_worst(section, cat, sev) else ""
+    for cat, sev, g in cells:
         rate = (f"<td>{_e(rate_text(g.get('value'), g.get('ci95')))}{_lown(g, min_n)}</td>"
                 f"<td>{fmt(g.get('events'), 'int')} / {fmt(g.get('trials'), 'int')}</td>") if judged else ""
-        rows.append(f"<tr{cls}><td>{_e(cat)}</td><td>{_e(sev if sev is not None else '—')}</td>{rate}"
+        rows.append(f"<tr{row_class(g, _is_worst(section, cat, sev))}><td>{_e(cat)}{marker_html(g)}{why_html(g)}</td>"
+                    f"<td>{_e(sev if sev is not None else '—')}</td>{rate}"
                     f"<td>{fmt(g.get('n'), 'int')}</td>" + "".join(f"<td>{_f(g, key, f)}</td>" for key, _, f in cols)
                     + f"<td>{fmt(g.get('sqnr_db'), 'db')}</td></tr>")
-    return f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>'
+    rules = rules_note([g for _, _, g in cells])
+    return (f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>'
+            + (f'<p class="note">{rules}</p>' if rules else ""))
 
 
 def cells_svg(section: dict, thr) -> str:
     """Vertical bars, one per cell, grouped by category; whiskers = 95 % interval; dashed thresholds."""
+    from edgeq.reports.stress_html import MARKS, exclusion
+
     cells = [(c, s, g, _num(g.get("value")), ci_pair(g.get("ci95"))) for c, s, g in output_cells(section)]
     if not any(v is not None for *_, v, _ in cells):
         return ""
@@ -218,9 +237,12 @@ def cells_svg(section: dict, thr) -> str:
             band = "na" if v is None else "bad" if v >= thr[1] else "warn" if v >= thr[0] else "ok"
             top, bottom = (y(max(v, 0)), y(min(v, 0))) if v is not None else (base, base)
             worst = _is_worst(section, cat, sev)
-            extra = ' stroke="#202124" stroke-width="2"' if worst else ""
-            opacity = ' fill-opacity="0.45"' if g.get("low_n") is True else ""
-            label = f"{cell_name(cat, sev)}: {rate_text(g.get('value'), g.get('ci95'))}" + (" (low n)" if opacity else "")
+            why = exclusion(g)  # not counted: fainter still, with a dashed outline
+            extra = (' stroke="#202124" stroke-width="2"' if worst else
+                     f' stroke="{COLORS[band]}" stroke-dasharray="3,2"' if why else "")
+            opacity = ' fill-opacity="0.25"' if why else ' fill-opacity="0.45"' if g.get("low_n") is True else ""
+            label = (f"{cell_name(cat, sev)}: {rate_text(g.get('value'), g.get('ci95'))}"
+                     + (" (low n)" if g.get("low_n") is True else "") + (f" (not counted: {MARKS[why]})" if why else ""))
             out.append(f'<rect class="cell band-{band}{" worst" if worst else ""}" x="{x + bw * 0.12:.1f}" y="{top:.1f}" '
                        f'width="{bw * 0.76:.1f}" height="{max(bottom - top, 0.5 if v is not None else 0):.1f}" '
                        f'fill="{COLORS[band]}"{opacity}{extra}><title>{_e(label)}</title></rect>')
@@ -240,6 +262,8 @@ def cells_svg(section: dict, thr) -> str:
 
 
 def output_section(name: str, section: dict, report: dict, thr) -> str:
+    from edgeq.reports.stress_html import exclusion, when_html
+
     kind = section.get("kind")
     deciding = report.get("deciding_output")
     decides = '<span class="deciding">decides the verdict</span>' if deciding is not None and name == str(deciding) else ""
@@ -258,9 +282,15 @@ def output_section(name: str, section: dict, report: dict, thr) -> str:
                      + (f" · confidence <b>{_e(conf.get('level'))}</b>: {_e(conf.get('note'))}" if conf else ""))
     else:
         lines.append(f"{_pill(None)} this output is not judged; SQNR and the largest error are still shown.")
+    gate = when_html(section.get("when"), details=True)
+    if gate:
+        lines.insert(1, f"<b>gated</b>: {gate}")
     chart = cells_svg(section, thr)
     note = ("Bars: the verdict rate of each cell (category × severity), grouped by category; whiskers: 95% interval; "
-            "faded bars have too few trials; the outlined bar is the worst cell.") if chart else ""
+            "faded bars have too few trials; the outlined bar is the worst cell"
+            + ("; the faintest, dashed bars do not count for the verdict." if any(exclusion(g) for *_, g in
+                                                                                 output_cells(section)) else ".")
+            ) if chart else ""
     return (f'<section class="output"><h2>output {_e(name)} — {_e(kind)}{decides}</h2>'
             + "".join(f'<p class="meta">{ln}</p>' for ln in lines if ln)
             + cells_table(section, report.get("min_n", 30)) + chart
