@@ -227,6 +227,10 @@ def _after_verdict(opts: EvaluateOptions, report: dict, *, device, float_path: P
         if wanted and not opts.interrupted:
             with _phase(opts, key, announce):
                 report[key] = _kept_apart(opts, key, lambda: run(opts, report, **context))
+    if report.get("stress") is not None:
+        from edgeq.analysis.field import search_findings
+
+        report["stress"]["findings"] = list(report["stress"].get("findings") or []) + search_findings(report)
     if opts.fix and not opts.interrupted:
         with _phase(opts, "fix", announce):
             report["fix"] = run_fix(opts, report, quant_path=quant_path, suite_path=suite_path, gates=gates)

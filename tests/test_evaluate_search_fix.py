@@ -88,6 +88,8 @@ def test_search_in_evaluate_records_flips_within_the_bound_and_writes_them(fragi
         assert float(found["distance"].max()) <= bound
         assert found["seed_index"].tolist() == [f["seed_index"] for f in s["inputs_found"]]
     assert s["path"] == str(out / "inputs" / "search.npz")
+    # listed with the stress findings beside the verdict, as evidence
+    assert any(f.startswith(f"search: {s['found']} input(s) within 0.1") for f in report["stress"]["findings"])
 
 
 def test_worst_shifts_are_reported_beside_the_verdict(fragile_fixed):
@@ -96,6 +98,7 @@ def test_worst_shifts_are_reported_beside_the_verdict(fragile_fixed):
     assert w["queries"] <= 300 and w["worst"]
     assert w["worst"][0]["families"][0] in ("brightness+", "contrast-", "noise")
     assert "not part of the verdict" in w["effect_on_verdict"]
+    assert any(f.startswith("worst shift: ") for f in report["stress"]["findings"])
 
 
 def test_terminal_summary_and_html_have_the_sections(fragile_fixed):

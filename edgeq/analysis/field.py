@@ -132,6 +132,24 @@ def finding(cell: dict, boundary: dict | None) -> str:
     return text
 
 
+def search_findings(report: dict) -> list[str]:
+    """One sentence each for the searched inputs (``--search``) and shifts (``--worst``): synthetic
+    evidence like the stress cells, so it is listed with them, never a rate over a population."""
+    found = []
+    search = report.get("search") or {}
+    if search.get("found"):
+        bound = (search.get("distance") or {}).get("bound")
+        near = f" within {bound:g} (L∞, of the data range)" if isinstance(bound, (int, float)) else ""
+        found.append(f"search: {search['found']} input(s){near} of data samples on which float and quantized "
+                     f"disagree, in {search.get('queries')} queries (the search picks them: evidence, not a rate)")
+    worst = ((report.get("worst") or {}).get("worst") or [None])[0]
+    if worst and worst.get("value") is not None:
+        found.append(f"worst shift: {worst.get('description')}: {worst['value']:.1%} on {worst.get('n')} samples "
+                     f"({worst.get('band')} level; the worst of {(report.get('worst') or {}).get('conditions_evaluated')}"
+                     " shifts searched, which overstates it)")
+    return found
+
+
 def _unit(cell: dict) -> str:
     return {"accuracy_drop": "samples lost (accuracy drop)", "flip_rate": "decisions flip",
             "fail_rate": "samples fail"}.get(cell.get("metric") or "", "trials fail")
