@@ -497,3 +497,252 @@ def test_old_reports_have_no_per_output_parts():
     page = render_html(make_report())
     for marker in ('class="output"', "<h2>Outputs</h2>", 'class="warnings"', ".warnings{", "deciding output", "lown"):
         assert marker not in page
+
+
+# --- the field verdict on the page: stress beside it, cells that do not count, each kind's words -------------
+
+from edgeq.analysis.compare import compare_outputs  # noqa: E402
+from edgeq.analysis.plan import OutputInfo, OutputSpec  # noqa: E402
+from edgeq.inputs.risky.roles import suite_roles  # noqa: E402
+
+CELL = 200  # samples per cell
+CLASSIFICATION_WORDS = ("predicted class", "same class", "top-1 accuracy", "float accuracy", "quant accuracy",
+                        "float acc.", "accuracy drop")
+
+
+def tags_for(cells):
+    category = np.concatenate([np.full(CELL, c, dtype="<U16") for c, _ in cells])
+    severity = np.concatenate([np.full(CELL, s, dtype=np.int32) for _, s in cells])
+    return {"category": category, "severity": severity, "source_index": np.tile(np.arange(CELL), len(cells))}
+
+
+def moved(classes, share, where, k=4):
+    """``classes`` with the first ``share`` of every cell inside ``where`` moved to the next class."""
+    out = classes.copy()
+    for lo in range(0, len(classes), CELL):
+        rows = np.arange(lo, lo + int(share * CELL))
+        rows = rows[where[rows]]
+        out[rows] = (out[rows] + 1) % k
+    return out
+
+
+def one_hot(classes, k=4):
+    out = np.zeros((len(classes), k), np.float32)
+    out[np.arange(len(classes)), classes] = 5.0
+    return out
+
+
+def field_report():
+    """An image classifier, labelled: brightness+ loses 4 % (field, decides), the pixel outlier and the
+    near-boundary points lose 30 % (stress), noise 3 is where float itself falls to 30 % (float fails too)."""
+    cells = [("clean", 0), ("brightness+", 1), ("outlier", 1), ("outlier", 3), ("boundary", 3), ("noise", 3)]
+    tags = tags_for(cells)
+    y = np.tile(np.arange(CELL) % 4, len(cells))
+    cat = tags["category"]
+    float_pred = moved(y, 0.7, cat == "noise")
+    quant = moved(float_pred, 0.3, np.isin(cat, ["outlier", "boundary"]))
+    quant = moved(quant, 0.04, cat == "brightness+")
+    roles = suite_roles(["clean", "brightness+", "outlier", "boundary", "noise"], ["image"])
+    report = compare_outputs(one_hot(float_pred), one_hot(quant), dict(tags, y=y), roles=roles,
+                             boundary={"median_margin": 11.0, "margin_levels": {"3": 0.03},
+                                       "share_of_data": {"3": 0.004}})
+    report["inputs"] = {"n": len(y), "kinds": {"x": "image"}, "cell_roles": roles}
+    return json.loads(json.dumps(report))  # as read back from report.json
+
+
+def regression_report():
+    cells = [("clean", 0), ("noise", 1), ("outlier", 3)]
+    tags = tags_for(cells)
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(len(tags["category"]), 3)).astype(np.float32)
+    cand = ref + rng.normal(0, 0.01, size=ref.shape).astype(np.float32)
+    cand[tags["category"] == "outlier"] += 1.0
+    return compare_outputs(ref, cand, tags, outputs=[OutputInfo(0, "value", (3,), "FULLY_CONNECTED")],
+                           spec=OutputSpec.from_sources(flags=("value=regression",)),
+                           roles=suite_roles(["clean", "noise", "outlier"], ["image"]))
+
+
+def landmark_report():
+    cells = [("clean", 0), ("noise", 1)]
+    tags = tags_for(cells)
+    n = len(tags["category"])
+    rng = np.random.default_rng(0)
+    presence = (rng.uniform(size=(n, 1)) < 0.5).astype(np.float32) * 0.9 + 0.05
+    points = rng.uniform(0, 32, size=(n, 42)).astype(np.float32)
+    hand = rng.uniform(size=(n, 1)).astype(np.float32)
+    outputs = [OutputInfo(0, "presence", (1,), "LOGISTIC"), OutputInfo(1, "landmarks", (42,), "FULLY_CONNECTED"),
+               OutputInfo(2, "handedness", (1,), "LOGISTIC")]
+    broken = points + (presence < 0.5) * 50.0  # garbage only where there is no hand
+    return compare_outputs([presence, points, hand], [presence, broken, hand], tags, outputs=outputs)
+
+
+def section_of(page, heading):
+    start = page.index(f"<h2>{heading}")
+    return page[page.rindex("<section", 0, start):page.index("</section>", start)]
+
+
+def visible_text(fragment):
+    p = parse(fragment)
+    return " ".join("".join(p.text).split())
+
+
+def test_stress_section_shows_the_worst_stress_cell_its_table_and_the_boundary_finding():
+    report = field_report()
+    assert report["verdict"] == "degraded" and report["stress"]["worst"]["band"] == "catastrophic"
+    page = render_html(report)
+    assert parse(page).errors == []
+    stress = section_of(page, "Stress findings (beside the verdict, never deciding it)")
+    assert ("worst stress cell <b>outlier, severity 1</b>: accuracy drop <b>30.0% [23.8–36.7%]</b> over 200 trials"
+            in stress)
+    assert '<span class="pill verdict-catastrophic">catastrophic level</span>' in stress
+    rows = re.findall(r"<tr><td>output_0</td><td>([^<]*)</td><td>([^<]*)</td><td[^>]*>([^<]*)</td><td>([^<]*)</td>",
+                      stress)
+    assert rows == [("outlier, severity 1", "accuracy drop", "30.0% [23.8–36.7%]", "200"),
+                    ("outlier, severity 3", "accuracy drop", "30.0% [23.8–36.7%]", "200"),
+                    ("boundary, severity 3", "accuracy drop", "30.0% [23.8–36.7%]", "200")]
+    text = visible_text(stress)
+    assert "a pixel cannot leave the range" in text  # why each cell is stress
+    assert "points at 3.0% of the median float margin; 0.40% of the real samples lie that close" in text
+    finding = next(f for f in report["stress"]["findings"] if f.startswith("boundary/3"))
+    assert "0.4% of the real samples lie that close" in finding and html_escape(finding) in stress
+    assert "--fail-on stress=degraded" in text and "float fails too" in text and "Only field cells decide" in text
+    assert page.index("<h2>Categories</h2>") < page.index("<h2>Stress findings") < page.index('class="output"')
+    header = page[page.index("<header>"):page.index("</header>")]
+    assert "Stress findings" not in header and "outlier" not in header  # beside the verdict, not in it
+    # no stress cells: no section
+    for quiet in (make_report(), new_report(), dict(report, stress={"worst": None, "cells": [], "findings": [],
+                                                                    "boundary": None})):
+        assert "Stress findings" not in render_html(quiet)
+
+
+def test_cells_that_do_not_count_are_marked_with_their_reason_as_text():
+    report = field_report()
+    page = render_html(report)
+    header = visible_text(page[page.index("<header>"):page.index("</header>")])
+    assert "decided by field cells only" in header and "3 stress cell(s) and 1 cell(s) where float fails too" in header
+    cats = section_of(page, "Categories")
+    outlier = re.search(r'<tr class="nc"><td><b>outlier</b>.*?</tr>', cats).group(0)
+    assert '<span class="ncm">stress</span>' in outlier
+    assert "not counted: stress: a pixel cannot leave the range" in visible_text(outlier)  # text, not a tooltip
+    noise = re.search(r'<tr class="nc"><td><b>noise</b>.*?</tr>', cats).group(0)
+    assert '<span class="ncm">float fails too</span>' in noise
+    both = "float fails here too: float accuracy 30.0% vs its floor 62.5% (chance 25.0%)"  # float's figure and floor
+    assert both in visible_text(noise)
+    assert "keep 50% of its clean accuracy above chance" in cats  # the rule behind the floor
+    bright = re.search(r'<tr class="worst-row"><td><b>brightness\+</b>.*?</tr>', cats).group(0)
+    assert "ncm" not in bright and "not counted" not in bright
+    assert cats.index("<b>brightness+</b>") < cats.index("<b>outlier</b>")  # counted categories first
+    # the output's own cell table
+    out = sections_of(page)["output_0"]
+    marked = re.findall(r'<tr class="nc"><td>([^<]*)<span class="ncm">([^<]*)</span><div class="why">([^<]*)</div>',
+                        out)
+    assert [(c, m) for c, m, _ in marked] == [("outlier", "stress"), ("outlier", "stress"), ("boundary", "stress"),
+                                               ("noise", "float fails too")]
+    assert marked[-1][2] == "not counted: float fails here too: float accuracy 30.0% vs its floor 62.5% (chance 25.0%)"
+    assert re.search(r'<tr class="worst-row"><td>brightness\+</td><td>1</td>', out)  # the one-level category's severity
+    assert re.search(r'fill-opacity="0.25" stroke="[^"]+" stroke-dasharray="3,2"><title>noise, severity 3: [^<]*'
+                     r'\(not counted: float fails too\)</title>', out)
+    # worst conditions: the counted cells only, the verdict's cell first
+    worst = section_of(page, "Worst conditions")
+    assert re.findall(r"<tr><td><b>([^<]*)</b>", worst) == ["brightness+/1", "clean"]
+
+
+def test_gated_outputs_say_where_they_are_judged():
+    report = landmark_report()
+    gate = report["outputs"]["landmarks"]["when"]
+    said = f"judged only where presence&gt;0.5 (open on {gate['open']} of {gate['of']} samples)"
+    page = render_html(report)
+    secs = sections_of(page)
+    assert said in secs["landmarks"] and said in secs["handedness"] and said not in secs["presence"]
+    assert said in section_of(page, "Outputs")
+    assert (said in page[:page.index("</header>")]) == (report["deciding_output"] in ("landmarks", "handedness"))
+    assert parse(page).errors == []
+
+
+def test_detector_and_regression_reports_do_not_speak_classification():
+    page = render_html(new_report())  # decided by a detector; one of its outputs is a labelled classifier
+    overview = page[page.index("<h2>Overall</h2>"):page.index('<section class="output">')]  # the Outputs table
+    for words in CLASSIFICATION_WORDS + ("pick the same", "mean KL"):
+        assert words not in overview, words
+    overall = section_of(page, "Overall")
+    assert "<td>detection flip rate</td>" in overall and "share of detections (float ∪ quantized)" in overall
+    assert "<td>detections kept</td>" in overall
+    assert "accuracy drop [95%]" in sections_of(page)["Identity"]  # the classifier keeps its own words
+
+    report = regression_report()
+    assert report["outputs"]["value"]["kind"] == "regression"
+    page = render_html(report)
+    for words in CLASSIFICATION_WORDS + ("class", "flip", "mean KL"):
+        assert words not in visible_text(page), words
+    overall = section_of(page, "Overall")
+    assert "<td>fail rate</td>" in overall and "outside the tolerance" in overall
+    assert "<td>within tolerance</td>" in overall
+    assert "<th>outside tolerance / samples</th>" in sections_of(page)["value"]
+    cats = section_of(page, "Categories")
+    assert "<th>fail rate</th>" in cats and "<th>float accuracy</th>" not in cats
+
+
+@pytest.mark.parametrize("kind,metric,rate,meaning", [
+    ("segmentation", "fail_rate", "fail rate", "share of masks (one per sample) whose IoU"),
+    ("multilabel", "label_flip_rate", "label flip rate", "share of the labels either model found"),
+    ("embedding", "fail_rate", "fail rate", "cosine similarity to the float vector"),
+    ("plugin-kind", "fail_rate", "rate", "the output's verdict rate"),
+])
+def test_each_kind_has_its_own_words(kind, metric, rate, meaning):
+    cells = {"clean": group(0.01, 2, 200, [0.0, 0.03]), "noise": group(0.05, 10, 200, [0.03, 0.08])}
+    report = new_report(outputs={"out": section(kind, cells, "degraded", ("noise", None), metric)},
+                        deciding_output="out", metric_basis=metric, categories=cells, overall=cells["clean"])
+    overall = section_of(render_html(report), "Overall")
+    assert f"<td>{rate}</td>" in overall and html_escape(meaning) in overall
+    for words in CLASSIFICATION_WORDS:
+        assert words not in overall
+
+
+def test_old_reports_without_the_new_keys_render_unmarked():
+    for old in (make_report(), new_report()):
+        page = render_html(old)
+        p = parse(page)
+        assert p.errors == [] and p.stack == []
+        for marker in ('class="ncm"', 'class="nc"', "not counted", "Stress findings", "field cells only",
+                       "judged only where", ".ncm{"):
+            assert marker not in page, marker
+    page = render_html(make_report())  # a classification with labels keeps its words and accuracy columns
+    overall = section_of(page, "Overall")
+    assert "<td>float accuracy</td>" in overall and "share of inputs whose predicted class changes" in overall
+    assert "<th>float accuracy</th>" in section_of(page, "Categories")
+    worst = section_of(page, "Worst conditions")
+    assert re.findall(r"<tr><td><b>([^<]*)</b>", worst)[0] == "brightness+"
+
+
+def test_hostile_strings_in_the_new_keys_are_escaped():
+    report = field_report()
+    report["stress"]["findings"].append(EVIL)
+    report["stress"]["cells"][0].update(reason=EVIL, output=EVIL, category=EVIL)
+    report["categories"]["outlier"]["severities"]["1"]["not_counted"] = "stress: " + EVIL
+    report["categories"]["noise"]["float_competence"]["rule"] = EVIL
+    report["outputs"]["output_0"]["when"] = {"output": EVIL, "op": ">", "threshold": 0.5, "rule": EVIL,
+                                             "open": 3, "of": 9, "reason": EVIL, "source": EVIL}
+    report["inputs"]["kinds"] = {EVIL: EVIL}
+    page = render_html(report)
+    assert EVIL not in page and "<script" not in page
+    assert page.count(html_escape(EVIL)) >= 8
+    p = parse(page)
+    assert p.errors == [] and p.stack == []
+
+
+def test_malformed_new_keys_do_not_crash():
+    base = field_report()
+    for bad in ({"stress": "x"}, {"stress": {"cells": "x", "worst": 3}}, {"stress": {"cells": [None, {"value": "x"}],
+                                                                                    "findings": [None, 3]}},
+                {"stress": {"cells": [{"category": "boundary", "severity": 2}], "boundary": {"share_of_data": "x"}}}):
+        page = render_html(dict(base, **bad))
+        assert parse(page).errors == [] and "nan" not in page.lower()
+    report = copy.deepcopy(base)
+    cell = report["categories"]["noise"]
+    cell.update(float_competence={"fails": True, "float": None}, not_counted=None, chance="x")
+    report["outputs"]["output_0"]["when"] = "presence>0.5"
+    report["outputs"]["output_0"]["categories"]["outlier"]["severities"] = {"1": None, "3": {"role": "stress"}}
+    page = render_html(report)
+    assert parse(page).errors == []
+    noise = re.search(r'<tr class="nc"><td><b>noise</b>.*?</tr>', section_of(page, "Categories")).group(0)
+    assert '<div class="why">not counted: float fails here too</div>' in noise  # no figures: no numbers made up

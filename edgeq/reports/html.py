@@ -46,25 +46,6 @@ METRICS = [  # key, label, kind, meaning (a classification's words; ``metrics_fo
     ("kl_mean", "mean KL", "sci", "mean KL divergence, float vs quant output distribution"),
     ("max_abs_error", "max |error|", "sci", "largest absolute output difference"),
 ]
-# per kind: the contract's flip_rate (the kind's verdict rate) and agreement (1 − it), in the kind's words
-KIND_WORDS = {
-    "classification": (("flip rate", "share of inputs whose predicted class changes"),
-                       ("agreement", "share of inputs where both models pick the same class")),
-    "detection": (("detection flip rate", "share of {unit}s (float ∪ quantized) that appear, vanish, move "
-                                          "(IoU below the match threshold) or change class"),
-                  ("detections kept", "share of {unit}s both models find in the same place")),
-    "multilabel": (("label flip rate", "share of the labels either model found whose yes/no decision changes"),
-                   ("label agreement", "share of the labels either model found that both decide the same way")),
-    "regression": (("fail rate", "share of samples with a value outside the tolerance atol + rtol·|float|"),
-                   ("within tolerance", "share of samples whose every value is within the tolerance")),
-    "embedding": (("fail rate", "share of samples whose cosine similarity to the float vector is below min_cosine"),
-                  ("within tolerance", "share of samples whose cosine similarity is at least min_cosine")),
-    "segmentation": (("fail rate", "share of masks (one per sample) whose IoU with the float mask is below min_iou"),
-                     ("masks kept", "share of masks whose IoU with the float mask is at least min_iou")),
-}
-GENERIC_WORDS = (("rate", "the output's verdict rate (events over trials)"), ("agreement", "1 − the verdict rate"))
-KL_MEANING = {"multilabel": "binary KL of every label, summed per sample, averaged over samples"}
-BASIS_KIND = {"detection_flip_rate": "detection", "label_flip_rate": "multilabel", "sample_flip_rate": "multilabel"}
 _LABELS = {k: label for k, label, _, _ in METRICS}
 _LABELS.update(sample_flip_rate="sample flip rate", label_flip_rate="label flip rate", fail_rate="fail rate", detection_flip_rate="detection flip rate")
 BASES = ("accuracy_drop", "flip_rate", "sample_flip_rate", "label_flip_rate", "fail_rate", "detection_flip_rate")
@@ -124,53 +105,6 @@ def _thresholds(report: dict) -> tuple[float, float]:
     vals = [_num(t.get(k)) for k in ("degraded", "catastrophic")]
     return tuple(v if v is not None and math.isfinite(v) else DEFAULT_THRESHOLDS[k]
                  for k, v in zip(("degraded", "catastrophic"), vals))
-
-
-def _groups(report: dict) -> list[dict]:
-    """The top level's overall figures, every category and every severity."""
-    out = [_d(report.get("overall"))]
-    for c in _d(report.get("categories")).values():
-        out += [_d(c)] + [_d(m) for m in _d(_d(c).get("severities")).values()]
-    return out
-
-
-def report_kind(report: dict) -> tuple[str, str]:
-    """(kind, unit) of the output whose figures the top level holds: its section's kind, else what
-    its figures show (reports older than per-output kinds were classifications)."""
-    groups = _groups(report)
-    unit = next((g["unit"] for g in groups if isinstance(g.get("unit"), str)), "detection")
-    kind = _d(_d(report.get("outputs")).get(str(report.get("deciding_output")))).get("kind")
-    if isinstance(kind, str) and kind:
-        return kind, unit
-    basis = report.get("metric_basis")
-    if basis in BASIS_KIND:
-        return BASIS_KIND[basis], unit
-    if basis == "fail_rate":
-        return ("segmentation" if any("mask_iou_mean" in g for g in groups) else "regression"), unit
-    return "classification", unit
-
-
-def metrics_for(report: dict) -> list[tuple[str, str, str, str]]:
-    """The overview's metrics in the words of the deciding output's kind; accuracy and KL only
-    where the report has such figures."""
-    kind, unit = report_kind(report)
-    rate, agree = KIND_WORDS.get(kind, GENERIC_WORDS)
-    groups = _groups(report)
-    has = lambda *keys: any(_num(g.get(k)) is not None for g in groups for k in keys)
-    out = []
-    for key, label, form, meaning in METRICS:
-        if key in ("float_accuracy", "quant_accuracy", "accuracy_drop") and not has(
-                "float_accuracy", "quant_accuracy", "accuracy_drop"):
-            continue
-        if key == "kl_mean" and not has("kl_mean"):
-            continue
-        if key in ("flip_rate", "agreement"):
-            label, meaning = rate if key == "flip_rate" else agree
-            meaning = meaning.format(unit=unit)
-        elif key == "kl_mean":
-            meaning = KL_MEANING.get(kind, meaning)
-        out.append((key, label, form, meaning))
-    return out
 
 
 def _band(v, thr) -> str:
@@ -263,6 +197,8 @@ def header_html(report: dict, cats, basis: str, thr) -> str:
 
 
 def summary_html(report: dict) -> str:
+    from edgeq.reports.outputs_html import metrics_for
+
     ov = _d(report.get("overall"))
     rows = "".join(f"<tr><td>{_e(label)}</td><td>{fmt(ov.get(k), kind)}</td><td class=\"desc\">{_e(meaning)}</td></tr>"
                    for k, label, kind, meaning in metrics_for(report))
@@ -449,7 +385,8 @@ def gates_html(report: dict) -> str:
 
 
 def render_html(report: dict, latencies_ms: dict | None = None, extra_html: str = "", examples_html: str = "") -> str:
-    from edgeq.reports.outputs_html import OUTPUT_CSS, is_per_output, outputs_html, overview_html
+    from edgeq.reports.outputs_html import (OUTPUT_CSS, is_per_output, metrics_for, outputs_html, overview_html,
+                                            report_kind)
     from edgeq.reports.repair_html import fix_html
     from edgeq.reports.search_html import EXAMPLE_CSS, search_html, worst_html
     from edgeq.reports.stress_html import ROLE_CSS, has_roles, stress_html, worst_conditions_html

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from edgeq.reports.html import COLORS, VERDICTS, _d, _e, _num, fmt
+from edgeq.reports.html import COLORS, METRICS, VERDICTS, _d, _e, _num, fmt
 
 OUTPUT_CSS = """.warnings{background:#fef7e0;border:1px solid #f9d67a;border-radius:6px;padding:8px 12px;margin:10px 0 4px;font-size:13px}
 .warnings ul{margin:4px 0 0;padding-left:20px}.pill{display:inline-block;font-size:12px;font-weight:700;color:#fff;padding:1px 8px;border-radius:10px;text-transform:uppercase;vertical-align:middle}
@@ -28,7 +28,9 @@ KIND_COLUMNS = {
     "regression": [("mean_abs_error", "mean |err|", "num"), ("p99_abs_error", "p99 |err|", "num"),
                    ("p99_abs_error_rel", "p99 / spread", "pct"), ("cosine_min", "min cosine", "cos")],
     "detection": [("float_detections", "detections float → quant", "arrow"),
-                  ("sample_flip_rate", "samples with a flip", "pct"), ("matched_iou_mean", "matched IoU", "cos")],
+                  ("sample_flip_rate", "samples with a flip", "pct"), ("matched_iou_mean", "matched IoU", "cos"),
+                  ("near_threshold_flips", "flips near the threshold", "int"),
+                  ("confident_flips", "confident flips", "int")],
     "segmentation": [("mask_iou_mean", "mask IoU mean", "cos"), ("mask_iou_min", "mask IoU min", "cos"),
                      ("pixel_agreement", "pixel agreement", "pct")],
     "ignore": [("max_abs_error", "max |error|", "num")],
@@ -42,6 +44,75 @@ COUNT_LABELS = {"classification": "flips / samples", "multilabel": "flipped / la
 OPTIONAL = {"float_accuracy", "quant_accuracy", "float_kept_clean", "kl_mean"}  # shown only where a cell has the figure
 METRIC_LABELS = {"accuracy_drop": "accuracy drop", "flip_rate": "flip rate", "sample_flip_rate": "sample flip rate",
                  "label_flip_rate": "label flip rate", "fail_rate": "fail rate", "detection_flip_rate": "detection flip rate", "none": "not judged"}
+# per kind: the contract's flip_rate (the kind's verdict rate) and agreement (1 − it), in the kind's words
+KIND_WORDS = {
+    "classification": (("flip rate", "share of inputs whose predicted class changes"),
+                       ("agreement", "share of inputs where both models pick the same class")),
+    "detection": (("detection flip rate", "share of {unit}s (float ∪ quantized) that appear, vanish, move "
+                                          "(IoU below the match threshold) or change class"),
+                  ("detections kept", "share of {unit}s both models find in the same place")),
+    "multilabel": (("label flip rate", "share of the labels either model found whose yes/no decision changes"),
+                   ("label agreement", "share of the labels either model found that both decide the same way")),
+    "regression": (("fail rate", "share of samples with a value outside the tolerance atol + rtol·|float|"),
+                   ("within tolerance", "share of samples whose every value is within the tolerance")),
+    "embedding": (("fail rate", "share of samples whose cosine similarity to the float vector is below min_cosine"),
+                  ("within tolerance", "share of samples whose cosine similarity is at least min_cosine")),
+    "segmentation": (("fail rate", "share of masks (one per sample) whose IoU with the float mask is below min_iou"),
+                     ("masks kept", "share of masks whose IoU with the float mask is at least min_iou")),
+}
+GENERIC_WORDS = (("rate", "the output's verdict rate (events over trials)"), ("agreement", "1 − the verdict rate"))
+KL_MEANING = {"multilabel": "binary KL of every label, summed per sample, averaged over samples"}
+BASIS_KIND = {"detection_flip_rate": "detection", "label_flip_rate": "multilabel", "sample_flip_rate": "multilabel"}
+
+
+def _groups(report: dict) -> list[dict]:
+    """The top level's overall figures, every category and every severity."""
+    out = [_d(report.get("overall"))]
+    for c in _d(report.get("categories")).values():
+        out += [_d(c)] + [_d(m) for m in _d(_d(c).get("severities")).values()]
+    return out
+
+
+def report_kind(report: dict) -> tuple[str, str]:
+    """(kind, unit) of the output whose figures the top level holds: its section's kind, else what
+    its figures show (reports older than per-output kinds were classifications)."""
+    groups = _groups(report)
+    unit = next((g["unit"] for g in groups if isinstance(g.get("unit"), str)), "detection")
+    kind = _d(_d(report.get("outputs")).get(str(report.get("deciding_output")))).get("kind")
+    if isinstance(kind, str) and kind:
+        return kind, unit
+    basis = report.get("metric_basis")
+    if basis in BASIS_KIND:
+        return BASIS_KIND[basis], unit
+    if basis == "fail_rate":
+        return ("segmentation" if any("mask_iou_mean" in g for g in groups) else "regression"), unit
+    return "classification", unit
+
+
+def metrics_for(report: dict) -> list[tuple[str, str, str, str]]:
+    """The overview's metrics in the words of the deciding output's kind; accuracy and KL only
+    where the report has such figures."""
+    kind, unit = report_kind(report)
+    rate, agree = KIND_WORDS.get(kind, GENERIC_WORDS)
+    groups = _groups(report)
+    has = lambda *keys: any(_num(g.get(k)) is not None for g in groups for k in keys)
+    out = []
+    for key, label, form, meaning in METRICS:
+        if key in ("float_accuracy", "quant_accuracy", "accuracy_drop") and not has(
+                "float_accuracy", "quant_accuracy", "accuracy_drop"):
+            continue
+        if key == "kl_mean" and not has("kl_mean"):
+            continue
+        if key == "agreement" and has("float_kept_clean"):  # unlabelled classification: float's own competence
+            out.append(("float_kept_clean", "float keeps its clean answer", "pct",
+                        "share of samples where the float model gives the answer it gave on the same clean sample"))
+        if key in ("flip_rate", "agreement"):
+            label, meaning = rate if key == "flip_rate" else agree
+            meaning = meaning.format(unit=unit)
+        elif key == "kl_mean":
+            meaning = KL_MEANING.get(kind, meaning)
+        out.append((key, label, form, meaning))
+    return out
 
 
 def _f(group: dict, key: str, kind: str) -> str:

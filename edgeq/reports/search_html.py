@@ -8,12 +8,11 @@ Images are inline PNGs (``edgeq.reports.png``): no imaging library, no network.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
-from edgeq.reports.html import _LABELS, _band, _d, _e, _num, COLORS, fmt
+from edgeq.reports.html import _d, _e, _num, fmt
 
 EXAMPLES = 6  # images per row of examples
 EXAMPLE_CSS = """.examples{display:flex;flex-wrap:wrap;gap:10px;margin:6px 0 10px}.ex{text-align:center;font-size:11px;color:#3c4043}
@@ -21,7 +20,7 @@ EXAMPLE_CSS = """.examples{display:flex;flex-wrap:wrap;gap:10px;margin:6px 0 10p
 .ex .pair{display:flex;gap:2px}.ex .pair img{width:56px;height:56px}.ex b.q{color:#d93025}"""
 
 
-# --- worst cells first -----------------------------------------------------------------------------------------
+# --- cells, worst first (the examples pick from them) ------------------------------------------------------------
 
 def _value(cell: dict, basis: str):
     v = _num(cell.get(basis))
@@ -39,34 +38,6 @@ def cells(report: dict, basis: str) -> list[tuple[str, dict, float | None]]:
         else:
             found.append((str(name), c, _value(c, basis)))
     return sorted(found, key=lambda t: (t[2] is None, -(t[2] or 0.0), t[0]))
-
-
-def worst_first(cats: list[tuple[str, dict]], basis: str) -> list[tuple[str, dict]]:
-    """Categories ordered by their worst cell (the category or any of its severities), worst first."""
-    def worst(c: dict):
-        values = [_value(c, basis)] + [_value(_d(m), basis) for m in _d(c.get("severities")).values()]
-        values = [v for v in values if v is not None and math.isfinite(v)]
-        return max(values) if values else None
-
-    keyed = [(name, c, worst(c)) for name, c in cats]
-    return [(n, c) for n, c, _ in sorted(keyed, key=lambda t: (t[2] is None, -(t[2] or 0.0), t[0]))]
-
-
-def worst_cells_html(report: dict, basis: str, thr, top: int = 8) -> str:
-    ranked = [t for t in cells(report, basis) if t[2] is not None][:top]
-    if not ranked:
-        return ""
-    rows = []
-    for name, m, v in ranked:
-        ci = m.get("ci95") if isinstance(m.get("ci95"), (list, tuple)) and len(m.get("ci95")) == 2 else None
-        interval = f"{fmt(ci[0], 'pct')} – {fmt(ci[1], 'pct')}" if ci else "—"
-        band = _band(v, thr)
-        rows.append(f'<tr><td><b>{_e(name)}</b></td><td style="color:{COLORS[band]}">{fmt(v, "pct")}</td>'
-                    f"<td>{interval}</td><td>{fmt(m.get('flip_rate'), 'pct')}</td><td>{fmt(m.get('n'), 'int')}</td></tr>")
-    return (f"<section><h2>Worst conditions</h2><table><tr><th>cell</th><th>{_e(_LABELS.get(basis, basis))}</th>"
-            f"<th>95 % interval</th><th>flip rate</th><th>samples</th></tr>{''.join(rows)}</table>"
-            f'<p class="note">The suite\'s cells (category/severity), worst first: these decide the verdict.</p>'
-            "</section>")
 
 
 # --- search and worst shifts -----------------------------------------------------------------------------------

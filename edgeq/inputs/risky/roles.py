@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from edgeq.inputs.risky.boundary import BOUNDARY, LEVELS, LOW_FRACTION
+from edgeq.inputs.risky.boundary import BOUNDARY, LEVELS, LOW_FRACTION, MIN_COUNT
 from edgeq.inputs.risky.families import FAMILIES
 
 FIELD, STRESS = "field", "stress"
@@ -30,8 +30,8 @@ FIELD, STRESS = "field", "stress"
 
 def boundary_reason(severity: int | None) -> str:
     if severity == 1:
-        return (f"a selection of the data's lowest float margins (the lowest {LOW_FRACTION:.0%}), not a "
-                "population: the clean cell measures these samples among all the others")
+        return (f"a selection of the data's lowest float margins (the lowest {LOW_FRACTION:.0%}, at least "
+                f"{MIN_COUNT} samples), not a population: the clean cell measures them among all the others")
     if severity in LEVELS:
         return (f"synthetic interpolations placed where the float margin is {LEVELS[severity]:.0%} of the "
                 "median: no field population behind them")
