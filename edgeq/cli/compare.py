@@ -14,7 +14,7 @@ from edgeq.cli.common import path_arg, output_file, load_run, console, write_jso
 @click.option("--json", "json_path", type=output_file, help="Write the comparison here.")
 @click.option("--html", "html_path", type=output_file, help="Write an HTML report here.")
 @click.option("--fail-on", help="Gates, e.g. drop=0.05,flip=0.1,sqnr=20,verdict=degraded,min-n=100 "
-              "(exit 1 when crossed).")
+              "(exit 1 when crossed); stress=degraded|catastrophic gates on the stress findings beside the verdict.")
 @click.option("--model", "model_path", type=path_arg, help="The float .tflite, so output kinds can use the op "
               "that makes each output.")
 @click.option("--output-index", type=int, hidden=True, help="Old spelling of --verdict-outputs INDEX.")
