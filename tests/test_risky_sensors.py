@@ -406,3 +406,31 @@ def test_normal_twin_is_robust_in_every_cell(tabular_models):
     assert len(cells) == 1 + 3 * (len(TABULAR) - 1) + len({c for c in cells if c[0] == "boundary"})
     bad = {cell: v for cell, v in cells.items() if v[2] >= 0.02}
     assert not bad, bad
+
+
+# --- sensor windows (time × channels): a fault hits one channel for the whole window -----------------------
+
+
+def test_sensor_faults_on_a_window_hit_whole_channels():
+    rng = np.random.default_rng(11)
+    n, steps, channels = 30, 64, 6
+    x = rng.normal(size=(n, steps, channels)) * np.array([1, 1, 1, 50, 50, 50]) + np.array([0, 0, 9.8, 0, 0, 0])
+    x[4, 10, 5] = -999.0  # a "missing" code one gyro channel reported once
+    plan_kinds = build_risky_suite({"x": x}, max_per_category=n, categories=["clean"]).layouts["x"]
+    assert "sensor-window" in plan_kinds
+    suite = build_risky_suite({"x": x}, seed=2, max_per_category=n, categories=SENSOR_FAMILIES)
+    sentinel = _cell(suite, "sentinel", 1)[0]
+    np.testing.assert_array_equal(sentinel[..., 5], -999.0)  # the channel, at every step of every window
+    np.testing.assert_array_equal(sentinel[..., :5], x[..., :5])
+    lo, hi = x.reshape(-1, channels).min(axis=0), x.reshape(-1, channels).max(axis=0)
+    for severity, count in zip((1, 2, 3), (1, 2, 4)):
+        stuck, src = _cell(suite, "stuck", severity)
+        changed = np.any(stuck != x[src], axis=1)  # (windows, channels)
+        assert np.all(changed.sum(axis=1) == count)
+        for w, c in zip(*np.nonzero(changed)):
+            assert np.all(stuck[w, :, c] == stuck[w, 0, c]) and stuck[w, 0, c] in (lo[c], hi[c])
+    scaled, src = _cell(suite, "scaled", 1)
+    ratio = np.divide(scaled, x[src], out=np.ones_like(scaled), where=x[src] != 0)
+    assert np.all(np.isclose(ratio, 10.0).all(axis=1).sum(axis=1) == 1)  # one channel ×10 for the whole window
+    dead, src = _cell(suite, "dropout-zero", 3)
+    assert np.all((dead == 0).all(axis=1).sum(axis=1) == 3)  # half of 6 channels dead across the window

@@ -85,3 +85,8 @@ class DataStats:
     @cached_property
     def observed(self) -> Observed:
         return observe(self._x)
+
+    @cached_property
+    def per_sensor(self) -> Observed:
+        """Per feature of a row, or per channel (over every time step) of a sensor window (time × channels)."""
+        return observe(self._x.reshape(-1, self._x.shape[-1])) if self._x.ndim == 3 else self.observed
