@@ -233,7 +233,8 @@ def _after_verdict(opts: EvaluateOptions, report: dict, *, device, float_path: P
         report["stress"]["findings"] = list(report["stress"].get("findings") or []) + search_findings(report)
     if opts.fix and not opts.interrupted:
         with _phase(opts, "fix", announce):
-            report["fix"] = run_fix(opts, report, quant_path=quant_path, suite_path=suite_path, gates=gates)
+            report["fix"] = run_fix(opts, report, quant_path=quant_path, suite_path=suite_path, gates=gates,
+                                    device=device)
     report["notes"] = list(report.get("notes") or []) + opts.notes[before:]
     report.update(strict_json(report))
 

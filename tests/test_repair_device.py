@@ -184,3 +184,21 @@ def test_the_job_holds_the_device_and_a_busy_device_is_exit_3(layered, local_inv
         assert len(lines) == 1 and lines[0].startswith("edgeq: error: local: device busy"), result.stderr
     (other,) = run_on_device(device, [spec], [tmp_path / "other"])
     assert other.n == 40
+
+
+def test_evaluate_fix_measures_on_the_device_it_evaluated(layered, ssh_device, tmp_path):
+    """``evaluate --device BOARD --fix``: the fix's drops and latencies come from that board's runs under
+    evaluate's own resolver, not from this host."""
+    device, inventory = ssh_device
+    model, data = layered
+    out = tmp_path / "eval"
+    run(["evaluate", str(model), "--data", str(data), "-o", str(out), "--device", device.name, "--inventory",
+         str(inventory), "--wait", "30", "--max-per-category", "80", "--fix", "--no-history"])
+    report = json.loads((out / "report.json").read_text())
+    fix = report["fix"]
+    assert fix["status"] == "fixed", fix.get("reason")
+    assert fix["device"]["name"] == device.name and fix["device"]["transport"] == "ssh"
+    assert fix["measured_on"].startswith(f"{device.name} (") and fix["resolver"] == "AUTO"
+    assert fix["models"]["fixed"]["device_latency_us"] > 0
+    assert any(n.startswith(f"fix: drop target 0.02 (the degraded threshold) on the field conditions, searched and "
+                            f"verified on {device.name}, the device evaluated") for n in report["notes"])

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from edgeq.evaluate import EvaluateOptions
 
 
-def run_fix(opts: EvaluateOptions, report: dict, *, quant_path: Path, suite_path: Path, gates) -> dict:
+def run_fix(opts: EvaluateOptions, report: dict, *, quant_path: Path, suite_path: Path, gates, device=None) -> dict:
     """``edgeq.repair`` on the suite this evaluation ran: OUTDIR/models/<stem>.fixed.tflite and .fix.json.
 
     A robust verdict needs nothing; a fix that fails (or cannot reach the target) is reported
@@ -34,10 +34,12 @@ def run_fix(opts: EvaluateOptions, report: dict, *, quant_path: Path, suite_path
                 "reason": f"--fix repairs dynamic-range models; this one was converted with --policy {opts.policy}"}
     from edgeq.repair.fix import GATE_STATUSES
 
+    remote = device is not None and device.transport != "local"
+    where = f"on {device.name}, the device evaluated" if remote else "on this host (ai_edge_litert"
     opts.notes.append(f"fix: drop target {target:g} ({why_target}) on the field conditions, searched and verified "
-                      f"on this host (ai_edge_litert, resolver {opts.resolver}, {opts.threads} thread(s)) over the "
-                      f"suite {suite_path.name}; variants tried in {opts.outdir / 'repair'}")
-    section = _fix(opts, quant_path, suite_path, target, _input_kinds(report))
+                      f"{where}{'' if remote else ')'} with resolver {opts.resolver}, {opts.threads} thread(s), over "
+                      f"the suite {suite_path.name}; variants tried in {opts.outdir / 'repair'}")
+    section = _fix(opts, quant_path, suite_path, target, _input_kinds(report), device if remote else None)
     section.update(target_source=why_target, verdict_before=verdict)
     if gates and section["status"] in (*GATE_STATUSES, "failed"):
         report.setdefault("gates", []).append(
@@ -53,11 +55,22 @@ def _input_kinds(report: dict) -> list[str] | None:
     return sorted(set(kinds.values())) if isinstance(kinds, dict) and kinds else None
 
 
+def _measurer(opts: EvaluateOptions, device, work: Path, announce):
+    """Whole models run where the evaluation ran: the device (its agent, its kernels) or this host."""
+    from edgeq.repair.measure import HostMeasurer
+
+    if device is None:
+        return HostMeasurer(resolver=opts.resolver, threads=opts.threads, batch=opts.batch_size)
+    from edgeq.repair.device import DeviceMeasurer
+
+    return DeviceMeasurer(device, work / "device", wait_s=opts.wait_s, announce=announce, threads=opts.threads,
+                          resolver=opts.resolver)
+
+
 def _fix(opts: EvaluateOptions, quant_path: Path, suite_path: Path, target: float,
-         kinds: list[str] | None = None) -> dict:
+         kinds: list[str] | None = None, device=None) -> dict:
     from edgeq.repair.bench import prepare
     from edgeq.repair.fix import fix_model
-    from edgeq.repair.measure import HostMeasurer
     from edgeq.results import write_json_atomic
 
     models = opts.outdir / "models"
@@ -65,10 +78,10 @@ def _fix(opts: EvaluateOptions, quant_path: Path, suite_path: Path, target: floa
     steps: list[str] = []
     work = opts.outdir / "repair"  # the float rebuild and the variants tried: kept, the fix's JSON names them
     try:
-        measurer = HostMeasurer(resolver=opts.resolver, threads=opts.threads, batch=opts.batch_size)
-        bench = prepare(opts.model, work, inputs=suite_path, quantized=quant_path, seed=opts.seed,
-                        announce=steps.append, device=measurer, kinds=kinds)
-        result = fix_model(bench, models, target_drop=target, announce=steps.append)
+        with _measurer(opts, device, work, steps.append) as measurer:
+            bench = prepare(opts.model, work, inputs=suite_path, quantized=quant_path, seed=opts.seed,
+                            announce=steps.append, device=measurer, kinds=kinds)
+            result = fix_model(bench, models, target_drop=target, announce=steps.append)
     except Exception as exc:  # a failed fix is reported, the evaluation stands
         opts.notes.append(f"fix failed: {type(exc).__name__}: {exc}")
         return {"status": "failed", "target_drop": target, "reason": f"{type(exc).__name__}: {exc}",
