@@ -227,3 +227,17 @@ def test_input_kind_sets_the_families_and_a_wrong_one_is_one_line(example_keras,
         bad = CliRunner().invoke(main, ["inputs", "risky", "--data", str(tmp_path / "w.npz"), "-o",
                                         str(tmp_path / "b.npz"), "--input-kind", kind])
         assert bad.exit_code == 2 and words in bad.output and "Traceback" not in bad.output, bad.output
+
+
+def test_the_worst_shift_search_looks_only_at_field_shifts_unless_told(fragile_image, tmp_path):
+    model, data = fragile_image
+    result = CliRunner().invoke(main, ["inputs", "worst", str(model), "--data", str(data), "--budget", "40",
+                                       "--json", "-"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["skipped_families"]["outlier"].startswith("stands for no field input of this kind")
+    assert "sentinel" in payload["skipped_families"]  # a pixel is no sensor
+    named = CliRunner().invoke(main, ["inputs", "worst", str(model), "--data", str(data), "--budget", "20",
+                                      "--family", "outlier", "--json", "-"])
+    assert named.exit_code == 0, named.output
+    assert "outlier" not in json.loads(named.stdout)["skipped_families"]

@@ -28,7 +28,7 @@ import numpy as np
 from edgeq.analysis.compare import THRESHOLDS, band
 from edgeq.analysis.intervals import paired_difference, wilson
 from edgeq.errors import ConfigError, EdgeqError
-from edgeq.inputs.risky.families import FAMILIES
+from edgeq.inputs.risky.families import FAMILIES, input_kind
 from edgeq.inputs.risky.ranges import to_dtype
 from edgeq.inputs.search.objective import Objective, choose_objective
 from edgeq.inputs.search.operators import MAX_SEVERITY, Space, family_at, family_fits, graded, level_at
@@ -93,6 +93,11 @@ class Condition:
                 "band": band(self.rate), "flip_rate": self.flip_rate, "flip_ci95": list(self.flip_ci95),
                 "flips": self.flips, "float_accuracy": self.float_accuracy, "quant_accuracy": self.quant_accuracy,
                 "accuracy_drop": self.accuracy_drop}
+
+
+def _field_for(family, sample_shape: tuple) -> bool:
+    """The family models a real shift of these inputs (not only an out-of-domain stress)."""
+    return family.role(input_kind(tuple(sample_shape)))[0] == "field"
 
 
 def _family_words(name: str, severity: float) -> str:
@@ -160,10 +165,12 @@ def worst_distributions(evaluator, data: list[np.ndarray], spaces: list[Space], 
             continue
         if not graded(family):
             skipped[name] = "a mistake with no strength to search along"
-        elif any(family_fits(family, a.shape[1:]) for a in base):
-            names.append(name)
-        else:
+        elif not any(family_fits(family, a.shape[1:]) for a in base):
             skipped[name] = "fits none of the inputs"
+        elif config.families is None and not any(_field_for(family, a.shape[1:]) for a in base):
+            skipped[name] = "stands for no field input of this kind (stress only; name it with --family to search it)"
+        else:
+            names.append(name)
     started = time.monotonic()
     state = {"queries": 0}
     objective: list[Objective] = []
