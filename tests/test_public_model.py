@@ -116,3 +116,44 @@ def test_the_agent_itself_refuses_a_batch_it_cannot_take(face_detector, tmp_path
             session.request("run", job=job, timeout=600)
         assert caught.value.kind == "BadJob"
         assert session.request("df", path=str(tmp_path), timeout=60)["free"] > 0  # the agent serves on
+
+
+MEDIAPIPE = "mediapipe==0.10.21"  # a release whose wheel still ships the legacy solutions' .tflite files
+
+
+@pytest.fixture(scope="module")
+def hand_landmark(tmp_path_factory):
+    """MediaPipe's hand landmark model (full) from the mediapipe wheel: landmarks (63), presence (1, sigmoid),
+    handedness (1, sigmoid), world landmarks (63)."""
+    where = tmp_path_factory.mktemp("mediapipe")
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                    "-d", str(where), MEDIAPIPE], check=True, timeout=600)
+    (wheel,) = where.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        model = where / "hand_landmark_full.tflite"
+        model.write_bytes(archive.read("mediapipe/modules/hand_landmark/hand_landmark_full.tflite"))
+    return model
+
+
+def test_hand_landmarks_are_judged_only_where_the_model_sees_a_hand(hand_landmark, tmp_path):
+    """Images with no hand in them: the model's own presence score stays low, so its landmarks (which are noise
+    there, and which quantization changes on every input) are not judged, and the verdict says it could not
+    judge them instead of calling the model catastrophic."""
+    rng = np.random.default_rng(0)
+    smooth = rng.uniform(0.2, 0.8, size=(16, 7, 7, 3))
+    x = np.repeat(np.repeat(smooth, 32, axis=1), 32, axis=2).astype(np.float32)  # 224×224 blocks of colour
+    np.savez(tmp_path / "nohands.npz", x=x)
+    result = CliRunner().invoke(main, ["evaluate", str(hand_landmark), "--data", str(tmp_path / "nohands.npz"),
+                                       "-o", str(tmp_path / "out"), "--max-per-category", "8", "--no-history"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    sections = report["outputs"]
+    presence = sections["Identity_1"]
+    assert presence["kind"] == "classification"
+    for name in ("Identity", "Identity_3", "Identity_2"):  # landmarks, world landmarks, handedness
+        gate = sections[name]["when"]
+        assert gate["output"] == "Identity_1" and gate["source"] == "auto" and gate["open"] < report["min_n"]
+    assert report["deciding_output"] == "Identity_1"
+    if report["verdict"] == "robust":
+        assert report["verdict_confidence"]["level"] == "low-n"
+    assert any("judged only where Identity_1>0.5" in w for w in report["warnings"])

@@ -265,7 +265,7 @@ def assemble(sections: dict[str, dict], outputs, thresholds, min_n, has_labels) 
     if not driving:
         raise ConfigError("nothing decides the verdict: no output has a cell of field inputs where the float "
                           "model still works (every cell is stress, or float fails there too)")
-    name = max(driving, key=lambda k: (driving[k]["worst_value"], -driving[k]["index"]))
+    name = max(driving, key=lambda k: (_judged(driving[k]), driving[k]["worst_value"], -driving[k]["index"]))
     deciding = driving[name]
     low = sorted({f"{out}: {cat}" + (f" severity {lvl}" if lvl else "")
                   for out, s in driving.items() for cat, lvl, c in cells_of(s) if c.get("low_n") and field.counts(c)})
@@ -287,6 +287,12 @@ def assemble(sections: dict[str, dict], outputs, thresholds, min_n, has_labels) 
             "thresholds": dict(thresholds), "min_n": min_n,
             "overall": deciding["overall"], "categories": deciding["categories"],
             "outputs": sections, "warnings": warnings}
+
+
+def _judged(section: dict) -> bool:
+    """Whether any deciding cell of an output has a trial (a gated output whose gate never opened has none):
+    an output that judged nothing cannot be the one that decided."""
+    return any((c.get("trials") or 0) > 0 for _, _, c in cells_of(section) if field.counts(c))
 
 
 def _unjudged_gated(sections: dict, min_n: int) -> list[str]:
