@@ -41,11 +41,12 @@ def float_kept(ev: dict, cells) -> np.ndarray | None:
         return None
     source = np.asarray(cells.source[:], dtype=np.int64)
     clean = cells.mask("clean")
-    by_source = np.full(int(source.max()) + 1 if len(source) else 0, -2, dtype=np.int64)
-    by_source[source[clean]] = ev["ref_pred"][clean]
-    known = by_source[source] != -2
-    kept = np.where(known, ev["ref_pred"] == by_source[source], True)
-    return kept
+    keys, inverse = np.unique(source, return_inverse=True)  # any ids a user's set carries, not only 0..n-1
+    inverse = inverse.reshape(-1)
+    clean_class = np.full(len(keys), -2, dtype=np.int64)
+    clean_class[inverse[clean]] = ev["ref_pred"][clean]
+    mine = clean_class[inverse]
+    return np.where(mine != -2, ev["ref_pred"] == mine, True)
 
 
 def competence(figures: dict, clean: dict | None, kept_share: float | None) -> dict | None:
@@ -95,9 +96,12 @@ def counts(figures: dict) -> bool:
 
 
 def stress_section(sections: dict, thresholds: dict, band, cells_of, boundary: dict | None = None) -> dict:
-    """Every cell that does not count, worst first, with figures that say what it implies."""
+    """Every stress cell of the outputs that drive the verdict, worst first, with sentences that say
+    what the worst imply."""
     found = []
     for output, section in sections.items():
+        if not section.get("drives_verdict", True):
+            continue
         for category, level, figures in cells_of(section):
             if figures.get("role") != STRESS or figures.get("value") is None:
                 continue
