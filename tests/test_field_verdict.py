@@ -241,3 +241,15 @@ def test_the_worst_shift_search_looks_only_at_field_shifts_unless_told(fragile_i
                                       "--family", "outlier", "--json", "-"])
     assert named.exit_code == 0, named.output
     assert "outlier" not in json.loads(named.stdout)["skipped_families"]
+
+
+def test_a_logit_presence_flag_gates_the_landmarks_at_zero():
+    """MediaPipe's face landmark model: 1404 landmark values and a one-value face flag, a logit (no sigmoid op)."""
+    tags = suite_tags([("clean", 0)])
+    flag = np.where(np.arange(N) % 4 == 0, 3.0, -3.0).astype(np.float32)[:, None]  # a face in a quarter
+    points = np.zeros((N, 1404), np.float32)
+    outputs = [OutputInfo(0, "conv2d_21", (1404,), "CONV_2D"), OutputInfo(1, "conv2d_31", (1,), "CONV_2D")]
+    report = compare_outputs([points, flag], [points + 1.0, flag], tags, outputs=outputs)
+    gate = report["outputs"]["conv2d_21"]["when"]
+    assert (gate["output"], gate["op"], gate["threshold"], gate["open"]) == ("conv2d_31", ">", 0.0, N // 4)
+    assert "a logit" in gate["reason"]

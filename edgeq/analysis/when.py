@@ -8,11 +8,13 @@ models are judged on the same samples.
 
 Given as ``--output NAME=KIND:when=OTHER>0.5`` (or ``when = "OTHER>0.5"`` in a spec
 file; ``>``, ``>=``, ``<``, ``<=``). Recognised automatically when the model makes it
-clear: a single value made by LOGISTIC (a sigmoid score) beside landmark outputs
-(several numbers, judged as regression) is their presence score; with several such
-scores the one whose name says so (presence, score, flag, conf) is taken, else the
-first (MediaPipe's order: presence, then handedness), and the others are gated with
-the landmarks. Every choice is printed with its reason.
+clear: a single value beside landmark outputs (several numbers, judged as regression)
+is their presence score — made by LOGISTIC, a probability (open above 0.5), otherwise a
+logit (open above 0, the same decision: MediaPipe's face landmark model gives its face
+flag so). With several, sigmoid ones come first, then the one whose name says so
+(presence, score, flag, conf), then the first (MediaPipe's order: presence, then
+handedness); the others are gated with the landmarks. Every choice is printed with its
+reason.
 """
 
 from __future__ import annotations
@@ -49,22 +51,25 @@ def rule_text(when: dict) -> str:
 
 def auto_gates(plans: list, outputs: list) -> None:
     """Gate landmark outputs (and the other single scores) by a lone sigmoid presence score."""
-    scores = [o for o in outputs if o.producer == "LOGISTIC" and int(np.prod(o.shape)) == 1]
+    scores = [o for o in outputs if int(np.prod(o.shape)) == 1]
     landmarks = [p for p in plans if p.kind == "regression" and int(np.prod(outputs[p.index].shape)) > 1]
     if not scores or not landmarks:
         return
-    named = [o for o in scores if PRESENCE_WORDS.search(f"{o.short} {o.name}".lower())]
-    gate = (named or scores)[0]
-    which = ("a single sigmoid output" if len(scores) == 1 else
-             f"the single sigmoid output named so, of {len(scores)}" if named else
-             f"the first of {len(scores)} single sigmoid outputs (MediaPipe's order: presence first)")
-    reason = (f"judged only where the float model's {gate.short!r} > 0.5: {which} beside landmark outputs is "
-              "their presence score (set another with --output NAME=KIND:when=OTHER>T)")
+    sigmoid = [o for o in scores if o.producer == "LOGISTIC"]
+    named = [o for o in (sigmoid or scores) if PRESENCE_WORDS.search(f"{o.short} {o.name}".lower())]
+    gate = (named or sigmoid or scores)[0]
+    threshold = 0.5 if gate.producer == "LOGISTIC" else 0.0
+    what = "sigmoid output" if gate.producer == "LOGISTIC" else "value (a logit: open above 0, sigmoid 0.5)"
+    which = (f"a single {what}" if len(scores) == 1 else
+             f"the single {what} named so, of {len(scores)} single values" if named else
+             f"the first single {what} of {len(scores)} (MediaPipe's order: presence first)")
+    reason = (f"judged only where the float model's {gate.short!r} > {threshold:g}: {which} beside landmark outputs "
+              "is their presence score (set another with --output NAME=KIND:when=OTHER>T)")
     gated_scores = {o.index for o in scores if o is not gate}
     for plan in plans:
         if plan.when is None and plan.source == "auto" and plan.index != gate.index and (
                 plan in landmarks or plan.index in gated_scores):
-            plan.when = {"index": gate.index, "output": gate.short, "op": ">", "threshold": 0.5,
+            plan.when = {"index": gate.index, "output": gate.short, "op": ">", "threshold": threshold,
                          "source": "auto", "reason": reason}
 
 
