@@ -253,3 +253,34 @@ def test_a_logit_presence_flag_gates_the_landmarks_at_zero():
     gate = report["outputs"]["conv2d_21"]["when"]
     assert (gate["output"], gate["op"], gate["threshold"], gate["open"]) == ("conv2d_31", ">", 0.0, N // 4)
     assert "a logit" in gate["reason"]
+
+
+def test_a_few_unlucky_trials_make_the_verdict_unsure_not_worse():
+    """Gated landmarks open on 3 samples, all 3 off: with 200 presence decisions per cell behind a clean
+    verdict, 3 trials cannot make it catastrophic; they make it low-n and are named."""
+    tags = suite_tags([("clean", 0), ("noise", 1)])
+    n = len(tags["category"])
+    presence = np.full((n, 1), 0.02, np.float32)
+    presence[[5, 250, 390]] = 0.95
+    landmarks = np.zeros((n, 42), np.float32)
+    hand = np.full((n, 1), 0.3, np.float32)
+    report = compare_outputs([presence, landmarks, hand], [presence, landmarks + 50.0, hand], tags,
+                             outputs=landmark_outputs())
+    assert report["outputs"]["landmarks"]["verdict"] == "catastrophic"  # its own worst, from 1-2 trials a cell
+    assert report["deciding_output"] == "presence" and report["verdict"] == "robust"
+    assert report["verdict_confidence"]["level"] == "low-n"
+    assert any("output 'landmarks' has too few trials in every cell" in w for w in report["warnings"])
+
+
+def test_a_small_cell_beside_large_ones_cannot_decide():
+    cells = [("clean", 0), ("noise", 1), ("mine", 2)]
+    tags = suite_tags(cells)
+    keep = np.ones(len(tags["category"]), bool)
+    keep[np.flatnonzero(tags["category"] == "mine")[5:]] = False  # the user's own category: 5 samples
+    tags = {k: v[keep] for k, v in tags.items()}
+    base = np.arange(len(tags["category"])) % 4
+    quant = base.copy()
+    quant[tags["category"] == "mine"] = (base[tags["category"] == "mine"] + 1) % 4  # 5 of 5 flip
+    report = compare_outputs(logits_for(base), logits_for(quant), tags)
+    assert report["verdict"] == "robust" and report["verdict_confidence"]["level"] == "low-n"
+    assert "mine/2: 5 of 5" in report["verdict_confidence"]["note"]

@@ -226,13 +226,27 @@ def cells_of(section: dict):
 
 
 def _output_verdict(section: dict, thresholds) -> dict:
+    """The worst deciding cell with enough trials (``min_n``) decides; only when no cell has enough
+    does the worst small one, with low-n confidence. Among dozens of cells of a few trials each,
+    one shows 1 of 1 or 3 of 3 by chance alone: such a cell cannot raise a verdict that cells
+    with enough trials give, it can only make it unsure (``low-n``, naming the cell)."""
     cells = [c for c in cells_of(section) if c[2].get("value") is not None and field.counts(c[2])]
     if not cells:
         return {"verdict": None, "worst_category": None, "worst_severity": None, "worst_value": None}
-    category, level, worst = max(cells, key=lambda c: c[2]["value"])
-    return {"verdict": band(worst["value"], thresholds), "worst_category": category, "worst_severity": level,
+    enough = [c for c in cells if not c[2].get("low_n")]
+    category, level, worst = max(enough or cells, key=lambda c: c[2]["value"])
+    result = band(worst["value"], thresholds)
+    confidence = _confidence(result, worst, [c[2] for c in cells], thresholds)
+    unsure = [c for c in cells if c[2].get("low_n") and VERDICTS.index(band(c[2]["value"], thresholds))
+              > VERDICTS.index(result)] if enough else []
+    if unsure:
+        name, lvl, cell = max(unsure, key=lambda c: c[2]["value"])
+        confidence = {"level": "low-n", "note": f"{len(unsure)} cell(s) with too few trials to decide look worse, "
+                                                f"e.g. {name}" + (f"/{lvl}" if lvl else "") +
+                                                f": {cell['events']} of {cell['trials']}; more samples would tell"}
+    return {"verdict": result, "worst_category": category, "worst_severity": level, "enough_trials": bool(enough),
             "worst_value": worst["value"], "worst_ci95": worst["ci95"], "worst_n": worst["trials"],
-            "confidence": _confidence(band(worst["value"], thresholds), worst, [c[2] for c in cells], thresholds)}
+            "confidence": confidence}
 
 
 def _confidence(result: str, worst: dict, cells: list[dict], thresholds) -> dict:
@@ -265,7 +279,8 @@ def assemble(sections: dict[str, dict], outputs, thresholds, min_n, has_labels) 
     if not driving:
         raise ConfigError("nothing decides the verdict: no output has a cell of field inputs where the float "
                           "model still works (every cell is stress, or float fails there too)")
-    name = max(driving, key=lambda k: (_judged(driving[k]), driving[k]["worst_value"], -driving[k]["index"]))
+    name = max(driving, key=lambda k: (_judged(driving[k]), driving[k]["enough_trials"], driving[k]["worst_value"],
+                                       -driving[k]["index"]))
     deciding = driving[name]
     low = sorted({f"{out}: {cat}" + (f" severity {lvl}" if lvl else "")
                   for out, s in driving.items() for cat, lvl, c in cells_of(s) if c.get("low_n") and field.counts(c)})
@@ -273,10 +288,10 @@ def assemble(sections: dict[str, dict], outputs, thresholds, min_n, has_labels) 
     if low:
         warnings.append(f"{len(low)} cell(s) have fewer than {min_n} trials, e.g. {low[0]}")
     confidence = dict(deciding["confidence"])
-    unjudged = _unjudged_gated(sections, min_n)
+    unjudged = _unjudged_gated(sections, min_n) + _too_small_outputs(driving, deciding, thresholds)
     warnings += unjudged
-    if unjudged and deciding["verdict"] == "robust" and confidence["level"] != "low-n":
-        confidence = {"level": "low-n", "note": unjudged[0]}
+    if unjudged and confidence["level"] != "low-n" and deciding["verdict"] != "catastrophic":
+        confidence = {"level": "low-n", "note": unjudged[0]}  # what could not be judged could be worse
     if confidence["level"] == "low-n":
         warnings.append(f"the verdict rests on too few samples: {confidence['note']}")
     if has_labels and not any(s["labels"] for s in sections.values()):
@@ -293,6 +308,19 @@ def _judged(section: dict) -> bool:
     """Whether any deciding cell of an output has a trial (a gated output whose gate never opened has none):
     an output that judged nothing cannot be the one that decided."""
     return any((c.get("trials") or 0) > 0 for _, _, c in cells_of(section) if field.counts(c))
+
+
+def _too_small_outputs(driving: dict, deciding: dict, thresholds) -> list[str]:
+    """Outputs whose every cell has too few trials but that look worse than the verdict (they could not decide it)."""
+    if not deciding["enough_trials"]:
+        return []
+    found = []
+    for name, section in driving.items():
+        if not section["enough_trials"] and VERDICTS.index(section["verdict"]) > VERDICTS.index(deciding["verdict"]):
+            cell = section["worst_category"] + (f"/{section['worst_severity']}" if section["worst_severity"] else "")
+            found.append(f"output {name!r} has too few trials in every cell to decide the verdict; its worst, {cell}, "
+                         f"reads {section['worst_value']:.1%} of {section['worst_n']} ({section['verdict']} if it held)")
+    return found
 
 
 def _unjudged_gated(sections: dict, min_n: int) -> list[str]:

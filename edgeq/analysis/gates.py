@@ -24,8 +24,8 @@ def _cells(report: dict):
     for output, section in sections.items():
         if section.get("drives_verdict", True):
             for category, level, figures in cells_of(section):
-                if not counts(figures):
-                    continue
+                if not counts(figures) or (section.get("enough_trials") and figures.get("low_n")):
+                    continue  # what the verdict does not rest on (stress, float fails, a small cell beside large)
                 where = category + (f" severity {level}" if level else "") + (f" ({output})" if output else "")
                 yield where, figures
 
