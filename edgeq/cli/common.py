@@ -8,6 +8,14 @@ to stdout; progress, notes and diagnostics to stderr. When ``--json -`` owns std
 human summary moves to stderr, so stdout stays one strict JSON document. ``-q`` keeps
 only the result line, errors and failed gates; ``-v`` adds diagnostics and the tools'
 own chatter (TensorFlow, the quantizer). Every command gets ``-q``/``-v`` from the group.
+
+``-`` means stdout for ``--json`` only. Every other file option (``--html``, ``--junit``,
+``-o``) names a file and refuses ``-`` (exit 2): an HTML page, JUnit XML or an input set
+on stdout would mix with the human lines, and a file literally named ``-`` is never
+what was meant. An output that names one of the command's inputs (the same file after
+resolving links), or another output of the same command, is refused before any work
+(``refuse_outputs_over_inputs``); so is an existing file inside a folder given as an input.
+Ctrl-C ends every command with exit 130 and one line (``edgeq.cli.main``).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from pathlib import Path
 
 import click
 
-from edgeq.errors import EXIT_BAD_INPUT, EXIT_GATE, EdgeqError
+from edgeq.errors import EXIT_BAD_INPUT, EXIT_GATE, ConfigError, EdgeqError
 
 path_arg = click.Path(path_type=Path)
 
@@ -38,11 +46,13 @@ class OutputFile(click.ParamType):
 
     def convert(self, value, param, ctx):
         text = os.fspath(value)
-        if text == "-":  # stdout: human output moves to stderr so stdout stays one JSON document
-            if ctx is not None:
+        flag = param.opts[-1] if param is not None and param.opts else "output"
+        if text == "-":
+            if flag not in STDOUT_FLAGS:
+                raise ConfigError(f"{flag} -: '-' (stdout) is only for --json; {flag} needs a file path")
+            if ctx is not None:  # stdout: human output moves to stderr so stdout stays one JSON document
                 ctx.meta[JSON_ON_STDOUT] = True
             return Path(text)
-        flag = param.opts[-1] if param is not None and param.opts else "output"
         path = Path(os.path.abspath(os.path.expanduser(text)))
         check_output_file(path, flag, text)
         return path
@@ -50,8 +60,6 @@ class OutputFile(click.ParamType):
 
 def check_output_file(path: Path, flag: str, given: str | None = None) -> None:
     """ConfigError (exit 2) when PATH is a folder, ends in a slash, or lies under a file."""
-    from edgeq.errors import ConfigError
-
     shown = given or str(path)
     if path.is_dir():
         raise ConfigError(f"{flag} {shown}: is a folder, expected a file path")
@@ -65,6 +73,85 @@ def check_output_file(path: Path, flag: str, given: str | None = None) -> None:
 
 
 output_file = OutputFile()
+STDOUT_FLAGS = ("--json",)  # the only file options where "-" means stdout
+
+
+def refuse_outputs_over_inputs(ctx: click.Context) -> None:
+    """ConfigError (exit 2) when an output file of the command is one of its inputs.
+
+    Outputs are the ``output_file`` options. Inputs are the other path options and
+    arguments that name an existing file (compared with ``os.path.samefile``: links and
+    hard links are the same file), and for arguments naming a folder (a run directory,
+    a SavedModel) every existing file inside it. Two outputs naming one file are refused
+    too: the second would replace the first. Called before the command's own code runs
+    (``edgeq.cli.main`` wraps every command with it), so nothing is read or written first.
+    """
+    outputs, files, folders = [], [], []
+    for param in ctx.command.params:
+        values = ctx.params.get(param.name)
+        values = values if isinstance(values, (tuple, list)) else (values,)
+        for value in values:
+            if value is None or not isinstance(value, (str, os.PathLike)) or os.fspath(value) == "-":
+                continue
+            if isinstance(param.type, OutputFile):
+                outputs.append((_shown_param(param), Path(value)))
+            elif isinstance(param.type, click.Path):
+                path = Path(os.path.expanduser(os.fspath(value)))
+                if path.is_file():
+                    files.append((_shown_param(param), path))
+                elif path.is_dir() and isinstance(param, click.Argument):
+                    folders.append((_shown_param(param), path))
+    for k, (flag, path) in enumerate(outputs):
+        for other_flag, other in outputs[:k]:
+            if os.path.realpath(path) == os.path.realpath(other):
+                raise ConfigError(f"{flag} {path}: the same file as {other_flag} {other}; the second would "
+                                  "replace the first: give each its own file")
+        check_not_an_input(path, flag, files, folders)
+
+
+def check_not_an_input(path: Path, flag: str, files=(), folders=()) -> None:
+    """ConfigError (exit 2) when PATH is one of ``files`` ((name, path) pairs: the same file after
+    resolving links) or an existing file inside one of ``folders``."""
+    if not path.exists():
+        return
+    for name, other in files:
+        if _same_file(path, other):
+            raise ConfigError(f"{flag} {path}: is the input {name} {other} (the same file); refusing to write "
+                              "over an input: choose another output path")
+    real = Path(os.path.realpath(path))
+    for name, folder in folders:
+        if real.is_relative_to(os.path.realpath(folder)):
+            raise ConfigError(f"{flag} {path}: is a file inside the input {name} {folder}; refusing to write "
+                              "over an input: choose another output path")
+
+
+def check_folder_free(folder: Path, flag: str, marker: str, hint: str = "") -> None:
+    """ConfigError (exit 2) when FOLDER already holds MARKER, the file by which an earlier job of the
+    same kind is found again (a soak's soak.json): a new job writing there would replace it and
+    orphan the first. For commands whose output is a folder (``soak -o``); ``hint`` says what to do."""
+    held = Path(folder) / marker
+    if held.exists():
+        raise ConfigError(f"{flag} {folder}: already holds {held.name} of an earlier job, which a new one would "
+                          f"replace{'; ' + hint if hint else ''}; choose another {flag}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _shown_param(param) -> str:
+    if isinstance(param, click.Argument):
+        return param.human_readable_name
+    return max(param.opts, key=len) if param.opts else param.name
+
+
+def result_line(text: str) -> None:
+    """A result for people, as plain text: stdout, or stderr when ``--json -`` owns stdout.
+    Printed with -q too: it is the line -q keeps."""
+    click.echo(text, err=bool(_meta().get(JSON_ON_STDOUT)))
 
 
 class EdgeqGroup(click.Group):

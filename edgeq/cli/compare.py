@@ -11,8 +11,9 @@ from edgeq.cli.common import path_arg, output_file, load_run, console, write_jso
 @click.command()
 @click.argument("ref", type=path_arg)
 @click.argument("cand", type=path_arg)
-@click.option("--json", "json_path", type=output_file, help="Write the comparison here.")
-@click.option("--html", "html_path", type=output_file, help="Write an HTML report here.")
+@click.option("--json", "json_path", type=output_file, help="Write the comparison here (- for stdout).")
+@click.option("--html", "html_path", type=output_file,
+              help="Write an HTML report to this file ('-' is refused: stdout is for --json -).")
 @click.option("--fail-on", help="Gates, e.g. drop=0.05,flip=0.1,sqnr=20,verdict=degraded,min-n=100 "
               "(exit 1 when crossed); stress=degraded|catastrophic gates on the stress findings beside the verdict.")
 @click.option("--model", "model_path", type=path_arg, help="The float .tflite, so output kinds can use the op "

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-
 import click
 
-from edgeq.cli.common import path_arg, output_file, verbosity, write_json_file, RunProgress
+from edgeq.cli.common import path_arg, output_file, result_line, verbosity, write_json_file, RunProgress
 
 
 @click.command()
@@ -16,7 +15,7 @@ from edgeq.cli.common import path_arg, output_file, verbosity, write_json_file, 
 @click.option("--calibration", type=path_arg, help="NPZ of typical inputs (needed by --policy int8).")
 @click.option("--target-runtime", type=click.Choice(["latest", "tflite-runtime-2.14"]), default="latest",
               show_default=True, help="Make a model this runtime can load.")
-@click.option("--json", "json_path", type=output_file, help="Write the model card here too.")
+@click.option("--json", "json_path", type=output_file, help="Write the model card here too (- for stdout).")
 def convert(model, outdir, policy, calibration, target_runtime, json_path):
     """Convert MODEL (.keras/.h5, SavedModel folder or float .tflite) to float + quantized TFLite."""
     from edgeq.models.convert import convert_model
@@ -25,6 +24,6 @@ def convert(model, outdir, policy, calibration, target_runtime, json_path):
         progress.phase(f"converting {model} ({policy})")
         result = convert_model(model, outdir, policy=policy, calibration=calibration, target_runtime=target_runtime,
                                show_tool_output=verbosity() > 0)
-    click.echo(f"{result.float_path}\n{result.quant_path}\n{result.card_path}")
-    click.echo(result.summary)
+    result_line(f"{result.float_path}\n{result.quant_path}\n{result.card_path}")
+    result_line(result.summary)
     write_json_file(json_path, result.card)

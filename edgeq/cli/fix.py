@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import click
 
-from edgeq.cli.common import always, console, path_arg, write_json_file
+from edgeq.cli.common import always, check_not_an_input, check_output_file, console, path_arg, write_json_file
 from edgeq.cli.localize import Workdir, announcer, measured_lines, measurer_for, prepare_bench, repair_options
 
 
@@ -20,17 +22,20 @@ def fix(model, data, inputs_path, quantized, seed, max_per_category, target_drop
     that keep every field condition's drop under the target, verified on the suite. Only a model that
     still has quantized weights and is smaller than float is a fix; otherwise nothing is written and
     the best partial variant is reported (exit 1)."""
-    from pathlib import Path
-
     from edgeq.repair.fix import fix_model
 
     announce = announcer()
     final = Path(outdir) if outdir is not None else Path.cwd()
+    flag = "--outdir" if outdir is not None else "fix (no -o: the current folder)"
+    inputs = [(name, Path(value)) for name, value in (("MODEL", model), ("--data", data), ("--inputs", inputs_path),
+                                                      ("--quantized", quantized)) if value is not None]
+    check_fix_targets(final, _stem_of(Path(model)), flag, inputs)  # before any work: the names convert gives
     workdir_of = Workdir(outdir)
     with workdir_of as workdir, \
             measurer_for(device_name, inventory, wait_s, workdir / "work", announce, resolver) as measurer:
         bench = prepare_bench(model, workdir / "work", data, inputs_path, quantized, seed, max_per_category,
                               announce, measurer)
+        check_fix_targets(final, bench.stem, flag, inputs)  # the stem conversion really gave, before the search
         result = fix_model(bench, final, target_drop=target_drop, max_float=max_float, announce=announce)
         result.report = workdir_of.forget(result.report)
         if result.report["status"] != "nothing-to-fix":
@@ -40,6 +45,23 @@ def fix(model, data, inputs_path, quantized, seed, max_per_category, target_drop
     if result.exit_code:
         always(f"edgeq: gate failed: {result.report.get('reason') or 'fixed model failed verification'}")
         sys.exit(result.exit_code)
+
+
+def _stem_of(model: Path) -> str:
+    """The stem ``edgeq.models.convert`` gives MODEL's files (m.keras, m.float.tflite → m)."""
+    stem = model.resolve().name if model.is_dir() else model.stem
+    return stem.removesuffix(".float")
+
+
+def check_fix_targets(outdir: Path, stem: str, flag: str = "--outdir", inputs=()) -> None:
+    """ConfigError (exit 2) when OUTDIR/<stem>.fixed.tflite or <stem>.fix.json cannot be written as a
+    file (a folder of that name, a path under a file) or is one of the command's ``inputs`` ((name,
+    path) pairs): said in one line before the search, not as a traceback after it."""
+    for name in (f"{stem}.fixed.tflite", f"{stem}.fix.json"):
+        target = Path(os.path.abspath(outdir / name))
+        check_output_file(target, flag, str(outdir / name))
+        check_not_an_input(target, flag, [(n, p) for n, p in inputs if p.is_file()],
+                           [(n, p) for n, p in inputs if p.is_dir()])
 
 
 def print_fix(out, result) -> None:

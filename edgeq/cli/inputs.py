@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgeq.cli.common import input_kind_option, output_file, parse_input_kinds, path_arg
+from edgeq.cli.common import input_kind_option, output_file, parse_input_kinds, path_arg, result_line
 
 
 @click.group()
@@ -44,8 +44,8 @@ def inputs_risky(model, data, output, seed, max_per_category, range_mode, input_
         click.echo(note, err=True)
     suite = load_inputset(output)
     counts = category_counts(suite.category)
-    click.echo(f"{output}: {suite.n} samples in {len(counts)} categories "
-               f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    result_line(f"{output}: {suite.n} samples in {len(counts)} categories "
+                f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
 
 
 def _check_against_model(dataset, model: Path) -> list[str]:
@@ -71,7 +71,7 @@ def inputs_check(npz, model):
     if model is not None:
         _check_against_model(dataset, model)
     arrays = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in dataset.arrays.items())
-    click.echo(f"{npz}: ok, {dataset.n} samples ({arrays}; labels: {'yes' if dataset.y is not None else 'no'})")
+    result_line(f"{npz}: ok, {dataset.n} samples ({arrays}; labels: {'yes' if dataset.y is not None else 'no'})")
 
 
 def _search_commands():

@@ -8,7 +8,7 @@ import click
 
 from edgeq import __version__
 from edgeq.cli.common import (path_arg, output_file, write_json_file, device_options, timing_options, measure_options,
-                                history_options, record_history, wait_option, always, RunProgress)
+                                history_options, record_history, wait_option, always, result_line, RunProgress)
 
 
 @click.command()
@@ -17,7 +17,7 @@ from edgeq.cli.common import (path_arg, output_file, write_json_file, device_opt
 @click.option("--inputs", "inputs_path", type=path_arg, required=True, help="Input set (.npz).")
 @click.option("-o", "--outdir", type=path_arg, required=True, help="Run directory to write.")
 @timing_options
-@click.option("--json", "json_path", type=output_file, help="Write a run summary here.")
+@click.option("--json", "json_path", type=output_file, help="Write a run summary here (- for stdout).")
 @measure_options
 @wait_option
 @history_options
@@ -56,8 +56,8 @@ def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, w
     for name, summary in fleet.succeeded.items():
         lat = summary["latency_ms"]
         energy = f"; {summary['energy_mj']:.4g} mJ/inference" if summary["energy_mj"] is not None else ""
-        click.echo(f"{summary['rundir']}: {summary['samples']} samples on {name}; latency p50 "
-                   f"{duration_text(lat['p50'])}, p99 {duration_text(lat['p99'])}{energy}")
+        result_line(f"{summary['rundir']}: {summary['samples']} samples on {name}; latency p50 "
+                    f"{duration_text(lat['p50'])}, p99 {duration_text(lat['p99'])}{energy}")
     for name, error in fleet.failed.items():
         always(f"{name}: FAILED: {error}")
     if not no_history:

@@ -9,13 +9,16 @@ comparison touches every output.
 
 Headers are parsed by the agent's ``npz_members`` (one parser, on the board and
 here), which also refuses pickles and members whose header promises more bytes than
-the archive holds.
+the archive holds. ``open_npz`` also checks every member's zip CRC-32, streaming a block
+at a time (``verify_crcs``): reading rows at their offsets never passes the zip layer's own
+check, so without it a damaged set was "ok" here although numpy refuses it.
 """
 
 from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,7 @@ from device_agents.edgeq_agent import AgentFailure, npz_members
 from edgeq.errors import InputSetError
 
 BLOCK_BYTES = 4 << 20  # rows per read: about this many bytes
+CRC_BLOCK_BYTES = 1 << 20  # bytes per read while checking a member's CRC
 
 
 def rows_per_block(row_bytes: int, block_bytes: int | None = None) -> int:
@@ -126,11 +130,12 @@ def row_blocks(array, rows: int | None = None):
 
 
 def open_npz(path: Path) -> dict[str, np.ndarray | DiskArray]:
-    """Every member of an .npz: scalars and small members as arrays, the rest on disk."""
+    """Every member of an .npz, its CRC checked: scalars and small members as arrays, the rest on disk."""
     try:
         members = npz_members(str(path))
     except AgentFailure as exc:
         raise _input_error(path, str(exc)) from None
+    verify_crcs(path)
     out = {}
     for name, member in members.items():
         try:
@@ -143,6 +148,30 @@ def open_npz(path: Path) -> dict[str, np.ndarray | DiskArray]:
         except AgentFailure as exc:
             raise _input_error(path, str(exc)) from None
     return out
+
+
+def verify_crcs(path: Path, block_bytes: int = CRC_BLOCK_BYTES) -> None:
+    """InputSetError naming the member when a member's bytes do not match its zip CRC-32 (or do
+    not inflate). Reads each member once, front to back, ``block_bytes`` at a time: the zip
+    layer checks the CRC when a member is read to its end."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, EOFError) as exc:
+        raise InputSetError(path, f"is not a readable .npz archive ({exc})") from None
+    with archive:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            try:
+                with archive.open(info) as handle:
+                    while handle.read(block_bytes):
+                        pass
+            except zipfile.BadZipFile as exc:
+                why = "its zip CRC-32 does not match its bytes" if "CRC" in str(exc) else str(exc)
+                raise InputSetError(path, f"is damaged: {why} (changed or corrupted after it was written; "
+                                          "numpy refuses it too)", array=name) from None
+            except (zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
+                raise InputSetError(path, f"is damaged: its compressed bytes cannot be read ({exc})",
+                                    array=name) from None
 
 
 def _input_error(path: Path, message: str) -> InputSetError:

@@ -100,7 +100,9 @@ def prepare(model: Path, workdir: Path, *, data: Path | None = None, inputs: Pat
     float_path = conversion.float_path
     quant_path = Path(quantized) if quantized else conversion.quant_path
     stem = float_path.name.removesuffix(".float.tflite")
-    ops = _candidates(float_path, quant_path, keras_layer_names(model))
+    if quantized:
+        check_quantized_pair(model, float_path, quant_path)
+    ops = _candidates(float_path, quant_path, keras_layer_names(model), model if quantized else None)
     suite = load_suite(float_path, data=data, inputs=inputs, seed=seed, max_per_category=max_per_category,
                        kinds=kinds)
     bench = Bench(model, stem, workdir, float_path, quant_path, None, ops, suite, measurer=measurer)
@@ -135,27 +137,49 @@ def _nothing(model: Path, workdir: Path, why: str, measurer=None) -> Bench:
                  measurer=measurer or HostMeasurer())
 
 
-def _candidates(float_path: Path, quant_path: Path, layer_names: list[str]) -> list[HybridOp]:
+def check_quantized_pair(model: Path, float_path: Path, quant_path: Path) -> None:
+    """A ``--quantized`` model must be a quantization of MODEL: the check ``inputs search`` makes
+    (``edgeq.inputs.search.evaluators.check_pair``: same inputs, same number of outputs), exit 2
+    naming both files; measuring one model's drops against another's outputs means nothing."""
+    from edgeq.inputs.search.evaluators import check_pair
+    from edgeq.models.modelinfo import read_model
+
+    try:
+        check_pair(read_model(float_path), read_model(quant_path))
+    except ConfigError as exc:
+        raise ConfigError(f"--quantized {quant_path}: not made from MODEL {model}: {exc}") from None
+
+
+def _candidates(float_path: Path, quant_path: Path, layer_names: list[str],
+                given_for: Path | None = None) -> list[HybridOp]:
     """The quantized model's hybrid ops, re-pointed at the same op of the float model (matched by
-    output tensor names, which both conversions keep)."""
+    output tensor names, which both conversions keep). ``given_for``: MODEL, when the quantized
+    model was given (``--quantized``): a model with quantized ops none of which is an op of MODEL
+    was made from another model, and is refused (exit 2) instead of "nothing to localize"."""
     float_ops = {op.scope: op for op in graph_ops(open_graph(float_path))}
-    found = []
-    for entry in hybrid_ops(quant_path):
+    found, hybrid = [], hybrid_ops(quant_path)
+    for entry in hybrid:
         twin = float_ops.get(entry.op.scope)
         if twin is not None:
             found.append(HybridOp(twin, entry.weight, entry.weight_elements))
+    if given_for is not None and hybrid and not found:
+        raise ConfigError(f"--quantized {quant_path}: not made from MODEL {given_for}: none of its {len(hybrid)} "
+                          "quantized op(s) is an op of MODEL (matched by output tensor names)")
     return assign_layers(found, layer_names)
 
 
 def load_suite(float_path: Path, *, data: Path | None, inputs: Path | None, seed: int,
                max_per_category: int, kinds: list[str] | None = None) -> Suite:
     """The risky suite built from ``data`` (seeded), or a suite file as given; checked against the model."""
+    from edgeq.analysis.plan import check_model_labels
     from edgeq.inputs.inputset import input_specs, load_inputset, match_model_inputs
     from edgeq.models.modelinfo import read_model
 
     dataset = load_inputset(data or inputs, what="data" if data else "input set")
-    names = match_model_inputs(dataset, input_specs(read_model(float_path)))
+    info = read_model(float_path)
+    names = match_model_inputs(dataset, input_specs(info))
     y = None if dataset.y is None else np.asarray(dataset.y)
+    check_model_labels(info, y, str(data or inputs))  # as evaluate does: a label the model cannot produce
     if data is not None:
         from edgeq.inputs.risky import build_risky_suite
 

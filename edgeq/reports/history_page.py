@@ -10,12 +10,19 @@ from edgeq.store.db import Record
 from edgeq.reports.svg import line_chart
 
 
-def _when(ts: float) -> str:
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+def _when(ts: float | None) -> str:
+    try:
+        return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    except (TypeError, ValueError, OverflowError, OSError):  # NULL or a time no calendar has
+        return "—"
+
+
+def _text(value) -> str:
+    return "—" if value is None or value == "" else str(value)
 
 
 def series_html(key: tuple, runs: list[Record], baseline: str) -> str:
-    device, sha, runtime, resolver, threads = key
+    device, sha, runtime, resolver, threads = (_text(part) for part in key)
     points = flag_regressions(runs, baseline)
 
     def marks(word: str) -> list[int]:
@@ -35,25 +42,31 @@ def series_html(key: tuple, runs: list[Record], baseline: str) -> str:
                                  y_label="mJ per inference", x_label="run time (UTC)", marks=marks("energy"),
                                  x_format=day))
     rows = "".join(
-        f"<tr><td>{_e(_when(p.record.created))}</td><td>{_e(p.record.kind)}</td><td>{_e(p.record.verdict or '—')}</td>"
+        f"<tr><td>{_e(_when(p.record.created))}</td><td>{_e(_text(p.record.kind))}</td>"
+        f"<td>{_e(p.record.verdict or '—')}</td>"
         f"<td>{fmt(p.record.accuracy_drop, 'pct')}</td><td>{fmt(p.record.p50_ms, 'ms')}</td>"
         f"<td>{fmt(p.record.p99_ms, 'ms')}</td><td>{fmt(p.record.energy_mj)}</td>"
         f"<td class=\"desc\">{'<span class=fail>' + _e('; '.join(p.flags)) + '</span>' if p.flags else ''}</td></tr>"
         for p in points)
-    title = f"{device} · {runs[-1].model_name or 'model'} ({(sha or '')[:12]}) · {runtime} · {resolver} · {threads} thread(s)"
+    title = f"{device} · {runs[-1].model_name or 'model'} ({sha[:12]}) · {runtime} · {resolver} · {threads} thread(s)"
     return (f"<section><h2>{_e(title)}</h2>{''.join(charts)}<div class=scroll><table><tr><th>time</th><th>kind</th>"
             f"<th>verdict</th><th>drop</th><th>p50</th><th>p99</th><th>mJ/inf</th><th>regressions vs {_e(baseline)} "
             f"baseline</th></tr>{rows}</table></div></section>")
 
 
-def render_history(records: list[Record], baseline: str = "median", title: str = "edgeq history") -> str:
+def render_history(records: list[Record], baseline: str = "median", title: str = "edgeq history",
+                   skipped: int = 0) -> str:
+    """The page; values the database holds as NULL/NaN show as —, and ``skipped`` rows (no usable
+    time, see ``Store.query``) are counted in the header."""
     sections = "".join(series_html(key, runs, baseline) for key, runs in series(records).items())
     if not sections:
         sections = "<section><p>No runs recorded yet.</p></section>"
+    left_out = f" · {skipped} row(s) skipped (no valid time)" if skipped else ""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f"<style>{CSS}</style></head><body><main><header><h1>{_e(title)}</h1>"
-            f"<p class=meta>{len(records)} runs · red rings mark regressions</p></header>{sections}</main></body></html>\n")
+            f"<p class=meta>{len(records)} runs · red rings mark regressions{_e(left_out)}</p></header>{sections}"
+            "</main></body></html>\n")
 
 
-def write_history(records: list[Record], path, baseline: str = "median") -> None:
-    write_text_atomic(path, render_history(records, baseline))
+def write_history(records: list[Record], path, baseline: str = "median", skipped: int = 0) -> None:
+    write_text_atomic(path, render_history(records, baseline, skipped=skipped))

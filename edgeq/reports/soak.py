@@ -8,8 +8,10 @@ window neither hides nor invents a drift.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 from device_agents.edgeq_agent import throttled_now  # the one decoder (older agents wrote since-boot bits)
 
@@ -100,3 +102,22 @@ def _suite(summary: dict, gates: list[dict], device: str, model: str) -> ET.Elem
                                                    f"limit {gate['limit']}")
     ET.SubElement(suite, "system-out").text = json.dumps(summary, indent=1)
     return suite
+
+
+def write_junit(path, suites: list[tuple[dict, str, str]]) -> Path:
+    """``junit_xml(suites)`` written to PATH, a file (``-`` is refused by the CLI's ``--junit`` option:
+    stdout belongs to ``--json -`` and the human lines), through a temporary name beside it, so a CI
+    job never reads a half-written report or finds the previous night's report half replaced."""
+    from edgeq.errors import ConfigError
+
+    path = Path(path)
+    if str(path) == "-" or path.is_dir():
+        raise ConfigError(f"--junit {path}: needs a file path ('-' and folders are refused)")
+    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+    try:
+        tmp.write_text(junit_xml(suites), encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -2,29 +2,35 @@
 
 SQLite (standard library) by default; any SQLAlchemy URL (``postgresql://…`` for a
 lab that shares one database) when the location contains ``://``. The SQL is kept to
-what both understand: text ids made here, REAL/INTEGER/TEXT columns, no upserts.
+what both understand: text ids made here, DOUBLE PRECISION/INTEGER/TEXT columns, no
+upserts. (Tables made before used REAL, which PostgreSQL keeps in 4 bytes; they are read
+as they are.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
 import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from edgeq.errors import ConfigError
 
 DEFAULT_DB = "~/.local/share/edgeq/history.sqlite"
+REAL = "DOUBLE PRECISION"  # 8 bytes in both: PostgreSQL's REAL is 4 (a time to the nearest ~2 minutes)
 COLUMNS = (
-    ("id", "TEXT PRIMARY KEY"), ("kind", "TEXT"), ("created", "REAL"), ("device", "TEXT"), ("arch", "TEXT"),
+    ("id", "TEXT PRIMARY KEY"), ("kind", "TEXT"), ("created", REAL), ("device", "TEXT"), ("arch", "TEXT"),
     ("model_name", "TEXT"), ("model_sha256", "TEXT"), ("quant_sha256", "TEXT"), ("runtime", "TEXT"),
     ("resolver", "TEXT"), ("threads", "INTEGER"), ("edgeq_version", "TEXT"), ("verdict", "TEXT"),
-    ("accuracy_drop", "REAL"), ("flip_rate", "REAL"), ("p50_ms", "REAL"), ("p99_ms", "REAL"),
-    ("float_p50_ms", "REAL"), ("energy_mj", "REAL"), ("location", "TEXT"), ("payload", "TEXT"),
+    ("accuracy_drop", REAL), ("flip_rate", REAL), ("p50_ms", REAL), ("p99_ms", REAL),
+    ("float_p50_ms", REAL), ("energy_mj", REAL), ("location", "TEXT"), ("payload", "TEXT"),
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 
@@ -76,11 +82,21 @@ class Record:
 
 
 class Store:
-    """Open with ``Store.open(location)``; ``add`` and ``query`` are all callers need."""
+    """Open with ``Store.open(location)``; ``add`` and ``query`` are all callers need.
+
+    ``location`` is what was given (a URL may hold a password); ``shown`` is the same
+    with every password form redacted: the only form to print, log or write into a report.
+    ``skipped`` lists the rows the last ``query`` left out, with why (a row with no time
+    cannot be placed on a trend line)."""
 
     def __init__(self, connection, paramstyle: str, location: str):
         self.connection, self.paramstyle, self.location = connection, paramstyle, location
+        self.skipped: list[tuple[str, str]] = []
         self._create_table()
+
+    @property
+    def shown(self) -> str:
+        return redact_url(self.location)
 
     def _create_table(self) -> None:
         """Make the table once. Two first writers at the same moment (two CI jobs on a new
@@ -123,7 +139,8 @@ class Store:
         except Exception as exc:  # SQLAlchemy's errors (server gone, refused) without importing it eagerly
             if type(exc).__module__.split(".")[0] != "sqlalchemy":
                 raise
-            raise ConfigError(f"{_redacted(self.location)}: results database error: {_first_line(exc)}") from None
+            raise ConfigError(f"{self.shown}: results database error: "
+                              f"{redact_text(_first_line(exc), self.location)}") from None
 
     def add(self, record: Record) -> Record:
         values = {name: getattr(record, name) for name in NAMES}
@@ -133,7 +150,11 @@ class Store:
 
     def query(self, *, device: str | None = None, model: str | None = None, kind: str | None = None,
               limit: int | None = None) -> list[Record]:
-        """Oldest first; ``model`` matches a sha256 prefix or a model name."""
+        """Oldest first; ``model`` matches a sha256 prefix or a model name.
+
+        Rows are data another writer (an older edgeq, a hand edit, a NaN that PostgreSQL kept)
+        may have left odd: NaN/±inf and values of the wrong type read as None (shown as —),
+        and a row without a usable time is left out and named in ``skipped``."""
         where, params = [], {}
         if device:
             where.append("device = :device")
@@ -147,7 +168,14 @@ class Store:
         sql = f"SELECT {', '.join(NAMES)} FROM edgeq_runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        rows = [Record(*row) for row in self._execute(sql + " ORDER BY created", params, fetch=True)]
+        rows, self.skipped = [], []
+        for row in self._execute(sql + " ORDER BY created", params, fetch=True):
+            record = clean_record(row)
+            if record.created is None:
+                self.skipped.append((str(record.id), "no valid time (created is NULL or not a finite number)"))
+            else:
+                rows.append(record)
+        rows.sort(key=lambda r: r.created)  # NULL and NaN sort differently in SQLite and PostgreSQL
         return rows[-limit:] if limit else rows
 
     def close(self) -> None:
@@ -158,6 +186,41 @@ class Store:
 
     def __exit__(self, *exc):
         self.close()
+
+
+NUMBERS = {name: {REAL: float, "INTEGER": int}[kind] for name, kind in COLUMNS if kind in (REAL, "INTEGER")}
+
+
+def clean_record(row) -> Record:
+    """A Record from a database row, each value of its column's kind or None: a NaN or ±inf
+    (PostgreSQL keeps them in REAL columns), text in a number column (SQLite allows it), a
+    number in a text column. Nothing here raises on what another writer left."""
+    values = {}
+    for name, value in zip(NAMES, row):
+        kind = NUMBERS.get(name)
+        if kind is not None:
+            values[name] = _number(value, kind)
+        elif value is None or isinstance(value, str):
+            values[name] = value
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            values[name] = bytes(value).decode("utf-8", "replace")
+        else:
+            values[name] = str(value)
+    if values.get("id") is None:
+        values["id"] = "?"
+    return Record(**values)
+
+
+def _number(value, kind):
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not math.isfinite(number):
+        return None
+    return int(number) if kind is int and number.is_integer() else (None if kind is int else number)
 
 
 def _create_private(path: Path) -> None:
@@ -184,32 +247,108 @@ CONNECT_ATTEMPTS = (0.0, 1.0, 3.0)  # seconds before each try: a lab database re
 
 
 def _sqlalchemy_connection(url: str):
+    shown = redact_url(url)
     try:
         import sqlalchemy
     except ImportError:
-        raise ConfigError(f"{_redacted(url)}: a database URL needs SQLAlchemy and a driver "
+        raise ConfigError(f"{shown}: a database URL needs SQLAlchemy and a driver "
                           '(pip install "edgeq[db]")') from None
     try:
         engine = sqlalchemy.create_engine(url)
     except Exception as exc:  # a malformed URL or a missing driver module
-        raise ConfigError(f"{_redacted(url)}: not a usable database URL: {_first_line(exc)}") from None
+        raise ConfigError(f"{shown}: not a usable database URL: {redact_text(_first_line(exc), url)}") from None
     for attempt, pause in enumerate(CONNECT_ATTEMPTS, 1):
         time.sleep(pause)
         try:
             return engine.connect()
         except Exception as exc:  # driver errors have many types
             error = exc
-    raise ConfigError(f"{_redacted(url)}: cannot connect to the results database after {attempt} tries: "
-                      f"{_first_line(error)}") from None
+    raise ConfigError(f"{shown}: cannot connect to the results database after {attempt} tries: "
+                      f"{redact_text(_first_line(error), url)}") from None
 
 
-def _redacted(url: str) -> str:
-    """The URL without its password: error lines end up in CI logs."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}" if ":" in credentials else url
+SECRET_KEYS = {"password", "passwd", "pass", "pwd", "sslpassword", "secret", "token", "access_token",
+               "auth_token", "api_key", "apikey"}
+MASK = "***"
+
+
+def redact_url(url: str) -> str:
+    """The URL with every password form masked: error lines and reports end up in CI logs.
+
+    ``scheme://user:PASSWORD@host`` (also with ``@``, ``:`` or ``/`` in the password, encoded
+    or not), query parameters such as ``?password=…`` / ``sslpassword=…``, and, as a
+    backstop, any other place the password text (raw, %-decoded or %-encoded) appears. A
+    text without ``://`` (a SQLite path) is returned as it is."""
+    text = str(url)
+    if "://" not in text:
+        return text
+    scheme, _, rest = text.partition("://")
+    userinfo, after = _userinfo(rest)
+    if userinfo is not None and ":" in userinfo:
+        userinfo = userinfo.partition(":")[0] + ":" + MASK
+    base, question, query = after.partition("?")
+    if question:
+        parts = re.split(r"([&;])", query)  # the separators stay where they were
+        for k in range(0, len(parts), 2):
+            key, equals, _ = parts[k].partition("=")
+            if equals and unquote(key).strip().lower() in SECRET_KEYS:
+                parts[k] = f"{key}={MASK}"
+        query = "".join(parts)
+    shown = f"{scheme}://{'' if userinfo is None else userinfo}{base}{question}{query}"
+    return redact_text(shown, text)
+
+
+def _userinfo(rest: str) -> tuple[str | None, str]:
+    """(``user:password`` or None, the rest from its ``@`` on) of what follows ``scheme://``.
+
+    The userinfo ends at the ``@`` after which the host has no ``@`` (so a raw ``@`` in the
+    password stays in it) and before any ``?`` (a query value may hold ``@``)."""
+    head = rest.split("?", 1)[0]
+    for at, char in enumerate(head):
+        if char == "@" and "@" not in head[at + 1:].split("/", 1)[0]:
+            return rest[:at], rest[at:]
+    return None, rest
+
+
+def redact_text(text: str, url: str | None) -> str:
+    """``text`` with every password that ``url`` holds masked (a driver may quote it in a message)."""
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def _secrets(url: str | None) -> set[str]:
+    """The password texts a URL holds, as written, %-decoded and %-encoded (3+ characters: masking a
+    shorter one would mask parts of every word; the structural redaction hides it anyway)."""
+    if not url or "://" not in url:
+        return set()
+    found = set()
+    rest = url.partition("://")[2]
+    userinfo, after = _userinfo(rest)
+    if userinfo is not None and ":" in userinfo:
+        found.add(userinfo.partition(":")[2])
+    for part in re.split(r"[&;]", after.partition("?")[2]):
+        key, equals, value = part.partition("=")
+        if equals and unquote(key).strip().lower() in SECRET_KEYS:
+            found.add(value)
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        if parsed.password:
+            found.add(str(parsed.password))
+        for key, value in parsed.query.items():
+            if key.lower() in SECRET_KEYS:
+                found.update(value if isinstance(value, tuple) else (value,))
+    except Exception:  # noqa: BLE001 - no SQLAlchemy, or a URL it cannot parse: the forms above remain
+        pass
+    forms = set()
+    for secret in found:
+        forms |= {secret, unquote(secret), quote(unquote(secret), safe=""), quote(secret, safe="")}
+    return {form for form in forms if len(form) >= 3 and form != MASK}
+
+
+_redacted = redact_url  # the older name
 
 
 def _first_line(exc: Exception) -> str:

@@ -148,13 +148,34 @@ class _OutOfBudget(Exception):
     pass
 
 
+def check_worst_labels(info, labels: np.ndarray | None, where: str, output: str | None = None) -> None:
+    """Labels y must be classes the judged output can produce, as ``evaluate`` requires
+    (``edgeq.analysis.plan.check_model_labels``): a label of 10 for 10 classes makes every
+    sample wrong for both models alike, a drop of 0 that tested nothing. Exit 2 naming
+    ``where`` and [y]. Labels given with ``--output`` naming a non-classification output are
+    not used (the flip rate is), so they are not judged."""
+    from edgeq.analysis.plan import LabelsDoNotFit, OutputSpec, check_model_labels
+
+    if info is None or labels is None:
+        return
+    try:
+        check_model_labels(info, labels, where, OutputSpec(labels=str(output)) if output is not None else None)
+    except LabelsDoNotFit:
+        raise
+    except ConfigError:
+        if output is None:
+            raise
+
+
 def worst_distributions(evaluator, data: list[np.ndarray], spaces: list[Space], config: WorstConfig,
                         output_names: list[str], labels: np.ndarray | None = None, info=None,
-                        progress=None) -> WorstResult:
+                        progress=None, where: str = "--data") -> WorstResult:
+    """``where`` names the labels' file in messages (default: the flag it comes from)."""
     config.check()
     n = len(data[0])
     if n == 0:
         raise ConfigError("the data has no samples to shift")
+    check_worst_labels(info, labels, where, config.output)
     rng = np.random.default_rng([config.seed, 0x3057])
     rows = np.sort(rng.permutation(n)[:config.samples])
     base = [np.asarray(a[rows]) for a in data]
