@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Mutation fuzzing for a fixed time: the input-set, run-directory and .tflite readers.
+"""Mutation fuzzing for a fixed time: the input-set, run-directory, .tflite and output-spec readers.
 
 Why: these readers take files edgeq did not write (the user's data, a device's
 answers, anyone's model); the only acceptable failure is a one-line EdgeqError. The
@@ -7,7 +7,7 @@ CI slice (tests/test_fuzz.py) runs a few hundred examples; this runs random
 mutations for as long as asked, e.g. nightly, and prints per target how many inputs
 were tried, how each ended, and every distinct crash with a reproducer seed.
 
-    .venv/bin/python scripts/fuzz.py --minutes 10 [--target inputset,rundir,model] [--seed N]
+    .venv/bin/python scripts/fuzz.py --minutes 10 [--target inputset,rundir,model,outputs-spec] [--seed N]
 
 Exit status 1 when any crash was found.
 """
@@ -26,9 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from fuzz_targets import build_seeds, fuzz_inputset, fuzz_model, fuzz_rundir  # noqa: E402
+from fuzz_targets import (build_seeds, fuzz_inputset, fuzz_model, fuzz_outputs_spec,  # noqa: E402
+                          fuzz_rundir)
 
 KINDS = ("flip", "cut", "insert", "zero")
+TARGETS = ("inputset", "rundir", "model", "outputs-spec")
 
 
 def random_mutations(rng: random.Random) -> list:
@@ -41,15 +43,20 @@ def one(target: str, seeds, work: Path, rng: random.Random) -> str:
         return fuzz_inputset(seeds, work, mutations)
     if target == "model":
         return fuzz_model(seeds, work, mutations)
+    if target == "outputs-spec":
+        return fuzz_outputs_spec(seeds, work, mutations)
     return fuzz_rundir(seeds, work, mutations, rng.randrange(7), rng.random() < 0.5)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=1.0, help="per target")
-    parser.add_argument("--target", default="inputset,rundir,model")
+    parser.add_argument("--target", default="inputset,rundir,model,outputs-spec")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.target.split(",")) - set(TARGETS))
+    if unknown:
+        parser.error(f"unknown target {unknown[0]!r} (targets: {', '.join(TARGETS)})")
     with tempfile.TemporaryDirectory(prefix="edgeq-fuzz-") as folder:
         work = Path(folder)
         seeds = build_seeds(work / "seeds", *_example_models(work))

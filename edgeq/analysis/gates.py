@@ -9,9 +9,11 @@ preprocessing mistakes) gate only through their own opt-in ``stress=degraded|cat
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 from edgeq.analysis.compare import cells_of
 from edgeq.analysis.field import counts
+from edgeq.analysis.kinds import Limits
 from edgeq.errors import ConfigError
 
 VERDICT_ORDER = ("robust", "degraded", "catastrophic")
@@ -60,24 +62,35 @@ def _worst_value(report: dict):
     return max(values) if values else (None, None)
 
 
-# name -> (description, observe(report) -> (value, where), failed(value, limit))
+class Gate(NamedTuple):
+    description: str
+    observe: Callable  # report -> (value, where)
+    failed: Callable  # (value, limit) -> bool
+    limits: Limits | None = None  # the limits a user may give (checked by parse_limits)
+
+
+RATE = Limits(0, 1)  # verdict rates are fractions: a limit outside [0, 1] passes or fails everything
+
 GATES = {
-    "drop": ("worst cell's verdict rate above the limit (accuracy drop with labels, else the output kind's "
-             "flip or fail rate)", _worst_value, lambda v, lim: v > lim),
-    "flip": ("worst cell flip rate above the limit", lambda r: _worst(r, "flip_rate"), lambda v, lim: v > lim),
-    "sqnr": ("worst cell SQNR (dB) below the limit", lambda r: _worst(r, "sqnr_db", higher_is_worse=False),
-             lambda v, lim: v < lim),
-    "kl": ("worst cell mean KL divergence above the limit", lambda r: _worst(r, "kl_mean"), lambda v, lim: v > lim),
-    "p99-ms": ("quantized model p99 latency (ms) above the limit",
-               lambda r: ((r.get("latency_ms") or {}).get("quant", {}).get("p99"), "quant"),
-               lambda v, lim: v > lim),
-    "min-n": ("the verdict rests on fewer trials than the limit (refuse verdicts from tiny sets)",
-              _deciding_n, lambda v, lim: v < lim),
+    "drop": Gate("worst cell's verdict rate above the limit (accuracy drop with labels, else the output kind's "
+                 "flip or fail rate)", _worst_value, lambda v, lim: v > lim, RATE),
+    "flip": Gate("worst cell flip rate above the limit", lambda r: _worst(r, "flip_rate"), lambda v, lim: v > lim,
+                 RATE),
+    "sqnr": Gate("worst cell SQNR (dB) below the limit", lambda r: _worst(r, "sqnr_db", higher_is_worse=False),
+                 lambda v, lim: v < lim, Limits()),
+    "kl": Gate("worst cell mean KL divergence above the limit", lambda r: _worst(r, "kl_mean"),
+               lambda v, lim: v > lim, Limits(0)),
+    "p99-ms": Gate("quantized model p99 latency (ms) above the limit",
+                   lambda r: ((r.get("latency_ms") or {}).get("quant", {}).get("p99"), "quant"),
+                   lambda v, lim: v > lim, Limits(0, low_open=True)),
+    "min-n": Gate("the verdict rests on fewer trials than the limit (refuse verdicts from tiny sets)",
+                  _deciding_n, lambda v, lim: v < lim, Limits(1, whole=True)),
 }
 
 
 def parse_limits(text: str | None, known: dict, text_values: dict | None = None) -> list[tuple[str, object]]:
-    """``NAME=NUMBER,…`` for the gates in ``known``; ``text_values`` names gates taking words."""
+    """``NAME=NUMBER,…`` for the gates in ``known``; ``text_values`` names gates taking words.
+    A gate whose table entry has ``limits`` (a ``Gate``) is refused outside them."""
     text_values = text_values or {}
     gates = []
     for item in (text or "").split(","):
@@ -99,6 +112,9 @@ def parse_limits(text: str | None, known: dict, text_values: dict | None = None)
             raise ConfigError(f"--fail-on {name}= needs a number, not {value!r}") from None
         if not math.isfinite(number):
             raise ConfigError(f"--fail-on {name}= needs a finite number, not {value!r}")
+        limits = getattr(known[name], "limits", None)
+        if limits is not None:
+            number = limits.check(number, f"--fail-on {name}=", given=value)
         gates.append((name, number))
     return gates
 

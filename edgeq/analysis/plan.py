@@ -17,11 +17,19 @@ Spec file::
     [outputs.landmarks]
     kind = "regression"
     when = "presence>0.5"            # judged only where the float model's presence > 0.5 (when.py)
+
+Every output name a user gives (``--output``, ``--labels-for``, ``--verdict-outputs``, a spec
+file, ``when``, a detection's ``scores=``, ``inputs search|worst --output``) goes through
+``resolve``: an exact name (the report's, the signature's, the tensor's) wins over the index
+alias ``output_K``; a name that fits several outputs is refused with the candidates.
+A spec file is read only if it is a regular file of at most ``SPEC_MAX_BYTES``, as UTF-8.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +38,10 @@ import numpy as np
 from edgeq.analysis.kinds import OutputPlan, get_kind, in_unit_interval, is_probability_rows
 from edgeq.analysis.when import auto_gates, user_gate
 from edgeq.errors import ConfigError, InputSetError
+
+SPEC_MAX_BYTES = 1 << 20  # an output spec is a few lines; anything larger is not one (or is /dev/zero)
+SPEC_KEYS = ("outputs", "labels", "verdict")
+OPTION_VALUES = (str, int, float, bool)  # what a spec's option may be (TOML dates, tables, lists are not)
 
 
 @dataclass
@@ -46,6 +58,12 @@ class OutputSpec:
         spec = read_spec_file(spec_file) if spec_file else cls()
         for flag in flags:
             name, entry = parse_output_flag(flag)
+            before = spec.kinds.get(name)
+            if before is not None and before.get("_flag") and _settings(before) != _settings(entry):
+                raise ConfigError(f"--output {before['_flag']} and --output {entry['_flag']} both set output "
+                                  f"{name!r}; give one")
+            if before is not None and not before.get("_flag"):
+                entry["_over"] = f"[outputs.{name}] of {before['_source']}"
             spec.kinds[name] = entry
         if labels:
             spec.labels = labels
@@ -60,44 +78,144 @@ def parse_output_flag(text: str) -> tuple[str, dict]:
     if not sep or not name.strip() or not rest.strip():
         raise ConfigError(f"--output {text!r}: expected NAME=KIND[:key=value,...]")
     kind, _, options = rest.partition(":")
-    entry = {"kind": kind.strip(), "_source": "--output"}
+    entry = {"kind": kind.strip(), "_source": "--output", "_flag": text}
     for item in filter(None, (o.strip() for o in options.split(","))):
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--output {text!r}: option {item!r} is not key=value")
-        entry[key.strip()] = value.strip()
+        key = key.strip()
+        if key == "kind" or key.startswith("_"):
+            raise ConfigError(f"--output {text!r}: {key!r} is not an option (the kind goes before the ':')")
+        if key in entry:
+            raise ConfigError(f"--output {text!r}: option {key!r} is given twice")
+        entry[key] = value.strip()
     get_kind(entry["kind"])
     return name.strip(), entry
 
 
-def read_spec_file(path: Path) -> OutputSpec:
+def _settings(entry: dict) -> dict:
+    """What an entry says about its output (kind and options), without where it came from."""
+    return {k: v for k, v in entry.items() if not k.startswith("_")}
+
+
+def read_spec_text(path: Path) -> str:
+    """The spec file's text: a regular file (not a FIFO, a device or a folder), at most
+    SPEC_MAX_BYTES, UTF-8; anything else is one ConfigError naming the file."""
     try:
-        text = Path(path).read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a FIFO must not block
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the output spec ({exc.strerror or exc})") from None
     try:
-        if Path(path).suffix.lower() == ".json":
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            what = "a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode) else (
+                "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "a special file")
+            raise ConfigError(f"{path}: the output spec is {what}, not a regular file")
+        if info.st_size > SPEC_MAX_BYTES:
+            raise ConfigError(f"{path}: the output spec is {info.st_size} bytes; at most {SPEC_MAX_BYTES} "
+                              f"({SPEC_MAX_BYTES >> 20} MiB) are read")
+        chunks, size = [], 0
+        while size <= SPEC_MAX_BYTES:  # the file may grow while it is read: stop past the limit
+            chunk = os.read(fd, SPEC_MAX_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the output spec ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    if size > SPEC_MAX_BYTES:
+        raise ConfigError(f"{path}: the output spec is larger than {SPEC_MAX_BYTES} bytes "
+                          f"({SPEC_MAX_BYTES >> 20} MiB), the most that is read")
+    data = b"".join(chunks)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: the output spec is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                          f"{exc.start})") from None
+
+
+def read_spec_file(path: Path) -> OutputSpec:
+    text = read_spec_text(path)
+    json_file = Path(path).suffix.lower() == ".json"
+    try:
+        if json_file:
             data = json.loads(text)
         else:
             import tomllib
 
             data = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: not a valid output spec (nested too deeply)") from None
     except ValueError as exc:
-        raise ConfigError(f"{path}: not a valid output spec ({exc})") from None
-    unknown = sorted(set(data) - {"outputs", "labels", "verdict"})
-    if unknown or not isinstance(data.get("outputs", {}), dict):
-        raise ConfigError(f"{path}: unknown key {unknown[0] if unknown else 'outputs'!r} "
-                          "(a spec has 'outputs' tables, 'labels' and 'verdict')")
+        problem = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path}: not a valid output spec ({'JSON' if json_file else 'TOML'}: {problem})") from None
+    return _spec_from_data(data, path)
+
+
+def _spec_from_data(data, path) -> OutputSpec:
+    """The spec's structure checked: tables where tables belong, names as text, options as single values."""
+    def bad(problem: str):
+        return ConfigError(f"{path}: {problem}")
+
+    if not isinstance(data, dict):
+        raise bad(f"an output spec is a table (outputs, labels, verdict), not {_what(data)}")
+    unknown = sorted(set(data) - set(SPEC_KEYS))
+    if unknown:
+        raise bad(f"unknown key {unknown[0]!r} (a spec has 'outputs' tables, 'labels' and 'verdict')")
+    outputs = data.get("outputs", {})
+    if not isinstance(outputs, dict):
+        raise bad(f"'outputs' must be a table of [outputs.NAME] tables, not {_what(outputs)}")
     kinds = {}
-    for name, entry in data.get("outputs", {}).items():
+    for name, entry in outputs.items():
         if not isinstance(entry, dict) or "kind" not in entry:
-            raise ConfigError(f"{path}: [outputs.{name}] needs kind = \"...\"")
-        get_kind(str(entry["kind"]))
+            raise bad(f"[outputs.{name}] needs kind = \"...\"")
+        if not name.strip():
+            raise bad("[outputs.\"\"]: an output name may not be empty")
+        for key, value in entry.items():
+            if key.startswith("_"):
+                raise bad(f"[outputs.{name}]: {key!r} is not an option")
+            if key in ("kind", "when") or key in _roles(entry.get("kind")):
+                if not isinstance(value, str):
+                    what = "a kind name" if key == "kind" else "an output name" if key != "when" else "OUTPUT>NUMBER"
+                    raise bad(f"[outputs.{name}] {key} must be text ({what}), not {_what(value)}")
+            elif not isinstance(value, OPTION_VALUES):
+                raise bad(f"[outputs.{name}] {key} must be a single value (a number, true/false or text), "
+                          f"not {_what(value)}")
+        get_kind(entry["kind"])
         kinds[name] = dict(entry, _source=f"spec {path}")
+    labels = data.get("labels")
+    if labels is not None and not (isinstance(labels, str) and labels.strip()):
+        raise bad(f"labels must be an output name (text), not {_what(labels)}")
     verdict = data.get("verdict")
     if verdict is not None and not (isinstance(verdict, list) and all(isinstance(v, str) for v in verdict)):
-        raise ConfigError(f"{path}: verdict must be a list of output names")
-    return OutputSpec(kinds=kinds, labels=data.get("labels"), verdict=verdict)
+        raise bad("verdict must be a list of output names")
+    return OutputSpec(kinds=kinds, labels=labels, verdict=verdict)
+
+
+def _roles(kind) -> tuple:
+    try:
+        return get_kind(kind).roles if isinstance(kind, str) else ()
+    except ConfigError:
+        return ()
+
+
+def _what(value) -> str:
+    """A value's type in a spec's words (TOML's, which JSON's mirror)."""
+    if isinstance(value, bool):
+        return f"true/false ({str(value).lower()})"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"[:80]
+    if isinstance(value, str):
+        return f"text ({value!r})"[:80]
+    return f"a {type(value).__name__}"
 
 
 @dataclass
@@ -137,13 +255,48 @@ def describe_outputs(names: list[str], shapes: list[tuple], info=None) -> list[O
     return outputs
 
 
+def _exact_names(o: OutputInfo) -> set[str]:
+    from edgeq.inputs.inputset import clean_tensor_name
+
+    return {n for n in (o.label, o.signature, o.name, clean_tensor_name(o.name)) if n}
+
+
+def _aliases(o: OutputInfo) -> tuple[str, str]:
+    return str(o.index), f"output_{o.index}"
+
+
+def _matches(name: str, outputs: list[OutputInfo]) -> list[OutputInfo]:
+    exact = [o for o in outputs if name in _exact_names(o)]
+    return exact or [o for o in outputs if name in _aliases(o)]
+
+
+def unique_name(o: OutputInfo, outputs: list[OutputInfo]) -> str:
+    """A name that ``resolve`` takes to this output and no other (its report name when it can)."""
+    for name in (o.short, o.signature, o.name, *_aliases(o)):
+        if name and [m.index for m in _matches(name, outputs)] == [o.index]:
+            return name
+    return str(o.index)
+
+
 def resolve(name: str, outputs: list[OutputInfo], where: str) -> int:
-    """An output by its report name, signature name, tensor name, index or ``output_K``."""
-    for o in outputs:
-        if name in (o.short, o.signature, o.name, str(o.index), f"output_{o.index}"):
-            return o.index
-    known = ", ".join(repr(o.short) for o in outputs)
-    raise ConfigError(f"{where}: the model has no output {name!r} (outputs: {known})")
+    """The one way a user's output name becomes an output (every flag, spec file and command).
+
+    First the exact names: the report's name, the signature name (what Keras called it), the
+    tensor name and the tensor name without ``:0``/``serving_default_``. Only when no output has
+    the name exactly, the index aliases ``K`` and ``output_K`` (K-th in the model's output
+    order): a Keras dict model's signature names ``output_0…`` follow another order than its
+    tensors, and ``output_0`` must be the output the report shows as ``output_0``. A name
+    that fits several outputs is refused with the candidates, each by a name that fits it alone.
+    """
+    text = str(name).strip()
+    found = _matches(text, outputs)
+    if len(found) == 1:
+        return found[0].index
+    if found:
+        candidates = ", ".join(f"{unique_name(o, outputs)!r} ({o.name})" for o in found)
+        raise ConfigError(f"{where}: {text!r} fits {len(found)} outputs: {candidates}; name one of them")
+    known = ", ".join(repr(unique_name(o, outputs)) for o in outputs)
+    raise ConfigError(f"{where}: the model has no output {text!r} (outputs: {known})")
 
 
 def plan_outputs(outputs: list[OutputInfo], spec: OutputSpec | None, has_labels: bool,
@@ -168,17 +321,54 @@ def plan_outputs(outputs: list[OutputInfo], spec: OutputSpec | None, has_labels:
     return plans
 
 
-def _user_plans(outputs, spec) -> list[OutputPlan]:
-    plans = []
+def _said_where(name: str, entry: dict) -> str:
+    """Where the user said it, as the error names it: the flag as given, or the spec file's table."""
+    if entry.get("_flag"):
+        return f"--output {entry['_flag']}"
+    return f"[outputs.{name}] of {entry.get('_source', 'spec')}"
+
+
+def _one_entry_per_output(outputs, spec) -> list[tuple[str, dict, int]]:
+    """(name, entry, index) per output the user set; two settings of one output (by any two of
+    its names) are refused naming both, except that a --output flag overrides the spec file."""
+    by_index: dict[int, list[tuple[str, dict]]] = {}
     for name, entry in spec.kinds.items():
+        index = resolve(name, outputs, f"{entry.get('_source', 'spec')} {name}")
+        by_index.setdefault(index, []).append((name, entry))
+    chosen = []
+    for index, entries in by_index.items():
+        flags = [(n, e) for n, e in entries if e.get("_flag")]
+        for group in (flags, [(n, e) for n, e in entries if not e.get("_flag")]):
+            differ = [(n, e) for n, e in group[1:] if _settings(e) != _settings(group[0][1])]
+            if differ:
+                (a, first), (b, second) = group[0], differ[0]
+                raise ConfigError(f"{_said_where(a, first)} and {_said_where(b, second)} both set output "
+                                  f"{outputs[index].short!r}; give one")
+        name, entry = flags[-1] if flags else entries[0]
+        others = [_said_where(n, e) for n, e in entries if not e.get("_flag")]
+        if flags and others:
+            entry = dict(entry, _over=others[0])
+        chosen.append((name, entry, index))
+    return chosen
+
+
+def _user_plans(outputs, spec) -> list[OutputPlan]:
+    plans, owner = [], {}
+    for name, entry, index in _one_entry_per_output(outputs, spec):
         source = entry.get("_source", "spec")
-        index = resolve(name, outputs, f"{source} {name}")
         kind = get_kind(str(entry["kind"]))
-        given = {k: v for k, v in entry.items() if k not in ("kind", "_source", "when")}
+        given = {k: v for k, v in entry.items() if k not in ("kind", "when") and not k.startswith("_")}
         members = {role: resolve(str(given[role]), outputs, f"{source} {name} {role}")
                    for role in kind.roles if role in given}
-        plan = OutputPlan(outputs[index].name, index, kind.name, f"set by {source}", source,
-                          kind.options(given, f"{source} {name}"), members)
+        for role, i in {"output": index, **members}.items():
+            if i in owner:
+                raise ConfigError(f"{_said_where(name, entry)}: output {outputs[i].short!r} is already "
+                                  f"{owner[i]}; an output is judged once")
+            owner[i] = f"set by {_said_where(name, entry)}" if role == "output" else (
+                f"the {role} of {outputs[index].short!r}")
+        over = f" (over {entry['_over']})" if entry.get("_over") else ""
+        plan = OutputPlan(outputs[index].name, index, kind.name, f"set by {source}{over}", source,
+                          kind.options(given, f"{source} {name}"), members, label=outputs[index].short)
         if entry.get("when") is not None:
             plan.when = user_gate(str(entry["when"]), index, outputs, resolve, f"{source} {name}")
         kind.check(plan, _shapes(plan, outputs))
@@ -213,8 +403,8 @@ def _detection_groups(outputs: list[OutputInfo], taken: set) -> list[OutputPlan]
         kind = get_kind("detection")
         reason = (f"{boxes.shape[0]} rows of {boxes.shape[1]} values beside {scores.short!r} with one score per row: "
                   "anchor boxes and their scores (how they are judged: options.anchors_reason)")
-        plans.append(OutputPlan(boxes.name, boxes.index, "detection", reason,
-                                options=kind.options({}, boxes.short), members={"scores": scores.index}))
+        plans.append(OutputPlan(boxes.name, boxes.index, "detection", reason, options=kind.options({}, boxes.short),
+                                members={"scores": scores.index}, label=boxes.short))
         taken |= {boxes.index, scores.index}
     return plans
 
@@ -238,12 +428,13 @@ def _post_nms_group(free: list[OutputInfo]) -> OutputPlan | None:
               "(TFLite_Detection_PostProcess layout), matched by IoU")
     return OutputPlan(boxes[0].name, boxes[0].index, "detection", reason,
                       options=kind.options({"layout": "post-nms"}, boxes[0].short),
-                      members={"scores": scores.index, "classes": classes.index, "count": counts[0].index})
+                      members={"scores": scores.index, "classes": classes.index, "count": counts[0].index},
+                      label=boxes[0].short)
 
 
 def _auto_plan(o: OutputInfo, values: np.ndarray | None, labels_at: int | None, sole: bool) -> OutputPlan:
     kind, reason = _guess(o, values, labels_at, sole)
-    plan = OutputPlan(o.name, o.index, kind, reason, options=get_kind(kind).options({}, o.short))
+    plan = OutputPlan(o.name, o.index, kind, reason, options=get_kind(kind).options({}, o.short), label=o.short)
     get_kind(kind).check(plan, {"output": o.shape})
     return plan
 

@@ -25,7 +25,8 @@ def model_options(f):
                      help="Stop after this many seconds (whatever is found is kept)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--output", "output_name", default=None, metavar="NAME",
-                     help="The output to compare (name or index; default: the first classification output)."),
+                     help="The output to compare (its name as reports show it, its signature or tensor name, "
+                          "else output_K / K for the K-th; default: the first classification output)."),
         job_options_for(("threads", "resolver"), "infer"),
         wait_option,
         click.option("--json", "json_path", type=output_file, help="Write the result as JSON (- for stdout)."),
@@ -126,6 +127,7 @@ def search(model, float_model, quant_model, data, device, inventory, budget, tim
     config.check()
     float_path, quant_path = _models(model, float_model, quant_model, choices, notes)
     prepared = prepare(float_path, quant_path, data, epsilon, norm)
+    _check_output(output_name, prepared)
     operators, skipped = [], {}
     for x in prepared.data:
         found_ops, left_out = operators_for(x.shape[1:])
@@ -193,6 +195,7 @@ def worst(model, float_model, quant_model, data, device, inventory, budget, time
     config.check()
     float_path, quant_path = _models(model, float_model, quant_model, choices, notes)
     prepared = prepare(float_path, quant_path, data)
+    _check_output(output_name, prepared)
     _note_data(notes, prepared, choices)
     with open_evaluator(float_path, quant_path, device, inventory, threads, resolver, wait_s) as evaluator:
         where = evaluator.describe()
@@ -214,6 +217,13 @@ def worst(model, float_model, quant_model, data, device, inventory, budget, time
                "config": vars(config), "notes": notes.lines}
     write_json_file(json_path, payload)
     _interrupted(result)
+
+
+def _check_output(output_name, prepared) -> None:
+    """``--output`` resolved before any query (exit 2 naming the candidates), as the comparison resolves it."""
+    from edgeq.inputs.search.objective import resolve_output
+
+    resolve_output(prepared.float_info, output_name)
 
 
 def _note_data(notes, prepared, choices) -> None:

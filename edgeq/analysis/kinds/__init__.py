@@ -10,6 +10,7 @@ confidence interval serve them all.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,6 +56,12 @@ class OutputPlan:
     drives_verdict: bool = True
     labels: bool = False
     when: dict | None = None  # judged only where another output (the float model's) opens this gate: when.py
+    label: str = ""  # the output's name in reports (``OutputInfo.short``), for messages
+
+    @property
+    def where(self) -> str:
+        """Who set the plan and for which output, as a one-line error starts: ``--output probs``."""
+        return f"{self.source} {self.label or self.name}"
 
     def describe(self) -> dict:
         out = {"index": self.index, "kind": self.kind, "reason": self.reason, "source": self.source,
@@ -66,19 +73,94 @@ class OutputPlan:
         return out
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The numbers an option (or a gate) may take: a range whose ends may be open, whole numbers only.
+
+    A kind states them once, beside each default (``Option``); ``OutputKind.options`` and
+    ``gates.parse_limits`` check them, so ``top_k=0``, ``atol=-1`` or ``min-n=1.5`` are refused
+    in one line naming the flag or file instead of judging nothing.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    whole: bool = False
+
+    def describe(self) -> str:
+        what = "a whole number" if self.whole else "a number"
+        if self.low is not None and self.high is not None:
+            return f"{what} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{what} {'>' if self.low_open else '≥'} {self.low:g}"
+        if self.high is not None:
+            return f"{what} {'<' if self.high_open else '≤'} {self.high:g}"
+        return what
+
+    def check(self, value, where: str, given=None):
+        """The value (an int for whole numbers), or ConfigError naming ``where`` and the value as
+        ``given`` (the user's text, when the value was parsed from it)."""
+        inside = not isinstance(value, bool) and (isinstance(value, int) or (
+            isinstance(value, float) and math.isfinite(value)))
+        if inside and self.whole:
+            inside = isinstance(value, int) or value.is_integer()
+        if inside and self.low is not None:
+            inside = value > self.low if self.low_open else value >= self.low
+        if inside and self.high is not None:
+            inside = value < self.high if self.high_open else value <= self.high
+        if not inside:
+            shown = given.strip()[:60] if isinstance(given, str) else _shown(value if given is None else given)
+            raise ConfigError(f"{where} must be {self.describe()}, not {shown}")
+        return int(value) if self.whole else value
+
+
+@dataclass(frozen=True)
+class Option:
+    """A kind's option as its ``defaults`` table states it: the default, the values it may take
+    (``limits``) and, where the default (None: decided later from the values) shows no type, a
+    value of its type (``type``: False for a yes/no, "" for a word)."""
+
+    default: object
+    limits: Limits | None = None
+    type: object = None
+
+
 class OutputKind:
-    """One kind of output. Subclasses set the class attributes and three methods."""
+    """One kind of output. Subclasses set the class attributes and three methods.
+
+    ``defaults`` maps each option to its default, or to an ``Option`` with the default and its
+    limits beside it; the class splits the table into ``defaults`` (plain values), ``limits`` and
+    ``types`` when it is made, so a kind states each limit once.
+    """
 
     name = ""
     metric = "flip_rate"  # the verdict rate's name in reports
     description = ""
     defaults: dict = {}
+    limits: dict = {}  # option -> Limits (from the Options in ``defaults``)
     roles: tuple = ()  # other outputs it reads, by role (detection: "scores", ...)
     types: dict = {}  # option -> a value of its type, where the default (None: decided later) shows none
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "defaults" not in cls.__dict__:
+            return
+        plain, limits, types = {}, dict(cls.__dict__.get("limits", {})), dict(cls.__dict__.get("types", {}))
+        for key, value in cls.defaults.items():
+            if isinstance(value, Option):
+                plain[key] = value.default
+                if value.limits is not None:
+                    limits[key] = value.limits
+                if value.type is not None:
+                    types[key] = value.type
+            else:
+                plain[key] = value
+        cls.defaults, cls.limits, cls.types = plain, limits, types
+
     def options(self, given: dict, where: str) -> dict:
-        """Defaults overlaid with the user's options, each checked and typed."""
-        unknown = sorted(set(given) - set(self.defaults) - set(self.roles))
+        """Defaults overlaid with the user's options, each checked against its type and limits."""
+        unknown = sorted(set(given) - set(self.defaults) - set(self.roles), key=str)
         if unknown:
             known = ", ".join(sorted(set(self.defaults) | set(self.roles))) or "none"
             raise ConfigError(f"{where}: kind {self.name} has no option {unknown[0]!r} (options: {known})")
@@ -88,6 +170,9 @@ class OutputKind:
                 continue
             default = self.types.get(key, self.defaults[key])
             merged[key] = _typed(value, default, f"{where}: {key}")
+            limits = self.limits.get(key)
+            if limits is not None and merged[key] is not None:
+                merged[key] = limits.check(merged[key], f"{where}: {key}", given=value)
         return merged
 
     def check(self, plan: OutputPlan, shapes: dict[str, tuple]) -> None:
@@ -115,20 +200,32 @@ class OutputKind:
         raise NotImplementedError
 
 
+def _shown(value) -> str:
+    """A user's value as a message shows it: true/false as written in TOML and on the command line."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _typed(value, default, where: str):
+    if isinstance(value, (dict, list, tuple, set)) or value is None:
+        raise ConfigError(f"{where} must be a single value (a number, true/false or a word), not {_shown(value)}")
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
         if str(value).lower() in ("true", "yes", "1", "false", "no", "0"):
             return str(value).lower() in ("true", "yes", "1")
-        raise ConfigError(f"{where} must be true or false, not {value!r}")
+        raise ConfigError(f"{where} must be true or false, not {_shown(value)}")
     if isinstance(default, (int, float)) or default is None:
+        if isinstance(value, bool):  # float(True) is 1.0: a yes/no where a number belongs is a mistake
+            raise ConfigError(f"{where} must be a number, not {_shown(value)}")
         try:
             number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where} must be a number, not {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"{where} must be a number, not {_shown(value)}") from None
         if not np.isfinite(number):
-            raise ConfigError(f"{where} must be a finite number, not {value!r}")
+            raise ConfigError(f"{where} must be a finite number, not {_shown(value)}")
         return int(number) if isinstance(default, int) and number == int(number) else number
     return str(value)
 

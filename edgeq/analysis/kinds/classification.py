@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.analysis.intervals import paired_difference
-from edgeq.analysis.kinds import (OutputKind, contract_keys, error_evidence, error_summary, flat,
+from edgeq.analysis.kinds import (Limits, Option, OutputKind, contract_keys, error_evidence, error_summary, flat,
                                   in_unit_interval, is_probability_rows, rate, register, sigmoid,
                                   units_of)
 from edgeq.errors import ConfigError
@@ -20,7 +20,8 @@ from edgeq.errors import ConfigError
 def classes_of(x: np.ndarray, threshold: float | None) -> np.ndarray:
     """The class of each sample; -1 (no class, so a flip and a miss) where a score is NaN or Inf."""
     f = flat(x)
-    classes = f.argmax(axis=1) if f.shape[1] > 1 else (f[:, 0] > threshold).astype(np.int64)
+    with np.errstate(over="ignore"):  # a threshold beyond float32 (1e308) becomes inf: no score is above it
+        classes = f.argmax(axis=1) if f.shape[1] > 1 else (f[:, 0] > threshold).astype(np.int64)
     return np.where(np.isfinite(f).all(axis=1), classes, -1)
 
 
@@ -40,11 +41,16 @@ class Classification(OutputKind):
     name = "classification"
     metric = "flip_rate"  # accuracy_drop when the output has labels
     description = "one class per sample: top-1 flips (accuracy drop with labels), top-k agreement, KL"
-    defaults = {"top_k": 5, "threshold": None}
+    defaults = {"top_k": Option(5, Limits(1, whole=True)),  # more than the classes: all of them but one
+                "threshold": Option(None, Limits())}  # a single (binary) score only; a logit or a probability
 
     def check(self, plan, shapes):
-        if int(np.prod(shapes["output"])) < 1:
+        units = int(np.prod(shapes["output"]))
+        if units < 1:
             raise ConfigError(f"output {plan.name!r} is empty: it cannot be a classification")
+        if units > 1 and plan.options.get("threshold") is not None:
+            raise ConfigError(f"{plan.where}: threshold is for a single binary score, but the output has {units} "
+                              "classes (its class is the largest score; leave threshold out)")
 
     def prepare(self, ref, cand, plan, reference_mask):
         r, c = ref["output"], cand["output"]

@@ -145,6 +145,10 @@ class Detection(OutputKind):
                 raise ConfigError(f"{where}: {key} must be in [0, 1], not {merged[key]}")
         if merged["near_margin"] < 0 or merged["input_size"] < 0:
             raise ConfigError(f"{where}: near_margin and input_size must not be negative")
+        from edgeq.analysis.kinds import Limits
+
+        for key in ("box_offset", "input_size"):  # row positions and pixels: whole numbers
+            merged[key] = Limits(0, whole=True).check(merged[key], f"{where}: {key}")
         merged["strides"] = strides_text(parse_strides(merged["strides"]))
         if merged["layout"] == "post-nms":
             if merged["anchors"] not in ("auto", "none"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.analysis.kinds import (OutputKind, contract_keys, error_evidence, error_summary, flat,
+from edgeq.analysis.kinds import (Limits, Option, OutputKind, contract_keys, error_evidence, error_summary, flat,
                                   in_unit_interval, rate, register, sigmoid)
 
 
@@ -22,7 +22,9 @@ class MultiLabel(OutputKind):
     name = "multilabel"
     metric = "label_flip_rate"
     description = "independent yes/no scores: flipped label decisions over the labels either model found"
-    defaults = {"threshold": None, "logits": None}
+    # threshold: on each label's probability (the sigmoid of a logit), so strictly between 0 and 1
+    defaults = {"threshold": Option(None, Limits(0, 1, low_open=True, high_open=True)),
+                "logits": Option(None, type=False)}  # None: decided from the float scores
 
     def prepare(self, ref, cand, plan, reference_mask):
         if plan.options.get("logits") is None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.analysis.kinds import (OutputKind, contract_keys, error_evidence, error_summary, flat, rate,
-                                  reference_rows, register)
+from edgeq.analysis.kinds import (Limits, Option, OutputKind, contract_keys, error_evidence, error_summary, flat,
+                                  rate, reference_rows, register)
 
 DEFAULT_ATOL_SPREAD = 0.1  # atol = this × the float output's spread, unless given
 EXACT_P99_ELEMENTS = 4096
@@ -52,7 +52,9 @@ class Regression(OutputKind):
     name = "regression"
     metric = "fail_rate"
     description = "numbers in their own units: share of samples outside atol + rtol·|float|"
-    defaults = {"atol": None, "rtol": 0.0, "atol_spread": DEFAULT_ATOL_SPREAD}
+    defaults = {"atol": Option(None, Limits(0)),  # None: atol_spread × the float output's spread
+                "rtol": Option(0.0, Limits(0)),
+                "atol_spread": Option(DEFAULT_ATOL_SPREAD, Limits(0))}
 
     def prepare(self, ref, cand, plan, reference_mask):
         plan.options["spread"] = spread_of(ref["output"], reference_mask)
@@ -62,7 +64,8 @@ class Regression(OutputKind):
     def evidence(self, ref, cand, plan, labels):
         r, c = flat(ref["output"]).astype(np.float64), flat(cand["output"]).astype(np.float64)
         abs_err = np.abs(r - c)
-        allowed = plan.options["atol"] + plan.options["rtol"] * np.abs(r)
+        with np.errstate(over="ignore"):  # a huge rtol allows everything (inf), it does not warn
+            allowed = plan.options["atol"] + plan.options["rtol"] * np.abs(r)
         # not (err <= allowed): a NaN or Inf the quantized model produced is a failure, not a pass
         ev = {"fail": ~(abs_err <= allowed).all(axis=1), "cosine": _cosine(r, c)}
         ev.update(_error_spread(abs_err))
@@ -91,7 +94,7 @@ class Embedding(Regression):
     name = "embedding"
     metric = "fail_rate"
     description = "vectors compared by direction: share of samples with cosine similarity below min_cosine"
-    defaults = {"min_cosine": 0.99}
+    defaults = {"min_cosine": Option(0.99, Limits(-1, 1))}
 
     def evidence(self, ref, cand, plan, labels):
         r, c = flat(ref["output"]).astype(np.float64), flat(cand["output"]).astype(np.float64)

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.analysis.kinds import (OutputKind, contract_keys, error_evidence, error_summary, in_unit_interval,
-                                  rate, register)
+from edgeq.analysis.kinds import (Limits, Option, OutputKind, contract_keys, error_evidence, error_summary,
+                                  in_unit_interval, rate, register)
 from edgeq.errors import ConfigError
 
 
 def pixel_classes(x: np.ndarray, channels: int, threshold: float) -> np.ndarray:
     if channels > 1:
         return x.reshape(len(x), -1, channels).argmax(axis=2)
-    return (x.reshape(len(x), -1) > threshold).astype(np.int64)
+    with np.errstate(over="ignore"):  # a threshold beyond float32 (1e308) becomes inf: no pixel is above it
+        return (x.reshape(len(x), -1) > threshold).astype(np.int64)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray, classes: int) -> np.ndarray:
@@ -39,13 +40,19 @@ class Segmentation(OutputKind):
     name = "segmentation"
     metric = "fail_rate"
     description = "a class per pixel: share of samples whose mask IoU with the float mask is below min_iou"
-    defaults = {"min_iou": 0.9, "threshold": None, "channels_last": True}
+    defaults = {"min_iou": Option(0.9, Limits(0, 1)),
+                "threshold": Option(None, Limits()),  # one-channel masks only; a logit or a probability
+                "channels_last": True}
 
     def check(self, plan, shapes):
         shape = shapes["output"]
         if len(shape) not in (2, 3) or min(shape[:2] if plan.options["channels_last"] else shape[-2:]) < 2:
             raise ConfigError(f"output {plan.name!r} has sample shape {list(shape)}: a segmentation output is "
                               "(H, W) or (H, W, C)")
+        channels = (shape[-1] if plan.options["channels_last"] else shape[0]) if len(shape) == 3 else 1
+        if channels > 1 and plan.options.get("threshold") is not None:
+            raise ConfigError(f"{plan.where}: threshold is for a one-channel mask, but the output has {channels} "
+                              "channels (each pixel's class is its largest score; leave threshold out)")
 
     def prepare(self, ref, cand, plan, reference_mask):
         if plan.options.get("threshold") is None:

@@ -115,6 +115,16 @@ def _runner_up(logp: np.ndarray, c: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(best), best, logp[np.arange(len(c)), c] - 1e3)
 
 
+def resolve_output(info, output: str | None, where: str = "--output") -> int | None:
+    """The index of the output ``output`` names in a model (a ModelInfo), through the one resolver
+    the comparison uses (an exact name wins over ``output_K``); None when no output is named.
+    Called before any query, so a wrong name costs no device time."""
+    if output is None:
+        return None
+    outputs = describe_outputs([t.name for t in info.outputs], [tuple(t.shape[1:]) for t in info.outputs], info)
+    return resolve(str(output), outputs, where)
+
+
 def choose_objective(names: list[str], float_outputs: list[np.ndarray], quant_outputs: list[np.ndarray],
                      output: str | None = None, info=None) -> Objective:
     """The objective on ``output`` (name or index), else on the first output that decides a verdict,
