@@ -511,8 +511,6 @@ def test_ctrl_c_anywhere_in_a_command_is_130(monkeypatch, tmp_path):
     assert result.exit_code == 130, result.output
 
 
-@pytest.mark.xfail(strict=True, reason="needs edgeq/cli/search.py: _models converts into tempfile.mkdtemp() "
-                   "and never removes it (see the issue-23 report for the change)")
 @pytest.mark.parametrize("command", ["search", "worst"])
 def test_inputs_search_and_worst_leave_no_model_copy_behind(tmp_path, command):
     private_tmp = tmp_path / "tmp"

@@ -50,12 +50,14 @@ def _models(model, float_model, quant_model, choices: dict, notes) -> tuple[Path
 
     from edgeq.models.convert import convert_model
 
-    outdir = Path(tempfile.mkdtemp(prefix="edgeq-search-models-"))
+    # the converted pair lives as long as the command: click's context removes the folder at the end
+    # (also after Ctrl-C or an error), so no model copy is left in the temp folder
+    outdir = Path(click.get_current_context().with_resource(tempfile.TemporaryDirectory(prefix="edgeq-search-models-")))
     result = convert_model(model, outdir)
     notes(f"converted {model} to {result.float_path.name} and {result.quant_path.name} in {outdir} "
-          "(dynamic-range policy)")
+          "(dynamic-range policy; removed when the command ends)")
     choices["models"] = {"float": str(result.float_path), "quantized": str(result.quant_path),
-                         "how": f"converted from {model} (dynamic-range)"}
+                         "how": f"converted from {model} (dynamic-range)", "removed_at_exit": True}
     return result.float_path, result.quant_path
 
 
