@@ -415,13 +415,16 @@ def output_options(f):
     """How outputs are judged: kinds, labels, which outputs decide, the smallest cell trusted."""
     for decorator in (
         click.option("--output", "output_flags", multiple=True, metavar="NAME=KIND[:k=v,...]",
-                     help="Judge output NAME (name, short name or index) as KIND: classification, multilabel, "
+                     help="Judge output NAME (its name as reports show it, its signature or tensor name, else "
+                     "output_K / K for the K-th; an exact name wins) as KIND: classification, multilabel, "
                      "regression, embedding, detection, segmentation or ignore; options such as "
                      "detection:scores=NAME,iou=0.5 or regression:atol=0.01. Repeatable."),
         click.option("--outputs-spec", type=path_arg, help="TOML/JSON file with [outputs.NAME] kind = ..., "
                      "labels = NAME, verdict = [NAMES] (see README: output kinds)."),
-        click.option("--labels-for", help="The output the labels y belong to (default: the first classification)."),
-        click.option("--verdict-outputs", help="Only these outputs (comma-separated) decide the verdict."),
+        click.option("--labels-for", help="The output the labels y belong to (default: the first classification; "
+                     "named as for --output)."),
+        click.option("--verdict-outputs", help="Only these outputs (comma-separated, named as for --output) decide "
+                     "the verdict."),
         click.option("--min-n", type=click.IntRange(min=1), default=30, show_default=True,
                      help="Cells with fewer trials are flagged; a verdict resting on one says so."),
     ):

@@ -206,7 +206,8 @@ def worst(model, float_model, quant_model, data, device, inventory, budget, time
         with RunProgress() as progress:
             result = worst_distributions(evaluator, prepared.data, prepared.spaces, config, prepared.output_names,
                                          prepared.labels, prepared.float_info,
-                                         progress=lambda done, total: progress("queries", done, total))
+                                         progress=lambda done, total: progress("queries", done, total),
+                                         where=str(data))
     notes(f"objective: {result.objective.get('reason', 'none (nothing was evaluated)')}")
     notes(f"metric: {result.metric} ({'labels y given' if prepared.labels is not None else 'no labels'}), on "
           f"{min(samples, prepared.n)} data samples per condition")
