@@ -3,7 +3,9 @@
 
 It needs only the standard library, numpy and whichever TFLite runtime the device
 has (ai_edge_litert, then tflite_runtime, then tensorflow.lite). It never imports
-edgeq, so host and device can run different Python versions.
+edgeq, so host and device can run different Python versions. The host starts it isolated
+(``python -I``, as it starts its own soak and sampler processes): nothing planted beside it,
+named by PYTHONPATH or put in the user's site-packages runs inside it.
 
 Protocol: one JSON object per line on stdin (a request), one JSON object per line
 on stdout (events and one final answer per request). Logs go to stderr so they can
@@ -18,7 +20,7 @@ never corrupt the protocol stream.
     {"id": 6, "op": "infer", "float": PATH, "quant": PATH, "inputs": [{"dtype", "shape", "data"}]}
                                                    -> both models' outputs for a batch (see op_infer)
     {"id": 7, "op": "shutdown"}
-    (also: load, df, sha256, store, lock_status, unlock)
+    (also: load, df, sha256, store, record, lock_status, unlock)
 
 Answers are {"id": N, "ok": true, "result": {...}} or
 {"id": N, "ok": false, "error": {"type": "...", "message": "..."}}.
@@ -1632,6 +1634,20 @@ def _check_expected_sha(path, expected):
 
 
 def _prepare_out_dir(out_dir):
+    """The run's own folder: made here and recorded as edgeq's (``record_made``), or one this agent made before
+    (a run repeated into it). A folder edgeq did not make is refused: a run never writes into, or clears files
+    from, a folder of the user's."""
+    os.makedirs(os.path.dirname(os.path.abspath(out_dir)), exist_ok=True)
+    try:
+        os.mkdir(out_dir)
+    except OSError as exc:
+        if exc.errno != errno.EEXIST:
+            raise
+        if not made_by_edgeq(out_dir):
+            raise AgentFailure("BadJob", "%s already exists and was not made by edgeq: a run writes only into a "
+                                         "folder of its own" % out_dir)
+    else:
+        record_made(out_dir)
     os.makedirs(os.path.join(out_dir, "outputs"), exist_ok=True)
     for stale in ("manifest.json", "progress.json", "sensors.npz", "invoke_start_ns.npy"):
         if os.path.exists(os.path.join(out_dir, stale)):
@@ -1678,50 +1694,128 @@ def _write_json(path, payload, sync=True):
 
 STORE_FOLDERS = ("cas", "runs")  # what the store may evict; agents/ and venv/ are never touched
 STORE_PROTECT_S = 3600.0  # entries used this recently may belong to another job still running
+MADE = ".edgeq-made"  # edgeq's record that it made a store entry (see record_made)
+RECORD_MAX = 4096
+
+
+def record_made(path, source=None):
+    """Record that edgeq made ``path``: the only entries the store's tidy ever deletes.
+
+    A folder (a run's) holds its record inside, ``path/.edgeq-made``; a file (a pushed model or input set) has
+    it beside, ``folder/.edgeq-made/name``. The record keeps the entry's identity (device and inode) at the
+    time it was made, taken from ``source`` when given (an upload's part file, recorded before it is renamed
+    to ``path``: a rename keeps the inode), so a file put there later by someone else under the same name is
+    never taken for edgeq's.
+    """
+    made = os.lstat(source or path)
+    target = _record_path(path, is_dir=_is_dir(made))
+    if not _is_dir(made):
+        try:
+            os.mkdir(os.path.dirname(target))
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+    _write_json(target, {"made_by": "edgeq", "dev": made.st_dev, "ino": made.st_ino, "at": time.time()})
+
+
+def made_by_edgeq(path):
+    """True when edgeq's record says it made ``path``, the very entry there now (not a later one by that name)."""
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return False
+    record = _read_record(_record_path(path, is_dir=_is_dir(found)))
+    return record is not None and (record.get("dev"), record.get("ino")) == (found.st_dev, found.st_ino)
+
+
+def _record_path(path, is_dir):
+    if is_dir:
+        return os.path.join(path, MADE)
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, MADE, name)
+
+
+def _is_dir(stat_result):
+    import stat
+
+    return stat.S_ISDIR(stat_result.st_mode)  # from lstat: a symlink to a folder is no folder of edgeq's
+
+
+def _read_record(path):
+    """The record as a dict, or None: absent, not a plain file, too large or not edgeq's JSON."""
+    import stat
+
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        with open(path, "rb") as handle:
+            raw = handle.read(RECORD_MAX + 1)
+        record = json.loads(raw.decode("utf-8")) if len(raw) <= RECORD_MAX else None
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("made_by") == "edgeq" else None
 
 
 def tidy_store(root, budget_bytes, keep, drop, protect_s=STORE_PROTECT_S):
-    """Keep the device's store (pushed files, run folders) within budget_bytes.
+    """Keep what edgeq made in the device's store (pushed files, run folders) within budget_bytes.
 
-    ``keep`` (files in use now) are touched so they count as recently used and are never
-    removed; ``drop`` (run folders the host has pulled and verified) go first; then the
-    least recently used entries go until the store fits, except those used in the last
-    ``protect_s`` seconds (another job on this board may be reading them). Only entries
-    directly under root/cas and root/runs are candidates, whatever the request names.
+    Only entries directly under root/cas and root/runs that edgeq's records say it made (``made_by_edgeq``)
+    are counted, touched or removed, whatever the request names: a workdir may be a folder that already had
+    a cas/ or runs/ of the user's, and those files are never edgeq's to delete. ``keep`` (files in use now)
+    are touched so they count as recently used and are never removed; ``drop`` (run folders the host has
+    pulled and verified) go first; then the least recently used entries go until the store fits, except
+    those used in the last ``protect_s`` seconds (another job on this board may be reading them).
+    ``foreign`` counts the entries left alone because edgeq did not make them.
     """
     root = os.path.realpath(os.path.expanduser(root))
     now = time.time()
-    for path in keep:
-        if _in_store(root, path) and os.path.exists(path):
-            os.utime(path, (now, now))
-    entries = _store_entries(root)
-    kept = set(os.path.realpath(p) for p in keep)
-    dropped = set(os.path.realpath(p) for p in drop if _in_store(root, p))
+    entries, foreign = _store_entries(root)
+    ours = set(path for path, _, _ in entries)
+    kept = set(os.path.realpath(p) for p in keep) & ours
+    dropped = set(os.path.realpath(p) for p in drop) & ours
+    for path in kept:
+        os.utime(path, (now, now))
     before = sum(size for _, size, _ in entries)
     total, removed = before, 0
     for path, size, used in sorted(entries, key=lambda e: (e[0] not in dropped, e[2])):
         if path in kept or (path not in dropped and (total <= budget_bytes or now - used < protect_s)):
             continue
-        _remove(path)
+        _remove_made(path)
         total, removed = total - size, removed + 1
-    return {"before_bytes": before, "after_bytes": total, "removed": removed, "budget_bytes": budget_bytes}
-
-
-def _in_store(root, path):
-    real = os.path.realpath(os.path.expanduser(path))
-    return os.path.dirname(real) in set(os.path.join(root, folder) for folder in STORE_FOLDERS)
+    _forget_stale_records(root)
+    return {"before_bytes": before, "after_bytes": total, "removed": removed, "budget_bytes": budget_bytes,
+            "foreign": foreign}
 
 
 def _store_entries(root):
-    """(path, bytes, last used) of every pushed file and run folder."""
-    entries = []
+    """(path, bytes, last used) of every pushed file and run folder edgeq made; and how many others there are."""
+    entries, foreign = [], 0
     for folder in STORE_FOLDERS:
         base = os.path.join(root, folder)
-        for name in (os.listdir(base) if os.path.isdir(base) else []):
+        for name in (os.listdir(base) if os.path.isdir(base) and not os.path.islink(base) else []):
             path = os.path.join(base, name)
-            size, used = _tree_size(path), os.lstat(path).st_mtime
-            entries.append((path, size, used))
-    return entries
+            if name == MADE:
+                continue
+            if not made_by_edgeq(path):
+                foreign += 1
+                continue
+            entries.append((path, _tree_size(path), os.lstat(path).st_mtime))
+    return entries, foreign
+
+
+def _forget_stale_records(root):
+    """Drop records of files that are gone or were replaced by another (the records are edgeq's own)."""
+    for folder in STORE_FOLDERS:
+        records = os.path.join(root, folder, MADE)
+        if not os.path.isdir(records) or os.path.islink(records):
+            continue
+        for name in os.listdir(records):
+            if not made_by_edgeq(os.path.join(root, folder, name)):
+                _remove(os.path.join(records, name))
+        try:
+            os.rmdir(records)  # once it records nothing
+        except OSError:
+            pass
 
 
 def _tree_size(path):
@@ -1731,6 +1825,14 @@ def _tree_size(path):
     for folder, _, files in os.walk(path):
         total += sum(os.lstat(os.path.join(folder, f)).st_size for f in files)
     return total
+
+
+def _remove_made(path):
+    """Remove an entry edgeq made, then its record (a folder's is inside it)."""
+    is_dir = os.path.isdir(path) and not os.path.islink(path)
+    _remove(path)
+    if not is_dir:
+        _remove(_record_path(path, is_dir=False))
 
 
 def _remove(path):
@@ -1836,7 +1938,7 @@ def launch_soak(job_path, lock_fd):
     """Start a detached soak (its own session, output to agent.log) that inherits lock_fd; its pid."""
     log = open(os.path.join(os.path.dirname(job_path), "agent.log"), "ab")
     try:
-        child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "soak", job_path],
+        child = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), "soak", job_path],
                                  cwd=os.path.dirname(job_path), stdin=subprocess.DEVNULL, stdout=log,
                                  stderr=log, start_new_session=True,
                                  pass_fds=() if lock_fd is None else (lock_fd,))
@@ -2059,6 +2161,12 @@ class Agent:
             return LOCK_OPS[op](self, request)
         if op == "infer":
             return self.op_infer(request)
+        if op == "record":
+            path, source = request.get("path"), request.get("source")
+            if not isinstance(path, str) or not path or not isinstance(source, (str, type(None))):
+                raise AgentFailure("BadRequest", "record needs path (and optionally source): device paths")
+            record_made(path, source)
+            return {}
         if op == "store":
             return tidy_store(request["root"], int(request["budget_bytes"]), request.get("keep") or [],
                               request.get("drop") or [], float(request.get("protect_s", STORE_PROTECT_S)))
@@ -2320,7 +2428,7 @@ def _start_sampler(config, path):
     """The sampler process (``agent.py sample CONFIG``) with its config at path, started and ready."""
     with open(path, "w") as handle:
         json.dump(config, handle)
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "sample", path],
+    proc = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), "sample", path],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     if proc.stdout.readline().strip() != b"ready":
         raise AgentFailure("SamplerFailed", "the sensor sampler process did not start (see the agent log)")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from device_agents.edgeq_agent import record_made
 from edgeq.cli.main import main
 from edgeq.devices.inventory import device_from_entry
 from edgeq.devices.run import RunSpec, run_on_device
@@ -40,6 +41,8 @@ def test_the_least_recently_used_files_go_when_the_store_is_over_budget(ssh_devi
     old, recent = cas / ("a" * 64 + ".npz"), cas / ("b" * 64 + ".npz")
     old.write_bytes(b"x" * 3_000_000)
     recent.write_bytes(b"y" * 3_000_000)
+    for pushed in (old, recent):  # as if pushed by an earlier run: edgeq's records name them
+        record_made(str(pushed))
     two_hours_ago = time.time() - 7200
     os.utime(old, (two_hours_ago, two_hours_ago))
     tiny = dataclasses.replace(device, store_mb=1)

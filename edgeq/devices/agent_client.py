@@ -16,9 +16,13 @@ EventHandler = Callable[[dict], None]
 
 
 MAX_LINE = 1 << 20  # bytes of one protocol line; every answer and event is far smaller
-NOISE_BYTES = 64 << 10  # non-JSON stdout tolerated per session (a login script's echo, a banner)
+NOISE_BYTES = 64 << 10  # non-JSON stdout tolerated before the agent's first message (a login script's echo)
 NOISE_LINES = 200
 READ_CHUNK = 64 << 10
+LINE_STALL_S = 15.0  # a line the agent began and then left unfinished this long is cut off: the agent writes
+# each line whole, so once it has spoken, a line stalled mid-way is an answer that will never complete
+ISOLATED = "-I"  # python -I (3.4+; the agent needs 3.7): no script folder or cwd on sys.path, no PYTHON*
+# variables, no user site: a module planted beside the agent on the device, or in PYTHONPATH, never runs in it
 
 
 class AgentSession:
@@ -38,7 +42,9 @@ class AgentSession:
         self.device = transport.device
         self.python = python
         try:
-            self.process: Process = transport.start([python, agent_path])
+            # isolated: what runs is the verified agent file and the interpreter's own libraries, nothing planted
+            # beside it (a script's folder is first on sys.path) or named by the environment
+            self.process: Process = transport.start([python, ISOLATED, agent_path])
         except CommandNotFound as exc:
             raise self._no_python(str(exc)) from None
         self._lines = _Lines(self.process)
@@ -119,8 +125,13 @@ class AgentSession:
     def free_bytes(self, path: str) -> int:
         return int(self.request("df", path=path, timeout=60)["free"])
 
+    def record_made(self, path: str, source: str | None = None) -> None:
+        """Record on the device that edgeq made ``path`` (with ``source``'s identity: an upload's part file about
+        to be renamed to it). The store's tidy deletes only what such records name (the agent's ``record_made``)."""
+        self.request("record", path=path, **({"source": source} if source else {}), timeout=60)
+
     def tidy_store(self, root: str, budget_bytes: int, keep=(), drop=(), protect_s: float | None = None) -> dict:
-        """Bring the device's store under budget (the agent's ``tidy_store`` says how)."""
+        """Bring what edgeq made in the device's store under budget (the agent's ``tidy_store`` says how)."""
         extra = {} if protect_s is None else {"protect_s": protect_s}
         return self.request("store", root=root, budget_bytes=budget_bytes, keep=list(keep), drop=list(drop),
                             timeout=600, **extra)
@@ -208,6 +219,12 @@ class _Lines:
     ``next(deadline)`` gives ("msg", value), ("bad", why) for a protocol violation, ("eof",
     None) once stdout has ended (and for every call after), or ("late", None) when the
     monotonic ``deadline`` passed first. A line is held only up to ``MAX_LINE`` bytes.
+
+    Before the agent's first protocol message, a little non-JSON output is tolerated (a login
+    script's echo comes before the agent starts). Once it has spoken, its stdout carries protocol lines
+    only (the agent moves everything else to stderr), so a line that is not JSON, or a line it
+    began and left unfinished for ``LINE_STALL_S``, is a violation at once: a malformed answer
+    ends the wait in seconds, not at the request's deadline.
     """
 
     def __init__(self, process: Process):
@@ -215,13 +232,15 @@ class _Lines:
         self.buffer = bytearray()
         self.scanned = 0  # bytes of the buffer already known to hold no newline
         self.ended = False
+        self.cut = False  # the buffer's last line got its newline from the end of the stream
+        self.started = False  # a protocol message has been read: from now on only protocol lines are allowed
         self.noise = _Noise()
 
     def next(self, deadline: float | None):
         while True:
             line = self._line()
             if line is not None:
-                item = _classify(line, self.noise)
+                item = self._item(line)
                 if item is not None:
                     return item
                 continue
@@ -232,7 +251,22 @@ class _Lines:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return ("late", None)
-            self._fill(remaining)
+            stalling = self.started and bool(self.buffer)  # a line begun, its end not here yet
+            wait = LINE_STALL_S if stalling and (remaining is None or remaining > LINE_STALL_S) else remaining
+            if not self._fill(wait) and stalling and wait == LINE_STALL_S:
+                return ("bad", f"a line cut off: {len(self.buffer)} bytes without a newline "
+                               f"({bytes(self.buffer[:60])!r}), then nothing for {LINE_STALL_S:.0f} s")
+
+    def _item(self, line: bytes):
+        last = self.cut and not self.buffer  # the stream ended inside this line
+        item = _classify(line, self.noise, strict=self.started)
+        if item is None:
+            return None
+        if item[0] == "msg" and isinstance(item[1], dict) and "id" in item[1]:
+            self.started = True  # a protocol message, not a banner line that happens to parse as JSON
+        elif item[0] == "bad" and last and self.started:
+            return ("eof", None)  # the agent died mid-line: its exit (code, stderr) is the cause to report
+        return item
 
     def _line(self) -> bytes | None:
         end = self.buffer.find(b"\n", self.scanned)
@@ -244,7 +278,8 @@ class _Lines:
         self.scanned = 0
         return line
 
-    def _fill(self, timeout: float | None) -> None:
+    def _fill(self, timeout: float | None) -> bool:
+        """Read what arrives within ``timeout``; False when nothing did."""
         try:
             chunk = self.process.read_some(READ_CHUNK, timeout)
         except (OSError, ValueError, EOFError):
@@ -253,8 +288,10 @@ class _Lines:
             self.ended = True
             if self.buffer:  # a last line without its newline still counts
                 self.buffer += b"\n"
+                self.cut = True
         elif chunk is not None:
             self.buffer += chunk
+        return chunk is not None
 
 
 class _Noise:
@@ -270,8 +307,8 @@ class _Noise:
         return None
 
 
-def _classify(raw: bytes, noise: _Noise):
-    """("msg", value), ("bad", why), or None for a blank line or tolerated noise."""
+def _classify(raw: bytes, noise: _Noise, strict: bool = False):
+    """("msg", value), ("bad", why), or None for a blank line or tolerated noise (none once ``strict``)."""
     if len(raw) > MAX_LINE:
         return ("bad", f"a line longer than {MAX_LINE >> 20} MiB")
     if not raw.strip():
@@ -279,6 +316,8 @@ def _classify(raw: bytes, noise: _Noise):
     try:
         return ("msg", json.loads(raw))
     except ValueError:
+        if strict:
+            return ("bad", f"a line that is not JSON after the agent had started: {raw[:60]!r}")
         flood = noise.add(raw)
         return ("bad", flood) if flood else None
 

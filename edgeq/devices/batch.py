@@ -25,7 +25,7 @@ from edgeq.devices.deploy import Deployer
 from edgeq.devices.inventory import Device, connect, device_python
 from edgeq.devices.lock import acquire, to_stderr
 from edgeq.devices.run import check_running_agent, job_values, preflight
-from edgeq.errors import AgentError, ConfigError
+from edgeq.errors import AgentError, ConfigError, InputSetError
 from edgeq.models.modelinfo import read_model
 
 ANSWER_TIMEOUT_S = 600.0
@@ -68,7 +68,7 @@ class DeviceBatch:
         self.facts = self.session.hello()
         check_running_agent(self.device.name, self.facts)
         acquire(self.session, self.deployer.workdir, wait_s, to_stderr)
-        self.deployer.hasher, self.deployer.free_space = self.session.sha256, self.session.free_bytes
+        self.deployer.use_session(self.session)
         for info in self.infos:
             preflight(self.device.name, self.facts, info)
         self._push(force=False)
@@ -123,13 +123,15 @@ class DeviceBatch:
                 self._push(force=True)
                 self._generation, self._repushed = self._generation + 1, True
             # sent against the bad copy: send again against the new one (a second Corrupt raises)
-            answer = self.session.request("infer", timeout=ANSWER_TIMEOUT_S,
-                                          **self._params(dict(self.options, inputs=[wire_array(a) for a in part])))
-        self.requests += 1
-        self.invoke_ns += sum(int(v) for v in (answer.get("invoke_ns") or {}).values())
+            answer = _refused_is_device_fault(
+                self.device.name, self.session.request, "infer", timeout=ANSWER_TIMEOUT_S,
+                **self._params(dict(self.options, inputs=[wire_array(a) for a in part])))
         rows = len(part[0])
-        return tuple(_read_outputs(self.device.name, answer, side, rows, len(info.outputs))
-                     for side, info in zip(("float", "quant"), self.infos))
+        outputs = tuple(_read_outputs(self.device.name, answer, side, rows, info)
+                        for side, info in zip(("float", "quant"), self.infos))
+        self.invoke_ns += _invoke_ns(self.device.name, answer)
+        self.requests += 1
+        return outputs
 
     def _answer(self, request_id: int) -> dict:
         self._in_flight.remove(request_id)
@@ -138,7 +140,8 @@ class DeviceBatch:
             if isinstance(answer, BaseException):
                 raise answer
             return answer
-        return self.session.receive(request_id, "infer", timeout=ANSWER_TIMEOUT_S)
+        return _refused_is_device_fault(self.device.name, self.session.receive, request_id, "infer",
+                                        timeout=ANSWER_TIMEOUT_S)
 
     def _drain(self) -> None:
         """Read every answer still in flight (kept for its collect) so the session can carry other requests."""
@@ -146,7 +149,8 @@ class DeviceBatch:
             if request_id in self._early:
                 continue
             try:
-                self._early[request_id] = self.session.receive(request_id, "infer", timeout=ANSWER_TIMEOUT_S)
+                self._early[request_id] = _refused_is_device_fault(self.device.name, self.session.receive,
+                                                                   request_id, "infer", timeout=ANSWER_TIMEOUT_S)
             except AgentError as exc:
                 self._early[request_id] = exc
 
@@ -231,13 +235,68 @@ def read_wire_array(item, where: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
 
 
-def _read_outputs(device: str, answer: dict, side: str, rows: int, count: int) -> list[np.ndarray]:
+def _refused_is_device_fault(device: str, call, *args, **kwargs) -> dict:
+    """An infer request's answer; the agent refusing the batch as bad inputs is the device's fault, not the user's.
+
+    The host built the batch from data it checked against the same model (the device holds it under its
+    sha256), so a "BadInputs" answer is a device that misbehaves: exit 3 naming it, never exit 2."""
+    try:
+        return call(*args, **kwargs)
+    except InputSetError as exc:
+        raise AgentError(f"{device}: the agent refused a batch the host had checked against the model "
+                         f"({exc.problem})", kind="Protocol") from None
+
+
+def _invoke_ns(device: str, answer: dict) -> int:
+    """The answer's invoke times (whole nanoseconds per model), checked: a device's numbers are data, not trusted."""
+    timings = answer.get("invoke_ns", {})
+    if not isinstance(timings, dict) or not set(timings) <= {"float", "quant"} or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in timings.values()):
+        raise AgentError(f"{device}: the agent's infer answer has malformed timings (invoke_ns "
+                         f"{_short(timings)}: whole nanoseconds per model expected)", kind="Protocol")
+    return sum(timings.values())
+
+
+def _read_outputs(device: str, answer: dict, side: str, rows: int, info) -> list[np.ndarray]:
+    """One model's outputs from an infer answer, each checked against the model file: ``rows`` rows, the
+    model's dtype and per-row shape (a dynamic dimension may take any size), at least one value per row."""
+    count = len(info.outputs)
     items = answer.get(side)
     if not isinstance(items, list) or len(items) != count:
         raise AgentError(f"{device}: the agent's infer answer lacks the {side} model's {count} output(s)",
+                         kind="Protocol")
+    if "rows" in answer and (isinstance(answer["rows"], bool) or answer["rows"] != rows):
+        raise AgentError(f"{device}: the agent's infer answer says {_short(answer['rows'])} rows; {rows} were sent",
                          kind="Protocol")
     arrays = [read_wire_array(item, device) for item in items]
     if any(len(a.shape) == 0 or a.shape[0] != rows for a in arrays):
         raise AgentError(f"{device}: the agent answered for a different number of rows than the {rows} sent",
                          kind="Protocol")
+    for k, (array, tensor) in enumerate(zip(arrays, info.outputs)):
+        problem = _output_mismatch(array, tensor)
+        if problem:
+            raise AgentError(f"{device}: the agent's {side} output {k} ({tensor.name}) {problem}", kind="Protocol")
     return arrays
+
+
+def _output_mismatch(array: np.ndarray, tensor) -> str | None:
+    """What makes ``array`` (rows first) unlike what the model file says its output is; None when it fits."""
+    try:
+        expected = np.dtype(tensor.dtype)
+    except TypeError:
+        expected = None
+    if expected is not None and array.dtype != expected:
+        return f"is {array.dtype.name}, but the model's output is {expected.name}"
+    dims = tuple(tensor.shape_signature or tensor.shape)[1:]
+    got = tuple(array.shape[1:])
+    if len(got) != len(dims) or any(d >= 0 and g != d for g, d in zip(got, dims)):
+        want = ", ".join("*" if d < 0 else str(d) for d in dims)
+        return f"has rows of shape {list(got)}, but the model's are [{want}]"
+    if math.prod(got) == 0:
+        return "is empty: no value per row"
+    return None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -3,6 +3,11 @@
 Everything lands in ``workdir/cas/<sha256><suffix>``; a file already there under its
 hash is not sent again. The agent goes to ``workdir/agents/edgeq_agent-<sha12>.py``,
 so a host and a device can never run different agent versions by accident.
+
+Every file pushed while an agent session is open is recorded on the device as made by
+edgeq (the agent's ``record_made``), before its upload is renamed into place: the store's
+tidy deletes only what those records name, never a file of the user's that happened to be
+in a ``cas/`` or ``runs/`` of the workdir.
 """
 
 from __future__ import annotations
@@ -27,10 +32,28 @@ class Deployer:
         self.transport = transport
         self.workdir = transport.expand(workdir)
         self.transfers: list[Transfer] = []
+        self.recorder = None  # records a pushed file as edgeq's on the device (AgentSession.record_made)
         self.hasher = None  # set to hash device files through a running agent (no extra command)
         self.free_space = None  # likewise for free space
         self._made: set[str] = set()
         self._free: int | None = None
+
+    def use_session(self, session) -> None:
+        """Hash, measure free space and record pushed files through a running agent session."""
+        self.hasher, self.free_space, self.recorder = session.sha256, session.free_bytes, session.record_made
+
+    @property
+    def hasher(self):
+        return self._hasher
+
+    @hasher.setter
+    def hasher(self, hasher) -> None:
+        """Call sites that set ``hasher = session.sha256`` (as before ``use_session``) get the session's
+        recorder too: a file pushed without a record would never be tidied."""
+        self._hasher = hasher
+        record = getattr(getattr(hasher, "__self__", None), "record_made", None)
+        if callable(record):
+            self.recorder = record
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.workdir, *parts)
@@ -103,7 +126,18 @@ class Deployer:
             self.transport.makedirs(folder)
             self._made.add(folder)
         self._check_space(local, remote)
-        transfer = self.transport.put(local, remote, sha256=digest, hasher=self.hasher)
+        recorded: list[str] = []
+        hasher = self.hasher
+        if self.recorder is not None and self.hasher is not None:
+            def hasher(part: str) -> str:  # the upload's part, before its rename to ``remote``
+                got = self.hasher(part)
+                if got == digest:
+                    self.recorder(remote, part)
+                    recorded.append(part)
+                return got
+        transfer = self.transport.put(local, remote, sha256=digest, hasher=hasher)
+        if self.recorder is not None and not recorded:  # a transport that copied without asking for a hash
+            self.recorder(remote)
         if self._free is not None:
             self._free -= transfer.size
         if transfer.sha256 != digest:
@@ -116,10 +150,12 @@ class Deployer:
 
 
 def clean_store(device, budget_mb: int = 0) -> dict:
-    """Empty a device's store (or shrink it to ``budget_mb``): pushed files and run folders.
+    """Empty a device's store (or shrink it to ``budget_mb``): pushed files and run folders edgeq made.
 
-    The agent itself and a venv made by ``devices setup`` stay. Files in use by a job
-    still running on the board are removed too when the budget is 0: the user asked.
+    The agent itself and a venv made by ``devices setup`` stay, and so does every file in the
+    workdir's ``cas/`` or ``runs/`` that edgeq's records do not name (``foreign`` counts them).
+    Files in use by a job still running on the board are removed too when the budget is 0: the
+    user asked.
     """
     from edgeq.devices.agent_client import AgentSession
     from edgeq.devices.inventory import connect, device_python

@@ -116,7 +116,7 @@ def run_on_device(device: Device, specs: list[RunSpec], rundirs: list[Path],
             facts = session.hello()
             check_running_agent(device.name, facts)
             acquire(session, deployer.workdir, wait_s, to_stderr)
-            deployer.hasher, deployer.free_space = session.sha256, session.free_bytes
+            deployer.use_session(session)
             for item in prepared:
                 preflight(device.name, facts, item.info)
             results = [_run_one(device, deployer, session, item, progress, events) for item in prepared]

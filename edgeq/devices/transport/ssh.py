@@ -70,9 +70,17 @@ class SshProcess(Process):
         self._reader.start()
 
     def _drain(self):
-        stream = self._stderr_file = self.channel.makefile_stderr("rb")
-        for line in stream:
-            self._stderr += line
+        """Keep stderr's tail. Read from the channel, not through ``makefile_stderr``: a paramiko file object left
+        to the garbage collector (an error's traceback keeps the session alive until exit) printed "Exception
+        ignored in BufferedFile.__del__" with a traceback after edgeq's one-line error."""
+        while True:
+            try:
+                chunk = self.channel.recv_stderr(CHUNK)  # b"" once the channel has closed
+            except (OSError, EOFError, paramiko.SSHException):
+                return
+            if not chunk:
+                return
+            self._stderr += chunk
             del self._stderr[:-16000]
 
     def read_some(self, limit, timeout):
@@ -113,13 +121,7 @@ class SshProcess(Process):
         return self.channel.recv_exit_status()
 
     def kill(self):
-        """Close the channel and its stderr file object now, not in __del__ at interpreter exit."""
-        for stream in (getattr(self, "_stderr_file", None),):
-            try:
-                if stream is not None:
-                    stream.close()
-            except (OSError, ValueError, EOFError):
-                pass
+        """Close the channel now (its stderr reader then ends), not at interpreter exit."""
         self.channel.close()
 
 

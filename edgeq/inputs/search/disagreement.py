@@ -29,6 +29,11 @@ first scores seen so far (a seed far from any decision boundary is dropped after
 as long as unused seeds remain. When every seed has been tried they are used again, in the
 same order (but not those with ``per_seed`` flips): the search spends its whole budget.
 
+A candidate on which the float model gives NaN or Inf (on any output) is unusable: the
+reference is undefined there, so it is neither a disagreement nor an agreement. It costs its
+query, moves nothing and counts toward its lineage's patience; the search counts such
+candidates and says so (``SearchResult.unusable``).
+
 Every random draw comes from one generator seeded by ``seed``: the same data, models and
 seed give the same candidates, in the same order, on any evaluator that returns the same
 outputs. A query is one input evaluated by both models; ``budget`` caps them exactly. A
@@ -124,6 +129,7 @@ class _Search:
         self.dtypes = [a.dtype for a in data]
         self.started = time.monotonic()
         self.queries = self.submitted = self.next_seed = 0
+        self.unusable = 0  # candidates on which the float model gave NaN or Inf
         self.found: list[Found] = []
         self.objective: Objective | None = None
         self.lanes: list[list[Lineage]] = [[] for _ in range(config.lanes)]
@@ -179,20 +185,30 @@ class _Search:
     def _settle_batch(self, flight: _InFlight, outputs) -> None:
         f, q = outputs
         self.queries += len(flight.lineages)
-        if self.objective is None:
+        usable = finite_rows(f, len(flight.lineages))
+        self.unusable += int(np.count_nonzero(~usable))
+        rows = np.flatnonzero(usable)
+        judged_row = {int(i): j for j, i in enumerate(rows)}  # batch row -> row of the judged (usable) outputs
+        f, q = [np.asarray(a)[rows] for a in f], [np.asarray(a)[rows] for a in q]
+        if self.objective is None and len(rows):
             self.objective = choose_objective(self.output_names, f, q, self.config.output, self.info)
         if self.progress:
             self.progress(self.queries, self.config.budget)
-        judged = self.objective.judge(f, q)
+        judged = self.objective.judge(f, q) if len(rows) else None
         retired = set()
         for i, (lineage, (candidate, name, k)) in enumerate(zip(flight.lineages, flight.proposals)):
-            flipped = bool(judged.flip[i])
+            if i not in judged_row:
+                if self._unusable(lineage, name, k):
+                    retired.add(id(lineage))
+                continue
+            j = judged_row[i]
+            flipped = bool(judged.flip[j])
             history = lineage.history + [name]
-            if self._settle(lineage, candidate, name, k, judged, i):
+            if self._settle(lineage, candidate, name, k, judged, j):
                 retired.add(id(lineage))
             if flipped:
                 if self.row_flips.get(lineage.row, 0) < self.config.per_seed:  # two lineages of a row may flip at once
-                    self._record(lineage, flight.batch, i, judged, flight.first_query + i + 1, history)
+                    self._record(lineage, flight.batch, i, judged, j, flight.first_query + i + 1, history)
                 if self.row_flips.get(lineage.row, 0) >= self.config.per_seed:
                     retired.add(id(lineage))
         retired |= self._screened(flight.lineages)
@@ -246,13 +262,15 @@ class _Search:
             gone = {id(lin) for lin in sorted(climbers, key=lambda lin: -lin.stale)[:extra]}
             self.lanes[lane] = [lin for lin in self.lanes[lane] if id(lin) not in gone]
 
-    def _record(self, lineage: Lineage, batch, i: int, judged: Judged, query: int, history: list[str]) -> None:
+    def _record(self, lineage: Lineage, batch, i: int, judged: Judged, j: int, query: int,
+                history: list[str]) -> None:
+        """Keep batch row ``i`` (row ``j`` of ``judged``) as a found input."""
         arrays = [b[i].copy() for b in batch]
         distance = max(relative_distance(a, self.data[k][lineage.row], self.spaces[k].span, self.spaces[k].norm)
                        for k, a in enumerate(arrays))
-        self.found.append(Found(arrays, lineage.row, distance, query, float(judged.score[i]),
-                                None if judged.float_class is None else int(judged.float_class[i]),
-                                None if judged.quant_class is None else int(judged.quant_class[i]),
+        self.found.append(Found(arrays, lineage.row, distance, query, float(judged.score[j]),
+                                None if judged.float_class is None else int(judged.float_class[j]),
+                                None if judged.quant_class is None else int(judged.quant_class[j]),
                                 list(history)))
         lineage.flips += 1
         self.row_flips[lineage.row] = self.row_flips.get(lineage.row, 0) + 1
@@ -262,9 +280,13 @@ class _Search:
         if self.stopped == "seeds":
             notes.append(f"every seed was searched ({seeds} of {len(self.data[0])} data samples, at most "
                          f"{self.config.max_seeds}) before the budget ran out")
+        if self.unusable:
+            notes.append(f"{self.unusable} of {self.queries} candidates were unusable: the float model gave NaN or "
+                         "Inf on them, so they are neither disagreements nor agreements")
         return SearchResult(self.found, self.queries, time.monotonic() - self.started, self.stopped,
                             self.stopped != "interrupted", self.objective.describe() if self.objective else {},
-                            {**self.chain.stats(), **self.moves.stats()}, seeds, error, notes, self.split.stats())
+                            {**self.chain.stats(), **self.moves.stats()}, seeds, error, notes, self.split.stats(),
+                            self.unusable)
 
     # ------------------------------------------------------------------ proposing
     def _placed(self, values: list[np.ndarray], lineage: Lineage) -> list[np.ndarray]:
@@ -382,6 +404,19 @@ class _Search:
                 lineage.direction, lineage.momentum = None, 1.0
         return lineage.stale >= (self.config.climb_patience if lineage.mode == CLIMB else self.config.patience)
 
+    def _unusable(self, lineage: Lineage, name: str, k: int | None) -> bool:
+        """A candidate the float model gave NaN/Inf on: no move, no flip, a step without a gain; True to retire."""
+        if k is not None:
+            self.chain.record(k, False, False)
+        elif lineage.evaluated:
+            self.moves.record(name, False, False)
+        if name == LINE and lineage.bracket is not None:
+            lineage.bracket.steps += 1
+            if lineage.bracket.steps >= self.config.line_steps:
+                lineage.bracket = None
+        lineage.stale += 1
+        return lineage.stale >= (self.config.climb_patience if lineage.mode == CLIMB else self.config.patience)
+
     def _settle_line(self, lineage: Lineage, candidate, score, flipped, klass, scores, history) -> None:
         """A line-search step replaces the bracket's end on its float side, until a flip or ``line_steps``."""
         br = lineage.bracket
@@ -400,6 +435,16 @@ class _Search:
         if br.steps >= self.config.line_steps:
             lineage.bracket = None
             lineage.stale += self.config.line_steps
+
+
+def finite_rows(outputs: list[np.ndarray], rows: int) -> np.ndarray:
+    """Per row (bool): every value of every output is finite (NaN or Inf anywhere makes the row unusable)."""
+    usable = np.ones(rows, dtype=bool)
+    for output in outputs:
+        values = np.asarray(output).reshape(rows, -1)
+        if values.dtype.kind in "fc":
+            usable &= np.isfinite(values).all(axis=1)
+    return usable
 
 
 def search(evaluator, data: list[np.ndarray], spaces: list[Space], operators: list[Operator],

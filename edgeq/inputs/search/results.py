@@ -36,6 +36,7 @@ class SearchResult:
     error: EdgeqError | BaseException | None = None
     notes: list[str] = field(default_factory=list)
     strategy: dict = field(default_factory=dict)  # the seeking / climbing split and the crossings behind it
+    unusable: int = 0  # candidates the float model gave NaN or Inf on: neither disagreements nor agreements
 
     @property
     def first_flip_query(self) -> int | None:
@@ -47,5 +48,5 @@ class SearchResult:
                 "seeds_tried": self.seeds_tried, "objective": self.objective, "operators": self.operators,
                 "queries_per_s": round(self.queries / self.elapsed_s, 1) if self.elapsed_s > 0 else None,
                 "distances": [round(f.distance, 6) for f in self.found], "notes": list(self.notes),
-                "strategy": dict(self.strategy),
+                "strategy": dict(self.strategy), "unusable": self.unusable,
                 **({"error": str(self.error)} if self.error is not None else {})}
