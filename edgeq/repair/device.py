@@ -62,7 +62,7 @@ class DeviceMeasurer:
             facts = session.hello()
             check_running_agent(self.device.name, facts)
             acquire(session, deployer.workdir, self.wait_s, to_stderr)
-            deployer.hasher, deployer.free_space = session.sha256, session.free_bytes
+            deployer.use_session(session)
         except BaseException:
             stack.close()
             raise
