@@ -150,3 +150,31 @@ def _me() -> str:
     import getpass
 
     return os.environ.get("LG_USERNAME") or getpass.getuser()
+
+
+def test_a_place_left_acquired_by_a_killed_run_is_recognised_and_recovered(labgrid, inventory, example_tflite,
+                                                                          small_inputs, tmp_path):
+    """kill -9 runs no cleanup: the place stays acquired, tagged with the dead edgeq's PID. While that run
+    lives, another run is told it is in use; once it is gone, the next run takes the place over, says so,
+    and releases it at its end."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgeq", *run_args(inventory, example_tflite, small_inputs,
+                                                                       tmp_path / "killed", "--min-duration", "600")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_until_held(labgrid, proc), "the run never acquired the place"
+        shown = labgrid.client("-p", PLACE, "show").stdout
+        assert f"edgeq_owner=" in shown and f"_{proc.pid}_" in shown  # recognisable as edgeq's, and whose
+        busy = CliRunner().invoke(main, run_args(inventory, example_tflite, small_inputs, tmp_path / "busy"))
+        assert busy.exit_code == 3 and f"in use by another edgeq run (pid {proc.pid}" in busy.output, busy.output
+        proc.kill()
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert labgrid.holder(PLACE).endswith("/" + _me())  # left acquired: nothing released it
+    done = CliRunner().invoke(main, run_args(inventory, example_tflite, small_inputs, tmp_path / "next",
+                                             "--wait", "120"))
+    assert done.exit_code == 0, done.output
+    assert f"left acquired by edgeq pid {proc.pid} on this host, which is gone: taking it over" in done.output
+    assert labgrid.holder(PLACE) is None  # released, as its own acquisition would be
+    assert "edgeq_owner" not in labgrid.client("-p", PLACE, "show").stdout

@@ -26,9 +26,11 @@ def devices_list(inventory, as_json, locks):
 
     found = load_inventory(inventory)
     held = _lock_states(found) if locks else {}
-    if as_json:
+    if as_json:  # strict JSON: a holder's NaN or Infinity (the device wrote them) becomes null
+        from edgeq.results import strict_json
+
         listing = {name: dict(d.as_dict(), **({"lock": held[name]} if locks else {})) for name, d in found.items()}
-        click.echo(json.dumps(listing, indent=1))
+        click.echo(json.dumps(strict_json(listing), indent=1, allow_nan=False, default=str))
         return
     for name, d in found.items():
         click.echo(_listing(d))
@@ -45,10 +47,13 @@ def _lock_states(found: dict) -> dict:
 
 
 def _lock_line(state: dict) -> str:
+    from edgeq.devices.fleet import printable
     from edgeq.devices.lock import describe_holder
 
+    if not isinstance(state, dict):
+        return "lock unknown: the agent's answer is not a lock state"
     if "error" in state:
-        return f"lock unknown: {state['error']}"[:76]
+        return printable(f"lock unknown: {state['error']}", 76)
     return describe_holder(state.get("holder")) if state.get("held") else "free"
 
 
@@ -80,51 +85,79 @@ def devices_check(names, tag, inventory, json_path):
     from edgeq.devices.probe import probe_device
 
     found = load_inventory(inventory)
-    chosen = select_devices(",".join(names) if names else ",".join(found), found, tag=tag)
+    chosen = select_devices(",".join(names) if names else ",".join(found), found, tag=tag, flag="NAMES")
     fleet = run_fleet(chosen, probe_device)
+    if len(chosen) == 1 and fleet.failed:  # one device and a bad setting: the one line, exit 2
+        raise next(iter(fleet.failed.values()))
     results = {name: facts for name, facts in fleet.succeeded.items()}
-    print_device_table(console(), results)
+    for name, error in fleet.failed.items():  # a bad setting (exit 2), not an unreachable device
+        results[name] = {"ok": False, "stage": "settings", "error": str(error)}
+    print_device_table(console(), {d.name: results[d.name] for d in chosen})
     write_json_file(json_path, results)
+    if fleet.failed:
+        sys.exit(fleet.exit_code)
     if not all(f.get("ok") for f in results.values()):
         sys.exit(3)
 
 
 def print_device_table(out, results: dict) -> None:
     """One row per device in 80 columns; sensors, OS and any problem on lines below it."""
+    from rich.markup import escape
     from rich.table import Table
 
+    from edgeq.devices.fleet import printable
     from edgeq.devices.lock import describe_holder
+
+    def shown(value, limit: int = 60) -> str:  # what the device said: no escapes, no rich markup
+        return escape(printable(value if value is not None else "", limit))
 
     table = Table(title="devices", title_justify="left", width=min(out.width, 80))
     for column in ("device", "state", "arch", "python", "TFLite runtime", "free"):
         table.add_column(column, overflow="fold")
     details = []
     for name, f in results.items():
-        runtime = f.get("runtime") or {}
-        free = (f.get("disk") or {}).get("free")
-        table.add_row(name, _state(f), f.get("arch", ""), f.get("python", ""),
-                      f"{runtime.get('name', '')} {runtime.get('version', '')}".strip(),
-                      f"{free / 1e9:.1f} GB" if free is not None else "")
+        runtime = _dict(f.get("runtime"))
+        free = _dict(f.get("disk")).get("free")
+        table.add_row(escape(name), _state(f), shown(f.get("arch", "")), shown(f.get("python", "")),
+                      shown(f"{runtime.get('name', '')} {runtime.get('version', '')}".strip()),
+                      f"{free / 1e9:.1f} GB" if _finite(free) else "")
         if f.get("ok"):
-            lock = f.get("lock") or {}
+            lock = _dict(f.get("lock"))
             details.append(f"{name}: {describe_holder(lock.get('holder')) if lock.get('held') else 'free'}; "
-                           f"sensors {_sensors(f)}; {(f.get('os') or '')[:40]}")
+                           f"sensors {_sensors(f)}; {printable(f.get('os') or '', 40)}")
         else:
-            details.append(f"{name}: {f.get('stage', '')}: {f.get('error', '')}")
+            details.append(f"{name}: {printable(f.get('stage', ''), 40)}: {printable(f.get('error', ''))}")
     out.print(table)
     for line in details:
         out.print(line, highlight=False, markup=False)
 
 
+def _dict(value) -> dict:
+    """A part of a device's answer that should be an object; anything else reads as empty."""
+    return value if isinstance(value, dict) else {}
+
+
+def _finite(value) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _state(facts: dict) -> str:
+    from rich.markup import escape
+
+    from edgeq.devices.fleet import printable
+
     if facts.get("ok"):
-        return "[yellow]busy[/]" if (facts.get("lock") or {}).get("held") else "[green]ok[/]"
-    return f"[red]{facts.get('stage') or 'failed'}[/]"
+        return "[yellow]busy[/]" if _dict(facts.get("lock")).get("held") else "[green]ok[/]"
+    return f"[red]{escape(printable(facts.get('stage') or 'failed', 20))}[/]"
 
 
 def _sensors(facts: dict) -> str:
-    sensors = facts.get("sensors") or {}
-    found = [f"{k} {len(v)}" for k, v in sensors.items() if isinstance(v, list) and v]
+    from edgeq.devices.fleet import printable
+
+    sensors = _dict(facts.get("sensors"))
+    found = [f"{printable(k, 20)} {len(v)}" for k, v in sensors.items() if isinstance(v, list) and v]
     if sensors.get("vcgencmd"):
         found.append("vcgencmd")
     return ", ".join(found) or "none"
@@ -138,19 +171,24 @@ def _sensors(facts: dict) -> str:
               help="Keep this many MB of the most recently used files instead of none.")
 def devices_clean(names, tag, inventory, keep_mb):
     """Free a device's disk: remove pushed models, input sets and run folders (the agent stays)."""
-    from edgeq.devices.deploy import clean_store
-    from edgeq.devices.fleet import run_fleet
+    from edgeq.devices.fleet import printable, run_fleet
     from edgeq.devices.inventory import load_inventory, select_devices
+    from edgeq.devices.soak import clean_store_and_soaks
 
     found = load_inventory(inventory)
-    chosen = select_devices(",".join(names) if names else None, found, tag=tag)
-    fleet = run_fleet(chosen, lambda device: clean_store(device, keep_mb))
+    chosen = select_devices(",".join(names) if names else None, found, tag=tag, flag="NAMES")
+    fleet = run_fleet(chosen, lambda device: clean_store_and_soaks(device, keep_mb))
     for name, tidied in fleet.succeeded.items():
         freed = tidied["before_bytes"] - tidied["after_bytes"]
         click.echo(f"{name}: freed {freed / 2**20:.1f} MB ({tidied['removed']} entries); "
                    f"{tidied['after_bytes'] / 2**20:.1f} MB kept")
+        soaks = tidied["soaks"]
+        if soaks["removed"] or soaks["running"]:
+            running = f"; kept {len(soaks['running'])} still running: {', '.join(soaks['running'])}" \
+                if soaks["running"] else ""
+            click.echo(f"{name}: removed {len(soaks['removed'])} folder(s) of soaks that ended{running}")
     for name, error in fleet.failed.items():
-        click.echo(f"{name}: {error}", err=True)
+        click.echo(f"{name}: {printable(error)}", err=True)
     if fleet.failed:
         sys.exit(fleet.exit_code)
 
@@ -219,18 +257,20 @@ def _fingerprint_line(pinned: str) -> str:
 def devices_setup(names, inventory, offline, runtime, base_python, wheel_dir, json_path):
     """Make WORKDIR/venv on each device with numpy and a TFLite runtime; runs then use it."""
     from edgeq.devices.inventory import load_inventory, select_devices
-    from edgeq.devices.fleet import run_fleet
+    from edgeq.devices.fleet import printable, run_fleet
     from edgeq.devices.setup_device import setup_device
 
     out = console()
-    chosen = select_devices(",".join(names), load_inventory(inventory))
+    chosen = select_devices(",".join(names), load_inventory(inventory), flag="NAMES")
     fleet = run_fleet(chosen, lambda d: setup_device(d, offline=offline, runtime=runtime, base_python=base_python,
-                                                     wheel_dir=wheel_dir, log=out.log))
+                                                     wheel_dir=wheel_dir,
+                                                     log=lambda line: out.log(line, markup=False, highlight=False)))
     for name, facts in fleet.succeeded.items():
-        rt = facts.get("runtime", {})
-        click.echo(f"{name}: ready: {facts['python_path']} (Python {facts.get('python')}, numpy {facts.get('numpy')}, "
-                   f"{rt.get('name')} {rt.get('version')})")
+        rt = _dict(facts.get("runtime"))
+        said = printable(f"{facts.get('python_path')} (Python {facts.get('python')}, numpy {facts.get('numpy')}, "
+                         f"{rt.get('name')} {rt.get('version')})")
+        click.echo(f"{name}: ready: {said}")
     for name, error in fleet.failed.items():
-        click.echo(f"{name}: FAILED: {error}", err=True)
+        click.echo(f"{name}: FAILED: {printable(error)}", err=True)
     write_json_file(json_path, {"ready": fleet.succeeded, "failed": {n: str(e) for n, e in fleet.failed.items()}})
     sys.exit(fleet.exit_code)

@@ -143,8 +143,9 @@ def device_python(device: Device, transport) -> str:
     return made_by_setup if transport.exists(made_by_setup) else "python3"
 
 
-def select_devices(spec: str | None, inventory: dict[str, Device], tag: str | None = None) -> list[Device]:
-    """Resolve ``--device a,b`` or ``--tag lab`` against the inventory, naming what is unknown."""
+def select_devices(spec: str | None, inventory: dict[str, Device], tag: str | None = None,
+                   flag: str = "--device") -> list[Device]:
+    """Resolve ``--device a,b`` or ``--tag lab`` against the inventory, naming what is unknown or named twice."""
     if tag:
         tagged = [d for d in inventory.values() if tag in d.tags]
         if not tagged:
@@ -153,6 +154,9 @@ def select_devices(spec: str | None, inventory: dict[str, Device], tag: str | No
     names = [n.strip() for n in (spec or "local").split(",") if n.strip()]
     if not names:
         raise ConfigError("--device names no device")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # one board, two jobs: the second would wait for (or fail on) the lock the first holds
+        raise ConfigError(f"{flag} {spec}: names {', '.join(twice)} more than once; name each device once")
     unknown = [n for n in names if n not in inventory]
     if unknown:
         known = ", ".join(sorted(inventory))

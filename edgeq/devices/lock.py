@@ -10,6 +10,7 @@ dies releases the lock with its process: there is no stale lock to clean up.
 from __future__ import annotations
 
 import getpass
+import math
 import os
 import socket
 import sys
@@ -17,6 +18,7 @@ import time
 from typing import Callable
 
 from edgeq.devices.agent_client import AgentSession
+from edgeq.devices.fleet import printable
 from edgeq.errors import DeviceBusy
 
 WAIT_ANSWER_S = 120.0  # beyond --wait: the agent's own answer time
@@ -40,23 +42,41 @@ def owner_facts() -> dict:
 
 
 def describe_holder(holder: dict | None, now: float | None = None) -> str:
-    """'alice@ws1 (pid 4242, edgeq evaluate) for 3 min' — or what is known of it."""
+    """'alice@ws1 (pid 4242, edgeq evaluate) for 3 min' — or what is known of it.
+
+    The facts are whatever the holder wrote into the lock file: every string passes
+    ``printable`` (no terminal escapes, no carriage returns, one line) and only finite numbers
+    count as times, so a hostile or garbled holder cannot retitle the terminal, overwrite the
+    line or print ``nan s``.
+    """
     if not holder:
         return "free"
-    if holder.get("unknown"):
+    if not isinstance(holder, dict) or holder.get("unknown"):
         return "held by an unknown job"
     now = time.time() if now is None else now
-    who = f"{holder.get('user', '?')}@{holder.get('host', '?')}"
-    what = ", ".join(str(p) for p in (f"pid {holder['pid']}" if "pid" in holder else None,
-                                      holder.get("command")) if p)
+    who = f"{_fact(holder.get('user', '?'))}@{_fact(holder.get('host', '?'))}"
+    pid = holder.get("pid")
+    what = ", ".join(p for p in (f"pid {_fact(pid, 20)}" if pid is not None else None,
+                                 _fact(holder["command"]) if holder.get("command") else None) if p)
     text = f"held by {who}" + (f" ({what})" if what else "")
-    since = holder.get("since")
-    if isinstance(since, (int, float)):
+    since = _time(holder.get("since"))
+    if since is not None:
         text += f" for {_span(now - since)}"
-    until = holder.get("until")
-    if holder.get("job") == "soak" and isinstance(until, (int, float)):
+    until = _time(holder.get("until"))
+    if holder.get("job") == "soak" and until is not None:
         text += f", soak ends in {_span(until - now)}" if until > now else ", soak past its end"
     return text
+
+
+def _fact(value, limit: int = 80) -> str:
+    return printable(value, limit)
+
+
+def _time(value) -> float | None:
+    """A holder's time stamp, if it is one: a finite number (NaN, ±inf, text and bools are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def _span(seconds: float) -> str:
@@ -65,7 +85,9 @@ def _span(seconds: float) -> str:
         return f"{seconds:.0f} s"
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    if seconds < 1000 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days" if seconds < 100 * 365 * 86400 else "more than a century"
 
 
 def acquire(session: AgentSession, root: str, wait_s: float = 0.0,
@@ -74,7 +96,7 @@ def acquire(session: AgentSession, root: str, wait_s: float = 0.0,
     def event(message: dict) -> None:
         if on_wait and message.get("event") == "lock_wait":
             on_wait(f"{session.device}: waiting for the device ({describe_holder(message.get('holder'))}); "
-                    f"{message.get('left_s', 0):.0f} s left")
+                    f"{_time(message.get('left_s')) or 0:.0f} s left")
 
     answer = session.request("lock", root=root, owner=owner_facts(), wait_s=float(wait_s), on_event=event,
                              timeout=WAIT_ANSWER_S)

@@ -10,7 +10,7 @@ from edgeq.devices.agent_client import AgentSession
 from edgeq.devices.deploy import Deployer
 from edgeq.devices.inventory import Device, connect, device_python
 from edgeq.devices.lock import status as lock_status
-from edgeq.errors import ConfigError, EdgeqError, TransportError
+from edgeq.errors import EXIT_BAD_INPUT, ConfigError, EdgeqError, TransportError
 
 
 def probe_device(device: Device) -> dict:
@@ -27,6 +27,8 @@ def probe_device(device: Device) -> dict:
                 facts["disk"] = session.request("df", path=workdir, timeout=60)
                 facts["lock"] = lock_status(session, workdir)
     except EdgeqError as exc:
+        if exc.exit_code == EXIT_BAD_INPUT:  # a bad setting (known_hosts a folder, …) is the user's to fix: exit 2
+            raise
         facts["error"] = str(exc)
         facts["stage"] = _stage(exc, facts)
         return facts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from typing import Callable
 
 from edgeq.devices.agent_client import AgentSession
 from edgeq.devices.deploy import Deployer
+from edgeq.devices.fleet import printable
 from edgeq.devices.inventory import SETUP_VENV, Device, connect
 from edgeq.errors import ConfigError, RemoteCommandFailed, TransportError
 
@@ -59,11 +61,24 @@ def setup_device(device: Device, *, offline: bool = False, runtime: str = "ai-ed
 
 
 def _probe(transport, base_python: str) -> dict:
+    """The device Python's version, machine and libc, checked: what the device printed is data (a
+    garbled answer is one line, exit 3; its strings are shown through ``printable``)."""
     result = transport.run([base_python, "-c", PROBE], check=False, timeout=60)
     if result.exit_code != 0:
         raise TransportError(f"{transport.device}: cannot run {base_python!r} on the device "
-                             f"(exit {result.exit_code}): {result.stderr.strip()[-200:]}")
-    return json.loads(result.stdout)
+                             f"(exit {result.exit_code}): {printable(result.stderr.strip()[-200:])}")
+    try:
+        facts = json.loads((result.stdout.strip().splitlines() or [""])[-1])
+    except ValueError:
+        facts = None
+    libc = facts.get("libc") if isinstance(facts, dict) else None
+    if not (isinstance(facts, dict) and isinstance(facts.get("python"), str)
+            and re.fullmatch(r"\d+\.\d+", facts["python"]) and isinstance(facts.get("machine"), str)
+            and isinstance(libc, (list, tuple)) and all(isinstance(x, str) for x in libc)):
+        raise TransportError(f"{transport.device}: {base_python!r} on the device answered "
+                             f"{printable(result.stdout.strip()[-120:])!r}, not its version and platform")
+    facts["machine"] = printable(facts["machine"], 40)
+    return facts
 
 
 def _checked(transport, argv: list[str], what: str, timeout: float = 600, hint: str = "") -> None:
@@ -77,8 +92,12 @@ def platform_tags(machine: str, libc: list | tuple) -> list[str]:
     """pip --platform tags a device with this glibc accepts, newest first."""
     name, version = (list(libc) + ["", ""])[:2]
     if name != "glibc" or not version:
-        raise ConfigError(f"device libc is {name or 'unknown'}: only glibc (manylinux) wheels can be downloaded")
-    major, minor = (int(p) for p in version.split(".")[:2])
+        raise ConfigError(f"device libc is {printable(name or 'unknown', 40)}: only glibc (manylinux) wheels can be "
+                          "downloaded")
+    numbers = re.match(r"(\d+)\.(\d+)", version)
+    if numbers is None:
+        raise TransportError(f"device glibc version {printable(version, 40)!r} is not like 2.36")
+    major, minor = int(numbers.group(1)), int(numbers.group(2))
     arch = {"arm64": "aarch64", "armv8l": "armv7l"}.get(machine, machine)
     tags = [f"manylinux_{major}_{m}_{arch}" for m in range(minor, 16, -1)]
     return tags + [f"manylinux2014_{arch}", "any"]

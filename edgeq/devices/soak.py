@@ -11,9 +11,12 @@ on the host until it is pulled.
 from __future__ import annotations
 
 import json
+import math
 import posixpath
 import re
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -23,9 +26,10 @@ from typing import Callable
 from edgeq.devices.deploy import Deployer
 from edgeq.devices.inventory import Device, connect, device_python
 from edgeq.devices.agent_client import AgentSession
+from edgeq.devices.fleet import printable
 from edgeq.devices.lock import acquire, owner_facts, to_stderr
 from edgeq.devices.run import RunSpec, check_running_agent, job_values, prepare
-from edgeq.errors import ConfigError, TransportError
+from edgeq.errors import AgentError, ConfigError, EdgeqError, TransportError
 from edgeq.results import refuse_larger, write_json_atomic
 
 HANDLE_FILE = "soak.json"
@@ -37,17 +41,57 @@ FIRST_PASS_CAP = 64 << 20  # first_pass.json: ~11 bytes per sample of the input 
 LOG_TAIL = 256 << 10  # the last bytes of agent.log that are pulled: a log can grow for hours
 RECORD_LINE_MAX = 1 << 20  # one records.jsonl line; the agent writes ~1 KiB per window
 # $0 python, $1 agent, $2 "soak", $3 job path: no user data is ever pasted into the script
+MAX_DURATION_S = 30 * 86400.0  # a soak holds its board: longer than a month is a typo, not a test
+STOP_GRACE_S = 2.0  # --stop: how long the agent gets to end the soak itself before it is signalled
+STOP_KILL_S = 10.0  # after SIGTERM, how long before SIGKILL
+STALL_MIN_S = 120.0  # follow(): no new window for max(3 windows, this) → is the soak process still there?
+STARTING_GRACE_S = 600.0  # a soak folder without status.json younger than this may be a soak starting now
+COLLECTED = "collected"  # marker in a soak folder: the host pulled it whole (the store budget may drop it)
 
 
-def parse_duration(text: str) -> float:
-    """``8h``, ``30m``, ``90s``, ``1h30m`` or plain seconds."""
+def parse_duration(text: str, flag: str = "--duration") -> float:
+    """``8h``, ``30m``, ``90s``, ``1h30m`` or plain seconds; ConfigError naming ``flag`` otherwise."""
+    given = text
     text = text.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ConfigError(f"duration {text!r} is not like 8h, 30m, 90s or 1h30m")
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ConfigError(f"{flag} {printable(given, 40)!r}: duration is not like 8h, 30m, 90s or 1h30m")
+        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if not math.isfinite(seconds) or seconds > MAX_DURATION_S:
+        raise ConfigError(f"{flag} {printable(given, 40)}: longer than a soak may run "
+                          f"(at most {_hours(MAX_DURATION_S)}, 30 days)")
+    return seconds
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:g}h"
+
+
+def _words(seconds: float) -> str:
+    """600 → 10m, 7200 → 2h, 90 → 90s: as --duration and --window are written."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def check_timing(duration_s: float, window_s: float) -> None:
+    """--duration and --window together: finite, at most MAX_DURATION_S, and a window that fits.
+
+    A window longer than the duration is refused, not clipped: the agent ends a soak only at a
+    window's end, so it would run the whole window (a 2h window holds the board 2 h for a 10m soak)."""
+    for flag, value in (("--duration", duration_s), ("--window", window_s)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{flag} {value!r}: not a finite number of seconds")
+    if duration_s > MAX_DURATION_S:
+        raise ConfigError(f"--duration {_words(duration_s)}: longer than a soak may run (at most "
+                          f"{_hours(MAX_DURATION_S)}, 30 days)")
+    if window_s > duration_s:
+        raise ConfigError(f"--window {_words(window_s)} is longer than --duration {_words(duration_s)}: a soak records "
+                          "whole windows, so it would run the whole window; use a --window of at most the duration")
 
 
 @dataclass(frozen=True)
@@ -86,7 +130,9 @@ class SoakHandle:
 def check_soak(spec: RunSpec, duration_s: float, window_s: float, device: Device | None = None) -> dict:
     """The soak job's options, checked by the agent's own table (JOB_OPTIONS): call it before
     anything starts on a device, so a bad --window or --duration is one line on the host."""
-    return job_values(spec, "soak", device, duration_s=duration_s, window_s=window_s)
+    values = job_values(spec, "soak", device, duration_s=duration_s, window_s=window_s)
+    check_timing(duration_s, window_s)
+    return values
 
 
 def start_soak(device: Device, spec: RunSpec, outdir: Path, duration_s: float, window_s: float,
@@ -116,12 +162,33 @@ def start_soak(device: Device, spec: RunSpec, outdir: Path, duration_s: float, w
                 local_job = Path(scratch) / "job.json"
                 local_job.write_text(json.dumps(job))
                 transport.put(local_job, job_remote)
+            _tidy_before_launch(device, transport, session, deployer, keep=[model, inputs])
             launched = session.request("launch_soak", job=job_remote, owner=owner_facts(), duration_s=duration_s,
                                        timeout=60)
-    handle = SoakHandle(device.name, soak_id, remote_dir, int(launched["pid"]), time.time(),
-                        duration_s, window_s)
+    pid = launched.get("pid") if isinstance(launched, dict) else None
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        raise AgentError(f"{device.name}: the agent did not say which process runs soak {soak_id} "
+                         f"(answer {printable(launched, 80)})")
+    handle = SoakHandle(device.name, soak_id, remote_dir, pid, time.time(), duration_s, window_s)
     handle.save(outdir)
     return handle
+
+
+def _tidy_before_launch(device: Device, transport, session: AgentSession, deployer: Deployer, keep: list) -> None:
+    """The store budget (``store_mb``) counts soak folders too: while this session holds the board's
+    lock no soak runs on it, so soak folders the host has collected go, oldest first, while the
+    store is over budget. A failure costs disk space, never the soak: it only warns."""
+    budget = device.store_mb << 20
+    try:
+        measured = session.tidy_store(deployer.workdir, 1 << 62, keep=keep)  # measures, removes nothing
+        tidied = tidy_soaks(device, transport, deployer.workdir, budget, int(measured["after_bytes"]),
+                            collected_only=True)
+    except (EdgeqError, KeyError, TypeError, ValueError) as exc:
+        print(f"{device.name}: could not tidy the device's soak folders: {printable(exc)}", file=sys.stderr)
+        return
+    if tidied["removed"]:
+        print(f"{device.name}: store over {device.store_mb} MB: removed {len(tidied['removed'])} collected soak "
+              f"folder(s), oldest first", file=sys.stderr)
 
 
 def read_status(transport, handle: SoakHandle) -> dict:
@@ -195,29 +262,91 @@ def _valid_record(record) -> bool:
             and all(_number(record.get(k)) for k in ("elapsed_s", "rss_kb", "temp_c", "power_w", "throttled")))
 
 
+class Cancelled(Exception):
+    """follow() was asked to stop following (Ctrl-C on the host); the soak keeps running."""
+
+
 def follow(device: Device, handle: SoakHandle, outdir: Path, on_records: Callable[[list[dict], dict], None],
-           poll_s: float = 2.0, reconnect_for_s: float = DEFAULT_RECONNECT_S) -> dict:
-    """Pull records until the soak ends; ride out dropped connections for ``reconnect_for_s``."""
+           poll_s: float = 2.0, reconnect_for_s: float = DEFAULT_RECONNECT_S,
+           cancel: threading.Event | None = None) -> dict:
+    """Pull records until the soak ends; ride out dropped connections for ``reconnect_for_s``.
+
+    Never waits forever: a soak folder that is gone from the device ends it (with what the host
+    pulled before), and a soak whose status stops moving is checked for its process — one that is
+    gone without a final state (killed, out of memory, a reboot) is marked failed. ``cancel`` set
+    (Ctrl-C) raises Cancelled within a poll."""
+    cancel = cancel or threading.Event()
     lost_since = None
+    stall = _Stall(handle)
     while True:
         try:
             with connect(device) as transport:
                 while True:
+                    if cancel.is_set():
+                        raise Cancelled()
                     status = read_status(transport, handle)
+                    if not status and not transport.exists(handle.remote_dir):
+                        return _vanished(handle, outdir)
                     on_records(pull_new_records(transport, handle, outdir), status)
                     lost_since = None
+                    if status.get("state") not in FINAL_STATES and stall.stalled(status):
+                        status = settle_soak(device, transport, handle) or status
                     if status.get("state") in FINAL_STATES:
                         pull_new_records(transport, handle, outdir)
                         _pull_files(transport, handle, outdir)
+                        _mark_collected(transport, handle)
                         return status
-                    time.sleep(poll_s)
+                    cancel.wait(poll_s)
         except TransportError as exc:
             lost_since = lost_since or time.monotonic()
             if time.monotonic() - lost_since > reconnect_for_s:
                 raise TransportError(f"{exc} (no connection for {reconnect_for_s:.0f} s); the soak keeps running "
                                      f"on the device: reattach with `edgeq soak --attach {outdir}`") from None
             on_records([], {"state": "reconnecting", "error": str(exc)})
-            time.sleep(min(poll_s * 2, 10.0))
+            cancel.wait(min(poll_s * 2, 10.0))
+
+
+class _Stall:
+    """When a soak's status has not moved for max(3 windows, STALL_MIN_S): time to look for its process."""
+
+    def __init__(self, handle: SoakHandle):
+        self.after_s = max(3 * handle.window_s, STALL_MIN_S)
+        self.seen, self.since = None, time.monotonic()
+
+    def stalled(self, status: dict) -> bool:
+        mark = (status.get("state"), status.get("windows"), status.get("updated"))
+        if mark != self.seen:
+            self.seen, self.since = mark, time.monotonic()
+            return False
+        if time.monotonic() - self.since < self.after_s:
+            return False
+        self.since = time.monotonic()  # look again only after another stall period
+        return True
+
+
+def _vanished(handle: SoakHandle, outdir: Path) -> dict:
+    """The soak's folder is gone from the device (cleaned): what the host pulled before is all there is."""
+    local = Path(outdir) / "device" / "status.json"
+    try:
+        status = json.loads(local.read_text()) if local.exists() else {}
+    except (OSError, ValueError):
+        status = {}
+    if isinstance(status, dict) and status.get("state") in FINAL_STATES:
+        return status
+    raise TransportError(f"{handle.device}: soak {handle.soak_id} is gone from the device ({handle.remote_dir} "
+                         f"does not exist: removed by `edgeq devices clean`?); what was pulled before is in {outdir}")
+
+
+def _mark_collected(transport, handle: SoakHandle) -> None:
+    """Tell the store budget this finished soak is on the host now (its folder may go when space is short)."""
+    try:
+        if not transport.exists(posixpath.join(handle.remote_dir, COLLECTED)):
+            with tempfile.TemporaryDirectory() as scratch:
+                marker = Path(scratch) / COLLECTED
+                marker.write_text("pulled by the host\n")
+                transport.put(marker, posixpath.join(handle.remote_dir, COLLECTED))
+    except TransportError:
+        pass  # only the budget's business: the folder is then kept until `devices clean`
 
 
 def _pull_files(transport, handle: SoakHandle, outdir: Path) -> None:
@@ -241,12 +370,268 @@ def _tail_log(transport, handle: SoakHandle, local: Path) -> None:
         local.write_text(tail.stdout)
 
 
-def stop_soak(device: Device, handle: SoakHandle) -> None:
-    """Ask the agent to finish its current window and stop (a file, so no signal races)."""
-    with connect(device) as transport, tempfile.TemporaryDirectory() as scratch:
-        flag = Path(scratch) / "stop"
-        flag.write_text("stop requested by the host\n")
-        transport.put(flag, posixpath.join(handle.remote_dir, "stop"))
+def stop_soak(device: Device, handle: SoakHandle, grace_s: float = STOP_GRACE_S,
+              kill_s: float = STOP_KILL_S) -> dict:
+    """Stop a soak now, not at the end of its window; {"how": …, "state": …} says how it went.
+
+    The stop file comes first: an agent that looks for it while it measures ends the soak itself
+    within ``grace_s`` and records the partial window ("agent"). Today's agent looks only at a
+    window's end, which can be an hour away: then the soak process — checked to be this soak by its
+    command line — gets SIGTERM (SIGKILL after ``kill_s``), and status.json says "stopped", with
+    the window in progress not recorded ("signal"). A soak whose process is already gone is marked
+    failed ("gone"); one already over is left as it is ("final"). A device without /proc, where the
+    process cannot be identified, only gets the stop file ("flag": it stops at its window's end).
+    """
+    with connect(device) as transport:
+        answer = _soak_tool(device, transport, "stop", timeout=grace_s + kill_s + 60,
+                            dir=handle.remote_dir, pid=handle.pid, job=posixpath.join(handle.remote_dir, "job.json"),
+                            grace_s=grace_s, kill_s=kill_s)
+    if answer.get("how") == "stuck":
+        raise TransportError(f"{handle.device}: soak {handle.soak_id} (pid {handle.pid}) did not end after SIGKILL")
+    return answer
+
+
+def settle_soak(device: Device, transport, handle: SoakHandle) -> dict | None:
+    """A soak whose status stopped moving: if its process is gone, mark it failed and return that status."""
+    answer = _soak_tool(device, transport, "stop", timeout=60, dir=handle.remote_dir, pid=handle.pid,
+                        job=posixpath.join(handle.remote_dir, "job.json"), grace_s=0.0, kill_s=0.0, signal=False)
+    status = answer.get("status")
+    return status if answer.get("how") == "gone" and isinstance(status, dict) else None
+
+
+def tidy_soaks(device: Device, transport, workdir: str, budget_bytes: int, other_bytes: int,
+               collected_only: bool) -> dict:
+    """Remove soak folders no soak runs in, oldest first, while ``other_bytes`` + the soak folders
+    exceed ``budget_bytes`` (0: all of them). A running soak's folder is never removed (its process
+    is looked up by its command line; a device without /proc keeps every unfinished soak), nor a
+    folder that may be a soak starting now. ``collected_only`` (the store budget) removes only
+    finished soaks the host has pulled whole; ``devices clean`` removes every finished or dead one.
+
+    {"removed": [ids], "running": [ids], "before_bytes", "after_bytes", "keep": [files of running soaks]}
+    """
+    scan = _soak_tool(device, transport, "scan", timeout=300, root=workdir, starting_s=STARTING_GRACE_S)
+    entries = [e for e in scan.get("soaks", []) if isinstance(e, dict)]
+    running = [e for e in entries if e.get("running")]
+    removable = [e for e in entries if not e.get("running") and not e.get("young")
+                 and (e.get("collected") if collected_only else True)
+                 and (e.get("state") in FINAL_STATES or e.get("dead"))]
+    before = int(other_bytes) + sum(int(e.get("bytes") or 0) for e in entries)
+    total, chosen = before, []
+    for entry in sorted(removable, key=lambda e: e.get("used") or 0):
+        if total <= budget_bytes and budget_bytes > 0:
+            break
+        chosen.append(entry["path"])
+        total -= int(entry.get("bytes") or 0)
+    removed = _soak_tool(device, transport, "remove", timeout=600, root=workdir, paths=chosen).get("removed", []) \
+        if chosen else []
+    gone = set(removed)
+    after = before - sum(int(e.get("bytes") or 0) for e in entries if e["path"] in gone)
+    return {"removed": [posixpath.basename(p) for p in removed],
+            "running": [printable(posixpath.basename(e["path"]), 60) for e in running],
+            "keep": [f for e in running for f in e.get("files", []) if isinstance(f, str)],
+            "before_bytes": before, "after_bytes": after}
+
+
+def clean_store_and_soaks(device: Device, keep_mb: int = 0) -> dict:
+    """``devices clean``: the agent empties the store (pushed files, run folders) down to ``keep_mb``,
+    keeping the model and inputs of a soak still running; then soak folders no soak runs in go,
+    oldest first, until the whole store fits (all of them with 0). A running soak is never touched."""
+    budget = keep_mb << 20
+    with connect(device) as transport:
+        deployer = Deployer(transport, device.workdir)
+        agent_path = deployer.push_agent()
+        with AgentSession(transport, device_python(device, transport), agent_path) as session:
+            scan = tidy_soaks(device, transport, deployer.workdir, 1 << 62, 0, collected_only=False)  # only looks
+            tidied = dict(session.tidy_store(deployer.workdir, budget, keep=scan["keep"], protect_s=0.0))
+        soaks = tidy_soaks(device, transport, deployer.workdir, budget, int(tidied["after_bytes"]),
+                           collected_only=False)
+    soak_before = soaks["before_bytes"] - int(tidied["after_bytes"])
+    tidied.update(before_bytes=int(tidied["before_bytes"]) + soak_before, after_bytes=soaks["after_bytes"],
+                  removed=int(tidied["removed"]) + len(soaks["removed"]),
+                  soaks={"removed": soaks["removed"], "running": soaks["running"]})
+    return tidied
+
+
+def _soak_tool(device: Device, transport, op: str, timeout: float, **args) -> dict:
+    """Run SOAK_TOOL (below) on the device with its Python: arguments as JSON on stdin, one JSON line back."""
+    python = device_python(device, transport)
+    result = transport.run([python, "-I", "-c", SOAK_TOOL], stdin=json.dumps(dict(args, op=op)).encode(),
+                           timeout=timeout, check=False)
+    lines = result.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        answer = None
+    if result.exit_code != 0 or not isinstance(answer, dict):
+        tail = printable(" ".join(result.stderr.split()[-30:]) or result.stdout[-200:], 300)
+        raise TransportError(f"{device.name}: soak {op} on the device failed (exit {result.exit_code}): {tail}")
+    return answer
+
+
+# Runs on the device (``python -I -c``: no file beside it is imported), stdlib only; its arguments
+# come as JSON on stdin, never pasted into the text. A soak is "running" when the process named in
+# its status (or handle) is alive, not a zombie, and has this soak's job.json on its command line.
+SOAK_TOOL = r"""
+import json, os, shutil, signal, sys, time
+FINAL = ("finished", "stopped", "failed")
+req = json.loads(sys.stdin.read())
+
+def read_status(folder):
+    try:
+        with open(os.path.join(folder, "status.json")) as f:
+            status = json.load(f)
+        return status if isinstance(status, dict) else {}
+    except (OSError, ValueError):
+        return None
+
+def write_status(folder, status):
+    tmp = os.path.join(folder, ".status.json.host-%d" % os.getpid())
+    with open(tmp, "w") as f:
+        json.dump(status, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(folder, "status.json"))
+
+def process(pid, job):
+    # "running" (this soak), "gone" (no such process, a zombie, or another program), "unknown" (no /proc)
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return "gone"
+    if not os.path.isdir("/proc/self"):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return "gone"
+        except OSError:
+            pass
+        return "unknown"
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return "gone"
+    if stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X"):
+        return "gone"
+    want = os.path.realpath(job)
+    for arg in args:
+        if arg.endswith(b"job.json") and os.path.realpath(os.fsdecode(arg)) == want:
+            return "running"
+    return "gone"
+
+def settle(folder, status, state, note):
+    status = dict(status or {}, state=state, updated=time.time())
+    status["stopped_by" if state == "stopped" else "error"] = note
+    write_status(folder, status)
+    return status
+
+def stop(req):
+    folder, pid, job = req["dir"], req["pid"], req["job"]
+    if not os.path.isdir(folder):
+        return {"how": "missing"}
+    if req.get("signal", True):
+        with open(os.path.join(folder, "stop"), "w") as f:
+            f.write("stop requested by the host\n")
+    status = read_status(folder) or {}
+    if status.get("state") in FINAL:
+        return {"how": "final", "state": status["state"], "status": status}
+    seen = process(pid, job)
+    if seen == "gone":
+        status = read_status(folder) or {}
+        if status.get("state") in FINAL:
+            return {"how": "final", "state": status["state"], "status": status}
+        status = settle(folder, status, "failed", "the soak process (pid %s) is gone without a final state: "
+                        "killed, out of memory or a reboot" % pid)
+        return {"how": "gone", "state": "failed", "status": status}
+    if seen == "unknown" or not req.get("signal", True):
+        return {"how": "flag", "state": status.get("state")}
+    deadline = time.time() + float(req.get("grace_s", 0))
+    while time.time() < deadline:
+        status = read_status(folder) or {}
+        if status.get("state") in FINAL:
+            return {"how": "agent", "state": status["state"], "status": status}
+        time.sleep(0.1)
+    used = None
+    for sig, wait_s in ((signal.SIGTERM, float(req.get("kill_s", 10))), (signal.SIGKILL, 5.0)):
+        if process(pid, job) != "running":
+            break
+        try:
+            os.kill(pid, sig)
+        except OSError:  # gone meanwhile, or not ours to signal (then it is "stuck" below)
+            break
+        used = sig
+        deadline = time.time() + wait_s
+        while process(pid, job) == "running" and time.time() < deadline:
+            time.sleep(0.05)
+    if process(pid, job) == "running":
+        return {"how": "stuck"}
+    status = read_status(folder) or {}
+    if status.get("state") in FINAL:
+        return {"how": "agent", "state": status["state"], "status": status}
+    name = "SIGKILL" if used == signal.SIGKILL else "SIGTERM"
+    status = settle(folder, status, "stopped", "the host (edgeq soak --stop, %s): the window in progress "
+                    "was not recorded" % name)
+    return {"how": "signal", "signal": name, "state": "stopped", "status": status}
+
+def size_of(path):
+    total = 0
+    for base, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(base, name)).st_size
+            except OSError:
+                pass
+    return total
+
+def scan(req):
+    root = os.path.realpath(os.path.expanduser(req["root"]))
+    base = os.path.join(root, "soaks")
+    found, now = [], time.time()
+    for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        path = os.path.join(base, name)
+        if not os.path.isdir(path) or os.path.islink(path):
+            continue
+        status = read_status(path)
+        job_path = os.path.join(path, "job.json")
+        try:
+            with open(job_path) as f:
+                job = json.load(f)
+        except (OSError, ValueError):
+            job = {}
+        job = job if isinstance(job, dict) else {}
+        files = [job[k] for k in ("model", "inputs") if isinstance(job.get(k), str)]
+        state = (status or {}).get("state")
+        seen = process((status or {}).get("pid"), job_path) if status is not None else "gone"
+        used = max([os.lstat(path).st_mtime] + [os.lstat(os.path.join(path, n)).st_mtime for n in
+                    ("status.json", "records.jsonl", "collected") if os.path.exists(os.path.join(path, n))])
+        # no status.json yet: a soak being set up now (young) or one that never started (old)
+        young = status is None and now - used < float(req.get("starting_s", 600))
+        # without /proc an unfinished soak cannot be told from a dead one: it counts as running
+        running = seen == "running" or (seen == "unknown" and state not in FINAL)
+        found.append({"path": path, "state": state, "running": running, "young": young,
+                      "dead": not running and not young and state not in FINAL,
+                      "collected": os.path.exists(os.path.join(path, "collected")),
+                      "bytes": size_of(path), "used": used, "files": files if running else []})
+    return {"soaks": found}
+
+def remove(req):
+    root = os.path.realpath(os.path.expanduser(req["root"]))
+    base = os.path.join(root, "soaks")
+    removed = []
+    for path in req.get("paths") or []:
+        real = os.path.realpath(path)
+        if os.path.dirname(real) != base or not os.path.isdir(real) or os.path.islink(path):
+            continue
+        status = read_status(real)
+        if status is not None and process(status.get("pid"), os.path.join(real, "job.json")) == "running":
+            continue  # started again, or still there: never remove a running soak
+        shutil.rmtree(real, ignore_errors=True)
+        if not os.path.exists(real):
+            removed.append(path)
+    return {"removed": removed}
+
+print(json.dumps({"stop": stop, "scan": scan, "remove": remove}[req["op"]](req)))
+"""
 
 
 def read_records(outdir: Path) -> tuple[list[dict], int]:

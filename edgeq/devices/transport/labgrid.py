@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from edgeq.devices.fleet import printable
 from edgeq.devices.transport.settings import Setting, Settings
 from edgeq.devices.transport.ssh import SshTransport
 from edgeq.errors import ConfigError, DeviceBusy, TransportError
@@ -60,12 +61,18 @@ class LabgridTransport(SshTransport):
         answer = self._acquire(device.name, settings["labgrid_wait"])
         self.acquired = not answer.get("already_ours")
         try:
-            super().__init__(_ssh_device(device, settings, answer["service"]), **ssh_options)
+            super().__init__(_ssh_device(device, settings, _service(device.name, self.place, answer)), **ssh_options)
         except BaseException:
             self.close()
             raise
+        adopted = answer.get("adopted")
+        if isinstance(adopted, dict):
+            print(f"{device.name}: labgrid place {self.place} was left acquired by edgeq pid "
+                  f"{printable(adopted.get('pid'), 20)} on this host, which is gone: taking it over (released when "
+                  "this run ends)", file=sys.stderr, flush=True)
         how = "using the labgrid place you hold" if answer.get("already_ours") else "acquired labgrid place"
-        print(f"{device.name}: {how} {self.place} (ssh {self.target.address})", file=sys.stderr, flush=True)
+        print(f"{device.name}: {how} {self.place} (ssh {printable(self.target.address, 120)})", file=sys.stderr,
+              flush=True)
 
     @classmethod
     def read_settings(cls, device, entry, where=None):
@@ -86,21 +93,29 @@ class LabgridTransport(SshTransport):
                 return answer
             if answer.get("kind") != "busy" or time.monotonic() >= deadline:
                 raise _error(name, self.place, answer, wait_s)
-            print(f"{name}: waiting for labgrid place {self.place}: {answer['error']}", file=sys.stderr, flush=True)
+            print(f"{name}: waiting for labgrid place {self.place}: {printable(answer.get('error'))}", file=sys.stderr,
+                  flush=True)
             time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
 
     def _helper(self, op: str) -> dict:
-        argv = [self.python, str(HELPER), op, self.coordinator, self.place]
+        """The helper's one-line answer; anything that is not a JSON object is a labgrid failure, in words."""
+        argv = [self.python, str(HELPER), op, self.coordinator, self.place, str(os.getpid())]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=HELPER_TIMEOUT_S)
+        except PermissionError as exc:
+            return {"ok": False, "kind": "config", "error": f"labgrid_python {self.python} cannot be run: "
+                                                            f"{exc.strerror}"}
         except (OSError, subprocess.TimeoutExpired) as exc:
             return {"ok": False, "kind": "unreachable", "error": f"labgrid did not answer: {exc}"}
         last = (done.stdout.strip().splitlines() or [""])[-1]
         try:
-            return json.loads(last)
+            answer = json.loads(last)
         except ValueError:
             tail = " ".join(done.stderr.split()[-40:])
             return {"ok": False, "kind": "labgrid", "error": f"labgrid helper exited {done.returncode}: {tail}"}
+        if not isinstance(answer, dict):
+            return {"ok": False, "kind": "labgrid", "error": f"labgrid answered {printable(last, 80)}, not an object"}
+        return answer
 
     def close(self):
         if hasattr(self, "_client"):  # the SSH side was set up
@@ -109,33 +124,76 @@ class LabgridTransport(SshTransport):
             self.acquired = False
             answer = self._helper("release")
             if not answer.get("ok"):
-                print(f"edgeq: warning: labgrid place {self.place} was not released: {answer.get('error')}; "
+                print(f"edgeq: warning: labgrid place {self.place} was not released: "
+                      f"{printable(answer.get('error'))}; "
                       f"release it with: labgrid-client -p {self.place} release", file=sys.stderr, flush=True)
 
 
 def labgrid_python(configured: str | None, device: str) -> str:
-    """The interpreter that has labgrid: configured, else labgrid-client's (its shebang), else this one."""
+    """The interpreter that has labgrid: configured, else labgrid-client's (its shebang), else this one.
+
+    A configured one that does not exist or cannot be run is a bad setting (ConfigError, exit 2),
+    not a broken lab."""
     if configured:
-        return os.path.expanduser(configured)
+        given = os.path.expanduser(configured)
+        found = shutil.which(given)
+        if found is None:
+            why = "is a folder" if os.path.isdir(given) else "is not executable" if os.path.exists(given) \
+                else "does not exist"
+            raise ConfigError(f"device {device}: labgrid_python {configured} {why}: set it to a Python with "
+                              "labgrid (pip install labgrid)")
+        return found
     client = shutil.which("labgrid-client")
     if client:
-        with open(client, "rb") as handle:
-            first = handle.readline().decode(errors="replace").strip()
-        if first.startswith("#!") and os.path.isabs(first[2:].split()[0]):
-            return first[2:].split()[0]
+        try:
+            with open(client, "rb") as handle:
+                first = handle.readline().decode(errors="replace").strip()
+        except OSError:
+            first = ""
+        words = first[2:].split() if first.startswith("#!") else []
+        if words and os.path.isabs(words[0]) and shutil.which(words[0]):
+            return words[0]
     return sys.executable
+
+
+def _service(device: str, place: str, answer: dict) -> dict:
+    """The place's NetworkService as labgrid gave it, checked: an address, a port 1-65535, a user name.
+
+    Whatever the lab's exporter sends is refused here in one line naming the place and the field
+    (exit 3: the lab is misconfigured), never a traceback further on."""
+    service = answer.get("service")
+    if not isinstance(service, dict):
+        raise TransportError(f"{device}: labgrid place {place}: its answer has no NetworkService "
+                             f"(got {printable(repr(service), 60)})")
+    address, port, user = service.get("address"), service.get("port", 22), service.get("username")
+    if not isinstance(address, str) or not address.strip() or not address.isprintable() or any(
+            c.isspace() for c in address):
+        raise TransportError(f"{device}: labgrid place {place}: NetworkService address "
+                             f"{printable(repr(address), 60)} is not a host name or address")
+    if isinstance(port, str) and port.strip().isdigit():
+        port = int(port)
+    if port is None:
+        port = 22
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise TransportError(f"{device}: labgrid place {place}: NetworkService port {printable(repr(port), 60)} "
+                             "is not a port number (1-65535)")
+    if user is not None and (not isinstance(user, str) or not user.isprintable() or any(c.isspace() for c in user)):
+        raise TransportError(f"{device}: labgrid place {place}: NetworkService username "
+                             f"{printable(repr(user), 60)} is not a user name")
+    return {"address": address.strip(), "port": port, "username": user or None}
 
 
 def _ssh_device(device, settings: Settings, service: dict):
     """The same device as an SSH device at the place's NetworkService (inventory keys win for the user)."""
     ssh = {key: settings[key] for key in SSH_KEYS if settings.get(key) is not None}
-    ssh.update(host=service["address"], port=int(service["port"]))
-    ssh.setdefault("user", service.get("username"))
+    ssh.update(host=service["address"], port=service["port"])
+    if service.get("username"):
+        ssh.setdefault("user", service["username"])
     return dataclasses.replace(device, transport="ssh", settings=Settings(ssh))
 
 
 def _error(device: str, place: str, answer: dict, wait_s: float) -> Exception:
-    text = f"{device}: labgrid place {place}: {answer.get('error', 'failed')}"
+    text = f"{device}: labgrid place {place}: {printable(answer.get('error', 'failed'), 400)}"
     kind = answer.get("kind")
     if kind == "busy":
         waited = f" (waited {wait_s:g} s)" if wait_s else " (labgrid_wait = SECONDS to queue)"

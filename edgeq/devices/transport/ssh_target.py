@@ -66,9 +66,28 @@ def resolve_target(device: str, settings: Mapping) -> SshTarget:
     user = settings.get("user") or found.get("user") or getpass.getuser()
     identity = settings.get("identity_file")
     identities = [identity] if identity else list(found.get("identityfile", []))
-    known = [settings["known_hosts"]] if settings.get("known_hosts") else (
-        found.get("userknownhostsfile", "").split() or [DEFAULT_KNOWN_HOSTS])
+    if settings.get("known_hosts"):
+        known, source = [settings["known_hosts"]], "known_hosts"
+    elif found.get("userknownhostsfile"):
+        known, source = found["userknownhostsfile"].split(), f"UserKnownHostsFile in {ssh_config_path()}"
+    else:
+        known, source = [DEFAULT_KNOWN_HOSTS], "known_hosts (default)"
+    _check_known_hosts(device, known, source)
     return SshTarget(device=device, hostname=hostname, port=port, user=user,
                      identity_files=tuple(str(Path(p).expanduser()) for p in identities),
                      known_hosts=tuple(str(Path(p).expanduser()) for p in known),
                      proxy_jump=found.get("proxyjump"))
+
+
+def _check_known_hosts(device: str, paths: list[str], source: str) -> None:
+    """A known_hosts file must be a file (or not exist yet: ``devices trust`` makes it).
+
+    A folder there used to surface later as an unrelated failure (exit 3, naming another
+    file); it is a bad setting, named as one (exit 2)."""
+    for name in paths:
+        path = Path(name).expanduser()
+        if path.is_dir():
+            raise ConfigError(f"device {device}: {source} {name} is a folder, not a file: name the file "
+                              "of pinned host keys (e.g. ~/.ssh/known_hosts)")
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"device {device}: {source} {name} is not a regular file")
