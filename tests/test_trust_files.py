@@ -176,8 +176,6 @@ def test_an_output_folder_holding_a_soak_is_refused(tmp_path):
         check_folder_free(tmp_path, "--outdir", "soak.json", f"follow it with --attach {tmp_path}")
 
 
-@pytest.mark.xfail(strict=True, reason="needs edgeq/cli/soak.py to call common.check_folder_free(folder, "
-                   "'--outdir', HANDLE_FILE, ...) for each new soak folder (see the issue-23 report)")
 def test_a_second_soak_into_a_running_soaks_folder_is_refused(pair, small_inputs, tmp_path):
     from conftest import write_inventory
 

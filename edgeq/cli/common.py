@@ -161,7 +161,9 @@ class EdgeqGroup(click.Group):
         try:
             return super().invoke(ctx)
         except EdgeqError as exc:
-            click.echo(f"edgeq: error: {exc}", err=True)
+            from edgeq.devices.fleet import printable  # a device's text reaches errors too: no escapes, one line
+
+            click.echo(f"edgeq: error: {printable(str(exc), 2000)}", err=True)
             ctx.exit(exc.exit_code)
         except click.BadParameter as exc:  # a bad option value is a bad input like any other: one line
             click.echo(f"edgeq: error: {exc.format_message()}", err=True)

@@ -12,9 +12,9 @@ from pathlib import Path
 import click
 
 from edgeq import __version__
-from edgeq.cli.common import (FiniteFloatRange, RunProgress, always, console, describe_gate, diagnostics,
-                               history_options, job_options_for, output_file, path_arg, record_history, wait_option,
-                               write_json_file)
+from edgeq.cli.common import (FiniteFloatRange, RunProgress, always, check_folder_free, console, describe_gate,
+                               diagnostics, history_options, job_options_for, output_file, path_arg, record_history,
+                               wait_option, write_json_file)
 from edgeq.reports.units import duration_text
 from edgeq.errors import EXIT_DEVICE, EXIT_GATE, ConfigError
 
@@ -54,7 +54,7 @@ def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, a
     from edgeq.devices.inventory import load_inventory, select_devices
     from edgeq.devices.fleet import printable, run_fleet, safe_dirname
     from edgeq.devices.run import RunSpec
-    from edgeq.devices.soak import SoakHandle, check_soak, parse_duration, start_soak, stop_soak
+    from edgeq.devices.soak import HANDLE_FILE, SoakHandle, check_soak, parse_duration, start_soak, stop_soak
     from edgeq.reports.soak import parse_soak_gates
 
     if stop and not attach_dir:
@@ -93,6 +93,8 @@ def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, a
             outdir = outdir or Path(f"edgeq-soak-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}")
             per_device = tag is not None or len(chosen) > 1 or "," in device  # what the README promises
             targets = {(outdir / safe_dirname(d.name) if per_device else outdir): d for d in chosen}
+            for folder in targets:  # a running soak's handle is never replaced by a new one
+                check_folder_free(folder, "--outdir", HANDLE_FILE, f"follow it with --attach {folder}")
             started = run_fleet(list(targets.values()), lambda d: start_soak(
                 d, spec, _folder_of(targets, d), duration_s, window_s, wait_s))
             handles = {_folder_of(targets, found[name]): handle for name, handle in started.succeeded.items()}
@@ -239,7 +241,7 @@ def _kb(value) -> str:
 
 def _write_outputs(summaries: dict, json_path, junit_path, model, targets: dict) -> None:
     from edgeq.results import write_json_atomic
-    from edgeq.reports.soak import junit_xml
+    from edgeq.reports.soak import write_junit
 
     folders = {d.name: folder for folder, d in targets.items()}
     for name, summary in summaries.items():
@@ -250,7 +252,7 @@ def _write_outputs(summaries: dict, json_path, junit_path, model, targets: dict)
         write_json_file(json_path, {"devices": summaries})
     if junit_path:
         label = Path(str(model)).name if model else "model"
-        Path(junit_path).write_text(junit_xml([(s, name, label) for name, s in summaries.items()]))
+        write_junit(junit_path, [(s, name, label) for name, s in summaries.items()])
 
 
 def _history_summary(summary: dict, outdir: Path) -> dict:
