@@ -2298,9 +2298,16 @@ class LatencyHistogram:
                 "p99": self.percentile(99) / 1e6, "mean": self.total / self.n / 1e6, "max": self.max / 1e6}
 
 
+STOP_POLL_S = 0.5  # a soak looks for a stop request this often (a stat() call), not only at a window's end
+_TERMINATED = [False]  # set by SIGTERM: the soak ends like a stop, writing its state
+
+
 def soak_main(job_path):
     """Run detached: cycle the input set until the duration ends or a stop file appears."""
+    import signal
     import zlib
+
+    signal.signal(signal.SIGTERM, lambda *_: _TERMINATED.__setitem__(0, True))
 
     with open(job_path) as handle:
         job = json.load(handle)
@@ -2339,12 +2346,15 @@ def soak_main(job_path):
 
 
 def _soak_loop(job, log, invoker, inputs, sensors, checksum):
+    """Windows of invokes until the deadline; a stop request (the stop file, or SIGTERM) is seen
+    within STOP_POLL_S, not at the window's end, and the window in progress is kept as partial."""
     started = time.monotonic()
     deadline = started + float(job["duration_s"])
     window_s = job["window_s"]
     stop_file = os.path.join(job["dir"], "stop")
     first_pass, mismatched, checked, passes, index = [None] * inputs.count, 0, 0, 0, 0
     window, window_end = LatencyHistogram(), started + window_s
+    next_stop_check = started + STOP_POLL_S
     while True:
         for i, sample in _one_at_a_time(inputs):
             window.add(invoker.invoke_timed(sample))
@@ -2355,18 +2365,23 @@ def _soak_loop(job, log, invoker, inputs, sensors, checksum):
                 checked += 1
                 mismatched += digest != first_pass[i]
             now = time.monotonic()
-            if now >= window_end:
-                record = {"type": "window", "index": index, "elapsed_s": now - started, "t": time.time(),
-                          "latency_ms": window.stats(), "rss_kb": rss_kb(), "peak_rss_kb": peak_rss_kb(),
-                          "pass": passes, "drift": {"checked": checked, "mismatched": mismatched}}
-                record.update(sensors.read())
-                log.append(record)
-                index += 1
-                log.set(windows=index, elapsed_s=now - started)
+            stopping = False
+            if now >= next_stop_check:
+                stopping, next_stop_check = _TERMINATED[0] or os.path.exists(stop_file), now + STOP_POLL_S
+            if now >= window_end or stopping:
+                if window.n:
+                    record = {"type": "window", "index": index, "elapsed_s": now - started, "t": time.time(),
+                              "latency_ms": window.stats(), "rss_kb": rss_kb(), "peak_rss_kb": peak_rss_kb(),
+                              "pass": passes, "drift": {"checked": checked, "mismatched": mismatched},
+                              "partial": now < window_end}
+                    record.update(sensors.read())
+                    log.append(record)
+                    index += 1
+                    log.set(windows=index, elapsed_s=now - started)
                 window, window_end = LatencyHistogram(), now + window_s
                 if now >= deadline:
                     return "finished"
-                if os.path.exists(stop_file):
+                if stopping or os.path.exists(stop_file):
                     return "stopped"
         passes += 1
         if passes == 1:
