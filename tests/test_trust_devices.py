@@ -193,6 +193,10 @@ def test_devices_clean_removes_finished_soak_folders_never_a_running_one(ssh_dev
     running = runner.invoke(main, base + ["--duration", "10m", "-o", str(tmp_path / "running"), "--detach"])
     assert running.exit_code == 0, running.output
     finished_id, running_id = SoakHandle.load(tmp_path / "done").soak_id, SoakHandle.load(tmp_path / "running").soak_id
+    mine = workdir / "soaks" / "my-notes"  # the user's own folder there, old: edgeq never made it
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    os.utime(mine, (time.time() - 7200, time.time() - 7200))
     cleaned = runner.invoke(main, ["devices", "clean", "pi-loop", "--inventory", str(inventory)])
     assert cleaned.exit_code == 0, cleaned.output
     assert not (workdir / "soaks" / finished_id).exists()
@@ -205,7 +209,8 @@ def test_devices_clean_removes_finished_soak_folders_never_a_running_one(ssh_dev
     assert json.loads((tmp_path / "s.json").read_text())["state"] == "stopped"
     cleaned = runner.invoke(main, ["devices", "clean", "pi-loop", "--inventory", str(inventory)])
     assert cleaned.exit_code == 0, cleaned.output
-    assert not any((workdir / "soaks").iterdir())
+    assert [p.name for p in (workdir / "soaks").iterdir()] == ["my-notes"]  # only what edgeq made went
+    assert (mine / "notes.txt").read_text() == "mine"
     gone = runner.invoke(main, ["soak", "--attach", str(tmp_path / "running"), "--no-history", "--inventory",
                                 str(inventory)])
     assert gone.exit_code == 0, gone.output  # collected before it went: the host copy answers, no wait

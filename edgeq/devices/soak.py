@@ -599,6 +599,8 @@ def scan(req):
         except (OSError, ValueError):
             job = {}
         job = job if isinstance(job, dict) else {}
+        if os.path.realpath(str(job.get("dir", ""))) != os.path.realpath(path) and not _recent(path, now, req):
+            continue  # no job.json of edgeq's naming this folder: not a soak edgeq made, never touched
         files = [job[k] for k in ("model", "inputs") if isinstance(job.get(k), str)]
         state = (status or {}).get("state")
         seen = process((status or {}).get("pid"), job_path) if status is not None else "gone"
@@ -613,6 +615,11 @@ def scan(req):
                       "collected": os.path.exists(os.path.join(path, "collected")),
                       "bytes": size_of(path), "used": used, "files": files if running else []})
     return {"soaks": found}
+
+def _recent(path, now, req):
+    # a folder made in the last starting_s: a soak being set up (its job.json not written yet)
+    return now - os.lstat(path).st_mtime < float(req.get("starting_s", 600))
+
 
 def remove(req):
     root = os.path.realpath(os.path.expanduser(req["root"]))
