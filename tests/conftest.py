@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -145,3 +146,25 @@ def download_wheel(where: Path, requirement: str, timeout: float = 600) -> Path:
                     "-d", str(where), requirement], check=True, timeout=timeout)
     (wheel,) = Path(where).glob("*.whl")
     return wheel
+
+
+PROGRESS = re.compile(r"^\[\s*\d+\.\ds\] ")  # a progress line on stderr (non-TTY), not part of the error
+
+
+def one_line_error(args, needles, code=2, absent=()):
+    """Run the CLI in-process: exit ``code``, no traceback, exactly one line ``edgeq: error: …`` (progress
+    lines aside) holding every needle and none of ``absent``; returns that line."""
+    from click.testing import CliRunner
+
+    from edgeq.cli.main import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+    lines = [line for line in result.output.splitlines() if line.strip() and not PROGRESS.match(line)]
+    assert len(lines) == 1 and lines[0].startswith("edgeq: error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    for needle in absent:
+        assert needle not in lines[0], lines[0]
+    return lines[0]

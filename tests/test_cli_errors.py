@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import pickle
-import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from edgeq.cli.main import main
-
-
-PROGRESS = re.compile(r"^\[\s*\d+\.\ds\] ")  # a progress line on stderr (non-TTY), not part of the error
-
-
-def one_line_error(args, needles, code=2):
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == code, result.output
-    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
-    lines = [line for line in result.output.splitlines() if line.strip() and not PROGRESS.match(line)]
-    assert len(lines) == 1 and lines[0].startswith("edgeq: error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+from conftest import one_line_error
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -17,26 +16,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import PROGRESS, one_line_error
 from edgeq.cli.main import main
 from edgeq.evaluate import EXAMPLE_DATA, EXAMPLE_MODEL
 
 EDGEQ = [sys.executable, "-m", "edgeq"]
-
-
-PROGRESS = re.compile(r"^\[\s*\d+\.\ds\] ")  # a progress line on stderr (non-TTY), not part of the error
-
-
-def one_line_error(args, needles, code=2, absent=()):
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == code, result.output
-    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
-    lines = [line for line in result.output.splitlines() if line.strip() and not PROGRESS.match(line)]
-    assert len(lines) == 1 and lines[0].startswith("edgeq: error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    for needle in absent:
-        assert needle not in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import PROGRESS, one_line_error
 from edgeq.analysis.kinds import get_kind
 from edgeq.analysis.plan import SPEC_MAX_BYTES, OutputInfo, OutputSpec, describe_outputs, plan_outputs, resolve
 from edgeq.cli.main import main
@@ -38,7 +39,6 @@ from edgeq.errors import ConfigError
 
 HEADS = {"output_0": (10, "softmax"), "output_1": (16, None), "output_2": (3, "softmax"), "output_3": (7, None),
          "output_4": (5, None)}  # name -> (units, activation): a classifier, an embedding, other heads
-PROGRESS = re.compile(r"^\[\s*\d+\.\ds\] ")
 
 
 @pytest.fixture(scope="module")
@@ -66,17 +66,6 @@ def multi(tmp_path_factory):
 
 def signatures(info) -> list[str]:
     return list(info.output_signature_names)
-
-
-def one_line_error(args, needles, code=2):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == code, result.output
-    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
-    lines = [line for line in result.output.splitlines() if line.strip() and not PROGRESS.match(line)]
-    assert len(lines) == 1 and lines[0].startswith("edgeq: error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def evaluate_args(multi, tmp_path, *extra):
