@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from edgeq.analysis.rules import MIN_N
 from edgeq.errors import ConfigError
 from edgeq.inputs.inputset import InputSet, input_specs, load_inputset, match_model_inputs
 
@@ -49,7 +50,7 @@ class EvaluateOptions:
     tag: str | None = None
     measure: dict = field(default_factory=dict)  # RunSpec sensor / latency-method fields
     output_spec: "OutputSpec | None" = None  # what the user said about output kinds, labels, verdict outputs
-    min_n: int = 30  # cells with fewer trials are flagged
+    min_n: int = MIN_N  # cells with fewer trials are flagged
     wait_s: float = 0.0  # how long to queue for a device another job holds
     verbose: bool = False  # show the converter's own output instead of logging it beside the models
     search_budget: int | None = None  # queries for the disagreement search after the suite (None: no search)
@@ -307,7 +308,7 @@ def device_vs_host(host, runs, deciding: str, judge: dict) -> dict:
         outputs = run_outputs(h, judge.get("model_info"))
         tags = {k: v for k, v in d.samples.items() if k != "y"}
         sections = compare_outputs(h.outputs, d.outputs, tags, outputs=outputs, spec=judge.get("spec"),
-                                   min_n=judge.get("min_n", 30))["outputs"]
+                                   min_n=judge.get("min_n", MIN_N))["outputs"]
         pick = lambda m: {k: m.get(k) for k in ("n", "agreement", "flip_rate", "sqnr_db", "max_abs_error")}
         found[which] = dict(pick(sections.get(deciding, next(iter(sections.values())))["overall"]),
                             outputs={name: dict(pick(s["overall"]), kind=s["kind"]) for name, s in sections.items()})

@@ -19,13 +19,12 @@ import numpy as np
 from edgeq.analysis import field
 from edgeq.analysis.intervals import wilson
 from edgeq.analysis.kinds import get_kind
+from edgeq.analysis.rules import MIN_N, THRESHOLDS
 from edgeq.analysis.plan import OutputInfo, OutputSpec, check_labels, describe_outputs, plan_outputs
 from edgeq.analysis.when import open_mask, rule_text
 from edgeq.errors import ConfigError
 from edgeq.inputs.npz import row_blocks
 
-THRESHOLDS = {"degraded": 0.02, "catastrophic": 0.10}
-MIN_N = 30
 CHUNK_ELEMENTS = 1 << 16  # output values per evidence slice
 VERDICTS = ("robust", "degraded", "catastrophic")
 METRIC_KEYS = ("n", "float_accuracy", "quant_accuracy", "accuracy_drop", "agreement",

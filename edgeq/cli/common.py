@@ -28,6 +28,7 @@ from pathlib import Path
 
 import click
 
+from edgeq.analysis.rules import MIN_N
 from edgeq.errors import EXIT_BAD_INPUT, EXIT_GATE, ConfigError, EdgeqError
 
 path_arg = click.Path(path_type=Path)
@@ -427,7 +428,7 @@ def output_options(f):
                      "named as for --output)."),
         click.option("--verdict-outputs", help="Only these outputs (comma-separated, named as for --output) decide "
                      "the verdict."),
-        click.option("--min-n", type=click.IntRange(min=1), default=30, show_default=True,
+        click.option("--min-n", type=click.IntRange(min=1), default=MIN_N, show_default=True,
                      help="Cells with fewer trials are flagged; a verdict resting on one says so."),
     ):
         f = decorator(f)

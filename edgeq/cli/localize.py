@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from edgeq.analysis.rules import FIX_TARGET
 from edgeq.cli.common import FiniteFloatRange, console, diagnostics, job_options_for, output_file, path_arg, \
     wait_option, write_json_file
 
@@ -23,7 +24,7 @@ def repair_options(f):
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
         click.option("--max-per-category", type=click.IntRange(min=1), default=200, show_default=True,
                      help="Samples per condition when the suite is built from --data."),
-        click.option("--target-drop", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.02,
+        click.option("--target-drop", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=FIX_TARGET,
                      show_default=True, help="A field condition whose drop (accuracy drop with labels, else top-1 "
                      "flip rate) exceeds this needs repair; stress conditions (near-boundary points, searched "
                      "inputs) are reported beside it, as in the verdict."),

@@ -24,6 +24,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeq.analysis.rules import FIX_TARGET
 from edgeq.errors import EXIT_GATE
 from edgeq.repair.bench import Bench
 from edgeq.repair.localize import localize, measured_fields
@@ -106,7 +107,7 @@ class Search:
         return min(partial, key=lambda k: (self.worst(self.tried[k])[1], len(k), sorted(k)))
 
 
-def fix_model(bench: Bench, outdir: Path, target_drop: float = 0.02, max_float: int | None = None,
+def fix_model(bench: Bench, outdir: Path, target_drop: float = FIX_TARGET, max_float: int | None = None,
               announce=lambda text: None) -> FixResult:
     """Search, write OUTDIR/<stem>.fixed.tflite and <stem>.fix.json, verify; exit code 1 when no
     quantized variant reaches the target (the best partial one is reported, nothing is written)."""

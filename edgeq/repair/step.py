@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgeq.analysis.rules import FIX_TARGET
+
 if TYPE_CHECKING:
     from edgeq.evaluate import EvaluateOptions
 
@@ -22,7 +24,7 @@ def run_fix(opts: EvaluateOptions, report: dict, *, quant_path: Path, suite_path
     A robust verdict needs nothing; a fix that fails (or cannot reach the target) is reported
     here and, only when the user asked for gates, as a failed ``fix`` gate."""
     thresholds = report.get("thresholds") or {}
-    target = opts.fix_target if opts.fix_target is not None else float(thresholds.get("degraded", 0.02))
+    target = opts.fix_target if opts.fix_target is not None else float(thresholds.get("degraded", FIX_TARGET))
     why_target = "--fix-target" if opts.fix_target is not None else "the degraded threshold"
     verdict = report.get("verdict")
     if verdict not in ("degraded", "catastrophic"):

@@ -15,12 +15,12 @@ import tempfile
 
 import numpy as np
 
+from edgeq.analysis.rules import THRESHOLDS
 from edgeq.reports.units import duration_text
 
 COLORS = {"ok": "#1e8e3e", "warn": "#e8a100", "bad": "#d93025", "na": "#9aa0a6",
           "float": "#1a73e8", "quant": "#e8710a"}
 VERDICTS = ("robust", "degraded", "catastrophic")
-DEFAULT_THRESHOLDS = {"degraded": 0.02, "catastrophic": 0.10}
 CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f5f6f8;color:#202124;margin:0;padding:24px}
 main{max-width:1000px;margin:0 auto}h1{font-size:20px;margin:0 0 12px}h2{font-size:16px;margin:0 0 10px}
 section,header{background:#fff;border:1px solid #e0e3e7;border-radius:8px;padding:16px 20px;margin-bottom:16px}
@@ -103,7 +103,7 @@ def _basis(report: dict) -> str:
 def _thresholds(report: dict) -> tuple[float, float]:
     t = _d(report.get("thresholds"))
     vals = [_num(t.get(k)) for k in ("degraded", "catastrophic")]
-    return tuple(v if v is not None and math.isfinite(v) else DEFAULT_THRESHOLDS[k]
+    return tuple(v if v is not None and math.isfinite(v) else THRESHOLDS[k]
                  for k, v in zip(("degraded", "catastrophic"), vals))
 
 

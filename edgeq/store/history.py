@@ -10,12 +10,13 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from edgeq.analysis.rules import HISTORY_DROP_TOLERANCE
 from edgeq.store.db import Record
 
 BASELINES = ("median", "first", "previous")
 TOLERANCE = {"p99_ms": 0.10, "p50_ms": 0.10, "energy_mj": 0.10}  # relative
 MIN_CHANGE = {"p99_ms": 0.01, "p50_ms": 0.01, "energy_mj": 0.001}  # absolute: below this it is timer noise
-DROP_TOLERANCE = 0.02  # absolute, like the verdict's degraded threshold
+DROP_TOLERANCE = HISTORY_DROP_TOLERANCE  # absolute, the verdict's degraded threshold
 MEDIAN_WINDOW = 7
 
 

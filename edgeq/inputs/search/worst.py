@@ -12,7 +12,7 @@ With a query budget (a query: one input through both models), in this order:
 1. clean, then every family at severities 1, 2 and 3 (the suite's grid);
 2. pairs of the ``top`` worst families, each at severity 1 (two mild shifts together);
 3. for each of the ``top`` worst families whose rate reaches the ``catastrophic``
-   threshold (``analysis.compare.THRESHOLDS``), bisection between the strongest
+   threshold (``analysis.rules.THRESHOLDS``), bisection between the strongest
    severity seen below the threshold and the weakest seen above it, down to ``tolerance``:
    the smallest strength found that crosses it, and the bracket around it.
 What the budget did not reach is said, not guessed.
@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeq.analysis.compare import THRESHOLDS, band
+from edgeq.analysis.compare import band
+from edgeq.analysis.rules import THRESHOLDS
 from edgeq.analysis.intervals import paired_difference, wilson
 from edgeq.errors import ConfigError, EdgeqError
 from edgeq.inputs.risky.families import FAMILIES, input_kind
