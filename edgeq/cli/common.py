@@ -308,6 +308,28 @@ def job_option(option, job_kind: str):
     return click.option(option.flag, option.name, **kwargs)
 
 
+def settings_options(config_class, *names: str, flags: dict | None = None):
+    """Click options made from a settings table (``inputs/search/settings``): each named field's
+    flag, default and help, read as the field's type; ``check_settings`` then checks the value
+    against the field's limits (one line naming the flag). ``flags`` renames a flag for this
+    command (evaluate's ``--search-distance``); the command receives the field name, or the
+    flag's own name when renamed."""
+    from edgeq.inputs.search.settings import settings_of, value_type
+
+    table = settings_of(config_class)
+
+    def decorate(f):
+        for name in reversed(names):
+            spec, default = table[name]
+            flag = (flags or {}).get(name, spec.flag)
+            dest = name if flag == spec.flag else flag.lstrip("-").replace("-", "_")
+            kind = click.Choice(list(spec.choices)) if spec.choices else value_type(spec, default)
+            f = click.option(flag, dest, type=kind, default=default, show_default=default is not None,
+                             metavar=spec.metavar, help=spec.help or None)(f)
+        return f
+    return decorate
+
+
 class FiniteFloatRange(click.FloatRange):
     """A FloatRange that refuses nan and ±inf: ``--min-duration inf`` would never end,
     and nan passes every ``<`` and ``>`` check."""

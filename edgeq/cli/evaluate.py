@@ -11,6 +11,7 @@ from edgeq.cli.common import (path_arg, output_file, console, diagnostics, alway
                               FiniteFloatRange, write_json_file, device_options, timing_options, measure_options, history_options,
                               record_history, RunProgress, output_options, output_spec, wait_option,
                               input_kind_option, parse_input_kinds)
+from edgeq.inputs.search.settings import DISTANCE
 
 
 @click.command()
@@ -33,7 +34,7 @@ from edgeq.cli.common import (path_arg, output_file, console, diagnostics, alway
 @click.option("--search", "search_budget", type=click.IntRange(min=1), metavar="BUDGET",
               help="After the suite, search this many queries for inputs near the data on which float and "
                    "quantized disagree (OUTDIR/inputs/search.npz); reported beside the verdict, not in it.")
-@click.option("--search-distance", type=FiniteFloatRange(0, 1, min_open=True), default=0.1, show_default=True,
+@click.option("--search-distance", type=FiniteFloatRange(0, 1, min_open=True), default=DISTANCE, show_default=True,
               help="How far (L∞, a fraction of the data range) a searched input may be from its data sample.")
 @click.option("--worst", "worst_budget", type=click.IntRange(min=1), metavar="BUDGET",
               help="After the suite, search this many queries for the input shifts (family × strength, pairs) "

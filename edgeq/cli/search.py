@@ -8,7 +8,9 @@ from pathlib import Path
 import click
 
 from edgeq.cli.common import (RunProgress, console, diagnostics, job_options_for, output_file, path_arg,
-                               wait_option, write_json_file)
+                               settings_options, wait_option, write_json_file)
+from edgeq.inputs.search.disagreement import SearchConfig
+from edgeq.inputs.search.worst import WorstConfig
 
 
 def model_options(f):
@@ -20,10 +22,6 @@ def model_options(f):
         click.option("--device", default=None, help="Evaluate on this inventory device through its agent "
                      "(default: in-process on this host)."),
         click.option("--inventory", type=path_arg, envvar="EDGEQ_INVENTORY", help="Device inventory (edgeq.toml)."),
-        click.option("--budget", type=int, default=None, help="Queries (inputs through both models) at most."),
-        click.option("--time-budget", "time_budget", type=float, default=None, metavar="S",
-                     help="Stop after this many seconds (whatever is found is kept)."),
-        click.option("--seed", type=int, default=0, show_default=True),
         click.option("--output", "output_name", default=None, metavar="NAME",
                      help="The output to compare (its name as reports show it, its signature or tensor name, "
                           "else output_K / K for the K-th; default: the first classification output)."),
@@ -61,18 +59,6 @@ def _models(model, float_model, quant_model, choices: dict, notes) -> tuple[Path
     return result.float_path, result.quant_path
 
 
-def _check_budgets(budget, time_budget, default_budget: int) -> int:
-    from edgeq.errors import ConfigError
-
-    if budget is None:
-        budget = default_budget
-    if budget <= 0:
-        raise ConfigError(f"--budget must be a positive number of queries, got {budget}")
-    if time_budget is not None and not time_budget > 0:
-        raise ConfigError(f"--time-budget must be a positive number of seconds, got {time_budget:g}")
-    return budget
-
-
 class _Notes:
     """Every automatic choice: printed to stderr and kept for the JSON."""
 
@@ -98,35 +84,20 @@ def _interrupted(result) -> None:
 
 @click.command("search")
 @model_options
-@click.option("--distance", "epsilon", type=float, default=0.1, show_default=True,
-              help="How far a found input may be from its seed, as a fraction of the data range.")
-@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True,
-              help="linf: every element within the distance; l2: the root-mean-square change within it.")
-@click.option("--seeds", "max_seeds", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Data samples used as seeds at most (a random choice of them).")
-@click.option("--per-seed", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Disagreements kept per seed before moving on.")
-@click.option("--lanes", type=click.IntRange(min=1, max=8), default=1, show_default=True,
-              help="Batches in flight: with 2 a device evaluates one while this host prepares the next (hides "
-                   "the round trip). It changes which candidates are tried; the host and a device still agree.")
+@settings_options(SearchConfig, "budget", "time_budget_s", "seed", "epsilon", "norm", "max_seeds", "per_seed", "lanes")
 @click.option("-o", "--out", "out_path", type=output_file, help="Write the found inputs as an input set (.npz).")
-def search(model, float_model, quant_model, data, device, inventory, budget, time_budget, seed, output_name,
-           threads, resolver, wait_s, json_path, epsilon, norm, max_seeds, per_seed, lanes, out_path):
+def search(model, float_model, quant_model, data, device, inventory, output_name, threads, resolver, wait_s,
+           json_path, out_path, **settings):
     """Search for inputs near the data on which the float and quantized models disagree."""
-    from edgeq.errors import ConfigError
     from edgeq.inputs.search import prepare, write_found
-    from edgeq.inputs.search.disagreement import SearchConfig
     from edgeq.inputs.search.disagreement import search as run_search
     from edgeq.inputs.search.evaluators import open_evaluator
     from edgeq.inputs.search.operators import operators_for
 
     notes, choices = _Notes(), {}
-    budget = _check_budgets(budget, time_budget, 2000)
-    if not epsilon > 0:
-        raise ConfigError(f"--distance must be above 0 (a fraction of the data range), got {epsilon:g}")
-    config = SearchConfig(budget=budget, time_budget_s=time_budget, epsilon=epsilon, norm=norm, seed=seed,
-                          max_seeds=max_seeds, per_seed=per_seed, lanes=lanes, output=output_name)
+    config = SearchConfig(**settings, output=output_name)
     config.check()
+    epsilon, norm = config.epsilon, config.norm
     float_path, quant_path = _models(model, float_model, quant_model, choices, notes)
     prepared = prepare(float_path, quant_path, data, epsilon, norm)
     _check_output(output_name, prepared)
@@ -175,25 +146,18 @@ def search(model, float_model, quant_model, data, device, inventory, budget, tim
 
 @click.command("worst")
 @model_options
-@click.option("--samples", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Data samples each condition is judged on (the same ones every time).")
-@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Worst families paired and bisected.")
+@settings_options(WorstConfig, "budget", "time_budget_s", "seed", "samples", "top", "tolerance")
 @click.option("--family", "families", multiple=True, help="Only these risky families (repeatable).")
 @click.option("--no-pairs", is_flag=True, help="Skip pairs of families.")
-@click.option("--tolerance", type=float, default=0.05, show_default=True,
-              help="Bisect the crossing strength down to this many severity units.")
-def worst(model, float_model, quant_model, data, device, inventory, budget, time_budget, seed, output_name,
-          threads, resolver, wait_s, json_path, samples, top, families, no_pairs, tolerance):
+def worst(model, float_model, quant_model, data, device, inventory, output_name, threads, resolver, wait_s,
+          json_path, families, no_pairs, **settings):
     """Find the input shifts (family × strength, and pairs) with the largest accuracy drop / flip rate."""
     from edgeq.inputs.search import prepare
     from edgeq.inputs.search.evaluators import open_evaluator
-    from edgeq.inputs.search.worst import WorstConfig, worst_distributions
+    from edgeq.inputs.search.worst import worst_distributions
 
     notes, choices = _Notes(), {}
-    budget = _check_budgets(budget, time_budget, 4000)
-    config = WorstConfig(budget=budget, time_budget_s=time_budget, samples=samples, seed=seed, top=top,
-                         tolerance=tolerance, pairs=not no_pairs, families=list(families) or None, output=output_name)
+    config = WorstConfig(**settings, pairs=not no_pairs, families=list(families) or None, output=output_name)
     config.check()
     float_path, quant_path = _models(model, float_model, quant_model, choices, notes)
     prepared = prepare(float_path, quant_path, data)
@@ -210,7 +174,7 @@ def worst(model, float_model, quant_model, data, device, inventory, budget, time
                                          where=str(data))
     notes(f"objective: {result.objective.get('reason', 'none (nothing was evaluated)')}")
     notes(f"metric: {result.metric} ({'labels y given' if prepared.labels is not None else 'no labels'}), on "
-          f"{min(samples, prepared.n)} data samples per condition")
+          f"{min(config.samples, prepared.n)} data samples per condition")
     if result.skipped:
         notes(f"families left out (not for these inputs): {', '.join(sorted(result.skipped))}")
     for line in result.notes:

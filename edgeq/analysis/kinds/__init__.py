@@ -10,12 +10,12 @@ confidence interval serve them all.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgeq.errors import ConfigError
+from edgeq.limits import Limits, shown as _shown  # noqa: F401  (kinds import Limits from here)
 from edgeq.inputs.npz import row_blocks
 
 KINDS: dict[str, "OutputKind"] = {}
@@ -71,48 +71,6 @@ class OutputPlan:
         if self.when is not None:
             out["when"] = dict(self.when)
         return out
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The numbers an option (or a gate) may take: a range whose ends may be open, whole numbers only.
-
-    A kind states them once, beside each default (``Option``); ``OutputKind.options`` and
-    ``gates.parse_limits`` check them, so ``top_k=0``, ``atol=-1`` or ``min-n=1.5`` are refused
-    in one line naming the flag or file instead of judging nothing.
-    """
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    whole: bool = False
-
-    def describe(self) -> str:
-        what = "a whole number" if self.whole else "a number"
-        if self.low is not None and self.high is not None:
-            return f"{what} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
-        if self.low is not None:
-            return f"{what} {'>' if self.low_open else '≥'} {self.low:g}"
-        if self.high is not None:
-            return f"{what} {'<' if self.high_open else '≤'} {self.high:g}"
-        return what
-
-    def check(self, value, where: str, given=None):
-        """The value (an int for whole numbers), or ConfigError naming ``where`` and the value as
-        ``given`` (the user's text, when the value was parsed from it)."""
-        inside = not isinstance(value, bool) and (isinstance(value, int) or (
-            isinstance(value, float) and math.isfinite(value)))
-        if inside and self.whole:
-            inside = isinstance(value, int) or value.is_integer()
-        if inside and self.low is not None:
-            inside = value > self.low if self.low_open else value >= self.low
-        if inside and self.high is not None:
-            inside = value < self.high if self.high_open else value <= self.high
-        if not inside:
-            shown = given.strip()[:60] if isinstance(given, str) else _shown(value if given is None else given)
-            raise ConfigError(f"{where} must be {self.describe()}, not {shown}")
-        return int(value) if self.whole else value
 
 
 @dataclass(frozen=True)
@@ -198,14 +156,6 @@ class OutputKind:
     def summarize(self, ev: dict[str, np.ndarray], labels: np.ndarray | None, plan: OutputPlan) -> dict:
         """Figures for one group: the contract's keys, the kind's own, and ``value``/``events``/``trials``."""
         raise NotImplementedError
-
-
-def _shown(value) -> str:
-    """A user's value as a message shows it: true/false as written in TOML and on the command line."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _typed(value, default, where: str):

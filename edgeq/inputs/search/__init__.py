@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.errors import ConfigError
+from edgeq.inputs.search.settings import DISTANCE
 
 SEARCH_CATEGORY = "search"
 
@@ -38,7 +39,7 @@ class Prepared:
         return len(self.data[0])
 
 
-def prepare(float_model: Path, quant_model: Path, data_path: Path, epsilon: float = 0.1,
+def prepare(float_model: Path, quant_model: Path, data_path: Path, epsilon: float = DISTANCE,
             norm: str = "linf") -> Prepared:
     """Check the pair and the data (exit 2 on a mismatch) and build each input's search space."""
     from edgeq.inputs.inputset import input_specs, load_inputset, match_model_inputs

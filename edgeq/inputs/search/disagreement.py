@@ -58,6 +58,8 @@ from edgeq.inputs.search.moves import (LINE, MOMENTUM, MOMENTUM_MAX, TOWARD, TOW
 from edgeq.inputs.search.objective import Judged, Objective, choose_objective
 from edgeq.inputs.search.operators import Operator, Space
 from edgeq.inputs.search.results import Found, SearchResult
+from edgeq.inputs.search.settings import BUDGET_HELP, DISTANCE, QUERIES, TIME_BUDGET, check_settings, setting
+from edgeq.limits import Limits
 from edgeq.inputs.search.strategy import (CLIMB, CLIMB_STEP, FLIP_MIN, GAP_GAIN, SEEK, Split, climb_step, has_gap,
                                           quant_gap)
 
@@ -66,41 +68,36 @@ __all__ = ["SearchConfig", "Found", "SearchResult", "search", "project", "relati
 
 @dataclass
 class SearchConfig:
-    budget: int = 2000
-    time_budget_s: float | None = None
-    epsilon: float = 0.1
-    norm: str = "linf"
-    seed: int = 0
-    pool: int = 8  # lineages per batch (rows per request)
-    lanes: int = 1  # batches in flight (2: a device evaluates one while the host proposes the next)
-    max_seeds: int = 256
-    per_seed: int = 1
-    patience: int = 8
+    """The disagreement search's settings; the command-line ones carry their flag, help and limits."""
+
+    budget: int = setting(2000, "--budget", BUDGET_HELP, limits=QUERIES, words="a positive number of queries")
+    time_budget_s: float | None = setting(None, "--time-budget", **TIME_BUDGET)
+    epsilon: float = setting(DISTANCE, "--distance", "How far a found input may be from its seed, as a fraction of the "
+                             "data range.", limits=Limits(0, low_open=True), words="above 0 (a fraction of the data range)")
+    norm: str = setting("linf", "--norm", "linf: every element within the distance; l2: the root-mean-square "
+                        "change within it.", choices=NORMS)
+    seed: int = setting(0, "--seed", limits=Limits(0, whole=True))
+    pool: int = setting(8, None, limits=QUERIES)  # lineages per batch (rows per request)
+    lanes: int = setting(1, "--lanes", "Batches in flight: with 2 a device evaluates one while this host prepares "
+                         "the next (hides the round trip). It changes which candidates are tried; the host and a "
+                         "device still agree.", limits=Limits(1, 8, whole=True))
+    max_seeds: int = setting(256, "--seeds", "Data samples used as seeds at most (a random choice of them).",
+                             limits=QUERIES)
+    per_seed: int = setting(1, "--per-seed", "Disagreements kept per seed before moving on.", limits=QUERIES)
+    patience: int = setting(8, None, limits=QUERIES)
     rank_p: float | None = None  # None: 1 / number of operators
     stop_at_first: bool = False
     output: str | None = None
-    screen: float = 0.1  # keep a new seed only if its first score is in this best fraction (1: keep all)
-    line_steps: int = 10  # boundary line-search steps per bracket
+    # keep a new seed only if its first score is in this best fraction (1: keep all)
+    screen: float = setting(0.1, None, limits=Limits(0, 1, low_open=True))
+    line_steps: int = setting(10, None, limits=QUERIES)  # boundary line-search steps per bracket
     directed: bool = True  # line search, momentum and toward-another-class moves (False: operators only)
-    climb: float | None = None  # share of climbing lineages (``strategy``); None: adapt it to the crossings seen
-    climb_patience: int = 30  # a climbing lineage's patience (steps without a strict gain)
+    # share of climbing lineages (``strategy``); None: adapt it to the crossings seen
+    climb: float | None = setting(None, None, limits=Limits(0, 1))
+    climb_patience: int = setting(30, None, limits=QUERIES)  # a climbing lineage's patience (steps without a gain)
 
     def check(self) -> None:
-        if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget <= 0:
-            raise ConfigError(f"--budget must be a positive number of queries, got {self.budget!r}")
-        if self.time_budget_s is not None and not (self.time_budget_s > 0 and np.isfinite(self.time_budget_s)):
-            raise ConfigError(f"--time-budget must be a positive number of seconds, got {self.time_budget_s!r}")
-        if not (self.epsilon > 0 and np.isfinite(self.epsilon)):
-            raise ConfigError(f"--distance must be above 0 (a fraction of the data range), got {self.epsilon!r}")
-        if self.norm not in NORMS:
-            raise ConfigError(f"--norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if not 0 < self.screen <= 1:
-            raise ConfigError(f"screen must be in (0, 1], got {self.screen!r}")
-        if self.climb is not None and not 0 <= self.climb <= 1:
-            raise ConfigError(f"climb must be in [0, 1], got {self.climb!r}")
-        for name in ("pool", "lanes", "max_seeds", "per_seed", "patience", "line_steps", "climb_patience"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_settings(self)
 
 
 @dataclass

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgeq.inputs.risky.families import FAMILIES, Family, input_kind
 from edgeq.inputs.risky.observed import DataStats
+from edgeq.inputs.search.settings import DISTANCE
 
 MAX_SEVERITY = 3.0
 
@@ -34,7 +35,7 @@ class Space:
 
     name: str
     data: DataStats
-    epsilon: float = 0.1
+    epsilon: float = DISTANCE
     norm: str = "linf"
 
     @property

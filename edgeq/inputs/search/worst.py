@@ -27,6 +27,8 @@ import numpy as np
 
 from edgeq.analysis.compare import band
 from edgeq.analysis.rules import THRESHOLDS
+from edgeq.inputs.search.settings import BUDGET_HELP, QUERIES, TIME_BUDGET, check_settings, setting
+from edgeq.limits import Limits
 from edgeq.analysis.intervals import paired_difference, wilson
 from edgeq.errors import ConfigError, EdgeqError
 from edgeq.inputs.risky.families import FAMILIES, input_kind
@@ -39,25 +41,22 @@ GRID = (1.0, 2.0, 3.0)
 
 @dataclass
 class WorstConfig:
-    budget: int = 4000
-    time_budget_s: float | None = None
-    samples: int = 64
-    seed: int = 0
-    top: int = 3
-    tolerance: float = 0.05
+    """The worst-shift search's settings; the command-line ones carry their flag, help and limits."""
+
+    budget: int = setting(4000, "--budget", BUDGET_HELP, limits=QUERIES, words="a positive number of queries")
+    time_budget_s: float | None = setting(None, "--time-budget", **TIME_BUDGET)
+    samples: int = setting(64, "--samples", "Data samples each condition is judged on (the same ones every time).",
+                           limits=QUERIES)
+    seed: int = setting(0, "--seed", limits=Limits(0, whole=True))
+    top: int = setting(3, "--top", "Worst families paired and bisected.", limits=QUERIES)
+    tolerance: float = setting(0.05, "--tolerance", "Bisect the crossing strength down to this many severity units.",
+                               limits=Limits(0, MAX_SEVERITY, low_open=True, high_open=True))
     pairs: bool = True
     families: list[str] | None = None
     output: str | None = None
 
     def check(self) -> None:
-        if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget <= 0:
-            raise ConfigError(f"--budget must be a positive number of queries, got {self.budget!r}")
-        if self.time_budget_s is not None and not (self.time_budget_s > 0 and np.isfinite(self.time_budget_s)):
-            raise ConfigError(f"--time-budget must be a positive number of seconds, got {self.time_budget_s!r}")
-        if self.samples < 1:
-            raise ConfigError(f"--samples must be at least 1, got {self.samples}")
-        if not 0 < self.tolerance < MAX_SEVERITY:
-            raise ConfigError(f"--tolerance must be in (0, {MAX_SEVERITY:g}), got {self.tolerance}")
+        check_settings(self)
         unknown = sorted(set(self.families or ()) - set(FAMILIES))
         if unknown:
             raise ConfigError(f"unknown risky family {unknown[0]!r} (known: {', '.join(FAMILIES)})")
