@@ -491,9 +491,3 @@ def load_run(path: Path):
     from edgeq.results import RunResult
 
     return RunResult.load(path)
-
-
-def _cause(exc: Exception) -> str:
-    if isinstance(exc, OSError) and exc.filename:
-        return f"{Path(exc.filename).name}: {exc.strerror or exc}"
-    return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]

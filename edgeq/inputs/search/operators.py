@@ -15,7 +15,6 @@ parameter has no common "no change" value (a gain of 1, a shift of 0, a quality 
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -175,8 +174,3 @@ def operators_for(sample_shape: tuple, families: list[str] | None = None,
             continue
         chosen.append(_family_operator(family))
     return (list(LOCAL_OPERATORS) if local else []) + chosen, skipped
-
-
-def operator_key(name: str) -> int:
-    """A stable number per operator name, for seeding its generator."""
-    return zlib.crc32(name.encode())
