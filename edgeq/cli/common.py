@@ -361,8 +361,12 @@ measure_options = job_options_for(MEASURE)
 
 def history_options(f):
     f = click.option("--no-history", is_flag=True, help="Do not record this run in the results database.")(f)
-    return click.option("--db", envvar="EDGEQ_DB", help="Results database: a SQLite path or an SQLAlchemy URL "
-                        "(default ~/.local/share/edgeq/history.sqlite).")(f)
+    return db_option(f)
+
+
+DB_HELP = ("Results database: a SQLite path or an SQLAlchemy URL (default: $EDGEQ_DB, else .edgeq/history.sqlite "
+           "beside the project's edgeq.toml, else ~/.local/share/edgeq/history.sqlite).")
+db_option = click.option("--db", envvar="EDGEQ_DB", help=DB_HELP)
 
 
 def record_history(db: str | None, records: list) -> None:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import click
 
-from edgeq.cli.common import check_not_an_input, console, diagnostics, load_run, output_file, result_line, \
+from edgeq.cli.common import check_not_an_input, console, db_option, diagnostics, load_run, output_file, result_line, \
     write_json_file
 from edgeq.errors import EXIT_GATE, ConfigError
 
 
 @click.command()
-@click.option("--db", envvar="EDGEQ_DB", help="Results database (SQLite path or SQLAlchemy URL).")
+@db_option
 @click.option("--device", help="Only this device.")
 @click.option("--model", help="Only this model (name or sha256 prefix).")
 @click.option("--kind", type=click.Choice(["evaluate", "run", "soak"]), help="Only this kind of run.")
