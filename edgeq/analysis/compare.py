@@ -3,7 +3,8 @@
 Every output is judged by its kind (``kinds/``), in every *cell*: a (category,
 severity) pair of the risky suite. The verdict rule (DESIGN.md): a cell's rate is the
 accuracy drop of a labelled classification output, otherwise the kind's own flip or
-fail rate; every deciding cell < 0.02 → robust, any ≥ 0.10 → catastrophic, otherwise
+fail rate; every deciding cell below the degraded threshold → robust, any at or above the
+catastrophic one → catastrophic (``rules.THRESHOLDS``: 0.02 and 0.10), otherwise
 degraded. The worst cell of the worst output decides — not a category mean, which
 would let two mild severities hide a bad one. Only *field* cells where the float model
 still works decide (``field.py``); stress cells and cells where float fails too are
