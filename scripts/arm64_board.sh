@@ -1,41 +1,66 @@
 #!/usr/bin/env bash
-# An emulated aarch64 board (a Raspberry-Pi-like Debian arm64 userland under qemu-user) for
-# the tests and for trying edgeq without hardware.
+# Test boards: a Debian userland built once with mmdebstrap, cached as a tarball, booted as a
+# chroot with its own sshd in its own network namespace (tests/arm64_board.py). Two boards share
+# this one recipe:
+#   arm64 (default)   an emulated aarch64 board: Raspberry-Pi-like Debian bookworm arm64 under
+#                     qemu-user (Python 3.11)
+#   bullseye-amd64    an old-Python board: Debian bullseye amd64, native (Python 3.9, glibc
+#                     2.31, as on a Raspberry Pi OS bullseye board); scripts/old_python_board.sh
 #
-#   bash scripts/arm64_board.sh prepare   # tools + binfmt + cached rootfs tarball (root)
-#   bash scripts/arm64_board.sh start     # boot the board in the background, print its edgeq.toml
-#   bash scripts/arm64_board.sh stop      # stop it, delete its namespace and rootfs copy
-#   bash scripts/arm64_board.sh status    # what is installed/cached/running
-#   bash scripts/arm64_board.sh rootfs-path  # the cached tarball this recipe gives
+#   bash scripts/arm64_board.sh [--board B] prepare  # tools (+ binfmt) + cached rootfs tarball (root)
+#   bash scripts/arm64_board.sh [--board B] start    # boot the board in the background, print its edgeq.toml
+#   bash scripts/arm64_board.sh [--board B] stop     # stop it, delete its namespace and rootfs copy
+#   bash scripts/arm64_board.sh [--board B] status   # what is installed/cached/running
+#   bash scripts/arm64_board.sh [--board B] rootfs-path  # the cached tarball this recipe gives
 #
-# prepare: apt installs mmdebstrap and qemu-user-static >= 8 (bookworm's 7.2 passes the x86
-# /proc/cpuinfo through and ai-edge-litert 2.3.0 crashes on it; 10.x comes from
-# bookworm-backports, whose apt source is added under /etc/apt/sources.list.d/ if missing),
-# mounts binfmt_misc and registers qemu-aarch64 with the F flag (so a chroot needs no qemu
-# binary inside), then builds the rootfs with mmdebstrap once and caches it as
-#   ${EDGEQ_CACHE:-~/.cache/edgeq}/arm64-rootfs-<recipe hash>.tar
-# A changed recipe (suite, packages, mirror) gives a new hash, so a stale cache is never used.
+# prepare: apt installs mmdebstrap (and, for arm64, qemu-user-static >= 8: bookworm's 7.2 passes
+# the x86 /proc/cpuinfo through and ai-edge-litert 2.3.0 crashes on it; 10.x comes from
+# bookworm-backports, whose apt source is added under /etc/apt/sources.list.d/ if missing, then
+# mounts binfmt_misc and registers qemu-aarch64 with the F flag so a chroot needs no qemu binary
+# inside), then builds the rootfs with mmdebstrap once and caches it as
+#   ${EDGEQ_CACHE:-~/.cache/edgeq}/<board>-rootfs-<recipe hash>.tar
+# A changed recipe (suite, arch, packages, mirror) gives a new hash, so a stale cache is never used.
 #
-# Exit status 77 means "this machine cannot emulate an arm64 board" (not root, binfmt_misc
-# cannot be mounted, no qemu-user >= 8 available): the tests skip with the printed reason.
-# Any other non-zero status is a real failure.
+# Exit status 77 means "this machine cannot host the board" (not root; arm64: binfmt_misc cannot
+# be mounted, no qemu-user >= 8 available; bullseye-amd64: not an x86_64 host): the tests skip
+# with the printed reason. Any other non-zero status is a real failure.
 set -euo pipefail
 SELF=$(realpath "$0")
 cd "$(dirname "$SELF")/.."
 
-SUITE=bookworm
-MIRROR=${EDGEQ_ARM64_MIRROR:-http://deb.debian.org/debian}
+BOARD=${EDGEQ_BOARD:-arm64}
+if [ "${1:-}" = --board ]; then BOARD=${2:-}; shift 2 || true; fi
+CACHE_DIR=${EDGEQ_CACHE:-$HOME/.cache/edgeq}
+DEFAULT_MIRROR=${EDGEQ_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=python3,python3-venv,openssh-server,ca-certificates
 QEMU_MIN_MAJOR=8
-CACHE_DIR=${EDGEQ_CACHE:-$HOME/.cache/edgeq}
-RECIPE="suite=$SUITE mirror=$MIRROR packages=$PACKAGES variant=apt recipe=2"
+case "$BOARD" in
+    arm64)
+        SUITE=bookworm ARCH=arm64 MACHINE=aarch64 EMULATE=1
+        MIRROR=${EDGEQ_ARM64_MIRROR:-$DEFAULT_MIRROR}
+        # (this recipe line names no arch: it predates the second board and keeps its cached tarball)
+        RECIPE="suite=$SUITE mirror=$MIRROR packages=$PACKAGES variant=apt recipe=2"
+        STATE_DIR=${EDGEQ_ARM64_STATE:-/var/tmp/edgeq-arm64-board}
+        CANNOT="cannot emulate here"
+        ;;
+    bullseye-amd64)
+        SUITE=bullseye ARCH=amd64 MACHINE=x86_64 EMULATE=
+        MIRROR=${EDGEQ_BULLSEYE_MIRROR:-$DEFAULT_MIRROR}
+        RECIPE="suite=$SUITE arch=$ARCH mirror=$MIRROR packages=$PACKAGES variant=apt recipe=2"
+        STATE_DIR=${EDGEQ_BULLSEYE_STATE:-/var/tmp/edgeq-bullseye-amd64-board}
+        CANNOT="cannot host here"
+        ;;
+    *)
+        echo "unknown board '$BOARD' (choose arm64 or bullseye-amd64)" >&2
+        exit 2
+        ;;
+esac
 HASH=$(printf '%s' "$RECIPE" | sha256sum | cut -c1-12)
-TARBALL=$CACHE_DIR/arm64-rootfs-$HASH.tar
-STATE_DIR=${EDGEQ_ARM64_STATE:-/var/tmp/edgeq-arm64-board}
+TARBALL=$CACHE_DIR/$BOARD-rootfs-$HASH.tar
 PYTHON=${PYTHON:-.venv/bin/python}
 
-cannot() { echo "arm64 board: cannot emulate here: $*" >&2; exit 77; }
-say() { echo "arm64 board: $*" >&2; }
+cannot() { echo "$BOARD board: $CANNOT: $*" >&2; exit 77; }
+say() { echo "$BOARD board: $*" >&2; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
@@ -47,11 +72,16 @@ qemu_major() {
 }
 
 install_tools() {
-    [ "$(id -u)" = 0 ] || cannot "needs root (apt, binfmt_misc, chroot, network namespaces)"
+    [ "$(id -u)" = 0 ] || cannot "needs root (apt, ${EMULATE:+binfmt_misc, }chroot, network namespaces)"
+    if [ -z "$EMULATE" ] && [ "$(uname -m)" != "$MACHINE" ]; then
+        cannot "the $BOARD board runs natively and needs a $MACHINE host, not $(uname -m)"
+    fi
     local need=()
     command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
-    command -v arch-test >/dev/null || need+=(arch-test)  # mmdebstrap needs it for a foreign arch
-    [ "$(qemu_major)" -ge "$QEMU_MIN_MAJOR" ] || need+=(qemu-user-static)
+    if [ -n "$EMULATE" ]; then
+        command -v arch-test >/dev/null || need+=(arch-test)  # mmdebstrap needs it for a foreign arch
+        [ "$(qemu_major)" -ge "$QEMU_MIN_MAJOR" ] || need+=(qemu-user-static)
+    fi
     for tool in sshd:openssh-server ssh-keygen:openssh-client ip:iproute2 unshare:util-linux; do
         PATH=$PATH:/usr/sbin:/sbin command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
     done
@@ -69,14 +99,17 @@ install_tools() {
             if [ "$p" = qemu-user-static ]; then pkgs+=("qemu-user-static/$SUITE-backports"); else pkgs+=("$p"); fi
         done
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2 \
-            || cannot "apt-get install ${pkgs[*]} failed (is $SUITE-backports reachable?)"
+            || cannot "apt-get install ${pkgs[*]} failed${EMULATE:+ (is $SUITE-backports reachable?)}"
     fi
-    local major
-    major=$(qemu_major)
-    [ "$major" -ge "$QEMU_MIN_MAJOR" ] || cannot "qemu-user is version $major; ai-edge-litert 2.3.0 needs >= $QEMU_MIN_MAJOR (bookworm-backports)"
+    if [ -n "$EMULATE" ]; then
+        local major
+        major=$(qemu_major)
+        [ "$major" -ge "$QEMU_MIN_MAJOR" ] || cannot "qemu-user is version $major; ai-edge-litert 2.3.0 needs >= $QEMU_MIN_MAJOR (bookworm-backports)"
+    fi
 }
 
 register_binfmt() {
+    [ -n "$EMULATE" ] || return 0  # a native board runs its binaries as they are
     [ "$(id -u)" = 0 ] || cannot "needs root to register binfmt_misc"
     local dir=/proc/sys/fs/binfmt_misc
     if [ ! -e $dir/register ]; then
@@ -104,15 +137,19 @@ build_rootfs() {
         return 0
     fi
     mkdir -p "$CACHE_DIR"
-    local t0 part
+    local t0 part hooks=()
     t0=$(now)
-    part=$CACHE_DIR/.arm64-rootfs-$HASH.$$.tar  # mmdebstrap writes a tarball only to a *.tar name
-    say "building the arm64 $SUITE rootfs (cold, a few minutes under qemu): $PACKAGES"
+    part=$CACHE_DIR/.$BOARD-rootfs-$HASH.$$.tar  # mmdebstrap writes a tarball only to a *.tar name
+    say "building the $ARCH $SUITE rootfs (cold, ${EMULATE:+a few minutes under qemu}${EMULATE:-about a minute}): $PACKAGES"
+    if [ -z "$EMULATE" ]; then
+        # What the board is, read from inside it once (status prints it; the tests check it too).
+        hooks+=(--customize-hook='chroot "$1" python3 -c "import platform, sys; print(\"python=%d.%d.%d\" % sys.version_info[:3]); print(\"libc=%s-%s\" % platform.libc_ver()); print(\"machine=\" + platform.machine())" > "$1/etc/edgeq-board-facts"')
+    fi
     # Docs, man pages and locales are left out: the board needs none and the tarball stays small.
-    if ! mmdebstrap --quiet --arch=arm64 --variant=apt --include="$PACKAGES" \
+    if ! mmdebstrap --quiet --arch="$ARCH" --variant=apt --include="$PACKAGES" \
         --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
-        --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
+        --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' "${hooks[@]}" \
         "$SUITE" "$part" "$MIRROR" >&2; then
         rm -f "$part"
         say "mmdebstrap failed"
@@ -122,7 +159,14 @@ build_rootfs() {
     say "cold build: $(since "$t0") s, $(du -h "$TARBALL" | cut -f1) -> $TARBALL"
 }
 
-check_emulation() {
+check_board() {
+    if [ -z "$EMULATE" ]; then
+        local facts
+        facts=$(tar -xOf "$TARBALL" ./etc/edgeq-board-facts 2>/dev/null || true)
+        grep -qx "machine=$MACHINE" <<<"$facts" || { say "$TARBALL has no facts for a $MACHINE board: delete it and prepare again"; exit 1; }
+        say "$(tr '\n' ' ' <<<"$facts")"
+        return 0
+    fi
     # The smallest proof: run an arm64 binary from the tarball through binfmt.
     local probe
     probe=$(mktemp -d)
@@ -131,7 +175,7 @@ check_emulation() {
     local arch
     arch=$(chroot "$probe" /usr/bin/uname -m 2>/dev/null || true)
     rm -rf "$probe"
-    [ "$arch" = aarch64 ] || cannot "an arm64 binary did not run through binfmt (uname -m said '${arch:-nothing}')"
+    [ "$arch" = "$MACHINE" ] || cannot "an arm64 binary did not run through binfmt (uname -m said '${arch:-nothing}')"
 }
 
 case "${1:-}" in
@@ -140,29 +184,34 @@ case "${1:-}" in
         install_tools
         register_binfmt
         build_rootfs
-        check_emulation
-        say "ready in $(since "$t0") s (qemu $(qemu_major).x, rootfs $TARBALL)"
+        check_board
+        say "ready in $(since "$t0") s (${EMULATE:+qemu $(qemu_major).x, }rootfs $TARBALL)"
         ;;
     rootfs-path)
         echo "$TARBALL"
         ;;
     start)
-        [ -s "$TARBALL" ] || bash "$SELF" prepare
+        [ -s "$TARBALL" ] || bash "$SELF" --board "$BOARD" prepare
         shift
-        exec "$PYTHON" tests/arm64_board.py start --rootfs-tar "$TARBALL" --state "$STATE_DIR" "$@"
+        exec "$PYTHON" tests/arm64_board.py start --board "$BOARD" --rootfs-tar "$TARBALL" --state "$STATE_DIR" "$@"
         ;;
     stop)
         exec "$PYTHON" tests/arm64_board.py stop --state "$STATE_DIR"
         ;;
     status)
-        echo "qemu-user: $(qemu_major).x ($(command -v qemu-aarch64-static || echo none))"
-        echo "binfmt: $(cat /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null | head -1 || echo 'not registered')"
+        if [ -n "$EMULATE" ]; then
+            echo "qemu-user: $(qemu_major).x ($(command -v qemu-aarch64-static || echo none))"
+            echo "binfmt: $(cat /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null | head -1 || echo 'not registered')"
+        fi
         echo "rootfs: $TARBALL $([ -s "$TARBALL" ] && echo '(cached)' || echo '(not built)')"
+        if [ -z "$EMULATE" ] && [ -s "$TARBALL" ]; then
+            echo "board: $(tar -xOf "$TARBALL" ./etc/edgeq-board-facts 2>/dev/null | tr '\n' ' ')"
+        fi
         [ -s "$STATE_DIR/edgeq.toml" ] && { echo "running board (pid $(cat "$STATE_DIR/pid" 2>/dev/null)):"; cat "$STATE_DIR/edgeq.toml"; }
         true
         ;;
     *)
-        sed -n '2,22p' "$SELF"
+        sed -n '2,26p' "$SELF"
         exit 2
         ;;
 esac

@@ -7,5 +7,8 @@ bash scripts/setup.sh --tests
 # (its tests then skip, saying why, and .ci/run counts the skips).
 rc=0; bash scripts/arm64_board.sh prepare || rc=$?
 [ "$rc" = 0 ] || [ "$rc" = 77 ] || exit "$rc"
+# Old-Python board (Debian bullseye amd64, Python 3.9, as on an older Raspberry Pi OS): cached rootfs.
+rc=0; bash scripts/old_python_board.sh prepare || rc=$?
+[ "$rc" = 0 ] || [ "$rc" = 77 ] || exit "$rc"
 export EDGEQ_TFLITE214_PYTHON="$PWD/.venv-tflite214/bin/python"
 exec .venv/bin/python -m pytest "$@"

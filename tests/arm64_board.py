@@ -1,22 +1,31 @@
-"""An emulated aarch64 board: a Debian arm64 rootfs under qemu-user, its own sshd, its own address.
+"""Test boards booted from a cached Debian rootfs: a chroot with its own sshd and its own address.
 
-`bash scripts/arm64_board.sh prepare` installs qemu-user (>= 8), mmdebstrap and the binfmt entry
-and caches the rootfs as a tarball; this module boots boards from that tarball, reusing the lab's
-namespace and sshd code (tests/lab.py):
+Two kinds share one recipe (scripts/arm64_board.sh, `--board`) and this module:
 
-- `Arm64Board` is a `lab.SshServer` whose sshd is the rootfs's own arm64 /usr/sbin/sshd, chrooted
+- `arm64` — an emulated aarch64 board: a Debian bookworm arm64 rootfs under qemu-user (Python
+  3.11). `bash scripts/arm64_board.sh prepare` installs qemu-user (>= 8), mmdebstrap and the
+  binfmt entry and caches the rootfs as a tarball.
+- `bullseye-amd64` — an old-Python board: Debian bullseye amd64, native (Python 3.9, glibc 2.31,
+  as on a Raspberry Pi OS bullseye board); `bash scripts/old_python_board.sh prepare`
+  (tests/old_python_board.py holds its fixture).
+
+This module boots boards from such a tarball, reusing the lab's namespace and sshd code
+(tests/lab.py):
+
+- `ChrootBoard` is a `lab.SshServer` whose sshd is the rootfs's own /usr/sbin/sshd, chrooted
   into a fresh copy of the rootfs (proc, /dev, /sys and a tmpfs /run mounted in sshd's private
-  mount namespace only), with `SetEnv QEMU_CPU=<cpu>` so every program a session starts is
-  emulated as that CPU (cortex-a72 is a Pi 4, cortex-a76 a Pi 5). Its config, keys and
-  authorized_keys live in the rootfs under /etc/edgeq-board.
-- `Arm64Lab` is a `lab.NetnsLab` whose devices are such boards: each board in its own network
-  namespace, reached from the host through a veth pair at 10.77.<n>.2:22.
+  mount namespace only). Its config, keys and authorized_keys live in the rootfs under
+  /etc/edgeq-board. `Arm64Board` is one with `SetEnv QEMU_CPU=<cpu>` so every program a session
+  starts is emulated as that CPU (cortex-a72 is a Pi 4, cortex-a76 a Pi 5).
+- `BoardLab` is a `lab.NetnsLab` whose devices are such boards: each board in its own network
+  namespace, reached from the host through a veth pair at 10.77.<n>.2:22 (`Arm64Lab`: arm64 ones).
 - `arm64_board` (session fixture) prepares, boots one board named `arm64-emu` and writes an
-  inventory for it. Where this machine cannot emulate (not root, no binfmt_misc, no qemu >= 8)
-  the tests SKIP with the reason the script printed (its exit status 77); any other failure fails.
+  inventory for it (`board_fixture` does the same for any kind). Where this machine cannot host
+  the board (not root; arm64: no binfmt_misc, no qemu >= 8; bullseye-amd64: not x86_64) the tests
+  SKIP with the reason the script printed (its exit status 77); any other failure fails.
 
-Command line (scripts/arm64_board.sh start/stop call these):
-    python tests/arm64_board.py start --rootfs-tar TAR --state DIR [--name N] [--cpu C]
+Command line (scripts/arm64_board.sh and scripts/old_python_board.sh start/stop call these):
+    python tests/arm64_board.py start [--board arm64|bullseye-amd64] --rootfs-tar TAR --state DIR [--name N] [--cpu C]
     python tests/arm64_board.py stop --state DIR
 """
 
@@ -25,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
 import shlex
 import shutil
@@ -47,42 +57,68 @@ CANNOT_EMULATE = 77  # the script's exit status for "this machine cannot host th
 BOARD_NAME = "arm64-emu"
 DEFAULT_CPU = "cortex-a72"  # Raspberry Pi 4
 DEVICE_WORKDIR = "/root/edgeq"  # a path on the board (inside the chroot)
-WHEEL_CACHE = Path(os.environ.get("EDGEQ_CACHE", Path.home() / ".cache" / "edgeq")) / "arm64-wheels"
+CACHE = Path(os.environ.get("EDGEQ_CACHE", Path.home() / ".cache" / "edgeq"))
+WHEEL_CACHE = CACHE / "arm64-wheels"
+
+
+@dataclass(frozen=True)
+class BoardKind:
+    """One board recipe of scripts/arm64_board.sh (its `--board`) and how the tests boot and name it."""
+    board: str  # the script's --board: the recipe (suite, arch, packages)
+    name: str  # the device's name in the inventory and the board's hostname
+    script: Path  # what `prepare` / `rootfs-path` run
+    machine: str  # `uname -m` on the board
+    wheel_cache: Path  # where `devices setup --offline` keeps the wheels downloaded for it
+    what: str  # for messages: "the emulated arm64 board"
+    cpu: str | None = None  # QEMU_CPU for an emulated board; None: the board's binaries run natively
+    needs: str = "chroot, network namespaces"  # what root is needed for (in skip messages)
+
+    @property
+    def emulated(self) -> bool:
+        return self.cpu is not None
+
+
+ARM64 = BoardKind("arm64", BOARD_NAME, SCRIPT, "aarch64", WHEEL_CACHE, "the emulated arm64 board", DEFAULT_CPU,
+                  needs="binfmt_misc, chroot, network namespaces")
+BULLSEYE_AMD64 = BoardKind("bullseye-amd64", "bullseye-py39", REPO / "scripts" / "old_python_board.sh", "x86_64",
+                           CACHE / "bullseye-amd64-wheels", "the old-Python (Debian bullseye amd64) board")
+KINDS = {kind.board: kind for kind in (ARM64, BULLSEYE_AMD64)}
 
 
 class CannotEmulate(RuntimeError):
-    """This machine cannot host an emulated arm64 board (a reason to skip, not a failure)."""
+    """This machine cannot host the board (a reason to skip, not a failure)."""
 
 
-def timed(label: str, start: float) -> float:
+def timed(label: str, start: float, board: str = "arm64") -> float:
     took = time.monotonic() - start
-    print(f"arm64 board: {label}: {took:.1f} s", file=sys.stderr, flush=True)
+    print(f"{board} board: {label}: {took:.1f} s", file=sys.stderr, flush=True)
     return took
 
 
-def rootfs_tarball() -> Path:
+def rootfs_tarball(kind: BoardKind = ARM64) -> Path:
     """Where the script caches the rootfs for the current recipe (it may not exist yet)."""
-    proc = subprocess.run(["bash", str(SCRIPT), "rootfs-path"], capture_output=True, text=True, check=True)
+    proc = subprocess.run(["bash", str(kind.script), "rootfs-path"], capture_output=True, text=True, check=True)
     return Path(proc.stdout.strip())
 
 
-def prepare(timeout: float = 3600) -> tuple[Path, float, bool]:
-    """Run `scripts/arm64_board.sh prepare` (tools, binfmt, cached rootfs).
+def prepare(timeout: float = 3600, kind: BoardKind = ARM64) -> tuple[Path, float, bool]:
+    """Run `<script> prepare` (tools, binfmt for an emulated board, cached rootfs).
 
     Returns (tarball, seconds it took, whether the rootfs had to be built cold)."""
     start = time.monotonic()
-    cold = not rootfs_tarball().exists()
+    cold = not rootfs_tarball(kind).exists()
     try:
-        proc = subprocess.run(["bash", str(SCRIPT), "prepare"], capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(["bash", str(kind.script), "prepare"], capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError as exc:
         raise CannotEmulate(f"bash not found: {exc}") from None
     if proc.returncode == CANNOT_EMULATE:
         raise CannotEmulate(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "exit 77")
     if proc.returncode:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise LabError(f"scripts/arm64_board.sh prepare failed ({proc.returncode}):\n{tail}")
-    took = timed("prepare (tools, binfmt, " + ("cold rootfs build)" if cold else "cached rootfs)"), start)
-    return rootfs_tarball(), took, cold
+        raise LabError(f"scripts/{kind.script.name} prepare failed ({proc.returncode}):\n{tail}")
+    what = "tools, binfmt, " if kind.emulated else "tools, "
+    took = timed(f"prepare ({what}" + ("cold rootfs build)" if cold else "cached rootfs)"), start, kind.board)
+    return rootfs_tarball(kind), took, cold
 
 
 def _mounted_below(path: Path) -> list[str]:
@@ -108,18 +144,18 @@ def extract_rootfs(tarball: Path, dest: Path) -> Path:
     shadow = dest / "etc" / "shadow"  # sshd refuses keys for a locked ("!") account even as root
     if shadow.exists():
         shadow.write_text(re.sub(r"^root:!\*?:", "root:*:", shadow.read_text(), flags=re.M))
-    timed(f"rootfs copy ({tarball.name})", start)
+    timed(f"rootfs copy ({tarball.name})", start, tarball.name.split("-rootfs-")[0])
     return dest
 
 
-class Arm64Board(SshServer):
-    """The rootfs's own arm64 sshd, chrooted into `rootfs`, in network namespace `netns`."""
+class ChrootBoard(SshServer):
+    """The rootfs's own sshd, chrooted into `rootfs`, in network namespace `netns`."""
 
-    def __init__(self, rootfs: Path, *, host: str, netns: str, hostname: str = BOARD_NAME,
-                 cpu: str = DEFAULT_CPU, own_rootfs: bool = True):
-        self.rootfs, self.cpu, self.own_rootfs = Path(rootfs).resolve(), cpu, own_rootfs
+    def __init__(self, rootfs: Path, *, host: str, netns: str, hostname: str, set_env: dict[str, str] | None = None,
+                 own_rootfs: bool = True, board: str = "chroot"):
+        self.rootfs, self.own_rootfs, self.board = Path(rootfs).resolve(), own_rootfs, board
         super().__init__(self.rootfs / "etc" / "edgeq-board", host=host, port=22, netns=netns,
-                         hostname=hostname, set_env={"QEMU_CPU": cpu})
+                         hostname=hostname, set_env=set_env)
         self.user = "root"
 
     def inside(self, path: Path | str) -> str:
@@ -134,7 +170,7 @@ class Arm64Board(SshServer):
 
     def _launch_command(self) -> list[str]:
         if not lab.can_unshare():
-            raise LabError("the arm64 board needs `unshare --mount --uts` (root, util-linux)")
+            raise LabError(f"the {self.board} board needs `unshare --mount --uts` (root, util-linux)")
         root = shlex.quote(str(self.rootfs))
         script = ["#!/bin/sh", "# In sshd's private mount namespace: none of these mounts reach the host.", "set -e",
                   f"R={root}",
@@ -149,11 +185,12 @@ class Arm64Board(SshServer):
         return [find_tool("ip"), "netns", "exec", self.netns, find_tool("unshare"), "--mount", "--uts",
                 "--propagation", "private", "/bin/sh", str(self.dir / "launch.sh")]
 
-    def start(self, timeout: float = 120.0) -> Arm64Board:
+    def start(self, timeout: float = 120.0) -> ChrootBoard:
         """sshd under qemu needs a few seconds more than a native one on a busy machine."""
         begin = time.monotonic()
         super().start(timeout)
-        timed(f"sshd up on {self.host} ({self.cpu})", begin)
+        timed(f"sshd up on {self.host}" + (f" ({self.set_env['QEMU_CPU']})" if "QEMU_CPU" in self.set_env else ""),
+              begin, self.board)
         return self
 
     def inventory_entry(self) -> dict:
@@ -170,27 +207,50 @@ class Arm64Board(SshServer):
             shutil.rmtree(self.rootfs, ignore_errors=True)
 
 
-class Arm64Lab(NetnsLab):
-    """`NetnsLab` whose devices are emulated arm64 boards booted from the cached rootfs tarball."""
+class Arm64Board(ChrootBoard):
+    """The rootfs's own arm64 sshd, chrooted into `rootfs`, in network namespace `netns`, every
+    program emulated as `cpu`."""
 
-    def __init__(self, tarball: Path, n: int = 1, directory: str | Path | None = None, cpu: str = DEFAULT_CPU):
+    def __init__(self, rootfs: Path, *, host: str, netns: str, hostname: str = BOARD_NAME,
+                 cpu: str = DEFAULT_CPU, own_rootfs: bool = True):
+        self.cpu = cpu
+        super().__init__(rootfs, host=host, netns=netns, hostname=hostname, set_env={"QEMU_CPU": cpu},
+                         own_rootfs=own_rootfs, board="arm64")
+
+
+class BoardLab(NetnsLab):
+    """`NetnsLab` whose devices are boards of one kind booted from the cached rootfs tarball."""
+
+    def __init__(self, tarball: Path, n: int = 1, directory: str | Path | None = None, kind: BoardKind = ARM64,
+                 cpu: str | None = None):
         super().__init__(n, directory)
-        self.tarball, self.cpu = Path(tarball), cpu
+        self.tarball, self.kind, self.cpu = Path(tarball), kind, cpu or kind.cpu
 
     def _make_device(self, x: int):
         device = super()._make_device(x)  # namespace, veth, addresses (and a plain sshd we don't start)
         device.server.close()
         rootfs = extract_rootfs(self.tarball, self.dir / f"{device.name}-rootfs")
-        device.server = Arm64Board(rootfs, host=device.address, netns=device.name,
-                                   hostname=BOARD_NAME if self.n == 1 else device.name, cpu=self.cpu)
+        hostname = self.kind.name if self.n == 1 else device.name
+        if self.kind.emulated:
+            device.server = Arm64Board(rootfs, host=device.address, netns=device.name, hostname=hostname, cpu=self.cpu)
+        else:
+            device.server = ChrootBoard(rootfs, host=device.address, netns=device.name, hostname=hostname,
+                                        board=self.kind.board)
         return device
+
+
+class Arm64Lab(BoardLab):
+    """`NetnsLab` whose devices are emulated arm64 boards booted from the cached rootfs tarball."""
+
+    def __init__(self, tarball: Path, n: int = 1, directory: str | Path | None = None, cpu: str = DEFAULT_CPU):
+        super().__init__(tarball, n, directory, kind=ARM64, cpu=cpu)
 
 
 @dataclass
 class BoardHandle:
-    """What the tests get: the lab, its one board, and an inventory naming it `arm64-emu`."""
-    lab: Arm64Lab
-    board: Arm64Board
+    """What the tests get: the lab, its one board, and an inventory naming it (`arm64-emu` for arm64)."""
+    lab: BoardLab
+    board: ChrootBoard
     inventory: Path
     name: str = BOARD_NAME
 
@@ -205,13 +265,43 @@ def write_inventory(path: Path, devices: dict[str, dict]) -> Path:
     return path
 
 
-def skip_reason() -> str | None:
+def skip_reason(kind: BoardKind = ARM64) -> str | None:
     """Why this machine cannot host the board, found without installing anything; None if it may."""
     if sys.platform != "linux":
-        return f"the emulated arm64 board needs Linux (binfmt_misc), not {sys.platform}"
+        return f"{kind.what} needs Linux ({'binfmt_misc' if kind.emulated else 'chroot, network namespaces'}), not {sys.platform}"
     if os.geteuid() != 0:
-        return "the emulated arm64 board needs root (binfmt_misc, chroot, network namespaces)"
+        return f"{kind.what} needs root ({kind.needs})"
+    if not kind.emulated and platform.machine() != kind.machine:
+        return f"{kind.what} runs natively and needs a {kind.machine} host, not {platform.machine()}"
     return None
+
+
+def board_fixture(kind: BoardKind, tmp_path_factory, request):
+    """The body of a session fixture: one board of `kind`, skipped with the reason where impossible.
+
+    The timings (prepare: cold build or cache hit; warm start) are printed at the session's end."""
+    reason = skip_reason(kind)
+    if reason:
+        pytest.skip(reason)
+    require_tools("ssh-keygen", "ip", "unshare", "tar")
+    try:
+        tarball, prepare_s, cold = prepare(kind=kind)
+    except CannotEmulate as exc:
+        pytest.skip(str(exc))
+    start = time.monotonic()
+    directory = tmp_path_factory.mktemp(f"{kind.board}-board")
+    with BoardLab(tarball, 1, directory, kind=kind) as board_lab:
+        start_s = timed("warm start (rootfs copy + namespace + sshd)", start, kind.board)
+        board = board_lab.devices[0].server
+        inventory = write_inventory(directory / "edgeq.toml", {kind.name: board.inventory_entry()})
+        yield BoardHandle(board_lab, board, inventory, kind.name)
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter and capture:  # out of pytest's capture, so the timings show without -s
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\n{kind.board} board: prepare {prepare_s:.1f} s "
+                                f"({'cold rootfs build' if cold else 'cached rootfs'}), start {start_s:.1f} s "
+                                f"(rootfs copy + namespace + sshd{' under qemu' if kind.emulated else ''})")
 
 
 @pytest.fixture(scope="session")
@@ -219,27 +309,7 @@ def arm64_board(tmp_path_factory, request):
     """One emulated Pi-4-class board for the session; skips with the reason where impossible.
 
     The timings (prepare: cold build or cache hit; warm start) are printed at the session's end."""
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    require_tools("ssh-keygen", "ip", "unshare", "tar")
-    try:
-        tarball, prepare_s, cold = prepare()
-    except CannotEmulate as exc:
-        pytest.skip(str(exc))
-    start = time.monotonic()
-    directory = tmp_path_factory.mktemp("arm64-board")
-    with Arm64Lab(tarball, 1, directory) as arm64_lab:
-        start_s = timed("warm start (rootfs copy + namespace + sshd)", start)
-        board = arm64_lab.devices[0].server
-        inventory = write_inventory(directory / "edgeq.toml", {BOARD_NAME: board.inventory_entry()})
-        yield BoardHandle(arm64_lab, board, inventory)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter and capture:  # out of pytest's capture, so the timings show without -s
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"\narm64 board: prepare {prepare_s:.1f} s ({'cold rootfs build' if cold else 'cached rootfs'}),"
-                                f" start {start_s:.1f} s (rootfs copy + namespace + sshd under qemu)")
+    yield from board_fixture(ARM64, tmp_path_factory, request)
 
 
 # ---- command line: scripts/arm64_board.sh start / stop ---------------------------------------
@@ -247,14 +317,15 @@ def arm64_board(tmp_path_factory, request):
 def _serve(args) -> int:
     """Boot a board and keep it until SIGTERM/SIGINT (run detached by `start`)."""
     state = Path(args.state)
+    kind = KINDS[args.board]
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     start = time.monotonic()
-    with Arm64Lab(Path(args.rootfs_tar), 1, state / "lab", cpu=args.cpu) as arm64_lab:
-        board = arm64_lab.devices[0].server
-        timed("warm start (rootfs copy + namespace + sshd)", start)
-        inventory = write_inventory(state / "edgeq.toml.part", {args.name: board.inventory_entry()})
+    with BoardLab(Path(args.rootfs_tar), 1, state / "lab", kind=kind, cpu=args.cpu) as board_lab:
+        board = board_lab.devices[0].server
+        timed("warm start (rootfs copy + namespace + sshd)", start, kind.board)
+        inventory = write_inventory(state / "edgeq.toml.part", {args.name or kind.name: board.inventory_entry()})
         inventory.replace(state / "edgeq.toml")
         while not stop:
             time.sleep(0.5)
@@ -264,6 +335,8 @@ def _serve(args) -> int:
 
 def _start(args) -> int:
     state = Path(args.state)
+    kind = KINDS[args.board]
+    name, cpu = args.name or kind.name, args.cpu or kind.cpu
     pidfile = state / "pid"
     if pidfile.exists() and lab._alive(int(pidfile.read_text() or 0)):
         print(f"a board is already running (pid {pidfile.read_text().strip()}); its inventory: {state / 'edgeq.toml'}")
@@ -273,9 +346,9 @@ def _start(args) -> int:
     state.mkdir(parents=True, exist_ok=True)
     (state / "edgeq.toml").unlink(missing_ok=True)
     log = open(state / "board.log", "ab")
-    proc = subprocess.Popen([sys.executable, __file__, "serve", "--rootfs-tar", args.rootfs_tar, "--state",
-                             str(state), "--name", args.name, "--cpu", args.cpu],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    command = [sys.executable, __file__, "serve", "--board", kind.board, "--rootfs-tar", args.rootfs_tar,
+               "--state", str(state), "--name", name] + (["--cpu", cpu] if cpu else [])
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     pidfile.write_text(str(proc.pid))
     deadline = time.monotonic() + args.timeout
     while not (state / "edgeq.toml").exists():
@@ -286,7 +359,7 @@ def _start(args) -> int:
             return 1
         time.sleep(0.5)
     print((state / "board.log").read_text().strip().splitlines()[-1], file=sys.stderr)
-    print(f"# board {args.name} is up (pid {proc.pid}); inventory {state / 'edgeq.toml'}:")
+    print(f"# board {name} is up (pid {proc.pid}); inventory {state / 'edgeq.toml'}:")
     print((state / "edgeq.toml").read_text(), end="")
     return 0
 
@@ -319,13 +392,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("start", "serve"):
         p = sub.add_parser(name)
+        p.add_argument("--board", choices=sorted(KINDS), default=ARM64.board, help="which recipe the rootfs is")
         p.add_argument("--rootfs-tar", required=True)
         p.add_argument("--state", required=True)
-        p.add_argument("--name", default=BOARD_NAME)
-        p.add_argument("--cpu", default=DEFAULT_CPU, help="QEMU_CPU: cortex-a72 (Pi 4), cortex-a76 (Pi 5)")
+        p.add_argument("--name", default=None, help=f"the device's name (default: {ARM64.name}, {BULLSEYE_AMD64.name})")
+        p.add_argument("--cpu", default=None,
+                       help="QEMU_CPU of an emulated board: cortex-a72 (Pi 4, default), cortex-a76 (Pi 5)")
         p.add_argument("--timeout", type=float, default=300)
     sub.add_parser("stop").add_argument("--state", required=True)
     args = parser.parse_args(argv)
+    if args.command != "stop" and args.cpu and not KINDS[args.board].emulated:
+        parser.error(f"--cpu is for an emulated board; {args.board} runs natively")
     return {"start": _start, "serve": _serve, "stop": _stop}[args.command](args)
 
 
