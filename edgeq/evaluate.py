@@ -11,17 +11,28 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
+from edgeq.analysis.compare import compare_outputs, compare_runs, run_outputs, worst_value
+from edgeq.analysis.field import search_findings
+from edgeq.analysis.gates import evaluate_gates, parse_gates
+from edgeq.analysis.plan import OutputSpec, check_model_labels
 from edgeq.analysis.rules import MIN_N
-from edgeq.errors import ConfigError
+from edgeq.devices.fleet import FleetResult, run_fleet, safe_dirname
+from edgeq.devices.inventory import load_inventory, select_devices
+from edgeq.devices.run import RunSpec, ensure_writable_dir, run_on_device
+from edgeq.devices.transport.base import sha256_file
+from edgeq.errors import EXIT_GATE, ConfigError
 from edgeq.inputs.inputset import InputSet, input_specs, load_inputset, match_model_inputs
-
-if TYPE_CHECKING:
-    from edgeq.analysis.plan import OutputSpec
-    from edgeq.devices.fleet import FleetResult
+from edgeq.inputs.risky import describe_categories, write_risky_suite
+from edgeq.inputs.search.steps import SearchJob, run_search, run_worst
+from edgeq.models.convert import convert_model, source_kind
+from edgeq.models.modelinfo import read_model
+from edgeq.repair.step import FixJob, run_fix
+from edgeq.reports.report import build_report, write_report
+from edgeq.results import strict_json, write_json_atomic
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 EXAMPLE_MODEL = EXAMPLES / "digits_mlp.keras"
@@ -49,7 +60,7 @@ class EvaluateOptions:
     fail_on: str | None = None
     tag: str | None = None
     measure: dict = field(default_factory=dict)  # RunSpec sensor / latency-method fields
-    output_spec: "OutputSpec | None" = None  # what the user said about output kinds, labels, verdict outputs
+    output_spec: OutputSpec | None = None  # what the user said about output kinds, labels, verdict outputs
     min_n: int = MIN_N  # cells with fewer trials are flagged
     wait_s: float = 0.0  # how long to queue for a device another job holds
     verbose: bool = False  # show the converter's own output instead of logging it beside the models
@@ -86,13 +97,9 @@ def resolve_inputs(opts: EvaluateOptions) -> None:
 def prepare_models(opts: EvaluateOptions) -> tuple[Path, Path, dict | None]:
     """Float and quantized .tflite for the run; converts unless both were given."""
     if opts.quant_model is not None:
-        from edgeq.models.convert import source_kind
-
         if source_kind(opts.model) != "tflite":
             raise ConfigError("--quant-model needs the float model as a .tflite file")
         return opts.model, Path(opts.quant_model), None
-    from edgeq.models.convert import convert_model
-
     conversion = convert_model(opts.model, opts.outdir / "models", policy=opts.policy,
                                show_tool_output=opts.verbose)
     opts.notes.append(f"converted: {conversion.summary}")
@@ -103,8 +110,6 @@ def build_suite(opts: EvaluateOptions, data: InputSet, path: Path | None = None,
                 model: Path | None = None) -> Path:
     """Write the risky suite (default OUTDIR/inputs/risky.npz) as it is generated; ``model``
     (the float .tflite) adds the ``boundary`` category."""
-    from edgeq.inputs.risky import write_risky_suite
-
     path = Path(path or opts.outdir / "inputs" / "risky.npz")
     arrays = {name: np.asarray(a) for name, a in data.arrays.items()}
     plan = write_risky_suite(path, arrays, None if data.y is None else np.asarray(data.y), seed=opts.seed,
@@ -135,13 +140,11 @@ class Evaluation:
     """What evaluate produced: the top report and, per device, a report or an error."""
 
     report: dict | None
-    fleet: "FleetResult"
+    fleet: FleetResult
     reports: dict = field(default_factory=dict)  # device name → that device's report
 
     @property
     def exit_code(self) -> int:
-        from edgeq.errors import EXIT_GATE
-
         if self.fleet.failed:
             return self.fleet.exit_code
         return EXIT_GATE if any(g["failed"] for g in (self.report or {}).get("gates", [])) else 0
@@ -154,12 +157,6 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     raised). With several, each device gets OUTDIR/devices/<name>/ and OUTDIR/report.json
     is the worst device's report plus a ``fleet`` section.
     """
-    from edgeq.devices.inventory import load_inventory, select_devices
-    from edgeq.devices.fleet import run_fleet
-    from edgeq.analysis.gates import parse_gates
-    from edgeq.models.modelinfo import read_model
-    from edgeq.devices.run import RunSpec, ensure_writable_dir
-
     resolve_inputs(opts)
     gates = parse_gates(opts.fail_on)
     inventory = load_inventory(opts.inventory)
@@ -203,8 +200,6 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     if top is not None and not single and top.get("verdict") is not None:
         _after_verdict(opts, top, device=None, **after)
     if top is not None and not single:
-        from edgeq.results import write_json_atomic
-
         write_json_atomic(opts.outdir / "report.json", top)
     if opts.interrupted:
         raise KeyboardInterrupt
@@ -214,28 +209,31 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
 def _after_verdict(opts: EvaluateOptions, report: dict, *, device, float_path: Path, quant_path: Path,
                    suite_path: Path, gates, announce, progress) -> None:
     """``--search``, ``--worst`` and ``--fix``, after the suite has decided the verdict: their
-    sections go into ``report`` (the verdict itself is not changed by them)."""
-    from edgeq.results import strict_json
-
+    sections go into ``report`` (the verdict itself is not changed by them). The steps get what they
+    need as a ``SearchJob`` / ``FixJob`` and write their notes into ``opts.notes``."""
     if not (opts.search_budget or opts.worst_budget or opts.fix):
         return
     before = len(opts.notes)
-    from edgeq.inputs.search.steps import run_search, run_worst
-    from edgeq.repair.step import run_fix
-
-    context = dict(float_path=float_path, quant_path=quant_path, device=device, progress=progress)
-    for key, wanted, run in (("search", opts.search_budget, run_search), ("worst", opts.worst_budget, run_worst)):
+    job = SearchJob(float_path=float_path, quant_path=quant_path, data=opts.data, outdir=opts.outdir, device=device,
+                    inventory=opts.inventory, threads=opts.threads, resolver=opts.resolver, wait_s=opts.wait_s,
+                    seed=opts.seed, notes=opts.notes)
+    steps = (("search", opts.search_budget,
+              lambda: run_search(job, report, budget=opts.search_budget, distance=opts.search_distance,
+                                 progress=progress)),
+             ("worst", opts.worst_budget, lambda: run_worst(job, report, budget=opts.worst_budget, progress=progress)))
+    for key, wanted, run in steps:
         if wanted and not opts.interrupted:
             with _phase(opts, key, announce):
-                report[key] = _kept_apart(opts, key, lambda: run(opts, report, **context))
+                report[key] = _kept_apart(opts, key, run)
     if report.get("stress") is not None:
-        from edgeq.analysis.field import search_findings
-
         report["stress"]["findings"] = list(report["stress"].get("findings") or []) + search_findings(report)
     if opts.fix and not opts.interrupted:
+        fix = FixJob(model=opts.model, quant_path=quant_path, suite_path=suite_path, outdir=opts.outdir,
+                     policy=None if opts.quant_model is not None else opts.policy, target=opts.fix_target,
+                     device=device, seed=opts.seed, resolver=opts.resolver, threads=opts.threads,
+                     batch_size=opts.batch_size, wait_s=opts.wait_s, notes=opts.notes)
         with _phase(opts, "fix", announce):
-            report["fix"] = run_fix(opts, report, quant_path=quant_path, suite_path=suite_path, gates=gates,
-                                    device=device)
+            report["fix"] = run_fix(fix, report, gates)
     report["notes"] = list(report.get("notes") or []) + opts.notes[before:]
     report.update(strict_json(report))
 
@@ -255,14 +253,10 @@ def _kept_apart(opts: EvaluateOptions, key: str, run) -> dict:
 
 
 def _device_dir(opts: EvaluateOptions, device, single: bool) -> Path:
-    from edgeq.devices.fleet import safe_dirname
-
     return opts.outdir if single else opts.outdir / "devices" / safe_dirname(device.name)
 
 
 def _device_runs(device, specs, outdir: Path, progress, single: bool, wait_s: float = 0.0):
-    from edgeq.devices.run import run_on_device
-
     def labelled(label, done, total):
         if progress:
             progress(label if single else f"{device.name} {label}", done, total)
@@ -280,16 +274,10 @@ def _host_runs(opts, devices, fleet, inventory, specs, progress):
 
 def check_outputs_before_running(opts: EvaluateOptions, info, data: InputSet) -> None:
     """Judge the output spec and the labels against the model before any device time is spent."""
-    from edgeq.analysis.plan import check_model_labels
-
     check_model_labels(info, data.y, str(opts.data), opts.output_spec)
 
 
 def _device_report(runs, host, extra: dict, gates, judge: dict) -> dict:
-    from edgeq.analysis.compare import compare_runs
-    from edgeq.analysis.gates import evaluate_gates
-    from edgeq.reports.report import build_report
-
     ref, cand = runs
     report = build_report(compare_runs(ref, cand, **judge), ref, cand, extra)
     report["inputs"] = dict(report["inputs"], n=report["overall"]["n"])
@@ -301,8 +289,6 @@ def _device_report(runs, host, extra: dict, gates, judge: dict) -> dict:
 
 def device_vs_host(host, runs, deciding: str, judge: dict) -> dict:
     """The same model on this host vs on the device, judged output by output like float vs quant."""
-    from edgeq.analysis.compare import compare_outputs, run_outputs
-
     found = {"host": host[0].meta["device"].get("arch")}
     for which, h, d in (("float", host[0], runs[0]), ("quant", host[1], runs[1])):
         outputs = run_outputs(h, judge.get("model_info"))
@@ -316,17 +302,12 @@ def device_vs_host(host, runs, deciding: str, judge: dict) -> dict:
 
 
 def _write(report: dict, outdir: Path, runs, opts: EvaluateOptions) -> None:
-    from edgeq.reports.report import write_report
-
     report["timings_s"] = dict(opts.timings)
     write_report(outdir, report, {"float": runs[0], "quant": runs[1]})
 
 
 def _fleet_report(reports: dict, fleet, opts: EvaluateOptions) -> dict | None:
     """The worst device's report (so contract readers see the worst case) plus every device."""
-    from edgeq.analysis.compare import worst_value
-    from edgeq.devices.fleet import safe_dirname
-
     summary = {name: {"verdict": r["verdict"], "worst_category": r["worst_category"],
                       "worst_severity": r.get("worst_severity"), "deciding_output": r.get("deciding_output"),
                       "worst_value": worst_value(r),
@@ -348,9 +329,6 @@ VERDICT_RANK = {"robust": 0, "degraded": 1, "catastrophic": 2}
 
 def _provenance(opts, float_path: Path, quant_path: Path, card: dict | None, suite_path: Path,
                 range_modes: dict) -> dict:
-    from edgeq.inputs.risky import describe_categories
-    from edgeq.devices.transport.base import sha256_file
-
     model = {"float": {"path": str(float_path), "sha256": sha256_file(float_path), "size": float_path.stat().st_size},
              "quant": {"path": str(quant_path), "sha256": sha256_file(quant_path), "size": quant_path.stat().st_size},
              "policy": opts.policy if card else "given", "source": str(opts.model)}

@@ -3,13 +3,16 @@
 Loading lazily (click's "complex" example) keeps ``edgeq --help`` fast, keeps
 TensorFlow and paramiko out of commands that don't need them, and means no module
 imports this one: command modules share ``edgeq.cli.common`` only, so there are no
-import circles.
+import circles. ``edgeq --help`` lists the commands from ``COMMANDS`` alone (each entry
+carries the command's short help), so it imports no command module;
+``tests/test_cli_help.py`` checks that each entry's words are the command's own.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+from typing import NamedTuple
 
 import click
 
@@ -18,18 +21,38 @@ from edgeq.cli.common import EdgeqGroup, add_verbosity_options, refuse_outputs_o
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a job stopped by Ctrl-C
 
-COMMANDS = {  # name -> "module:attribute"
-    "compare": "edgeq.cli.compare:compare",
-    "convert": "edgeq.cli.convert:convert",
-    "devices": "edgeq.cli.devices:devices",
-    "evaluate": "edgeq.cli.evaluate:evaluate",
-    "fix": "edgeq.cli.fix:fix",
-    "history": "edgeq.cli.history:history",
-    "inputs": "edgeq.cli.inputs:inputs",
-    "localize": "edgeq.cli.localize:localize",
-    "report": "edgeq.cli.history:report",
-    "run": "edgeq.cli.run:run",
-    "soak": "edgeq.cli.soak:soak",
+
+class Entry(NamedTuple):
+    """One command: where it lives ("module:attribute") and its short help, word for word what click makes
+    of the command's own help (the first sentence of its docstring), so ``edgeq --help`` needs no import."""
+
+    target: str
+    short_help: str
+
+
+COMMANDS = {
+    "compare": Entry("edgeq.cli.compare:compare",
+                     "Compare two run directories (REF = float, CAND = quantized), offline, output by output."),
+    "convert": Entry("edgeq.cli.convert:convert",
+                     "Convert MODEL (.keras/.h5, SavedModel folder or float .tflite) to float + quantized TFLite."),
+    "devices": Entry("edgeq.cli.devices:devices", "The device inventory."),
+    "evaluate": Entry("edgeq.cli.evaluate:evaluate",
+                      "The main job: does quantization hurt MODEL on any kind of input, on DEVICE?"),
+    "fix": Entry("edgeq.cli.fix:fix",
+                 "Write OUTDIR/<stem>.fixed.tflite (default: the current folder): MODEL with the fewest ops float "
+                 "that keep every field condition's drop under the target, verified on the suite."),
+    "history": Entry("edgeq.cli.history:history",
+                     "Trends per device and model (latency, energy, accuracy drop) and regressions vs a baseline."),
+    "inputs": Entry("edgeq.cli.inputs:inputs", "Build and check input sets."),
+    "localize": Entry("edgeq.cli.localize:localize",
+                      "Rank the ops of MODEL (.keras/.h5, SavedModel or float .tflite) that break under dynamic "
+                      "range."),
+    "report": Entry("edgeq.cli.history:report",
+                    "Write an HTML page for SOURCE: an evaluate output folder, a run pair, or a results database."),
+    "run": Entry("edgeq.cli.run:run",
+                 "Run MODEL over an input set on device(s); outputs and latencies land in OUTDIR."),
+    "soak": Entry("edgeq.cli.soak:soak",
+                  "Run MODEL on DEVICE(s) for --duration, detached from this session; gate on drift and leaks."),
 }
 
 
@@ -46,11 +69,22 @@ class LazyGroup(EdgeqGroup):
         return sorted(COMMANDS)
 
     def get_command(self, ctx, name: str):
-        target = COMMANDS.get(name)
-        if target is None:
+        entry = COMMANDS.get(name)
+        if entry is None:
             return None
-        module, attribute = target.split(":")
+        module, attribute = entry.target.split(":")
         return guard_outputs(add_verbosity_options(getattr(importlib.import_module(module), attribute)))
+
+    def format_commands(self, ctx, formatter) -> None:
+        """The "Commands" list of ``edgeq --help`` from ``COMMANDS``, laid out as click lays it out
+        (a help text too long for the terminal is shortened the same way), importing no command."""
+        rows = [(name, COMMANDS[name].short_help) for name in self.list_commands(ctx)]
+        if not rows:
+            return
+        limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, click.Command(name, help=text).get_short_help_str(limit))
+                                for name, text in rows])
 
     def make_context(self, *args, **kwargs):
         try:

@@ -1,47 +1,76 @@
 """The fix step of ``edgeq evaluate --fix``: a selectively quantized model when the verdict is not robust.
 
 It runs ``edgeq.repair`` over the suite the evaluation ran, with the evaluation's own resolver,
-threads and batch size (``EvaluateOptions``), so the fix's drop of the quantized model is the
-evaluation's drop of it; writes the fixed model and its JSON under OUTDIR/models/, and returns
-the report's ``fix`` section. A fix that fails or finds no quantized variant is reported there
-(and as a failed ``fix`` gate when the user asked for gates), never raised.
+threads and batch size (a ``FixJob``, built by ``edgeq.evaluate``, which this module never
+imports), so the fix's drop of the quantized model is the evaluation's drop of it; writes the
+fixed model and its JSON under OUTDIR/models/, and returns the report's ``fix`` section. A fix
+that fails or finds no quantized variant is reported there (and as a failed ``fix`` gate when
+the user asked for gates), never raised.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edgeq.analysis.rules import FIX_TARGET
+from edgeq.devices.inventory import Device
+from edgeq.repair.bench import prepare
+from edgeq.repair.device import DeviceMeasurer
+from edgeq.repair.fix import GATE_STATUSES, fix_model
+from edgeq.repair.measure import HostMeasurer
+from edgeq.results import write_json_atomic
 
-if TYPE_CHECKING:
-    from edgeq.evaluate import EvaluateOptions
+
+@dataclass
+class FixJob:
+    """What the fix step takes from the evaluation it follows.
+
+    ``model``: the source the evaluation converted (the float rebuild starts from it);
+    ``quant_path``/``suite_path``: the quantized model and the suite it was judged on;
+    ``policy``: how that quantized model was made, None when the user gave it (``--quant-model``);
+    ``target``: ``--fix-target`` (None: the report's degraded threshold); ``device``: the one
+    device evaluated, or None (fleet: this host). ``notes``: where the step says what it did.
+    """
+
+    model: Path
+    quant_path: Path
+    suite_path: Path
+    outdir: Path
+    policy: str | None = "dynamic-range"
+    target: float | None = None
+    device: Device | None = None
+    seed: int = 0
+    resolver: str = "AUTO"
+    threads: int = 1
+    batch_size: int = 1
+    wait_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
 
-def run_fix(opts: EvaluateOptions, report: dict, *, quant_path: Path, suite_path: Path, gates, device=None) -> dict:
+def run_fix(job: FixJob, report: dict, gates=None) -> dict:
     """``edgeq.repair`` on the suite this evaluation ran: OUTDIR/models/<stem>.fixed.tflite and .fix.json.
 
     A robust verdict needs nothing; a fix that fails (or cannot reach the target) is reported
-    here and, only when the user asked for gates, as a failed ``fix`` gate."""
+    here and, only when the user asked for gates, as a failed ``fix`` gate (added to ``report``)."""
     thresholds = report.get("thresholds") or {}
-    target = opts.fix_target if opts.fix_target is not None else float(thresholds.get("degraded", FIX_TARGET))
-    why_target = "--fix-target" if opts.fix_target is not None else "the degraded threshold"
+    target = job.target if job.target is not None else float(thresholds.get("degraded", FIX_TARGET))
+    why_target = "--fix-target" if job.target is not None else "the degraded threshold"
     verdict = report.get("verdict")
     if verdict not in ("degraded", "catastrophic"):
         return {"status": "nothing-to-fix", "target_drop": target,
                 "reason": f"the verdict is {verdict}: no cell reaches the degraded threshold"}
-    if opts.quant_model is None and opts.policy != "dynamic-range":
-        opts.notes.append(f"fix: not run: it keeps ops of a dynamic-range model float, the policy was {opts.policy}")
+    if job.policy is not None and job.policy != "dynamic-range":
+        job.notes.append(f"fix: not run: it keeps ops of a dynamic-range model float, the policy was {job.policy}")
         return {"status": "not-applicable", "target_drop": target, "verdict_before": verdict,
-                "reason": f"--fix repairs dynamic-range models; this one was converted with --policy {opts.policy}"}
-    from edgeq.repair.fix import GATE_STATUSES
-
+                "reason": f"--fix repairs dynamic-range models; this one was converted with --policy {job.policy}"}
+    device = job.device
     remote = device is not None and device.transport != "local"
     where = f"on {device.name}, the device evaluated" if remote else "on this host (ai_edge_litert"
-    opts.notes.append(f"fix: drop target {target:g} ({why_target}) on the field conditions, searched and verified "
-                      f"{where}{'' if remote else ')'} with resolver {opts.resolver}, {opts.threads} thread(s), over "
-                      f"the suite {suite_path.name}; variants tried in {opts.outdir / 'repair'}")
-    section = _fix(opts, quant_path, suite_path, target, _input_kinds(report), device if remote else None)
+    job.notes.append(f"fix: drop target {target:g} ({why_target}) on the field conditions, searched and verified "
+                     f"{where}{'' if remote else ')'} with resolver {job.resolver}, {job.threads} thread(s), over "
+                     f"the suite {job.suite_path.name}; variants tried in {job.outdir / 'repair'}")
+    section = _fix(job, target, _input_kinds(report), device if remote else None)
     section.update(target_source=why_target, verdict_before=verdict)
     if gates and section["status"] in (*GATE_STATUSES, "failed"):
         report.setdefault("gates", []).append(
@@ -57,35 +86,26 @@ def _input_kinds(report: dict) -> list[str] | None:
     return sorted(set(kinds.values())) if isinstance(kinds, dict) and kinds else None
 
 
-def _measurer(opts: EvaluateOptions, device, work: Path, announce):
+def _measurer(job: FixJob, device: Device | None, work: Path, announce):
     """Whole models run where the evaluation ran: the device (its agent, its kernels) or this host."""
-    from edgeq.repair.measure import HostMeasurer
-
     if device is None:
-        return HostMeasurer(resolver=opts.resolver, threads=opts.threads, batch=opts.batch_size)
-    from edgeq.repair.device import DeviceMeasurer
-
-    return DeviceMeasurer(device, work / "device", wait_s=opts.wait_s, announce=announce, threads=opts.threads,
-                          resolver=opts.resolver)
+        return HostMeasurer(resolver=job.resolver, threads=job.threads, batch=job.batch_size)
+    return DeviceMeasurer(device, work / "device", wait_s=job.wait_s, announce=announce, threads=job.threads,
+                          resolver=job.resolver)
 
 
-def _fix(opts: EvaluateOptions, quant_path: Path, suite_path: Path, target: float,
-         kinds: list[str] | None = None, device=None) -> dict:
-    from edgeq.repair.bench import prepare
-    from edgeq.repair.fix import fix_model
-    from edgeq.results import write_json_atomic
-
-    models = opts.outdir / "models"
+def _fix(job: FixJob, target: float, kinds: list[str] | None = None, device: Device | None = None) -> dict:
+    models = job.outdir / "models"
     models.mkdir(parents=True, exist_ok=True)
     steps: list[str] = []
-    work = opts.outdir / "repair"  # the float rebuild and the variants tried: kept, the fix's JSON names them
+    work = job.outdir / "repair"  # the float rebuild and the variants tried: kept, the fix's JSON names them
     try:
-        with _measurer(opts, device, work, steps.append) as measurer:
-            bench = prepare(opts.model, work, inputs=suite_path, quantized=quant_path, seed=opts.seed,
+        with _measurer(job, device, work, steps.append) as measurer:
+            bench = prepare(job.model, work, inputs=job.suite_path, quantized=job.quant_path, seed=job.seed,
                             announce=steps.append, device=measurer, kinds=kinds)
             result = fix_model(bench, models, target_drop=target, announce=steps.append)
     except Exception as exc:  # a failed fix is reported, the evaluation stands
-        opts.notes.append(f"fix failed: {type(exc).__name__}: {exc}")
+        job.notes.append(f"fix failed: {type(exc).__name__}: {exc}")
         return {"status": "failed", "target_drop": target, "reason": f"{type(exc).__name__}: {exc}",
                 "steps": steps}
     section = dict(result.report)
@@ -95,11 +115,11 @@ def _fix(opts: EvaluateOptions, quant_path: Path, suite_path: Path, target: floa
     section["steps"] = steps
     dropped = _drop_unnamed_variants(work, section)
     if dropped:
-        opts.notes.append(f"fix: {dropped} tried variant(s) deleted from {work}; the models the fix names stay")
+        job.notes.append(f"fix: {dropped} tried variant(s) deleted from {work}; the models the fix names stay")
     if section["status"] == "fixed":
-        opts.notes.append(f"fix: {len(section.get('recipe') or [])} op(s) kept float → {section['fixed']}")
+        job.notes.append(f"fix: {len(section.get('recipe') or [])} op(s) kept float → {section['fixed']}")
     else:
-        opts.notes.append(f"fix: {section['status']}: {section.get('reason') or 'the fixed model failed verification'}")
+        job.notes.append(f"fix: {section['status']}: {section.get('reason') or 'the fixed model failed verification'}")
     return section
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as _dt
 
-from edgeq.store.history import flag_regressions, series
-from edgeq.reports.html import CSS, _e, fmt, write_text_atomic
-from edgeq.store.db import Record
+from edgeq.reports.page import CSS, escape, fmt, write_text_atomic
 from edgeq.reports.svg import line_chart
+from edgeq.store.db import Record
+from edgeq.store.history import flag_regressions, series
 
 
 def _when(ts: float | None) -> str:
@@ -42,15 +42,17 @@ def series_html(key: tuple, runs: list[Record], baseline: str) -> str:
                                  y_label="mJ per inference", x_label="run time (UTC)", marks=marks("energy"),
                                  x_format=day))
     rows = "".join(
-        f"<tr><td>{_e(_when(p.record.created))}</td><td>{_e(_text(p.record.kind))}</td>"
-        f"<td>{_e(p.record.verdict or '—')}</td>"
+        f"<tr><td>{escape(_when(p.record.created))}</td><td>{escape(_text(p.record.kind))}</td>"
+        f"<td>{escape(p.record.verdict or '—')}</td>"
         f"<td>{fmt(p.record.accuracy_drop, 'pct')}</td><td>{fmt(p.record.p50_ms, 'ms')}</td>"
         f"<td>{fmt(p.record.p99_ms, 'ms')}</td><td>{fmt(p.record.energy_mj)}</td>"
-        f"<td class=\"desc\">{'<span class=fail>' + _e('; '.join(p.flags)) + '</span>' if p.flags else ''}</td></tr>"
+        f"<td class=\"desc\">{'<span class=fail>' + escape('; '.join(p.flags)) + '</span>' if p.flags else ''}"
+        "</td></tr>"
         for p in points)
     title = f"{device} · {runs[-1].model_name or 'model'} ({sha[:12]}) · {runtime} · {resolver} · {threads} thread(s)"
-    return (f"<section><h2>{_e(title)}</h2>{''.join(charts)}<div class=scroll><table><tr><th>time</th><th>kind</th>"
-            f"<th>verdict</th><th>drop</th><th>p50</th><th>p99</th><th>mJ/inf</th><th>regressions vs {_e(baseline)} "
+    return (f"<section><h2>{escape(title)}</h2>{''.join(charts)}<div class=scroll><table><tr><th>time</th><th>kind</th>"
+            "<th>verdict</th><th>drop</th><th>p50</th><th>p99</th><th>mJ/inf</th>"
+            f"<th>regressions vs {escape(baseline)} "
             f"baseline</th></tr>{rows}</table></div></section>")
 
 
@@ -62,9 +64,9 @@ def render_history(records: list[Record], baseline: str = "median", title: str =
     if not sections:
         sections = "<section><p>No runs recorded yet.</p></section>"
     left_out = f" · {skipped} row(s) skipped (no valid time)" if skipped else ""
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f"<style>{CSS}</style></head><body><main><header><h1>{_e(title)}</h1>"
-            f"<p class=meta>{len(records)} runs · red rings mark regressions{_e(left_out)}</p></header>{sections}"
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{CSS}</style></head><body><main><header><h1>{escape(title)}</h1>"
+            f"<p class=meta>{len(records)} runs · red rings mark regressions{escape(left_out)}</p></header>{sections}"
             "</main></body></html>\n")
 
 

@@ -1,141 +1,52 @@
 """Self-contained HTML view of a ``report.json`` dict.
 
-One page, no network, no scripts: inline CSS and SVG charts built from strings.
-Every piece of text that comes from the report is passed through ``html.escape``;
-every number goes through a formatter that turns None/NaN into "—" and inf into "∞".
+One page, no network, no scripts: inline CSS and SVG charts built from strings. This module
+lays out the page (header, overview, charts, categories, latency, gates) and includes the
+sections of ``outputs_html``, ``stress_html``, ``search_html`` and ``repair_html``; what they
+all share (escaping, number formats, colours, CSS, the verdict basis) is in ``page``, so no
+section imports this module. Every piece of text that comes from the report is passed
+through ``escape``; every number goes through ``fmt``, which turns None/NaN into "—" and inf
+into "∞".
 """
 
 from __future__ import annotations
 
-import contextlib
-import html
 import math
 import os
-import tempfile
 
 import numpy as np
 
-from edgeq.analysis.rules import THRESHOLDS
-from edgeq.reports.units import duration_text
+from edgeq.reports.outputs_html import (OUTPUT_CSS, deciding_html, is_per_output, metrics_for, outputs_html,
+                                        overview_html, report_kind, warnings_html)
+from edgeq.reports.page import (COLORS, CSS, LABELS, METRICS, VERDICTS, as_dict, band_of, basis_of, escape, fmt,
+                                number, size_text, thresholds_of, write_text_atomic)
+from edgeq.reports.repair_html import fix_html
+from edgeq.reports.search_html import EXAMPLE_CSS, search_html, worst_html
+from edgeq.reports.stress_html import (MARKS, ROLE_CSS, exclusion, field_line, has_roles, marker_html, row_class,
+                                       rules_note, stress_html, when_html, why_html, worst_conditions_html)
 
-COLORS = {"ok": "#1e8e3e", "warn": "#e8a100", "bad": "#d93025", "na": "#9aa0a6",
-          "float": "#1a73e8", "quant": "#e8710a"}
-VERDICTS = ("robust", "degraded", "catastrophic")
-CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f5f6f8;color:#202124;margin:0;padding:24px}
-main{max-width:1000px;margin:0 auto}h1{font-size:20px;margin:0 0 12px}h2{font-size:16px;margin:0 0 10px}
-section,header{background:#fff;border:1px solid #e0e3e7;border-radius:8px;padding:16px 20px;margin-bottom:16px}
-.badge{display:inline-block;font-size:28px;font-weight:700;color:#fff;padding:6px 18px;border-radius:8px;text-transform:uppercase;letter-spacing:.04em;vertical-align:middle}
-.verdict-robust{background:#1e8e3e}.verdict-degraded{background:#e8a100;color:#202124}.verdict-catastrophic{background:#d93025}.verdict-unknown{background:#9aa0a6}
-.worst{display:inline-block;margin-left:16px;vertical-align:middle;font-size:15px}.meta{color:#5f6368;font-size:13px;margin:4px 0}.meta b{color:#202124}
-table{border-collapse:collapse;width:100%;font-size:13px}.scroll{overflow-x:auto}
-th,td{padding:4px 6px;border-bottom:1px solid #eceff1;text-align:right;white-space:nowrap}
-th:first-child,td:first-child{text-align:left;white-space:normal;overflow-wrap:anywhere}
-th{background:#f8f9fa;font-weight:600;white-space:normal;vertical-align:bottom}td.desc{text-align:left;white-space:normal;color:#5f6368}
-tr.worst-row td{background:#fff4e5}tr.sev>td{padding:0 8px 6px 24px;border-bottom:none}
-details summary{cursor:pointer;color:#5f6368;font-size:12px}details table{margin-top:4px;font-size:12px}
-.pass{color:#1e8e3e;font-weight:700}.fail{color:#d93025;font-weight:700}.note{color:#5f6368;font-size:12px;margin:6px 0 0}
-svg{display:block;width:100%;height:auto}svg text{font-size:12px;fill:#3c4043}code{font-size:12px}h3{font-size:14px;margin:12px 0 6px}"""
-METRICS = [  # key, label, kind, meaning (a classification's words; ``metrics_for`` gives each kind its own)
-    ("n", "samples", "int", "inputs compared"),
-    ("float_accuracy", "float accuracy", "pct", "top-1 accuracy of the float model"),
-    ("quant_accuracy", "quant accuracy", "pct", "top-1 accuracy of the quantized model"),
-    ("accuracy_drop", "accuracy drop", "pct", "float − quant accuracy (negative: quant better)"),
-    ("agreement", "agreement", "pct", "share of inputs where both models pick the same class"),
-    ("flip_rate", "flip rate", "pct", "share of inputs whose predicted class changes"),
-    ("sqnr_db", "SQNR", "db", "signal-to-quantization-noise ratio of the outputs"),
-    ("kl_mean", "mean KL", "sci", "mean KL divergence, float vs quant output distribution"),
-    ("max_abs_error", "max |error|", "sci", "largest absolute output difference"),
-]
-_LABELS = {k: label for k, label, _, _ in METRICS}
-_LABELS.update(sample_flip_rate="sample flip rate", label_flip_rate="label flip rate", fail_rate="fail rate", detection_flip_rate="detection flip rate")
-BASES = ("accuracy_drop", "flip_rate", "sample_flip_rate", "label_flip_rate", "fail_rate", "detection_flip_rate")
-
-
-def _e(x) -> str:
-    return html.escape("" if x is None else str(x), quote=True)
-
-
-def _d(x) -> dict:
-    return x if isinstance(x, dict) else {}
-
-
-def _num(x):
-    """A float, or None for anything that is not a real number (None, NaN, text, bool)."""
-    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
-        return None
-    x = float(x)
-    return None if math.isnan(x) else x
-
-
-_FORMATS = {"pct": lambda v: f"{v * 100:.2f}%" if 0 < abs(v) < 0.01 else f"{v * 100:.1f}%",
-            "db": "{:.1f} dB".format, "int": "{:,.0f}".format, "ms": lambda v: duration_text(v), "num": "{:.3g}".format}
-
-
-def fmt(x, kind: str = "num") -> str:
-    """Format a metric; None/NaN/non-numbers give "—", infinities "∞"/"−∞"."""
-    v = _num(x)
-    if v is None:
-        return "—"
-    if math.isinf(v):
-        return "∞" if v > 0 else "−∞"
-    return _FORMATS.get(kind, _FORMATS["num"])(v)
-
-
-def _size(b) -> str:
-    v = _num(b)
-    if v is None:
-        return "—"
-    for unit in ("B", "KB", "MB", "GB"):
-        if v < 1024 or unit == "GB":
-            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
-        v /= 1024
-
-
-def _basis(report: dict) -> str:
-    b = report.get("metric_basis")
-    if b in BASES:
-        return b
-    cats = _d(report.get("categories")).values()
-    has_labels = any(_num(_d(c).get("accuracy_drop")) is not None for c in cats)
-    return "accuracy_drop" if has_labels else "flip_rate"
-
-
-def _thresholds(report: dict) -> tuple[float, float]:
-    t = _d(report.get("thresholds"))
-    vals = [_num(t.get(k)) for k in ("degraded", "catastrophic")]
-    return tuple(v if v is not None and math.isfinite(v) else THRESHOLDS[k]
-                 for k, v in zip(("degraded", "catastrophic"), vals))
-
-
-def _band(v, thr) -> str:
-    if v is None:
-        return "na"
-    return "bad" if v >= thr[1] else "warn" if v >= thr[0] else "ok"
+_e = escape  # the old name, still read from here by ``measure.py``: new code imports ``page.escape``
 
 
 def _sorted_categories(report: dict, basis: str) -> list[tuple[str, dict]]:
-    from edgeq.reports.stress_html import exclusion
-
-    cats = [(str(k), _d(v)) for k, v in _d(report.get("categories")).items()]
-    key = lambda kv: (exclusion(kv[1]) is not None, _num(kv[1].get(basis)) is None, -(_num(kv[1].get(basis)) or 0.0),
-                      kv[0])
+    cats = [(str(k), as_dict(v)) for k, v in as_dict(report.get("categories")).items()]
+    key = lambda kv: (exclusion(kv[1]) is not None, number(kv[1].get(basis)) is None,
+                      -(number(kv[1].get(basis)) or 0.0), kv[0])
     return sorted(cats, key=key)
 
 
 def _cell_value(m: dict, basis: str):
-    v = _num(m.get(basis))
-    return v if v is not None else _num(m.get("value"))
+    v = number(m.get(basis))
+    return v if v is not None else number(m.get("value"))
 
 
 def worst_first(cats: list[tuple[str, dict]], basis: str) -> list[tuple[str, dict]]:
     """Categories by their worst counted cell (a severity, or the category when it has none), worst
     first; categories that do not count at all after them."""
-    from edgeq.reports.stress_html import exclusion
-
     def key(item):
         name, c = item
         out = exclusion(c) is not None
-        levels = [_d(m) for m in _d(c.get("severities")).values()]
+        levels = [as_dict(m) for m in as_dict(c.get("severities")).values()]
         pool = ([m for m in levels if out or not exclusion(m)] or levels) if levels else [c]
         values = [v for v in (_cell_value(m, basis) for m in pool) if v is not None and math.isfinite(v)]
         worst = max(values) if values else None
@@ -149,47 +60,46 @@ def _join(*parts) -> str:
 
 
 def _meta_lines(report: dict) -> list[str]:
-    model, dev, inp = _d(report.get("model")), _d(report.get("device")), _d(report.get("inputs"))
+    model, dev, inp = as_dict(report.get("model")), as_dict(report.get("device")), as_dict(report.get("inputs"))
     has = lambda d, k, text: text if d.get(k) not in (None, "") else ""
     lines = []
     if model:
-        f, q = _d(model.get("float")), _d(model.get("quant"))
-        lines.append(_join(f"<b>model</b> {_e(f.get('path'))} ({_size(f.get('size'))}) → "
-                           f"{_e(q.get('path'))} ({_size(q.get('size'))})",
-                           has(model, "policy", f"policy {_e(model.get('policy'))}"),
-                           has(model, "weights_quantized", f"{_e(model.get('weights_quantized'))} weight tensors quantized")))
+        f, q = as_dict(model.get("float")), as_dict(model.get("quant"))
+        lines.append(_join(f"<b>model</b> {escape(f.get('path'))} ({size_text(f.get('size'))}) → "
+                           f"{escape(q.get('path'))} ({size_text(q.get('size'))})",
+                           has(model, "policy", f"policy {escape(model.get('policy'))}"),
+                           has(model, "weights_quantized", f"{escape(model.get('weights_quantized'))} weight tensors quantized")))
     if dev:
-        lines.append(_join(f"<b>device</b> {_e(dev.get('name'))}", _e(dev.get("arch")), _e(dev.get("runtime")),
-                           has(dev, "resolver", f"resolver {_e(dev.get('resolver'))}"),
-                           has(dev, "threads", f"{_e(dev.get('threads'))} thread(s)")))
+        lines.append(_join(f"<b>device</b> {escape(dev.get('name'))}", escape(dev.get("arch")),
+                           escape(dev.get("runtime")),
+                           has(dev, "resolver", f"resolver {escape(dev.get('resolver'))}"),
+                           has(dev, "threads", f"{escape(dev.get('threads'))} thread(s)")))
     if inp:
-        lines.append(_join(f"<b>inputs</b> {_e(inp.get('path'))}", f"{fmt(inp.get('n'), 'int')} samples",
-                           has(inp, "sha256", f"sha256 <code>{_e(str(inp.get('sha256'))[:12])}</code>"),
-                           "input kind " + ", ".join(f"{_e(k)}: {_e(v)}" for k, v in _d(inp.get("kinds")).items())
-                           if _d(inp.get("kinds")) else ""))
-    lines.append(_join(_e(report.get("created")), has(report, "edgeq_version", f"edgeq {_e(report.get('edgeq_version'))}")))
+        lines.append(_join(f"<b>inputs</b> {escape(inp.get('path'))}", f"{fmt(inp.get('n'), 'int')} samples",
+                           has(inp, "sha256", f"sha256 <code>{escape(str(inp.get('sha256'))[:12])}</code>"),
+                           "input kind " + ", ".join(f"{escape(k)}: {escape(v)}"
+                                                     for k, v in as_dict(inp.get("kinds")).items())
+                           if as_dict(inp.get("kinds")) else ""))
+    lines.append(_join(escape(report.get("created")), has(report, "edgeq_version", f"edgeq {escape(report.get('edgeq_version'))}")))
     return [ln for ln in lines if ln]
 
 
 def header_html(report: dict, cats, basis: str, thr) -> str:
-    from edgeq.reports.outputs_html import deciding_html, is_per_output, warnings_html
-    from edgeq.reports.stress_html import field_line, when_html
-
     verdict = report.get("verdict")
     cls = verdict if verdict in VERDICTS else "unknown"
     worst = report.get("worst_category")
     worst = str(worst) if worst is not None else (cats[0][0] if cats else None)
     wval = dict(cats).get(worst, {}).get(basis)
-    worst_txt = (f"worst category <b>{_e(worst)}</b>: {_e(_LABELS[basis])} <b>{fmt(wval, 'pct')}</b>"
-                 if worst is not None else f"verdict metric: {_e(_LABELS[basis])}")
+    worst_txt = (f"worst category <b>{escape(worst)}</b>: {escape(LABELS[basis])} <b>{fmt(wval, 'pct')}</b>"
+                 if worst is not None else f"verdict metric: {escape(LABELS[basis])}")
     per_output = is_per_output(report)
     if per_output:
-        worst_txt = deciding_html(report, _LABELS[basis]) or f"verdict metric: {_e(_LABELS[basis])}"
-    gate = when_html(_d(_d(report.get("outputs")).get(str(report.get("deciding_output")))).get("when"))
+        worst_txt = deciding_html(report, LABELS[basis]) or f"verdict metric: {escape(LABELS[basis])}"
+    gate = when_html(as_dict(as_dict(report.get("outputs")).get(str(report.get("deciding_output")))).get("when"))
     extra = "".join(f"<br>{x}" for x in (field_line(report), f'<span class="meta">the deciding output is {gate}</span>'
                                          if gate else "") if x)
     return (f'<header><h1>edgeq quantization report</h1>'
-            f'<span class="badge verdict-{cls}">{_e(verdict or "unknown")}</span>'
+            f'<span class="badge verdict-{cls}">{escape(verdict or "unknown")}</span>'
             f'<span class="worst">{worst_txt}<br><span class="meta">degraded ≥ {fmt(thr[0], "pct")}, '
             f'catastrophic ≥ {fmt(thr[1], "pct")}</span>{extra}</span>'
             + (warnings_html(report) if per_output else "")
@@ -197,18 +107,14 @@ def header_html(report: dict, cats, basis: str, thr) -> str:
 
 
 def summary_html(report: dict) -> str:
-    from edgeq.reports.outputs_html import metrics_for
-
-    ov = _d(report.get("overall"))
-    rows = "".join(f"<tr><td>{_e(label)}</td><td>{fmt(ov.get(k), kind)}</td><td class=\"desc\">{_e(meaning)}</td></tr>"
-                   for k, label, kind, meaning in metrics_for(report))
-    from edgeq.reports.stress_html import has_roles
-
+    ov = as_dict(report.get("overall"))
+    rows = "".join(f"<tr><td>{escape(label)}</td><td>{fmt(ov.get(k), kind)}</td>"
+                   f"<td class=\"desc\">{escape(meaning)}</td></tr>" for k, label, kind, meaning in metrics_for(report))
     which = report.get("deciding_output")
-    note = (f"Figures of output {_e(which)}, which decided the verdict. " if which is not None
-            and _d(report.get("outputs")) else "") + ("Over every sample, stress cells and cells where float fails "
-                                                      "too included; the verdict reads the counted cells only."
-                                                      if has_roles(report) else "")
+    note = (f"Figures of output {escape(which)}, which decided the verdict. " if which is not None
+            and as_dict(report.get("outputs")) else "") + ("Over every sample, stress cells and cells where float "
+                                                           "fails too included; the verdict reads the counted cells "
+                                                           "only." if has_roles(report) else "")
     note = f'<p class="note">{note.strip()}</p>' if note else ""
     return (f"<section><h2>Overall</h2><table><tr><th>metric</th><th>value</th><th></th></tr>{rows}</table>"
             f"{note}</section>")
@@ -217,7 +123,7 @@ def summary_html(report: dict) -> str:
 def bars_svg(cats: list[tuple[str, dict]], basis: str, thr) -> str:
     """Horizontal bars, one per category, with dashed threshold lines."""
     W, lab_w, right, top, row = 960, 190, 70, 22, 24
-    vals = [_num(c.get(basis)) for _, c in cats]
+    vals = [number(c.get(basis)) for _, c in cats]
     finite = [v for v in vals if v is not None and math.isfinite(v)]
     lo = min([0.0] + finite) * 1.1
     hi = max([thr[1] * 1.2] + finite) * 1.05
@@ -231,18 +137,16 @@ def bars_svg(cats: list[tuple[str, dict]], basis: str, thr) -> str:
                    f'stroke-dasharray="5,4" class="threshold"/><text x="{x(t):.1f}" y="{top - 9}" '
                    f'text-anchor="{anchor if close else "middle"}">{name} {fmt(t, "pct")}</text>')
     out.append(f'<line x1="{x(0):.1f}" x2="{x(0):.1f}" y1="{top - 4}" y2="{H - 4}" stroke="#5f6368"/>')
-    from edgeq.reports.stress_html import MARKS, exclusion
-
     for i, ((name, c), v) in enumerate(zip(cats, vals)):
         y = top + i * row
-        band = _band(v, thr)
+        band = band_of(v, thr)
         x0, x1 = (x(min(v, 0)), x(max(v, 0))) if v is not None else (x(0), x(0))
         fit = f' textLength="{lab_w - 12}" lengthAdjust="spacingAndGlyphs"' if len(name) > 26 else ""  # never cut
         why = exclusion(c)  # not counted: faded, dashed outline, said in the tooltip and beside the value
         muted = (f' fill-opacity="0.3" stroke="{COLORS[band]}" stroke-dasharray="3,2"' if why else "")
-        out.append(f'<text x="{lab_w - 8}" y="{y + 16}" text-anchor="end"{fit}>{_e(name)}<title>{_e(name)}</title></text>'
+        out.append(f'<text x="{lab_w - 8}" y="{y + 16}" text-anchor="end"{fit}>{escape(name)}<title>{escape(name)}</title></text>'
                    f'<rect class="bar band-{band}" x="{x0:.1f}" y="{y + 4}" width="{x1 - x0:.1f}" height="16" '
-                   f'fill="{COLORS[band]}"{muted}><title>{_e(name)}: {fmt(v, "pct")}'
+                   f'fill="{COLORS[band]}"{muted}><title>{escape(name)}: {fmt(v, "pct")}'
                    f'{f" (not counted: {MARKS[why]})" if why else ""}</title></rect>'
                    f'<text x="{max(x1, x(0)) + 5:.1f}" y="{y + 16}">{fmt(v, "pct")}'
                    f'{f" · {MARKS[why]}" if why else ""}</text>')
@@ -253,12 +157,10 @@ def chart_html(report: dict, cats, basis: str, thr) -> str:
     if not cats:
         return ""
     which = report.get("deciding_output")
-    which = f" — output {_e(which)}" if which is not None and _d(report.get("outputs")) else ""
-    from edgeq.reports.stress_html import exclusion
-
+    which = f" — output {escape(which)}" if which is not None and as_dict(report.get("outputs")) else ""
     faded = (" Faded bars (last) are categories that do not decide the verdict: stress, or float fails there too."
              if any(exclusion(c) for _, c in cats) else "")
-    return (f"<section><h2>{_e(_LABELS[basis])} by category (worst first){which}</h2>{bars_svg(cats, basis, thr)}"
+    return (f"<section><h2>{escape(LABELS[basis])} by category (worst first){which}</h2>{bars_svg(cats, basis, thr)}"
             f'<p class="note">{"Bars left of zero: the quantized model did better. " if basis == "accuracy_drop" else ""}Green below '
             f"{fmt(thr[0], 'pct')}, amber below {fmt(thr[1], 'pct')}, red at or above.{faded}</p></section>")
 
@@ -268,32 +170,32 @@ def _metric_cells(m: dict, metrics) -> str:
 
 
 def categories_html(report: dict, cats, basis: str, metrics=METRICS) -> str:
-    from edgeq.reports.stress_html import has_roles, marker_html, row_class, rules_note, why_html
-
     if not cats:
         return ""
-    descs, worst = _d(report.get("category_descriptions")), report.get("worst_category")
-    roles = _d(_d(report.get("inputs")).get("cell_roles"))
-    head = lambda first: f"<tr><th>{first}</th>" + "".join(f"<th>{_e(lab)}</th>" for _, lab, _, _ in metrics) + "</tr>"
+    descs, worst = as_dict(report.get("category_descriptions")), report.get("worst_category")
+    roles = as_dict(as_dict(report.get("inputs")).get("cell_roles"))
+    head = lambda first: (f"<tr><th>{first}</th>" + "".join(f"<th>{escape(lab)}</th>" for _, lab, _, _ in metrics)
+                          + "</tr>")
     rows, every = [], []
     for name, c in cats:
-        desc = f'<div class="meta">{_e(descs[name])}</div>' if descs.get(name) else ""
-        one = f' <span class="meta">severity {_e(c["severity"])}</span>' if c.get("severity") not in (None, "") else ""
-        suite = str(_d(roles.get(name)).get("reason") or "")
-        rows.append(f"<tr{row_class(c, name == str(worst))}><td><b>{_e(name)}</b>{one}{marker_html(c)}{desc}"
+        desc = f'<div class="meta">{escape(descs[name])}</div>' if descs.get(name) else ""
+        one = (f' <span class="meta">severity {escape(c["severity"])}</span>'
+               if c.get("severity") not in (None, "") else "")
+        suite = str(as_dict(roles.get(name)).get("reason") or "")
+        rows.append(f"<tr{row_class(c, name == str(worst))}><td><b>{escape(name)}</b>{one}{marker_html(c)}{desc}"
                     f"{why_html(c, suite)}</td>{_metric_cells(c, metrics)}</tr>")
-        sev = _d(c.get("severities"))
-        every += [_d(m) for m in sev.values()] or [c]
+        sev = as_dict(c.get("severities"))
+        every += [as_dict(m) for m in sev.values()] or [c]
         if sev:
             keys = sorted(sev, key=lambda s: (0, int(s), "") if str(s).lstrip("-").isdigit() else (1, 0, str(s)))
-            srows = "".join(f"<tr{row_class(sev[s])}><td>severity {_e(s)}{marker_html(sev[s])}{why_html(sev[s])}</td>"
-                            f"{_metric_cells(_d(sev[s]), metrics)}</tr>" for s in keys)
+            srows = "".join(f"<tr{row_class(sev[s])}><td>severity {escape(s)}{marker_html(sev[s])}"
+                            f"{why_html(sev[s])}</td>{_metric_cells(as_dict(sev[s]), metrics)}</tr>" for s in keys)
             rows.append(f'<tr class="sev"><td colspan="{len(metrics) + 1}"><details><summary>{len(sev)} '
-                        f'severity level(s) of {_e(name)}</summary><table>{head("severity")}{srows}</table></details></td></tr>')
+                        f'severity level(s) of {escape(name)}</summary><table>{head("severity")}{srows}</table></details></td></tr>')
     muted = (" Muted rows do not decide the verdict (the reason is under the name); categories that do not count at "
              "all come last. " + rules_note(every)) if has_roles(report) else ""
     return (f"<section><h2>Categories</h2><div class=\"scroll\"><table>{head('category')}{''.join(rows)}</table></div>"
-            f'<p class="note">Sorted by {_e(_LABELS[basis])} of each category\'s worst counted cell (the category or one of '
+            f'<p class="note">Sorted by {escape(LABELS[basis])} of each category\'s worst counted cell (the category or one of '
             f'its severities), worst first; the worst category is highlighted.{muted}</p></section>')
 
 
@@ -328,35 +230,35 @@ def hist_svg(series: dict[str, np.ndarray], bins: int = 40) -> tuple[str, str]:
     for j, (k, s) in enumerate(shares.items()):
         col = COLORS.get(k, "#5f6368")
         for i in np.nonzero(s)[0]:
-            out.append(f'<rect class="hist-{_e(k)}" x="{sx(edges[i]):.1f}" y="{sy(s[i]):.1f}" '
+            out.append(f'<rect class="hist-{escape(k)}" x="{sx(edges[i]):.1f}" y="{sy(s[i]):.1f}" '
                        f'width="{max(sx(edges[i + 1]) - sx(edges[i]) - 0.5, 0.5):.1f}" '
                        f'height="{H - B - sy(s[i]):.1f}" fill="{col}" fill-opacity="0.5"/>')
         med = float(np.median(series[k]))
         if med <= hi:
             out.append(f'<line x1="{sx(med):.1f}" x2="{sx(med):.1f}" y1="{T}" y2="{H - B}" stroke="{col}" stroke-dasharray="4,3"/>')
         out.append(f'<rect x="{W - R - 210}" y="{6 + j * 16}" width="10" height="10" fill="{col}" fill-opacity="0.6"/>'
-                   f'<text x="{W - R - 195}" y="{15 + j * 16}">{_e(k)} (median {med:.3g} ms)</text>')
+                   f'<text x="{W - R - 195}" y="{15 + j * 16}">{escape(k)} (median {med:.3g} ms)</text>')
     over = {k: int((v > hi).sum()) for k, v in series.items()}
     note = ""
     if any(over.values()):
         note = (f"Clipped at the 99.5th percentile ({hi:.3g} ms); not shown: "
-                + ", ".join(f"{n} {_e(k)} run(s)" for k, n in over.items()) + " above it.")
+                + ", ".join(f"{n} {escape(k)} run(s)" for k, n in over.items()) + " above it.")
     return "".join(out) + "</svg>", note
 
 
 def latency_html(report: dict, latencies_ms=None) -> str:
-    lat = _d(report.get("latency_ms"))
+    lat = as_dict(report.get("latency_ms"))
     series = {k: _clean(v) for k, v in latencies_ms.items()} if isinstance(latencies_ms, dict) else {}
     series = {k: v for k, v in series.items() if v.size}
     if not lat and not series:
         return ""
     cols = [("p50", "ms"), ("p90", "ms"), ("p99", "ms"), ("mean", "ms"), ("std", "ms"), ("n", "int")]
     head = "<tr><th></th>" + "".join(f"<th>{c}</th>" for c, _ in cols) + "</tr>"
-    rows = [f"<tr><td>{k}</td>" + "".join(f"<td>{fmt(_d(lat.get(k)).get(c), kind)}</td>" for c, kind in cols)
+    rows = [f"<tr><td>{k}</td>" + "".join(f"<td>{fmt(as_dict(lat.get(k)).get(c), kind)}</td>" for c, kind in cols)
             + "</tr>" for k in ("float", "quant")]
     cells = []
     for c in ("p50", "p90", "p99", "mean"):
-        fv, qv = _num(_d(lat.get("float")).get(c)), _num(_d(lat.get("quant")).get(c))
+        fv, qv = number(as_dict(lat.get("float")).get(c)), number(as_dict(lat.get("quant")).get(c))
         ok = fv is not None and qv is not None and fv > 0 and math.isfinite(fv) and math.isfinite(qv)
         cells.append(f"<td>{qv / fv:.2f}×</td>" if ok else "<td>—</td>")
     rows.append("<tr><td>quant ÷ float</td>" + "".join(cells) + "<td></td><td></td></tr>")
@@ -377,7 +279,7 @@ def gates_html(report: dict) -> str:
         failed = g.get("failed")
         res = ('<span class="fail">FAIL</span>' if failed else '<span class="pass">PASS</span>'
                if failed is not None else "—")
-        rows.append(f"<tr><td>{_e(g.get('gate'))}</td><td>{fmt(g.get('limit'))}</td>"
+        rows.append(f"<tr><td>{escape(g.get('gate'))}</td><td>{fmt(g.get('limit'))}</td>"
                     f"<td>{fmt(g.get('observed'))}</td><td>{res}</td></tr>")
     n_fail = sum(1 for g in gates if g.get("failed"))
     return (f"<section><h2>Gates: {n_fail} of {len(gates)} failed</h2><table><tr><th>gate</th><th>limit</th>"
@@ -385,14 +287,8 @@ def gates_html(report: dict) -> str:
 
 
 def render_html(report: dict, latencies_ms: dict | None = None, extra_html: str = "", examples_html: str = "") -> str:
-    from edgeq.reports.outputs_html import (OUTPUT_CSS, is_per_output, metrics_for, outputs_html, overview_html,
-                                            report_kind)
-    from edgeq.reports.repair_html import fix_html
-    from edgeq.reports.search_html import EXAMPLE_CSS, search_html, worst_html
-    from edgeq.reports.stress_html import ROLE_CSS, has_roles, stress_html, worst_conditions_html
-
-    report = _d(report)
-    basis, thr = _basis(report), _thresholds(report)
+    report = as_dict(report)
+    basis, thr = basis_of(report), thresholds_of(report)
     cats = _sorted_categories(report, basis)
     body = (header_html(report, cats, basis, thr) + gates_html(report) + overview_html(report) + summary_html(report)
             + worst_conditions_html(report, basis, report_kind(report)[0], thr) + chart_html(report, cats, basis, thr)
@@ -402,27 +298,12 @@ def render_html(report: dict, latencies_ms: dict | None = None, extra_html: str 
     css = (CSS + ("\n" + OUTPUT_CSS if is_per_output(report) else "") + ("\n" + ROLE_CSS if has_roles(report) else "")
            + ("\n" + EXAMPLE_CSS if examples_html else ""))
     title = f"edgeq report: {report.get('verdict') or 'unknown'}"
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{css}</style></head>'
             f"<body><main>{body}</main></body></html>\n")
 
 
 def write_html(report: dict, path, latencies_ms=None, extra_html: str = "", examples_html: str = "") -> None:
     """Write the page as UTF-8, atomically: a temporary file next to ``path``, then os.replace."""
-    write_text_atomic(path, render_html(report, latencies_ms, extra_html, examples_html))
+    write_text_atomic(os.fspath(path), render_html(report, latencies_ms, extra_html, examples_html))
 
-
-def write_text_atomic(path, text: str) -> None:
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html.tmp", dir=os.path.dirname(path) or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -3,15 +3,17 @@
 A report made since outputs are judged by kind carries ``report["outputs"]``: for each
 output its kind, why, the options used, and its figures in every cell (category ×
 severity) with the verdict rate's 95 % interval. This module turns that into HTML
-(tables + inline SVG, no scripts). Every report string goes through ``_e``; every
-number through ``fmt``; anything missing or malformed shows as "—" instead of failing.
+(tables + inline SVG, no scripts). Every report string goes through ``escape``; every
+number through ``fmt`` (both in ``page``); anything missing or malformed shows as "—" instead of failing.
 """
 
 from __future__ import annotations
 
 import math
 
-from edgeq.reports.html import COLORS, METRICS, VERDICTS, _d, _e, _num, fmt
+from edgeq.reports.page import (COLORS, METRICS, VERDICTS, as_dict, cell_name, ci_pair, escape, fmt, metric_label,
+                                number, rate_text)
+from edgeq.reports.stress_html import MARKS, exclusion, marker_html, row_class, rules_note, when_html, why_html
 
 OUTPUT_CSS = """.warnings{background:#fef7e0;border:1px solid #f9d67a;border-radius:6px;padding:8px 12px;margin:10px 0 4px;font-size:13px}
 .warnings ul{margin:4px 0 0;padding-left:20px}.pill{display:inline-block;font-size:12px;font-weight:700;color:#fff;padding:1px 8px;border-radius:10px;text-transform:uppercase;vertical-align:middle}
@@ -42,8 +44,6 @@ COUNT_LABELS = {"classification": "flips / samples", "multilabel": "flipped / la
                 "regression": "outside tolerance / samples", "embedding": "below min cosine / samples",
                 "segmentation": "masks failed / masks"}
 OPTIONAL = {"float_accuracy", "quant_accuracy", "float_kept_clean", "kl_mean"}  # shown only where a cell has the figure
-METRIC_LABELS = {"accuracy_drop": "accuracy drop", "flip_rate": "flip rate", "sample_flip_rate": "sample flip rate",
-                 "label_flip_rate": "label flip rate", "fail_rate": "fail rate", "detection_flip_rate": "detection flip rate", "none": "not judged"}
 # per kind: the contract's flip_rate (the kind's verdict rate) and agreement (1 − it), in the kind's words
 KIND_WORDS = {
     "classification": (("flip rate", "share of inputs whose predicted class changes"),
@@ -67,9 +67,9 @@ BASIS_KIND = {"detection_flip_rate": "detection", "label_flip_rate": "multilabel
 
 def _groups(report: dict) -> list[dict]:
     """The top level's overall figures, every category and every severity."""
-    out = [_d(report.get("overall"))]
-    for c in _d(report.get("categories")).values():
-        out += [_d(c)] + [_d(m) for m in _d(_d(c).get("severities")).values()]
+    out = [as_dict(report.get("overall"))]
+    for c in as_dict(report.get("categories")).values():
+        out += [as_dict(c)] + [as_dict(m) for m in as_dict(as_dict(c).get("severities")).values()]
     return out
 
 
@@ -78,7 +78,7 @@ def report_kind(report: dict) -> tuple[str, str]:
     its figures show (reports older than per-output kinds were classifications)."""
     groups = _groups(report)
     unit = next((g["unit"] for g in groups if isinstance(g.get("unit"), str)), "detection")
-    kind = _d(_d(report.get("outputs")).get(str(report.get("deciding_output")))).get("kind")
+    kind = as_dict(as_dict(report.get("outputs")).get(str(report.get("deciding_output")))).get("kind")
     if isinstance(kind, str) and kind:
         return kind, unit
     basis = report.get("metric_basis")
@@ -95,7 +95,7 @@ def metrics_for(report: dict) -> list[tuple[str, str, str, str]]:
     kind, unit = report_kind(report)
     rate, agree = KIND_WORDS.get(kind, GENERIC_WORDS)
     groups = _groups(report)
-    has = lambda *keys: any(_num(g.get(k)) is not None for g in groups for k in keys)
+    has = lambda *keys: any(number(g.get(k)) is not None for g in groups for k in keys)
     out = []
     for key, label, form, meaning in METRICS:
         if key in ("float_accuracy", "quant_accuracy", "accuracy_drop") and not has(
@@ -117,33 +117,11 @@ def metrics_for(report: dict) -> list[tuple[str, str, str, str]]:
 
 def _f(group: dict, key: str, kind: str) -> str:
     if kind == "cos":
-        v = _num(group.get(key))
+        v = number(group.get(key))
         return f"{v:.4f}" if v is not None and math.isfinite(v) else fmt(v)
     if kind == "arrow":
         return f"{fmt(group.get('float_detections'), 'int')} → {fmt(group.get('quant_detections'), 'int')}"
     return fmt(group.get(key), kind)
-
-
-def metric_label(name) -> str:
-    return METRIC_LABELS.get(name, str(name) if name else "rate")
-
-
-def ci_pair(ci):
-    """(lo, hi) as floats, or None when the interval is missing or malformed."""
-    if not isinstance(ci, (list, tuple)) or len(ci) != 2:
-        return None
-    lo, hi = _num(ci[0]), _num(ci[1])
-    return (lo, hi) if lo is not None and hi is not None else None
-
-
-def rate_text(value, ci) -> str:
-    """ "12.0% [9.4–15.1%]": the rate and its 95 % interval (escaped-safe, no markup)."""
-    text = fmt(value, "pct")
-    pair = ci_pair(ci)
-    if pair is None or text == "—":
-        return text
-    lo = fmt(pair[0], "pct").replace("-", "−")
-    return f"{text.replace('-', '−')} [{lo[:-1] if lo.endswith('%') else lo}–{fmt(pair[1], 'pct').replace('-', '−')}]"
 
 
 def _sev_key(s):
@@ -154,22 +132,15 @@ def _sev_key(s):
 def output_cells(section: dict) -> list[tuple[str, str | None, dict]]:
     """(category, severity or None, figures) for every cell, in report order."""
     cells = []
-    for name, entry in _d(section.get("categories")).items():
-        entry = _d(entry)
-        sev = _d(entry.get("severities"))
+    for name, entry in as_dict(section.get("categories")).items():
+        entry = as_dict(entry)
+        sev = as_dict(entry.get("severities"))
         if sev:
-            cells.extend((str(name), str(level), _d(sev[level])) for level in sorted(sev, key=_sev_key))
+            cells.extend((str(name), str(level), as_dict(sev[level])) for level in sorted(sev, key=_sev_key))
         else:  # a category of one level may name it
             level = entry.get("severity")
             cells.append((str(name), None if level in (None, "") else str(level), entry))
     return cells
-
-
-def cell_name(category, severity) -> str:
-    """Plain text "noise, severity 3" (escape before use)."""
-    if category is None:
-        return "—"
-    return f"{category}, severity {severity}" if severity not in (None, "") else str(category)
 
 
 def _is_worst(section: dict, cat: str, sev) -> bool:
@@ -180,20 +151,20 @@ def _is_worst(section: dict, cat: str, sev) -> bool:
 def _lown(group: dict, min_n) -> str:
     if group.get("low_n") is not True:
         return ""
-    return f'<span class="lown" title="fewer than {_e(fmt(min_n, "int"))} trials">low n</span>'
+    return f'<span class="lown" title="fewer than {escape(fmt(min_n, "int"))} trials">low n</span>'
 
 
 def _pill(verdict) -> str:
     cls = verdict if verdict in VERDICTS else "unknown"
-    return f'<span class="pill verdict-{cls}">{_e(verdict or "not judged")}</span>'
+    return f'<span class="pill verdict-{cls}">{escape(verdict or "not judged")}</span>'
 
 
 def _options_text(section: dict) -> str:
     parts = []
-    for k, v in _d(section.get("options")).items():
-        shown = fmt(v) if _num(v) is not None else ("yes" if v is True else "no" if v is False else str(v))
-        parts.append(f"{_e(k)}={_e(shown)}")
-    members = ", ".join(f"{_e(k)}=output {_e(v)}" for k, v in _d(section.get("members")).items())
+    for k, v in as_dict(section.get("options")).items():
+        shown = fmt(v) if number(v) is not None else ("yes" if v is True else "no" if v is False else str(v))
+        parts.append(f"{escape(k)}={escape(shown)}")
+    members = ", ".join(f"{escape(k)}=output {escape(v)}" for k, v in as_dict(section.get("members")).items())
     return " · ".join(p for p in (("options: " + ", ".join(parts)) if parts else "",
                                   f"reads {members}" if members else "") if p)
 
@@ -203,15 +174,13 @@ def _yes(x) -> str:
 
 
 def ordered_outputs(report: dict) -> list[tuple[str, dict]]:
-    outs = [(str(k), _d(v)) for k, v in _d(report.get("outputs")).items()]
-    idx = lambda s: _num(s.get("index"))
+    outs = [(str(k), as_dict(v)) for k, v in as_dict(report.get("outputs")).items()]
+    idx = lambda s: number(s.get("index"))
     return sorted(outs, key=lambda kv: (idx(kv[1]) is None, idx(kv[1]) or 0.0, kv[0]))
 
 
 def overview_html(report: dict) -> str:
     """One row per output: kind, verdict, deciding cell, its rate with interval, confidence."""
-    from edgeq.reports.stress_html import when_html
-
     outs = ordered_outputs(report)
     if not outs:
         return ""
@@ -219,15 +188,15 @@ def overview_html(report: dict) -> str:
     rows = []
     for name, s in outs:
         mark = '<span class="deciding">decides</span>' if deciding is not None and name == str(deciding) else ""
-        conf = _d(s.get("confidence"))
+        conf = as_dict(s.get("confidence"))
         judged = s.get("verdict") is not None
         gate = when_html(s.get("when"))
         gate = f'<div class="meta">{gate}</div>' if gate else ""
-        rows.append(f"<tr><td><b>{_e(name)}</b>{mark}{gate}</td><td>{_e(s.get('kind'))}</td><td>{_pill(s.get('verdict'))}</td>"
-                    f"<td>{_e(metric_label(s.get('metric')) if judged else '—')}</td>"
-                    f"<td>{_e(cell_name(s.get('worst_category'), s.get('worst_severity')) if judged else '—')}</td>"
-                    f"<td>{_e(rate_text(s.get('worst_value'), s.get('worst_ci95')))}</td>"
-                    f"<td>{fmt(s.get('worst_n'), 'int')}</td><td>{_e(conf.get('level') or '—')}</td>"
+        rows.append(f"<tr><td><b>{escape(name)}</b>{mark}{gate}</td><td>{escape(s.get('kind'))}</td><td>{_pill(s.get('verdict'))}</td>"
+                    f"<td>{escape(metric_label(s.get('metric')) if judged else '—')}</td>"
+                    f"<td>{escape(cell_name(s.get('worst_category'), s.get('worst_severity')) if judged else '—')}</td>"
+                    f"<td>{escape(rate_text(s.get('worst_value'), s.get('worst_ci95')))}</td>"
+                    f"<td>{fmt(s.get('worst_n'), 'int')}</td><td>{escape(conf.get('level') or '—')}</td>"
                     f"<td>{_yes(s.get('drives_verdict'))}</td></tr>")
     return ('<section class="outputs"><h2>Outputs</h2><div class="scroll"><table><tr><th>output</th><th>kind</th>'
             "<th>verdict</th><th>metric</th><th>worst cell</th><th>rate [95% interval]</th><th>trials</th>"
@@ -238,26 +207,26 @@ def cells_table(section: dict, min_n) -> str:
     kind = str(section.get("kind"))
     cols = KIND_COLUMNS.get(kind, [])
     if kind == "classification":
-        k = next((g.get("top_k") for _, _, g in output_cells(section) if _num(g.get("top_k")) is not None), None)
+        k = next((g.get("top_k") for _, _, g in output_cells(section) if number(g.get("top_k")) is not None), None)
         cols = [(key, f"top-{fmt(k, 'int')} agreement" if key == "topk_agreement" and k is not None else label, f)
                 for key, label, f in cols]
-    from edgeq.reports.stress_html import marker_html, row_class, rules_note, why_html
-
     cells = output_cells(section)
-    cols = [c for c in cols if c[0] not in OPTIONAL or any(_num(g.get(c[0])) is not None for _, _, g in cells)]
+    cols = [c for c in cols if c[0] not in OPTIONAL or any(number(g.get(c[0])) is not None for _, _, g in cells)]
     judged = section.get("verdict") is not None or kind != "ignore"
     count = COUNT_LABELS.get(kind, "failed / samples")
     unit = next((g.get("unit") for _, _, g in cells if isinstance(g.get("unit"), str)), None)
     count = count.replace("detections", f"{unit}s") if kind == "detection" and unit else count
     head = ("<tr><th>category</th><th>severity</th>"
-            + (f"<th>{_e(metric_label(section.get('metric')))} [95%]</th><th>{_e(count)}</th>" if judged else "")
-            + "<th>samples</th>" + "".join(f"<th>{_e(label)}</th>" for _, label, _ in cols) + "<th>SQNR</th></tr>")
+            + (f"<th>{escape(metric_label(section.get('metric')))} [95%]</th><th>{escape(count)}</th>"
+               if judged else "")
+            + "<th>samples</th>" + "".join(f"<th>{escape(label)}</th>" for _, label, _ in cols) + "<th>SQNR</th></tr>")
     rows = []
     for cat, sev, g in cells:
-        rate = (f"<td>{_e(rate_text(g.get('value'), g.get('ci95')))}{_lown(g, min_n)}</td>"
+        rate = (f"<td>{escape(rate_text(g.get('value'), g.get('ci95')))}{_lown(g, min_n)}</td>"
                 f"<td>{fmt(g.get('events'), 'int')} / {fmt(g.get('trials'), 'int')}</td>") if judged else ""
-        rows.append(f"<tr{row_class(g, _is_worst(section, cat, sev))}><td>{_e(cat)}{marker_html(g)}{why_html(g)}</td>"
-                    f"<td>{_e(sev if sev is not None else '—')}</td>{rate}"
+        rows.append(f"<tr{row_class(g, _is_worst(section, cat, sev))}><td>{escape(cat)}{marker_html(g)}"
+                    f"{why_html(g)}</td>"
+                    f"<td>{escape(sev if sev is not None else '—')}</td>{rate}"
                     f"<td>{fmt(g.get('n'), 'int')}</td>" + "".join(f"<td>{_f(g, key, f)}</td>" for key, _, f in cols)
                     + f"<td>{fmt(g.get('sqnr_db'), 'db')}</td></tr>")
     rules = rules_note([g for _, _, g in cells])
@@ -267,9 +236,7 @@ def cells_table(section: dict, min_n) -> str:
 
 def cells_svg(section: dict, thr) -> str:
     """Vertical bars, one per cell, grouped by category; whiskers = 95 % interval; dashed thresholds."""
-    from edgeq.reports.stress_html import MARKS, exclusion
-
-    cells = [(c, s, g, _num(g.get("value")), ci_pair(g.get("ci95"))) for c, s, g in output_cells(section)]
+    cells = [(c, s, g, number(g.get("value")), ci_pair(g.get("ci95"))) for c, s, g in output_cells(section)]
     if not any(v is not None for *_, v, _ in cells):
         return ""
     groups: list[tuple[str, list]] = []
@@ -316,41 +283,42 @@ def cells_svg(section: dict, thr) -> str:
                      + (" (low n)" if g.get("low_n") is True else "") + (f" (not counted: {MARKS[why]})" if why else ""))
             out.append(f'<rect class="cell band-{band}{" worst" if worst else ""}" x="{x + bw * 0.12:.1f}" y="{top:.1f}" '
                        f'width="{bw * 0.76:.1f}" height="{max(bottom - top, 0.5 if v is not None else 0):.1f}" '
-                       f'fill="{COLORS[band]}"{opacity}{extra}><title>{_e(label)}</title></rect>')
+                       f'fill="{COLORS[band]}"{opacity}{extra}><title>{escape(label)}</title></rect>')
             if ci is not None:
                 cx, cap = x + bw / 2, min(bw * 0.2, 6)
                 out.append(f'<path class="whisker" d="M{cx:.1f} {y(ci[0]):.1f}V{y(ci[1]):.1f}M{cx - cap:.1f} {y(ci[0]):.1f}'
                            f'H{cx + cap:.1f}M{cx - cap:.1f} {y(ci[1]):.1f}H{cx + cap:.1f}" stroke="#202124" fill="none"/>')
             if sev is not None and bw >= 9:
-                out.append(f'<text x="{x + bw / 2:.1f}" y="{H - B + 14}" text-anchor="middle" font-size="10">{_e(sev)}</text>')
+                out.append(f'<text x="{x + bw / 2:.1f}" y="{H - B + 14}" text-anchor="middle" font-size="10">{escape(sev)}</text>')
             x += bw
         cx, ly = (gx + x) / 2, H - B + (28 if any(m[1] is not None for m in members) and bw >= 9 else 16)
         spin = f' transform="rotate(-35 {cx:.1f} {ly})" text-anchor="end"' if rotate else ' text-anchor="middle"'
         fit = f' textLength="{21 * 6.2:.0f}" lengthAdjust="spacingAndGlyphs"' if len(name) > 22 else ""  # never cut
-        out.append(f'<text x="{cx:.1f}" y="{ly}"{spin}{fit}>{_e(name)}<title>{_e(name)}</title></text>')
+        out.append(f'<text x="{cx:.1f}" y="{ly}"{spin}{fit}>{escape(name)}<title>{escape(name)}</title></text>')
         x += bw * gap
     return "".join(out) + "</svg>"
 
 
 def output_section(name: str, section: dict, report: dict, thr) -> str:
-    from edgeq.reports.stress_html import exclusion, when_html
-
     kind = section.get("kind")
     deciding = report.get("deciding_output")
     decides = '<span class="deciding">decides the verdict</span>' if deciding is not None and name == str(deciding) else ""
-    conf = _d(section.get("confidence"))
+    conf = as_dict(section.get("confidence"))
     metric = metric_label(section.get("metric"))
     reason, source = str(section.get("reason") or "—"), str(section.get("source") or "—")
-    lines = [f"<b>why {_e(kind)}</b>: {_e(reason)}" + (f" (source: {_e(source)})" if source not in reason else ""),
+    lines = [f"<b>why {escape(kind)}</b>: {escape(reason)}"
+             + (f" (source: {escape(source)})" if source not in reason else ""),
              _options_text(section),
              f"drives the verdict: <b>{_yes(section.get('drives_verdict'))}</b> · labels: <b>{_yes(section.get('labels'))}</b>"
-             f" · verdict rate: {_e(metric)}"]
+             f" · verdict rate: {escape(metric)}"]
     if section.get("verdict") is not None:
         lines.append(f"{_pill(section.get('verdict'))} worst cell <b>"
-                     f"{_e(cell_name(section.get('worst_category'), section.get('worst_severity')))}</b>: "
-                     f"{_e(metric)} <b>{_e(rate_text(section.get('worst_value'), section.get('worst_ci95')))}</b>"
+                     f"{escape(cell_name(section.get('worst_category'), section.get('worst_severity')))}</b>: "
+                     f"{escape(metric)} "
+                     f"<b>{escape(rate_text(section.get('worst_value'), section.get('worst_ci95')))}</b>"
                      f" ({fmt(section.get('worst_n'), 'int')} trials)"
-                     + (f" · confidence <b>{_e(conf.get('level'))}</b>: {_e(conf.get('note'))}" if conf else ""))
+                     + (f" · confidence <b>{escape(conf.get('level'))}</b>: {escape(conf.get('note'))}"
+                        if conf else ""))
     else:
         lines.append(f"{_pill(None)} this output is not judged; SQNR and the largest error are still shown.")
     gate = when_html(section.get("when"), details=True)
@@ -362,7 +330,7 @@ def output_section(name: str, section: dict, report: dict, thr) -> str:
             + ("; the faintest, dashed bars do not count for the verdict." if any(exclusion(g) for *_, g in
                                                                                  output_cells(section)) else ".")
             ) if chart else ""
-    return (f'<section class="output"><h2>output {_e(name)} — {_e(kind)}{decides}</h2>'
+    return (f'<section class="output"><h2>output {escape(name)} — {escape(kind)}{decides}</h2>'
             + "".join(f'<p class="meta">{ln}</p>' for ln in lines if ln)
             + cells_table(section, report.get("min_n", 30)) + chart
             + (f'<p class="note">{note}</p>' if note else "") + "</section>")
@@ -375,26 +343,28 @@ def outputs_html(report: dict, thr) -> str:
 def deciding_html(report: dict, basis_label: str) -> str:
     """Header lines of a report judged output by output: deciding output, cell, rate, confidence."""
     name = report.get("deciding_output")
-    s = _d(_d(report.get("outputs")).get(str(name))) if name is not None else {}
-    cats = _d(report.get("categories"))
+    s = as_dict(as_dict(report.get("outputs")).get(str(name))) if name is not None else {}
+    cats = as_dict(report.get("categories"))
     cat, sev = report.get("worst_category"), report.get("worst_severity")
     value, ci, trials = s.get("worst_value"), s.get("worst_ci95"), s.get("worst_n")
     if not s and cat is not None:  # no section: read the cell from the top-level categories
-        entry = _d(cats.get(str(cat)))
-        g = _d(_d(entry.get("severities")).get(str(sev))) if sev is not None else entry
+        entry = as_dict(cats.get(str(cat)))
+        g = as_dict(as_dict(entry.get("severities")).get(str(sev))) if sev is not None else entry
         value, ci, trials = g.get("value"), g.get("ci95"), g.get("trials")
     label = metric_label(s.get("metric") or report.get("metric_basis")) if (s or report.get("metric_basis")) else basis_label
-    conf = _d(report.get("verdict_confidence")) or _d(s.get("confidence"))
+    conf = as_dict(report.get("verdict_confidence")) or as_dict(s.get("confidence"))
     parts = []
     if name is not None:
-        parts.append(f"deciding output <b>{_e(name)}</b>" + (f" ({_e(s.get('kind'))})" if s.get("kind") else ""))
+        parts.append(f"deciding output <b>{escape(name)}</b>"
+                     + (f" ({escape(s.get('kind'))})" if s.get("kind") else ""))
     if cat is not None:
-        parts.append(f"cell <b>{_e(cell_name(cat, sev))}</b>: {_e(label)} <b>{_e(rate_text(value, ci))}</b>"
-                     + (f" over {fmt(trials, 'int')} trials" if _num(trials) is not None else ""))
+        parts.append(f"cell <b>{escape(cell_name(cat, sev))}</b>: {escape(label)} <b>{escape(rate_text(value, ci))}</b>"
+                     + (f" over {fmt(trials, 'int')} trials" if number(trials) is not None else ""))
     text = "<br>".join(parts)
     if conf:
         lown = ' <span class="lown">low n</span>' if conf.get("level") == "low-n" else ""
-        text += f'<br><span class="meta">confidence <b>{_e(conf.get("level"))}</b>{lown}: {_e(conf.get("note"))}</span>'
+        text += (f'<br><span class="meta">confidence <b>{escape(conf.get("level"))}</b>{lown}: '
+                 f'{escape(conf.get("note"))}</span>')
     return text
 
 
@@ -404,10 +374,11 @@ def warnings_html(report: dict) -> str:
     items = [w for w in items if w not in (None, "")]
     if not items:
         return ""
-    return ('<div class="warnings"><b>warnings</b><ul>' + "".join(f"<li>{_e(w)}</li>" for w in items)
+    return ('<div class="warnings"><b>warnings</b><ul>' + "".join(f"<li>{escape(w)}</li>" for w in items)
             + "</ul></div>")
 
 
 def is_per_output(report: dict) -> bool:
     """A report with the per-output structure (deciding output, sections, warnings)."""
-    return bool(_d(report.get("outputs"))) or report.get("deciding_output") is not None or bool(report.get("warnings"))
+    return (bool(as_dict(report.get("outputs"))) or report.get("deciding_output") is not None
+            or bool(report.get("warnings")))

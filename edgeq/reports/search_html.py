@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.reports.html import _d, _e, _num, fmt
+from edgeq.inputs.inputset import load_inputset
+from edgeq.inputs.risky.families import image_layout
+from edgeq.reports.page import as_dict, basis_of, escape, fmt, number
+from edgeq.reports.png import data_uri, to_uint8
 
 EXAMPLES = 6  # images per row of examples
 EXAMPLE_CSS = """.examples{display:flex;flex-wrap:wrap;gap:10px;margin:6px 0 10px}.ex{text-align:center;font-size:11px;color:#3c4043}
@@ -23,18 +26,18 @@ EXAMPLE_CSS = """.examples{display:flex;flex-wrap:wrap;gap:10px;margin:6px 0 10p
 # --- cells, worst first (the examples pick from them) ------------------------------------------------------------
 
 def _value(cell: dict, basis: str):
-    v = _num(cell.get(basis))
-    return v if v is not None else _num(cell.get("value"))
+    v = number(cell.get(basis))
+    return v if v is not None else number(cell.get("value"))
 
 
 def cells(report: dict, basis: str) -> list[tuple[str, dict, float | None]]:
     """Every cell (a category, and each of its severities) with its verdict rate, worst first."""
     found = []
-    for name, c in _d(report.get("categories")).items():
-        c = _d(c)
-        sev = _d(c.get("severities"))
+    for name, c in as_dict(report.get("categories")).items():
+        c = as_dict(c)
+        sev = as_dict(c.get("severities"))
         if sev:
-            found += [(f"{name}/{s}", _d(m), _value(_d(m), basis)) for s, m in sev.items()]
+            found += [(f"{name}/{s}", as_dict(m), _value(as_dict(m), basis)) for s, m in sev.items()]
         else:
             found.append((str(name), c, _value(c, basis)))
     return sorted(found, key=lambda t: (t[2] is None, -(t[2] or 0.0), t[0]))
@@ -43,34 +46,34 @@ def cells(report: dict, basis: str) -> list[tuple[str, dict, float | None]]:
 # --- search and worst shifts -----------------------------------------------------------------------------------
 
 def search_html(report: dict) -> str:
-    s = _d(report.get("search"))
+    s = as_dict(report.get("search"))
     if not s:
         return ""
     if s.get("status") == "failed":
-        return f"<section><h2>Disagreement search</h2><p>Failed: {_e(s.get('error'))}.</p></section>"
-    bound = _d(s.get("distance"))
-    where = _d(s.get("evaluator")).get("where")
+        return f"<section><h2>Disagreement search</h2><p>Failed: {escape(s.get('error'))}.</p></section>"
+    bound = as_dict(s.get("distance"))
+    where = as_dict(s.get("evaluator")).get("where")
     found = [f for f in s.get("inputs_found") or [] if isinstance(f, dict)]
     state = "" if s.get("complete", True) else " (incomplete: interrupted)"
     head = (f"<p><b>{fmt(s.get('found'), 'int')}</b> disagreement(s) in {fmt(s.get('queries'), 'int')} queries "
-            f"from {fmt(s.get('seeds_tried'), 'int')} data samples{state}, each within {_e(bound.get('norm'))} "
+            f"from {fmt(s.get('seeds_tried'), 'int')} data samples{state}, each within {escape(bound.get('norm'))} "
             f"distance {fmt(bound.get('bound'))} of its sample (a fraction of the data range); evaluated on "
-            f"{_e(where)}; first at query {fmt(s.get('first_flip_query'), 'int')}.</p>")
+            f"{escape(where)}; first at query {fmt(s.get('first_flip_query'), 'int')}.</p>")
     rows = "".join(f"<tr><td>{fmt(f.get('seed_index'), 'int')}</td><td>{fmt(f.get('distance'))}</td>"
-                   f"<td>{_e(f.get('float_class'))} → {_e(f.get('quant_class'))}</td>"
-                   f"<td>{fmt(f.get('query'), 'int')}</td><td>{_e(', '.join(map(str, f.get('operators') or [])))}</td></tr>"
-                   for f in sorted(found, key=lambda f: (_num(f.get("distance")) or 0.0))[:12])
+                   f"<td>{escape(f.get('float_class'))} → {escape(f.get('quant_class'))}</td>"
+                   f"<td>{fmt(f.get('query'), 'int')}</td><td>{escape(', '.join(map(str, f.get('operators') or [])))}</td></tr>"
+                   for f in sorted(found, key=lambda f: (number(f.get("distance")) or 0.0))[:12])
     table = (f"<table><tr><th>data sample</th><th>distance</th><th>float → quant class</th><th>query</th>"
              f"<th>operators</th></tr>{rows}</table>" if rows else "")
-    more = f'<p class="note">{len(found) - 12} more in {_e(s.get("path"))}.</p>' if len(found) > 12 else ""
+    more = f'<p class="note">{len(found) - 12} more in {escape(s.get("path"))}.</p>' if len(found) > 12 else ""
     return (f"<section><h2>Disagreement search (beside the verdict)</h2>{head}{_strategy(s)}{table}{more}"
-            f'<p class="note">{_e(s.get("effect_on_verdict"))}</p></section>')
+            f'<p class="note">{escape(s.get("effect_on_verdict"))}</p></section>')
 
 
 def _strategy(s: dict) -> str:
     """How the search split its lineages at the end, and the boundary crossings that moved the split."""
-    split = _d(s.get("strategy"))
-    share = _num(split.get("seek_share"))
+    split = as_dict(s.get("strategy"))
+    share = number(split.get("seek_share"))
     if share is None:
         return ""
     return (f'<p class="note">Lineages at the end: {share:.0%} seeking the float model\'s decision boundary, '
@@ -80,30 +83,32 @@ def _strategy(s: dict) -> str:
 
 
 def worst_html(report: dict) -> str:
-    w = _d(report.get("worst"))
+    w = as_dict(report.get("worst"))
     if not w:
         return ""
     if w.get("status") == "failed":
-        return f"<section><h2>Worst input shifts</h2><p>Failed: {_e(w.get('error'))}.</p></section>"
+        return f"<section><h2>Worst input shifts</h2><p>Failed: {escape(w.get('error'))}.</p></section>"
     metric = "accuracy drop" if w.get("metric") == "accuracy_drop" else "flip rate"
     rows = []
     for c in [c for c in w.get("worst") or [] if isinstance(c, dict)][:10]:
         ci = c.get("ci95") if isinstance(c.get("ci95"), list) and len(c.get("ci95")) == 2 else [None, None]
-        rows.append(f"<tr><td><b>{_e(c.get('condition'))}</b><div class=\"meta\">{_e(c.get('description'))}</div></td>"
+        rows.append(f"<tr><td><b>{escape(c.get('condition'))}</b>"
+                    f"<div class=\"meta\">{escape(c.get('description'))}</div></td>"
                     f"<td>{fmt(c.get('value'), 'pct')}</td><td>{fmt(ci[0], 'pct')} – {fmt(ci[1], 'pct')}</td>"
-                    f"<td>{fmt(c.get('n'), 'int')}</td><td>{_e(c.get('band'))}</td></tr>")
+                    f"<td>{fmt(c.get('n'), 'int')}</td><td>{escape(c.get('band'))}</td></tr>")
     crossings = []
-    for name, x in _d(w.get("crossings")).items():
-        x = _d(x)
+    for name, x in as_dict(w.get("crossings")).items():
+        x = as_dict(x)
         if x.get("crosses") and x.get("below") is not None:
-            crossings.append(f"<li>{_e(name)} crosses {fmt(x.get('threshold'), 'pct')} between severity "
-                             f"{fmt(x.get('below'))} and {fmt(x.get('above'))}: {_e(x.get('description'))}</li>")
-    state = "" if w.get("complete", True) else f" (stopped: {_e(w.get('stopped'))})"
-    return (f"<section><h2>Worst input shifts (beside the verdict)</h2><p>{_e(metric)} on "
+            crossings.append(f"<li>{escape(name)} crosses {fmt(x.get('threshold'), 'pct')} between severity "
+                             f"{fmt(x.get('below'))} and {fmt(x.get('above'))}: {escape(x.get('description'))}</li>")
+    state = "" if w.get("complete", True) else f" (stopped: {escape(w.get('stopped'))})"
+    return (f"<section><h2>Worst input shifts (beside the verdict)</h2><p>{escape(metric)} on "
             f"{fmt(w.get('samples'), 'int')} data samples per shift, {fmt(w.get('queries'), 'int')} queries{state}.</p>"
-            f"<table><tr><th>shift</th><th>{_e(metric)}</th><th>95 % interval</th><th>samples</th><th>band</th></tr>"
+            f"<table><tr><th>shift</th><th>{escape(metric)}</th><th>95 % interval</th><th>samples</th>"
+            "<th>band</th></tr>"
             f"{''.join(rows)}</table>" + (f"<ul>{''.join(crossings)}</ul>" if crossings else "")
-            + f'<p class="note">{_e(w.get("effect_on_verdict"))}</p></section>')
+            + f'<p class="note">{escape(w.get("effect_on_verdict"))}</p></section>')
 
 
 # --- example failing inputs as images ---------------------------------------------------------------------------
@@ -112,14 +117,12 @@ def examples_html(report: dict, runs: dict | None) -> str:
     """Small images of failing inputs with float vs quantized top classes, when the inputs are images:
     from the worst cell (flipped samples of the suite) and from the search (beside their data sample)."""
     try:
-        return _examples(_d(report), runs or {})
+        return _examples(as_dict(report), runs or {})
     except Exception:  # an example that cannot be drawn never costs the report
         return ""
 
 
 def _image_input(dataset):
-    from edgeq.inputs.risky.families import image_layout
-
     for name, array in dataset.arrays.items():
         layout = image_layout(tuple(array.shape[1:]))
         if layout is not None:
@@ -128,8 +131,6 @@ def _image_input(dataset):
 
 
 def _picture(array, layout, lo: float, hi: float) -> str:
-    from edgeq.reports.png import data_uri, to_uint8
-
     hwc = layout.to_hwc(np.asarray(array, dtype=np.float64)[None])[0]
     if hwc.shape[-1] == 4:
         hwc = hwc[..., :3]
@@ -143,9 +144,7 @@ def _output_index(run, name) -> int:
 
 
 def _examples(report: dict, runs: dict) -> str:
-    from edgeq.inputs.inputset import load_inputset
-
-    suite_path = _d(report.get("inputs")).get("path")
+    suite_path = as_dict(report.get("inputs")).get("path")
     if not suite_path or not Path(suite_path).is_file():
         return ""
     suite = load_inputset(suite_path)
@@ -159,8 +158,9 @@ def _examples(report: dict, runs: dict) -> str:
     if not parts:
         return ""
     return (f"<section><h2>Example failing inputs</h2>{''.join(parts)}"
-            f'<p class="note">Input {_e(name)} read as {_e(layout.describe())}; pixels scaled from the suite\'s '
-            f"range [{lo:.3g}, {hi:.3g}]. Under each: float → <b class=\"q\">quantized</b> top class.</p></section>")
+            f'<p class="note">Input {escape(name)} read as {escape(layout.describe())}; pixels scaled from the '
+            f"suite's range [{lo:.3g}, {hi:.3g}]. Under each: float → <b class=\"q\">quantized</b> top class.</p>"
+            "</section>")
 
 
 def _range(x) -> tuple[float, float]:
@@ -186,7 +186,7 @@ def _worst_cell_examples(report, runs, suite, x, layout, lo, hi) -> str:
     severity = np.asarray(suite.severity).astype(str) if suite.severity is not None else None
     worst = report.get("worst_category"), report.get("worst_severity")
     ranked = [worst] + [tuple(name.split("/", 1)) if "/" in name else (name, None)
-                        for name, _, _ in cells(report, _basis_of(report))]
+                        for name, _, _ in cells(report, basis_of(report))]
     figures, seen = [], set()
     for cat, sev in ranked:
         key = (str(cat), None if sev is None else str(sev))
@@ -199,24 +199,16 @@ def _worst_cell_examples(report, runs, suite, x, layout, lo, hi) -> str:
         name = key[0] if key[1] is None else f"{key[0]}/{key[1]}"
         for r in np.flatnonzero(where & flipped)[:EXAMPLES - len(figures)]:
             figures.append(f'<div class="ex"><img alt="suite row {r}" src="{_picture(x[int(r)], layout, lo, hi)}">'
-                           f'{_e(name)} · row {r}<br>{fc[r]} → <b class="q">{qc[r]}</b></div>')
+                           f'{escape(name)} · row {r}<br>{fc[r]} → <b class="q">{qc[r]}</b></div>')
     if not figures:
         return ""
     return (f"<h3>suite: {len(figures)} flipped samples from the worst cells, the verdict's cell first</h3>"
             f'<div class="examples">{"".join(figures)}</div>')
 
 
-def _basis_of(report: dict) -> str:
-    from edgeq.reports.html import _basis
-
-    return _basis(report)
-
-
 def _search_examples(report, name, layout, lo, hi) -> str:
-    from edgeq.inputs.inputset import load_inputset
-
-    s = _d(report.get("search"))
-    path, data_path = s.get("path"), s.get("seeds_from") or _d(report.get("inputs")).get("data")
+    s = as_dict(report.get("search"))
+    path, data_path = s.get("path"), s.get("seeds_from") or as_dict(report.get("inputs")).get("data")
     found = [f for f in s.get("inputs_found") or [] if isinstance(f, dict)]
     if not path or not Path(path).is_file() or not found:
         return ""
@@ -224,15 +216,15 @@ def _search_examples(report, name, layout, lo, hi) -> str:
     if name not in searched.arrays:
         return ""
     seeds = load_inputset(data_path).arrays.get(name) if data_path and Path(data_path).is_file() else None
-    order = sorted(range(min(len(found), searched.n)), key=lambda k: (_num(found[k].get("distance")) or 0.0, k))
+    order = sorted(range(min(len(found), searched.n)), key=lambda k: (number(found[k].get("distance")) or 0.0, k))
     figures = []
     for k in order[:EXAMPLES]:
         f = found[k]
-        seed = (f'<img alt="data sample {_e(f.get("seed_index"))}" '
+        seed = (f'<img alt="data sample {escape(f.get("seed_index"))}" '
                 f'src="{_picture(seeds[int(f["seed_index"])], layout, lo, hi)}">' if seeds is not None else "")
         figures.append(f'<div class="ex"><div class="pair">{seed}<img alt="found input {k}" '
                        f'src="{_picture(searched.arrays[name][k], layout, lo, hi)}"></div>'
-                       f"sample {_e(f.get('seed_index'))} → found, distance {fmt(f.get('distance'))}<br>"
-                       f'{_e(f.get("float_class"))} → <b class="q">{_e(f.get("quant_class"))}</b></div>')
+                       f"sample {escape(f.get('seed_index'))} → found, distance {fmt(f.get('distance'))}<br>"
+                       f'{escape(f.get("float_class"))} → <b class="q">{escape(f.get("quant_class"))}</b></div>')
     return (f"<h3>search: {len(figures)} of {len(found)} found inputs, nearest first (left: the data sample, "
             f"right: the input found)</h3><div class=\"examples\">{''.join(figures)}</div>")

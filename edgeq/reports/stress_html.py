@@ -13,8 +13,8 @@ counts and nothing here adds anything.
 
 from __future__ import annotations
 
-from edgeq.reports.html import COLORS, _d, _e, _num, fmt
-from edgeq.reports.outputs_html import cell_name, ci_pair, metric_label, rate_text
+from edgeq.reports.page import (COLORS, as_dict, band_of, cell_name, ci_pair, escape, fmt, metric_label, number,
+                                rate_text)
 
 ROLE_CSS = """tr.nc>td{color:#80868b}tr.nc>td b{color:#5f6368}.ncm{display:inline-block;font-size:10px;font-weight:700;color:#5f6368;background:#eceff1;border:1px solid #dadce0;border-radius:4px;padding:0 4px;margin-left:6px;text-transform:uppercase;letter-spacing:.03em}
 .why{font-size:11px;color:#5f6368;font-weight:400;margin-top:1px}.field{color:#1e8e3e;font-weight:600}
@@ -27,11 +27,11 @@ STRESS_GATE = "--fail-on stress=degraded"
 def exclusion(g) -> str | None:
     """Why a cell does not decide the verdict: "stress", "float" (float fails here too), "other",
     or None when it counts (every cell of a report older than the field rule counts)."""
-    g = _d(g)
+    g = as_dict(g)
     if g.get("role") == "stress":
         return "stress"
     if g.get("counts_for_verdict") is False:
-        fails = _d(g.get("float_competence")).get("fails") is True
+        fails = as_dict(g.get("float_competence")).get("fails") is True
         return "float" if fails or str(g.get("not_counted") or "").startswith("float fails") else "other"
     return None
 
@@ -39,16 +39,16 @@ def exclusion(g) -> str | None:
 def reason_text(g, fallback: str = "") -> str:
     """Plain text (escape before use): why the cell does not count, with both figures when float fails too;
     ``fallback``: the suite's reason for the category (``inputs.cell_roles``), used when the cell has none."""
-    g, why = _d(g), exclusion(g)
-    fc = _d(g.get("float_competence"))
-    if why == "float" and _num(fc.get("float")) is not None and _num(fc.get("floor")) is not None:
+    g, why = as_dict(g), exclusion(g)
+    fc = as_dict(g.get("float_competence"))
+    if why == "float" and number(fc.get("float")) is not None and number(fc.get("floor")) is not None:
         what = "float accuracy" if fc.get("basis") == "labels" else "float keeps its clean answer on"
-        chance = _num(g.get("chance")) if fc.get("basis") == "labels" else None
+        chance = number(g.get("chance")) if fc.get("basis") == "labels" else None
         chance = f" (chance {fmt(chance, 'pct')})" if chance is not None else ""
         return f"float fails here too: {what} {fmt(fc['float'], 'pct')} vs its floor {fmt(fc['floor'], 'pct')}{chance}"
     text = str(g.get("not_counted") or "")
-    if not text and _d(g.get("severities")):  # a category entry: its severities' reasons, or the suite's word
-        reasons = list(dict.fromkeys(reason_text(c) for c in _d(g.get("severities")).values() if exclusion(c)))
+    if not text and as_dict(g.get("severities")):  # a category entry: its severities' reasons, or the suite's word
+        reasons = list(dict.fromkeys(reason_text(c) for c in as_dict(g.get("severities")).values() if exclusion(c)))
         text = reasons[0] if len(reasons) == 1 else fallback or (f"{MARKS[why]}: each severity for its own reason"
                                                                  if why in MARKS else "")
     elif not text:
@@ -66,11 +66,11 @@ def marker_html(g) -> str:
 def why_html(g, fallback: str = "") -> str:
     """The reason under a cell's name; for a category whose severities only partly count, one line per
     severity that does not."""
-    g = _d(g)
+    g = as_dict(g)
     if exclusion(g):
-        return f'<div class="why">not counted: {_e(reason_text(g, fallback))}</div>'
-    levels = _d(g.get("severities"))
-    lines = [f'<div class="why">severity {_e(s)} not counted: {_e(reason_text(c))}</div>'
+        return f'<div class="why">not counted: {escape(reason_text(g, fallback))}</div>'
+    levels = as_dict(g.get("severities"))
+    lines = [f'<div class="why">severity {escape(s)} not counted: {escape(reason_text(c))}</div>'
              for s, c in levels.items() if exclusion(c)]
     return "".join(lines)
 
@@ -81,28 +81,28 @@ def row_class(g, worst: bool = False) -> str:
 
 def _cells(sources) -> list[dict]:
     """Every cell of these sections (a severity, or a category without severities)."""
-    return [c for src in sources for e in _d(_d(src).get("categories")).values()
-            for c in ([_d(x) for x in _d(_d(e).get("severities")).values()] or [_d(e)])]
+    return [c for src in sources for e in as_dict(as_dict(src).get("categories")).values()
+            for c in ([as_dict(x) for x in as_dict(as_dict(e).get("severities")).values()] or [as_dict(e)])]
 
 
 def has_roles(report: dict) -> bool:
     """A report made under the field rule (its cells say whether they count)."""
-    sources = [report] + list(_d(report.get("outputs")).values())
-    return bool(_d(report.get("stress"))) or any("counts_for_verdict" in c or "role" in c for c in _cells(sources))
+    sources = [report] + list(as_dict(report.get("outputs")).values())
+    return bool(as_dict(report.get("stress"))) or any("counts_for_verdict" in c or "role" in c for c in _cells(sources))
 
 
 def rules_note(cells) -> str:
     """The float-competence rules behind the "float fails too" marks of these cells, once each."""
-    rules = list(dict.fromkeys(str(_d(c.get("float_competence")).get("rule")) for c in cells
-                               if exclusion(c) == "float" and _d(c.get("float_competence")).get("rule")))
-    return " ".join(f"Float fails too: {_e(r)}." for r in rules)
+    rules = list(dict.fromkeys(str(as_dict(c.get("float_competence")).get("rule")) for c in cells
+                               if exclusion(c) == "float" and as_dict(c.get("float_competence")).get("rule")))
+    return " ".join(f"Float fails too: {escape(r)}." for r in rules)
 
 
 def field_line(report: dict) -> str:
     """The header's line on what decided: field cells only, and how many were left beside it."""
     if not has_roles(report):
         return ""
-    cells = _cells(list(_d(report.get("outputs")).values()) or [report])
+    cells = _cells(list(as_dict(report.get("outputs")).values()) or [report])
     n_stress = sum(exclusion(c) == "stress" for c in cells)
     n_float = sum(exclusion(c) in ("float", "other") for c in cells)
     beside = " and ".join(b for b in (f"{n_stress} stress cell(s)" if n_stress else "",
@@ -114,14 +114,14 @@ def field_line(report: dict) -> str:
 
 def when_text(when) -> str:
     """Plain text "judged only where presence>0.5 (open on 120 of 400 samples)" for a gated output."""
-    w = _d(when)
+    w = as_dict(when)
     if not w:
         return ""
     rule = w.get("rule")
     if not rule and w.get("output") is not None:
         rule = f"{w.get('output')}{w.get('op') or '>'}{fmt(w.get('threshold'))}"
     text = f"judged only where {rule or 'its gate is open'}"
-    if _num(w.get("open")) is not None and _num(w.get("of")) is not None:
+    if number(w.get("open")) is not None and number(w.get("of")) is not None:
         text += f" (open on {fmt(w['open'], 'int')} of {fmt(w['of'], 'int')} samples)"
     return text
 
@@ -130,13 +130,13 @@ def when_html(when, details: bool = False) -> str:
     text = when_text(when)
     if not text:
         return ""
-    w = _d(when)
+    w = as_dict(when)
     reason = str(w.get("reason") or "")
     if reason.startswith("judged only where") and ": " in reason:  # the rule is said already
         reason = reason.split(": ", 1)[1]
-    extra = (f" — {_e(reason)}" if details and reason else "") + (
-        f" (source: {_e(w.get('source'))})" if details and w.get("source") else "")
-    return f"{_e(text)}{extra}"
+    extra = (f" — {escape(reason)}" if details and reason else "") + (
+        f" (source: {escape(w.get('source'))})" if details and w.get("source") else "")
+    return f"{escape(text)}{extra}"
 
 
 # --- the worst counted cells ---------------------------------------------------------------------------------
@@ -150,12 +150,12 @@ SECOND = {  # the kind's second figure beside its verdict rate: (key, label)
 def counted_cells(report: dict, basis: str) -> list[tuple[str, dict, float | None]]:
     """The deciding output's cells that decide the verdict, "category/severity", worst first."""
     found = []
-    for name, c in _d(report.get("categories")).items():
-        c = _d(c)
-        levels = _d(c.get("severities"))
+    for name, c in as_dict(report.get("categories")).items():
+        c = as_dict(c)
+        levels = as_dict(c.get("severities"))
         single = f"{name}/{c['severity']}" if c.get("severity") not in (None, "") else str(name)
-        found += [(f"{name}/{s}", _d(m)) for s, m in levels.items()] if levels else [(single, c)]
-    value = lambda m: _num(m.get(basis)) if _num(m.get(basis)) is not None else _num(m.get("value"))
+        found += [(f"{name}/{s}", as_dict(m)) for s, m in levels.items()] if levels else [(single, c)]
+    value = lambda m: number(m.get(basis)) if number(m.get(basis)) is not None else number(m.get("value"))
     ranked = [(n, m, value(m)) for n, m in found if not exclusion(m)]
     cat, level = report.get("worst_category"), report.get("worst_severity")
     deciding = f"{cat}/{level}" if level not in (None, "") else str(cat)  # leads among equals
@@ -163,26 +163,25 @@ def counted_cells(report: dict, basis: str) -> list[tuple[str, dict, float | Non
 
 
 def worst_conditions_html(report: dict, basis: str, kind: str, thr, top: int = 8) -> str:
-    from edgeq.reports.html import _band
-
     ranked = [t for t in counted_cells(report, basis) if t[2] is not None][:top]
     if not ranked:
         return ""
     second = SECOND.get(kind)
-    if second and (second[0] == basis or not any(_num(m.get(second[0])) is not None for _, m, _ in ranked)):
+    if second and (second[0] == basis or not any(number(m.get(second[0])) is not None for _, m, _ in ranked)):
         second = None
     rows = []
     for name, m, v in ranked:
         ci = ci_pair(m.get("ci95"))
         interval = f"{fmt(ci[0], 'pct')} – {fmt(ci[1], 'pct')}" if ci else "—"
-        rows.append(f'<tr><td><b>{_e(name)}</b></td><td style="color:{COLORS[_band(v, thr)]}">{fmt(v, "pct")}</td>'
+        rows.append(f'<tr><td><b>{escape(name)}</b></td>'
+                    f'<td style="color:{COLORS[band_of(v, thr)]}">{fmt(v, "pct")}</td>'
                     f"<td>{interval}</td>" + (f"<td>{fmt(m.get(second[0]), 'pct')}</td>" if second else "")
                     + f"<td>{fmt(m.get('trials', m.get('n')), 'int')}</td></tr>")
     which = report.get("deciding_output")
-    of = f" of output {_e(which)}" if which is not None and _d(report.get("outputs")) else ""
+    of = f" of output {escape(which)}" if which is not None and as_dict(report.get("outputs")) else ""
     left = " Stress cells and cells where float fails too are left out (see below)." if has_roles(report) else ""
-    return (f"<section><h2>Worst conditions</h2><table><tr><th>cell</th><th>{_e(metric_label(basis))}</th>"
-            f"<th>95 % interval</th>" + (f"<th>{_e(second[1])}</th>" if second else "") + "<th>trials</th></tr>"
+    return (f"<section><h2>Worst conditions</h2><table><tr><th>cell</th><th>{escape(metric_label(basis))}</th>"
+            f"<th>95 % interval</th>" + (f"<th>{escape(second[1])}</th>" if second else "") + "<th>trials</th></tr>"
             f"{''.join(rows)}</table><p class=\"note\">The cells (category/severity){of} that decide the verdict, "
             f"worst first.{left}</p></section>")
 
@@ -198,8 +197,8 @@ def _boundary_tie(cell: dict, boundary: dict) -> str:
     if cell.get("category") != "boundary" or not boundary:
         return ""
     level = str(cell.get("severity"))
-    margin = _num(_d(boundary.get("margin_levels")).get(level))
-    share = _num(_d(boundary.get("share_of_data")).get(level))
+    margin = number(as_dict(boundary.get("margin_levels")).get(level))
+    share = number(as_dict(boundary.get("share_of_data")).get(level))
     parts = [f"points at {fmt(margin, 'pct')} of the median float margin" if margin is not None else ""]
     if share is not None and margin is None and level == "1":
         parts.append(f"the lowest-margin {fmt(share, 'pct')} of the real samples")
@@ -210,35 +209,37 @@ def _boundary_tie(cell: dict, boundary: dict) -> str:
 
 def stress_html(report: dict) -> str:
     """The stress section (beside the verdict, never deciding it); empty without stress cells."""
-    stress = _d(report.get("stress"))
-    cells = [_d(c) for c in stress.get("cells") or [] if isinstance(c, dict)] if isinstance(stress.get("cells"),
+    stress = as_dict(report.get("stress"))
+    cells = [as_dict(c) for c in stress.get("cells") or [] if isinstance(c, dict)] if isinstance(stress.get("cells"),
                                                                                               list) else []
     if not cells:
         return ""
-    boundary = _d(stress.get("boundary"))
-    worst = _d(stress.get("worst")) or cells[0]
-    multi = len({str(c.get("output")) for c in cells}) > 1 or len(_d(report.get("outputs"))) > 1
+    boundary = as_dict(stress.get("boundary"))
+    worst = as_dict(stress.get("worst")) or cells[0]
+    multi = len({str(c.get("output")) for c in cells}) > 1 or len(as_dict(report.get("outputs"))) > 1
     band = worst.get("band")
-    head = (f'<p>worst stress cell <b>{_e(cell_name(worst.get("category"), worst.get("severity")))}</b>'
-            + (f" (output {_e(worst.get('output'))})" if multi and worst.get("output") is not None else "")
-            + f": {_e(metric_label(worst.get('metric')))} <b>{_e(rate_text(worst.get('value'), worst.get('ci95')))}</b>"
-            + (f" over {fmt(worst.get('n'), 'int')} trials" if _num(worst.get("n")) is not None else "")
-            + f' <span class="pill verdict-{_verdict_of(band)}">{_e(band or "—")} level</span></p>')
+    head = (f'<p>worst stress cell <b>{escape(cell_name(worst.get("category"), worst.get("severity")))}</b>'
+            + (f" (output {escape(worst.get('output'))})" if multi and worst.get("output") is not None else "")
+            + f": {escape(metric_label(worst.get('metric')))} "
+              f"<b>{escape(rate_text(worst.get('value'), worst.get('ci95')))}</b>"
+            + (f" over {fmt(worst.get('n'), 'int')} trials" if number(worst.get("n")) is not None else "")
+            + f' <span class="pill verdict-{_verdict_of(band)}">{escape(band or "—")} level</span></p>')
     rows = []
     for c in cells:
         reason = str(c.get("reason") or "").removeprefix("stress: ")
         tie = _boundary_tie(c, boundary)
-        v = _num(c.get("value"))
+        v = number(c.get("value"))
         colour = {"robust": "ok", "degraded": "warn", "catastrophic": "bad"}.get(c.get("band"), "na")
-        rows.append(f"<tr><td>{_e(c.get('output'))}</td><td>{_e(cell_name(c.get('category'), c.get('severity')))}</td>"
-                    f"<td>{_e(metric_label(c.get('metric')))}</td>"
-                    f'<td style="color:{COLORS[colour]}">{_e(rate_text(v, c.get("ci95")))}</td>'
-                    f"<td>{fmt(c.get('n'), 'int')}</td><td class=\"desc\">{_e(reason)}"
-                    + (f'<div class="why">{_e(tie)}</div>' if tie else "") + "</td></tr>")
+        rows.append(f"<tr><td>{escape(c.get('output'))}</td>"
+                    f"<td>{escape(cell_name(c.get('category'), c.get('severity')))}</td>"
+                    f"<td>{escape(metric_label(c.get('metric')))}</td>"
+                    f'<td style="color:{COLORS[colour]}">{escape(rate_text(v, c.get("ci95")))}</td>'
+                    f"<td>{fmt(c.get('n'), 'int')}</td><td class=\"desc\">{escape(reason)}"
+                    + (f'<div class="why">{escape(tie)}</div>' if tie else "") + "</td></tr>")
     findings = [f for f in stress.get("findings") or [] if isinstance(f, str) and f] if isinstance(
         stress.get("findings"), list) else []
-    found = ("<h3>Findings</h3><ul>" + "".join(f"<li>{_e(f)}</li>" for f in findings) + "</ul>") if findings else ""
-    median = _num(boundary.get("median_margin"))
+    found = ("<h3>Findings</h3><ul>" + "".join(f"<li>{escape(f)}</li>" for f in findings) + "</ul>") if findings else ""
+    median = number(boundary.get("median_margin"))
     margin = (f" The data's median float margin is {fmt(median)}." if median is not None and any(
         c.get("category") == "boundary" for c in cells) else "")
     rule = ("Only <b>field</b> cells decide the verdict: real samples and plausible shifts of them, for the input kind "

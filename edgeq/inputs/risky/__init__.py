@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeq.errors import InputSetError
+from edgeq.inputs.npz import NpzWriter
 from edgeq.inputs.risky import boundary as _boundary
 from edgeq.inputs.risky.boundary import BOUNDARY, BoundaryPlan
 from edgeq.inputs.risky.families import CATEGORIES, FAMILIES, check_kind, describe_kind, image_layout, input_kind
 from edgeq.inputs.risky.families import describe_categories as _describe_families
 from edgeq.inputs.risky.observed import DataStats
 from edgeq.inputs.risky.ranges import RANGE_MODES, choose_range_mode, resolve_range_modes, to_dtype
+from edgeq.inputs.risky.roles import suite_roles
 from edgeq.inputs.risky.severities import SEVERITIES
 
 # every category a suite can hold: the families' (CATEGORIES) and ``boundary``, which needs the
@@ -60,6 +62,8 @@ def transform_rows(sample_shape: tuple) -> int:
     (every suite of up to 8192 tabular rows of 64 features) is what it always was, and
     the split depends only on the sample shape, never on the machine."""
     return max(1, TRANSFORM_BYTES // (8 * max(1, int(np.prod(sample_shape, dtype=np.int64)))))
+
+
 _RESERVED = ("y", "category", "severity", "source_index")
 
 
@@ -164,8 +168,6 @@ class SuitePlan:
     @property
     def roles(self) -> dict[str, dict]:
         """{category: {"role": "field"|"stress", "reason"}}: which cells may decide the verdict."""
-        from edgeq.inputs.risky.roles import suite_roles
-
         names = ["clean", *self.families] + ([BOUNDARY] if self.boundary else [])
         return suite_roles(names, self.kinds.values())
 
@@ -219,8 +221,10 @@ def plan_risky_suite(
         skipped[BOUNDARY] = ("needs the float model's outputs to find the inputs near its decision boundary "
                              "(give the float .tflite: --model)")
     elif BOUNDARY in chosen:
+        # the boundary's rows are scored a block at a time, blocks as large as the suite's own
+        largest = max((x.shape[1:] for x in inputs.values()), key=lambda shape: int(np.prod(shape)))
         edges = _boundary.plan_boundary(model, inputs, labels, seed=int(seed), limit=max_per_category,
-                                        spec=output_spec)
+                                        spec=output_spec, step=transform_rows(largest))
         if isinstance(edges, str):
             skipped[BOUNDARY], edges = edges, None
     return SuitePlan(inputs, labels, _subsample(n, max_per_category, seed), cells,
@@ -278,8 +282,6 @@ def build_risky_suite(arrays: Mapping[str, np.ndarray], y: np.ndarray | None = N
 def write_risky_suite(path, arrays: Mapping[str, np.ndarray], y: np.ndarray | None = None,
                       **options) -> SuitePlan:
     """Write the suite to ``path`` as it is generated: memory holds one cell, never the suite."""
-    from edgeq.inputs.npz import NpzWriter
-
     plan = plan_risky_suite(arrays, y, **options)
     try:
         with NpzWriter(path) as out:

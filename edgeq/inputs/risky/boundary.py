@@ -48,7 +48,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeq.inputs.inputset import InputSet, input_specs, match_model_inputs
 from edgeq.inputs.risky.ranges import to_dtype
+from edgeq.models.modelinfo import read_model
 
 BOUNDARY = "boundary"
 LOW_FRACTION = 0.1     # severity 1: the lowest-margin tenth of the data ...
@@ -177,10 +179,7 @@ class FloatModel:
     """The float ``.tflite`` on the host (ai-edge-litert), fed a block of rows at a time."""
 
     def __init__(self, path: Path, arrays: Mapping[str, np.ndarray], batch: int = BATCH):
-        from ai_edge_litert.interpreter import Interpreter
-
-        from edgeq.inputs.inputset import InputSet, input_specs, match_model_inputs
-        from edgeq.models.modelinfo import read_model
+        from ai_edge_litert.interpreter import Interpreter  # the runtime loads only when a boundary is planned
 
         self.path = Path(path)
         self.info = read_model(self.path)
@@ -254,12 +253,12 @@ def _quiet_native():
 
 
 def plan_boundary(model: Path, arrays: Mapping[str, np.ndarray], labels: np.ndarray | None, *, seed: int,
-                  limit: int | None, spec=None) -> BoundaryPlan | str:
-    """The boundary cells for this data, or the reason there can be none (a sentence)."""
-    from edgeq.inputs.risky import transform_rows
+                  limit: int | None, step: int, spec=None) -> BoundaryPlan | str:
+    """The boundary cells for this data, or the reason there can be none (a sentence).
 
-    # rows handled at once: a block of TRANSFORM_BYTES (the suite's own), at most BATCH per inference
-    step = transform_rows(max((a.shape[1:] for a in arrays.values()), key=lambda s: int(np.prod(s))))
+    ``step``: rows handled at once (the suite's block for the largest sample, ``risky.transform_rows``,
+    given by the suite so this module needs nothing from it), at most ``BATCH`` per inference."""
+    step = max(1, int(step))
     float_model = FloatModel(model, arrays, batch=min(BATCH, step))
     n = len(next(iter(arrays.values())))
     rng = np.random.default_rng([int(seed), SEED_KEY])
@@ -318,7 +317,10 @@ def _score(float_model: FloatModel, arrays, index: np.ndarray, keep: list[int], 
 
 
 def _heads(float_model: FloatModel, outputs: list[np.ndarray], has_labels: bool, spec) -> tuple[list[Head], int]:
-    """The classification outputs, judged as ``compare`` judges them; and the labelled one's index."""
+    """The classification outputs, judged as ``compare`` judges them; and the labelled one's index.
+
+    The one place the suite reads the analysis layer (a listed exception in ``scripts/import_graph.py``):
+    imported here, when a boundary is planned, so building a suite without a model never loads it."""
     from edgeq.analysis.kinds import in_unit_interval
     from edgeq.analysis.plan import describe_outputs, plan_outputs
 

@@ -1,17 +1,23 @@
 """The search steps of ``edgeq evaluate``: ``--search`` and ``--worst`` after the verdict.
 
-Each takes the evaluation's options and report, runs on the device the evaluation ran
-on (or this host for ``local`` and fleets), notes what it chose in ``opts.notes`` and
-returns the report section; neither changes the verdict (``*_EFFECT`` says why).
+Each takes what it needs from the evaluation it follows as a ``SearchJob`` (built by
+``edgeq.evaluate``, which this module never imports) and the evaluation's report; it runs
+on the device the evaluation ran on (or this host for ``local`` and fleets), adds what it
+chose to ``job.notes`` and returns the report section; neither changes the verdict
+(``*_EFFECT`` says why).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from edgeq.evaluate import EvaluateOptions
+from edgeq.devices.inventory import Device
+from edgeq.inputs.search import prepare, write_found
+from edgeq.inputs.search.disagreement import SearchConfig, search
+from edgeq.inputs.search.evaluators import open_evaluator
+from edgeq.inputs.search.operators import operators_for
+from edgeq.inputs.search.worst import WorstConfig, worst_distributions
 
 SEARCH_EFFECT = ("not part of the verdict: a disagreement found within the distance bound of a data sample is "
                  "evidence that the quantized model fails near the data, but the search picks its inputs, so "
@@ -20,14 +26,35 @@ WORST_EFFECT = ("not part of the verdict: each shift's rate is measured on a few
                 "many shifts is reported, which overstates it; the verdict stays the suite cells'")
 
 
-def _search_evaluator(opts: EvaluateOptions, float_path: Path, quant_path: Path, device):
-    """The device's agent when evaluate ran on one remote device; this process for ``local`` or a fleet."""
-    from edgeq.inputs.search.evaluators import open_evaluator
+@dataclass
+class SearchJob:
+    """What a search step takes from the evaluation it follows.
 
+    ``device``: the one device the evaluation ran on (an inventory ``Device``), or None for a
+    fleet (candidates then run on this host); a ``local`` device runs in this process too.
+    ``notes``: where the step says what it chose, in words (the evaluation passes its own list).
+    """
+
+    float_path: Path
+    quant_path: Path
+    data: Path  # the data the suite was built from: the search's seeds
+    outdir: Path  # found inputs go to OUTDIR/inputs/search.npz
+    device: Device | None = None
+    inventory: Path | None = None
+    threads: int = 1
+    resolver: str = "AUTO"
+    wait_s: float = 0.0
+    seed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _search_evaluator(job: SearchJob):
+    """The device's agent when evaluate ran on one remote device; this process for ``local`` or a fleet."""
+    device = job.device
     if device is None:
-        opts.notes.append("search: several devices, so candidates are evaluated on this host (in-process)")
+        job.notes.append("search: several devices, so candidates are evaluated on this host (in-process)")
     name = None if device is None or device.transport == "local" else device.name
-    return open_evaluator(float_path, quant_path, name, opts.inventory, opts.threads, opts.resolver, opts.wait_s)
+    return open_evaluator(job.float_path, job.quant_path, name, job.inventory, job.threads, job.resolver, job.wait_s)
 
 
 def _search_output(report: dict, prepared) -> str | None:
@@ -50,16 +77,12 @@ def _interrupt_mark(result) -> dict:
     return {"_keyboard": True} if isinstance(result.error, KeyboardInterrupt) else {}
 
 
-def run_search(opts: EvaluateOptions, report: dict, *, float_path: Path, quant_path: Path, device,
-               progress=None) -> dict:
-    """The disagreement search from the data's samples; found inputs → OUTDIR/inputs/search.npz."""
-    from edgeq.inputs.search import prepare, write_found
-    from edgeq.inputs.search.disagreement import SearchConfig, search
-    from edgeq.inputs.search.operators import operators_for
-
+def run_search(job: SearchJob, report: dict, *, budget: int, distance: float, progress=None) -> dict:
+    """The disagreement search from the data's samples, ``budget`` queries, found inputs at most ``distance``
+    (L∞, a fraction of the data range) from their seeds → OUTDIR/inputs/search.npz."""
     norm = "linf"
-    prepared = prepare(float_path, quant_path, opts.data, opts.search_distance, norm)
-    config = SearchConfig(budget=int(opts.search_budget), epsilon=opts.search_distance, norm=norm, seed=opts.seed,
+    prepared = prepare(job.float_path, job.quant_path, job.data, distance, norm)
+    config = SearchConfig(budget=int(budget), epsilon=distance, norm=norm, seed=job.seed,
                           output=_search_output(report, prepared))
     config.check()
     operators, skipped = [], {}
@@ -67,44 +90,40 @@ def run_search(opts: EvaluateOptions, report: dict, *, float_path: Path, quant_p
         found_ops, left_out = operators_for(x.shape[1:])
         operators += [op for op in found_ops if op.name not in {o.name for o in operators}]
         skipped.update(left_out)
-    with _search_evaluator(opts, float_path, quant_path, device) as evaluator:
+    with _search_evaluator(job) as evaluator:
         where = evaluator.describe()
         result = search(evaluator, prepared.data, prepared.spaces, operators, config, prepared.output_names,
                         prepared.float_info, progress=_progress(progress, "search queries"))
-    path = write_found(opts.outdir / "inputs" / "search.npz", prepared, result.found)
+    path = write_found(job.outdir / "inputs" / "search.npz", prepared, result.found)
     if path is None:  # nothing found: no file (an input set may not be empty), and no stale one from before
-        (opts.outdir / "inputs" / "search.npz").unlink(missing_ok=True)
+        (job.outdir / "inputs" / "search.npz").unlink(missing_ok=True)
     if config.output is not None:
-        opts.notes.append(f"search: compares {report.get('deciding_output')}, the output that decided the verdict")
-    opts.notes.append(f"search: {result.queries} queries on {where['where']}, {norm} distance ≤ "
-                      f"{opts.search_distance:g} of the data range, objective "
-                      f"{result.objective.get('reason', 'none')}")
+        job.notes.append(f"search: compares {report.get('deciding_output')}, the output that decided the verdict")
+    job.notes.append(f"search: {result.queries} queries on {where['where']}, {norm} distance ≤ "
+                     f"{distance:g} of the data range, objective {result.objective.get('reason', 'none')}")
     found = [{"seed_index": f.seed_index, "distance": f.distance, "query": f.query, "score": f.score,
               "float_class": f.float_class, "quant_class": f.quant_class, "operators": f.operators}
              for f in result.found]
     return {**result.summary(), "budget": config.budget, "distance": {"bound": config.epsilon, "norm": norm},
             "output": config.output, "evaluator": where, "operators_used": [op.name for op in operators],
-            "skipped_operators": skipped, "seeds_from": str(opts.data), "path": str(path) if path else None,
+            "skipped_operators": skipped, "seeds_from": str(job.data), "path": str(path) if path else None,
             "inputs_found": found, "evidence": "failure found" if found else "none found",
             "effect_on_verdict": SEARCH_EFFECT, **_interrupt_mark(result)}
 
 
-def run_worst(opts: EvaluateOptions, report: dict, *, float_path: Path, quant_path: Path, device,
-              progress=None) -> dict:
-    """The worst input shifts (family × strength, pairs), ranked, with the strength that crosses catastrophic."""
-    from edgeq.inputs.search import prepare
-    from edgeq.inputs.search.worst import WorstConfig, worst_distributions
-
-    prepared = prepare(float_path, quant_path, opts.data)
-    config = WorstConfig(budget=int(opts.worst_budget), seed=opts.seed, output=_search_output(report, prepared))
+def run_worst(job: SearchJob, report: dict, *, budget: int, progress=None) -> dict:
+    """The worst input shifts (family × strength, pairs) in ``budget`` queries, ranked, with the strength that
+    crosses catastrophic."""
+    prepared = prepare(job.float_path, job.quant_path, job.data)
+    config = WorstConfig(budget=int(budget), seed=job.seed, output=_search_output(report, prepared))
     config.check()
-    with _search_evaluator(opts, float_path, quant_path, device) as evaluator:
+    with _search_evaluator(job) as evaluator:
         where = evaluator.describe()
         result = worst_distributions(evaluator, prepared.data, prepared.spaces, config, prepared.output_names,
                                      prepared.labels, prepared.float_info,
                                      progress=_progress(progress, "worst queries"))
-    opts.notes.append(f"worst shifts: {result.queries} queries on {where['where']}, "
-                      f"{min(config.samples, prepared.n)} data samples per shift, metric {result.metric}")
+    job.notes.append(f"worst shifts: {result.queries} queries on {where['where']}, "
+                     f"{min(config.samples, prepared.n)} data samples per shift, metric {result.metric}")
     return {**result.summary(), "budget": config.budget, "samples": min(config.samples, prepared.n),
             "output": config.output, "evaluator": where, "effect_on_verdict": WORST_EFFECT,
             **_interrupt_mark(result)}
