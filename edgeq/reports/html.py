@@ -25,8 +25,6 @@ from edgeq.reports.search_html import EXAMPLE_CSS, search_html, worst_html
 from edgeq.reports.stress_html import (MARKS, ROLE_CSS, exclusion, field_line, has_roles, marker_html, row_class,
                                        rules_note, stress_html, when_html, why_html, worst_conditions_html)
 
-_e = escape  # the old name, still read from here by ``measure.py``: new code imports ``page.escape``
-
 
 def _sorted_categories(report: dict, basis: str) -> list[tuple[str, dict]]:
     cats = [(str(k), as_dict(v)) for k, v in as_dict(report.get("categories")).items()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.reports.html import _e, fmt
+from edgeq.reports.page import escape, fmt
 from edgeq.reports.svg import line_chart
 
 MAX_POINTS = 1500
@@ -22,9 +22,9 @@ def _energy_rows(energy: dict) -> str:
         if e:
             ci = e.get("ci95_mj")
             interval = f" ({ci[0]:.4g} … {ci[1]:.4g})" if ci else ""
-            rows += (f"<tr><td>{_e(label)}</td><td>{e['energy_mj']:.4g} mJ{interval}</td>"
+            rows += (f"<tr><td>{escape(label)}</td><td>{e['energy_mj']:.4g} mJ{interval}</td>"
                      f"<td>{_unit(e.get('mean_power_w'), 'W')}</td><td>{_unit(e.get('idle_power_w'), 'W')}</td>"
-                     f"<td>{_unit(e.get('sample_hz'), 'Hz')}</td><td>{_e(e.get('baseline'))}</td></tr>")
+                     f"<td>{_unit(e.get('sample_hz'), 'Hz')}</td><td>{escape(e.get('baseline'))}</td></tr>")
     return rows
 
 
@@ -57,7 +57,7 @@ def measurement_html(report: dict, runs: dict) -> str:
     thermal = report.get("thermal") or {}
     sentences = [_thermal_sentence(label, t) for label, t in thermal.items() if t]
     if sentences:
-        parts.append("<h2 style='margin-top:14px'>Temperature</h2>" + "".join(f"<p class=meta>{_e(s)}</p>" for s in sentences))
+        parts.append("<h2 style='margin-top:14px'>Temperature</h2>" + "".join(f"<p class=meta>{escape(s)}</p>" for s in sentences))
     for label, run in runs.items():
         series = latency_temperature_series(run)
         if series is None or not len(series.t_s):
@@ -66,5 +66,5 @@ def measurement_html(report: dict, runs: dict) -> str:
         chart = line_chart(t.tolist(), {f"{label} latency (ms)": lat.tolist()}, y_label="latency ms",
                            x_label="seconds into the timed run", right_label="°C",
                            right_series={"temperature": temp.tolist()} if np.isfinite(temp).any() else None)
-        parts.append(f"<h3>{_e(label)}: latency and temperature over time</h3>{chart}")
+        parts.append(f"<h3>{escape(label)}: latency and temperature over time</h3>{chart}")
     return f"<section>{''.join(parts)}</section>" if parts else ""
