@@ -1,1 +1,2 @@
-"""Files that run on devices. ``edgeq_agent.py`` is uploaded as one file; it never imports edgeq."""
+"""Files that run on devices. ``edgeq_agent/`` is the agent, a package that never imports edgeq; it is
+shipped to a device as one reproducible zipapp built by ``zipapp.py`` (``edgeq_agent-<sha12>.pyz``)."""

@@ -54,7 +54,7 @@ def test_a_run_acquires_the_place_uses_its_ssh_service_and_releases_it(labgrid, 
     assert f"acquired labgrid place {PLACE} (ssh {server.user}@{server.host}:{server.port})" in done.output
     assert labgrid.holder(PLACE) is None  # released after (held during: test_ctrl_c_releases_the_place)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["device"] == "lab-pi"
-    assert any((tmp_path / "board").rglob("edgeq_agent-*.py"))  # the agent ran on the exported board
+    assert any((tmp_path / "board").rglob("edgeq_agent-*.pyz"))  # the agent ran on the exported board
     listed = CliRunner().invoke(main, ["devices", "list", "--inventory", str(inventory)])
     assert "labgrid" in listed.output and f"place {PLACE}" in listed.output
 

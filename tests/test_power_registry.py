@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -10,13 +11,13 @@ import pytest
 from fake_sysfs import FakeSysfs
 
 from device_agents import edgeq_agent
+from device_agents.zipapp import build_agent
 from device_agents.edgeq_agent import JOB_OPTIONS, POWER_BACKENDS, AgentFailure, check_job
 from edgeq.devices.agent_client import AgentSession
-from edgeq.devices.deploy import AGENT_SOURCE
 from edgeq.devices.transport.local import LocalTransport
 from edgeq.errors import AgentError
 
-# One more backend, exactly as a contributor would add it to the agent: one decorated class.
+# One more backend, exactly as a contributor would add it to the agent (its sensors module): one decorated class.
 RAIL_BACKEND = '''
 @power_backend("test-rail")
 class TestRailPower:
@@ -52,7 +53,7 @@ def test_a_decorated_class_becomes_a_power_choice_for_agent_and_host(monkeypatch
 
     monkeypatch.setitem(POWER_BACKENDS, "test-rail", None)  # the registry is as it was after the test
     namespace = {}
-    exec(compile(RAIL_BACKEND, "agent", "exec"), edgeq_agent.__dict__, namespace)
+    exec(compile(RAIL_BACKEND, "agent", "exec"), edgeq_agent.sensors.__dict__, namespace)
     rail = namespace["TestRailPower"]
     assert POWER_BACKENDS["test-rail"] is rail and rail.backend == "test-rail"
     assert check_job({"power": "test-rail", "duration_s": 60}, "soak")["power"] == "test-rail"
@@ -85,12 +86,12 @@ def test_an_unknown_backend_is_refused():
 
 @pytest.fixture
 def agent_with_rail(tmp_path):
-    """The agent file with the one class added, running as a real agent."""
-    source = AGENT_SOURCE.read_text()
-    marker = '\nif __name__ == "__main__":'
-    assert source.count(marker) == 1
-    path = tmp_path / "agent_with_rail.py"
-    path.write_text(source.replace(marker, "\n" + RAIL_BACKEND + marker))
+    """The agent with the one class added to its sensors module, built and running as a real agent."""
+    package = tmp_path / "agent_with_rail" / "edgeq_agent"
+    shutil.copytree(edgeq_agent.archive.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(package / "sensors.py", "a") as handle:
+        handle.write("\n\n" + RAIL_BACKEND)
+    path = build_agent(tmp_path / "built", source=package)
     with LocalTransport("local") as transport:
         with AgentSession(transport, sys.executable, str(path)) as live:
             yield live

@@ -45,7 +45,7 @@ def umask_0():
 # ---- 1. the stored agent is verified before it runs -------------------------------------------
 
 def stored_agent(device) -> Path:
-    return Path(device.workdir) / "agents" / f"edgeq_agent-{AGENT_SHA[:12]}.py"
+    return Path(device.workdir) / "agents" / f"edgeq_agent-{AGENT_SHA[:12]}.pyz"
 
 
 @pytest.mark.parametrize("which", ["local", "ssh_device"])
@@ -57,7 +57,7 @@ def test_an_edited_agent_on_the_device_is_replaced_before_it_runs(which, request
     run_on_device(device, [spec], [tmp_path / "first"])
     agent, marker = stored_agent(device), tmp_path / "EDITED_AGENT_RAN"
     assert sha256_file(agent) == AGENT_SHA
-    agent.write_text(f"open({str(marker)!r}, 'w').close()\n" + agent.read_text())
+    agent.write_bytes(f"open({str(marker)!r}, 'w').close()\n".encode() + agent.read_bytes())
     capsys.readouterr()
     (second,) = run_on_device(device, [spec], [tmp_path / "second"])
     err = capsys.readouterr().err

@@ -301,8 +301,8 @@ def lying_python(tmp_path: Path, mode: str) -> str:
     method patched, whatever it is asked to start."""
     folder = tmp_path / f"liar-{mode}"
     (folder / "agent").mkdir(parents=True)
-    (folder / "agent" / "edgeq_agent.py").write_bytes(AGENT_SOURCE.read_bytes())
-    (folder / "liar.py").write_text(LIAR.format(agent_dir=str(folder / "agent"), mode=mode))
+    (folder / "agent" / "edgeq_agent.pyz").write_bytes(AGENT_SOURCE.read_bytes())
+    (folder / "liar.py").write_text(LIAR.format(agent_dir=str(folder / "agent" / "edgeq_agent.pyz"), mode=mode))
     script = folder / "python"
     script.write_text(f"#!/bin/sh\nexec {sys.executable} {folder / 'liar.py'}\n")
     script.chmod(0o755)

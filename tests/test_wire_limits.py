@@ -198,11 +198,11 @@ def test_a_banner_before_the_answers_is_tolerated(tmp_path):
 
 
 def test_a_garbled_final_answer_of_a_real_run_is_a_named_error(tmp_path, example_tflite, small_inputs):
-    agent_copy = tmp_path / "agent_copy" / "edgeq_agent_copy.py"
+    agent_copy = tmp_path / "agent_copy" / "edgeq_agent_copy.pyz"
     agent_copy.parent.mkdir()
     agent_copy.write_bytes(AGENT_SOURCE.read_bytes())
     wrapper = tmp_path / "garbled_agent.py"
-    wrapper.write_text(GARBLED_AGENT.format(agent_dir=str(agent_copy.parent), module=agent_copy.stem))
+    wrapper.write_text(GARBLED_AGENT.format(agent_dir=str(agent_copy), module="edgeq_agent"))
     spec = RunSpec(model=example_tflite[1], inputs=small_inputs)
     job = {"model": str(spec.model), "inputs": str(spec.inputs), "input_arrays": ["x"],
            "out": str(tmp_path / "out"), **job_values(spec, "run")}

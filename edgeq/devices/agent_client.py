@@ -9,13 +9,13 @@ import threading
 import time
 from typing import Callable
 
+from device_agents.edgeq_agent.wire import MAX_LINE  # bytes of one protocol line: the agent's rule, not restated
 from edgeq.errors import AgentError, CommandNotFound, IncompatibleRuntime, InputSetError, ModelError
 from edgeq.devices.transport.base import Process, Transport
 
 EventHandler = Callable[[dict], None]
 
 
-MAX_LINE = 1 << 20  # bytes of one protocol line; every answer and event is far smaller
 NOISE_BYTES = 64 << 10  # non-JSON stdout tolerated before the agent's first message (a login script's echo)
 NOISE_LINES = 200
 READ_CHUNK = 64 << 10

@@ -19,12 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from device_agents.edgeq_agent import INFER_DTYPES, INFER_MAX_BYTES
-from edgeq.devices.agent_client import AgentSession
-from edgeq.devices.deploy import Deployer
-from edgeq.devices.inventory import Device, connect, device_python
-from edgeq.devices.lock import acquire, to_stderr
-from edgeq.devices.run import check_running_agent, job_values, preflight
+from device_agents.edgeq_agent.wire import INFER_DTYPES, INFER_MAX_BYTES, encode_array, row_bytes
+from edgeq.devices.inventory import Device
+from edgeq.devices.run import job_values, preflight
+from edgeq.devices.session import open_session
 from edgeq.errors import AgentError, ConfigError, InputSetError
 from edgeq.models.modelinfo import read_model
 
@@ -60,15 +58,8 @@ class DeviceBatch:
             raise
 
     def _open(self, wait_s: float) -> None:
-        transport = self._stack.enter_context(connect(self.device))
-        self.deployer = Deployer(transport, self.device.workdir)
-        agent_path = self.deployer.push_agent()
-        self.session = self._stack.enter_context(
-            AgentSession(transport, device_python(self.device, transport), agent_path))
-        self.facts = self.session.hello()
-        check_running_agent(self.device.name, self.facts)
-        acquire(self.session, self.deployer.workdir, wait_s, to_stderr)
-        self.deployer.use_session(self.session)
+        opened = self._stack.enter_context(open_session(self.device, lock=True, wait_s=wait_s))
+        self.deployer, self.session, self.facts = opened.deployer, opened.session, opened.facts
         for info in self.infos:
             preflight(self.device.name, self.facts, info)
         self._push(force=False)
@@ -193,16 +184,13 @@ class _Options:
 
 
 def rows_per_request(float_info, quant_info) -> int:
-    """The most rows one infer request may carry: inputs, and both models' outputs, within INFER_MAX_BYTES."""
-    def row_bytes(tensors) -> int:
-        total = 0
-        for t in tensors:
-            dims = tuple(t.shape_signature or t.shape)[1:]
-            total += math.prod(max(int(d), 1) for d in dims) * np.dtype(t.dtype).itemsize
-        return max(total, 1)
+    """The most rows one infer request may carry: inputs, and both models' outputs, within INFER_MAX_BYTES
+    (a row's bytes counted by the agent's own rule, ``wire.row_bytes``)."""
+    def sample_bytes(tensors) -> int:
+        return max(sum(row_bytes(t.shape_signature or t.shape, t.dtype) for t in tensors), 1)
 
-    inputs = row_bytes(float_info.inputs)
-    outputs = row_bytes(float_info.outputs) + row_bytes(quant_info.outputs)
+    inputs = sample_bytes(float_info.inputs)
+    outputs = sample_bytes(float_info.outputs) + sample_bytes(quant_info.outputs)
     rows = min(INFER_MAX_BYTES // inputs, INFER_MAX_BYTES // outputs)
     if rows < 1:
         raise ConfigError(f"{Path(float_info.path).name}: one sample is larger than the {INFER_MAX_BYTES} bytes an "
@@ -210,16 +198,13 @@ def rows_per_request(float_info, quant_info) -> int:
     return rows
 
 
-def wire_array(array: np.ndarray) -> dict:
-    """An array as the agent's infer op takes it: dtype, shape, base64 of the raw little-endian bytes."""
-    array = np.ascontiguousarray(array)
-    raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-    return {"dtype": array.dtype.name, "shape": [int(s) for s in array.shape],
-            "data": base64.b64encode(raw).decode("ascii")}
+wire_array = encode_array  # an array as the agent's infer op takes it (the agent's wire.encode_array)
 
 
 def read_wire_array(item, where: str) -> np.ndarray:
-    """The inverse of ``wire_array``, for data from a device: checked, never trusted."""
+    """The inverse of ``wire_array``, for data from a device: checked, never trusted. Not the agent's
+    ``wire.decode_array``: that one checks a request's inputs (2 to 8 positive dimensions, AgentFailure);
+    an answer's outputs may have one dimension or an empty one, and a bad one is the device's fault."""
     if not isinstance(item, dict) or item.get("dtype") not in INFER_DTYPES or not isinstance(item.get("shape"), list):
         raise AgentError(f"{where}: malformed array in the agent's answer", kind="Protocol")
     shape = item["shape"]

@@ -1,8 +1,10 @@
 """Content-addressed push of the agent, models and input sets to a device.
 
 Everything lands in ``workdir/cas/<sha256><suffix>``; a file already there under its
-hash is not sent again. The agent goes to ``workdir/agents/edgeq_agent-<sha12>.py``,
-so a host and a device can never run different agent versions by accident.
+hash is not sent again. The agent, built as one zipapp from ``device_agents/edgeq_agent/``
+(``device_agents.zipapp.build_agent``, cached on the host under its sha256), goes to
+``workdir/agents/edgeq_agent-<sha12>.pyz``, so a host and a device can never run different
+agent versions by accident. The local device runs that same pushed archive.
 
 Every file pushed while an agent session is open is recorded on the device as made by
 edgeq (the agent's ``record_made``), before its upload is renamed into place: the store's
@@ -22,9 +24,26 @@ from edgeq.devices.transport.base import Transfer, Transport, sha256_file
 
 SPACE_MARGIN = 1 << 20  # room for the run's outputs next to the file
 
-import device_agents
+_AGENT: Path | None = None
 
-AGENT_SOURCE = Path(device_agents.__file__).resolve().parent / "edgeq_agent.py"
+
+def agent_archive() -> Path:
+    """The agent zipapp built from this host's sources (``edgeq_agent-<sha12>.pyz`` in the agent cache,
+    ``device_agents.zipapp.agent_cache_dir``); built once per process, again if the file went away."""
+    global _AGENT
+    if _AGENT is None or not _AGENT.is_file():
+        from device_agents.zipapp import build_agent
+
+        _AGENT = build_agent()
+    return _AGENT
+
+
+def __getattr__(name: str):
+    """``AGENT_SOURCE``: the agent file the host pushes and checks a running agent against (the zipapp),
+    built when first asked for."""
+    if name == "AGENT_SOURCE":
+        return agent_archive()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Deployer:
@@ -59,22 +78,23 @@ class Deployer:
         return posixpath.join(self.workdir, *parts)
 
     def push_agent(self) -> str:
-        """Push the agent unless the device holds it byte for byte; returns its device path.
+        """Push the agent zipapp unless the device holds it byte for byte; returns its device path.
 
         The stored copy is what runs next, so it is checked every time, not trusted for its
         name: a copy edited on the device (by hand, a bad disk, an intruder) is replaced, and
         stderr says so.
         """
-        digest = sha256_file(AGENT_SOURCE)
-        remote = self.path("agents", f"edgeq_agent-{digest[:12]}.py")
-        stored = self._stored_digest(remote, AGENT_SOURCE.stat().st_size)
+        agent = agent_archive()
+        digest = sha256_file(agent)
+        remote = self.path("agents", f"edgeq_agent-{digest[:12]}.pyz")
+        stored = self._stored_digest(remote, agent.stat().st_size)
         if stored not in (None, digest):
             print(f"{self.transport.device}: stored agent {remote} was changed on the device "
                   f"(sha256 {stored[:12]}, expected {digest[:12]}); pushing it again", file=sys.stderr)
         if stored == digest:
-            self._skipped(AGENT_SOURCE, remote, digest)
+            self._skipped(agent, remote, digest)
         else:
-            self._push(AGENT_SOURCE, remote, digest, force=True)
+            self._push(agent, remote, digest, force=True)
         return remote
 
     def _stored_digest(self, remote: str, size: int) -> str | None:

@@ -6,10 +6,9 @@ import os
 import secrets
 from pathlib import Path
 
-from edgeq.devices.agent_client import AgentSession
-from edgeq.devices.deploy import Deployer
-from edgeq.devices.inventory import Device, connect, device_python
+from edgeq.devices.inventory import Device, connect
 from edgeq.devices.lock import status as lock_status
+from edgeq.devices.session import open_session
 from edgeq.errors import EXIT_BAD_INPUT, ConfigError, EdgeqError, TransportError
 
 
@@ -21,11 +20,11 @@ def probe_device(device: Device) -> dict:
             workdir = transport.expand(device.workdir)
             transport.makedirs(workdir)
             facts.update(reachable=True, auth=True, workdir=workdir)
-            agent = Deployer(transport, device.workdir).push_agent()
-            with AgentSession(transport, device_python(device, transport), agent) as session:
-                facts.update(session.request("hello", timeout=120))
-                facts["disk"] = session.request("df", path=workdir, timeout=60)
-                facts["lock"] = lock_status(session, workdir)
+            # a check only looks (it never takes the lock) and reports a missing runtime as a fact: its own hello
+            with open_session(device, transport=transport, lock=False, hello=False) as opened:
+                facts.update(opened.session.request("hello", timeout=120))
+                facts["disk"] = opened.session.request("df", path=workdir, timeout=60)
+                facts["lock"] = lock_status(opened.session, workdir)
     except EdgeqError as exc:
         if exc.exit_code == EXIT_BAD_INPUT:  # a bad setting (known_hosts a folder, …) is the user's to fix: exit 2
             raise
@@ -44,9 +43,8 @@ def probe_lock(device: Device) -> dict:
         with connect(device) as transport:
             workdir = transport.expand(device.workdir)
             transport.makedirs(workdir)
-            agent = Deployer(transport, device.workdir).push_agent()
-            with AgentSession(transport, device_python(device, transport), agent) as session:
-                return lock_status(session, workdir)
+            with open_session(device, transport=transport, lock=False, hello=False) as opened:
+                return lock_status(opened.session, workdir)
     except EdgeqError as exc:
         return {"error": str(exc)}
 

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Callable
 
 from device_agents.edgeq_agent import AgentFailure, check_job, job_options
+from device_agents.edgeq_agent.wire import fixed_batch
 from edgeq import __version__
 from edgeq.devices.agent_client import AgentSession
-from edgeq.devices.deploy import AGENT_SOURCE, Deployer
-from edgeq.devices.transport.base import sha256_file
-from edgeq.devices.inventory import Device, connect, device_python
-from edgeq.devices.lock import acquire, to_stderr
+from edgeq.devices.deploy import Deployer
+from edgeq.devices.inventory import Device
+# check_running_agent moved to the opener; imported here too, where callers have found it
+from edgeq.devices.session import check_running_agent, open_session  # noqa: F401
 from edgeq.errors import AgentError, ConfigError, EdgeqError, IncompatibleRuntime, TransportError
 from edgeq.inputs.inputset import input_specs, load_inputset, match_model_inputs, write_npz
 from edgeq.models.modelinfo import ModelInfo, read_model
@@ -76,7 +77,7 @@ def prepare(spec: RunSpec, rundir: Path) -> _Prepared:
 def check_batch_size(info: ModelInfo, batch_size: int) -> None:
     """A model whose inputs fix the batch at 1 cannot take a larger one: its reshapes hard-code the 1 and a
     resized interpreter answers with wrongly shaped outputs, not an error (the agent refuses it too)."""
-    fixed = [t.name for t in info.inputs if t.shape and (t.shape_signature or t.shape)[0] == 1]  # the agent's rule
+    fixed = [t.name for t in info.inputs if fixed_batch(t.shape, t.shape_signature)]  # the agent's own rule
     if batch_size > 1 and fixed:
         raise ConfigError(f"{Path(info.path).name} takes a fixed batch of 1 (input {fixed[0]!r} has a batch "
                           f"dimension of 1 in its shape signature): --batch-size must be 1, not {batch_size}")
@@ -109,19 +110,12 @@ def run_on_device(device: Device, specs: list[RunSpec], rundirs: list[Path],
     gets every event the agent sends (cooldown waits among them); ``wait_s``: how long to
     queue for a device another job holds (DeviceBusy after that)."""
     prepared = [prepare(spec, Path(d)) for spec, d in zip(specs, rundirs)]
-    with connect(device) as transport:
-        deployer = Deployer(transport, device.workdir)
-        agent_path = deployer.push_agent()
-        with AgentSession(transport, device_python(device, transport), agent_path) as session:
-            facts = session.hello()
-            check_running_agent(device.name, facts)
-            acquire(session, deployer.workdir, wait_s, to_stderr)
-            deployer.use_session(session)
-            for item in prepared:
-                preflight(device.name, facts, item.info)
-            results = [_run_one(device, deployer, session, item, progress, events) for item in prepared]
-            tidy_device_store(device, deployer, session, [r.run["remote_dir"] for r in results])
-            return results
+    with open_session(device, lock=True, wait_s=wait_s) as opened:
+        for item in prepared:
+            preflight(device.name, opened.facts, item.info)
+        results = [_run_one(device, opened.deployer, opened.session, item, progress, events) for item in prepared]
+        tidy_device_store(device, opened.deployer, opened.session, [r.run["remote_dir"] for r in results])
+        return results
 
 
 def tidy_device_store(device: Device, deployer: Deployer, session: AgentSession, pulled: list[str]) -> None:
@@ -136,15 +130,6 @@ def tidy_device_store(device: Device, deployer: Deployer, session: AgentSession,
     if tidied["removed"] > len(pulled):
         print(f"{device.name}: store over {device.store_mb} MB: removed {tidied['removed'] - len(pulled)} "
               f"least recently used file(s); {tidied['after_bytes'] / 2**20:.0f} MB kept", file=sys.stderr)
-
-
-def check_running_agent(device: str, facts: dict) -> None:
-    """The agent that answered must be the one this host ships: the stored file was checked
-    before the start, and this closes the gap between that check and the start."""
-    expected, reported = sha256_file(AGENT_SOURCE), str(facts.get("agent_sha256"))
-    if reported != expected:
-        raise TransportError(f"{device}: the agent that started reports sha256 {reported[:12]}, expected "
-                             f"{expected[:12]}: its file was changed on the device; run again to replace it")
 
 
 def preflight(device: str, facts: dict, info: ModelInfo) -> None:

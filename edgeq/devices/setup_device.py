@@ -16,10 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from edgeq.devices.agent_client import AgentSession
-from edgeq.devices.deploy import Deployer
 from edgeq.devices.fleet import printable
 from edgeq.devices.inventory import SETUP_VENV, Device, connect
+from edgeq.devices.session import open_session
 from edgeq.errors import ConfigError, RemoteCommandFailed, TransportError
 
 RUNTIMES = {
@@ -53,9 +52,9 @@ def setup_device(device: Device, *, offline: bool = False, runtime: str = "ai-ed
         log(f"{device.name}: installing {' '.join(packages)}{' from pushed wheels' if offline else ''}")
         _checked(transport, install, "install packages", timeout=3600,
                  hint="no network on the device? use --offline")
-        agent = Deployer(transport, device.workdir).push_agent()
-        with AgentSession(transport, venv_python, agent) as session:
-            facts = session.hello()
+        # the new venv's runtime, as the agent sees it; setting up takes no lock and runs nothing measured
+        with open_session(device, transport=transport, python=venv_python, lock=False, verify=False) as opened:
+            facts = opened.facts
     facts["python_path"] = venv_python
     return facts
 

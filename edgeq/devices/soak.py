@@ -27,8 +27,9 @@ from edgeq.devices.deploy import Deployer
 from edgeq.devices.inventory import Device, connect, device_python
 from edgeq.devices.agent_client import AgentSession
 from edgeq.devices.fleet import printable
-from edgeq.devices.lock import acquire, owner_facts, to_stderr
-from edgeq.devices.run import RunSpec, check_running_agent, job_values, prepare
+from edgeq.devices.lock import owner_facts
+from edgeq.devices.run import RunSpec, job_values, prepare
+from edgeq.devices.session import OpenSession, open_session
 from edgeq.errors import AgentError, ConfigError, EdgeqError, TransportError
 from edgeq.results import refuse_larger, write_json_atomic
 
@@ -144,27 +145,8 @@ def start_soak(device: Device, spec: RunSpec, outdir: Path, duration_s: float, w
     options = check_soak(spec, duration_s, window_s, device)
     prepared = prepare(spec, outdir)
     soak_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-    with connect(device) as transport:
-        deployer = Deployer(transport, device.workdir)
-        agent = deployer.push_agent()
-        with AgentSession(transport, device_python(device, transport), agent) as session:
-            check_running_agent(device.name, session.hello())
-            acquire(session, deployer.workdir, wait_s, to_stderr)
-            deployer.hasher, deployer.free_space = session.sha256, session.free_bytes
-            model, model_sha = deployer.push(spec.model)
-            inputs, inputs_sha = deployer.push(spec.inputs)
-            remote_dir = deployer.path("soaks", soak_id)
-            transport.makedirs(remote_dir)
-            job = {"dir": remote_dir, "model": model, "model_sha256": model_sha, "inputs": inputs,
-                   "inputs_sha256": inputs_sha, "input_arrays": prepared.input_arrays, **options}
-            job_remote = posixpath.join(remote_dir, "job.json")
-            with tempfile.TemporaryDirectory() as scratch:
-                local_job = Path(scratch) / "job.json"
-                local_job.write_text(json.dumps(job))
-                transport.put(local_job, job_remote)
-            _tidy_before_launch(device, transport, session, deployer, keep=[model, inputs])
-            launched = session.request("launch_soak", job=job_remote, owner=owner_facts(), duration_s=duration_s,
-                                       timeout=60)
+    with open_session(device, lock=True, wait_s=wait_s) as opened:
+        remote_dir, launched = _launch(opened, spec, soak_id, prepared.input_arrays, options, duration_s)
     pid = launched.get("pid") if isinstance(launched, dict) else None
     if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
         raise AgentError(f"{device.name}: the agent did not say which process runs soak {soak_id} "
@@ -172,6 +154,27 @@ def start_soak(device: Device, spec: RunSpec, outdir: Path, duration_s: float, w
     handle = SoakHandle(device.name, soak_id, remote_dir, pid, time.time(), duration_s, window_s)
     handle.save(outdir)
     return handle
+
+
+def _launch(opened: OpenSession, spec: RunSpec, soak_id: str, input_arrays: list, options: dict,
+            duration_s: float) -> tuple[str, object]:
+    """Push the model and inputs, write the job into the soak's folder and have the locked agent start
+    it (the soak inherits the lock); (the folder, the agent's answer as it came: it should hold the pid)."""
+    device, transport, deployer, session = opened.device, opened.transport, opened.deployer, opened.session
+    model, model_sha = deployer.push(spec.model)
+    inputs, inputs_sha = deployer.push(spec.inputs)
+    remote_dir = deployer.path("soaks", soak_id)
+    transport.makedirs(remote_dir)
+    job = {"dir": remote_dir, "model": model, "model_sha256": model_sha, "inputs": inputs,
+           "inputs_sha256": inputs_sha, "input_arrays": input_arrays, **options}
+    job_remote = posixpath.join(remote_dir, "job.json")
+    with tempfile.TemporaryDirectory() as scratch:
+        local_job = Path(scratch) / "job.json"
+        local_job.write_text(json.dumps(job))
+        transport.put(local_job, job_remote)
+    _tidy_before_launch(device, transport, session, deployer, keep=[model, inputs])
+    return remote_dir, session.request("launch_soak", job=job_remote, owner=owner_facts(), duration_s=duration_s,
+                                       timeout=60)
 
 
 def _tidy_before_launch(device: Device, transport, session: AgentSession, deployer: Deployer, keep: list) -> None:
@@ -438,13 +441,11 @@ def clean_store_and_soaks(device: Device, keep_mb: int = 0) -> dict:
     oldest first, until the whole store fits (all of them with 0). A running soak is never touched."""
     budget = keep_mb << 20
     with connect(device) as transport:
-        deployer = Deployer(transport, device.workdir)
-        agent_path = deployer.push_agent()
-        with AgentSession(transport, device_python(device, transport), agent_path) as session:
-            scan = tidy_soaks(device, transport, deployer.workdir, 1 << 62, 0, collected_only=False)  # only looks
-            tidied = dict(session.tidy_store(deployer.workdir, budget, keep=scan["keep"], protect_s=0.0))
-        soaks = tidy_soaks(device, transport, deployer.workdir, budget, int(tidied["after_bytes"]),
-                           collected_only=False)
+        with open_session(device, transport=transport, lock=False, hello=False) as opened:  # clean takes no lock
+            workdir = opened.workdir
+            scan = tidy_soaks(device, transport, workdir, 1 << 62, 0, collected_only=False)  # only looks
+            tidied = dict(opened.session.tidy_store(workdir, budget, keep=scan["keep"], protect_s=0.0))
+        soaks = tidy_soaks(device, transport, workdir, budget, int(tidied["after_bytes"]), collected_only=False)
     soak_before = soaks["before_bytes"] - int(tidied["after_bytes"])
     tidied.update(before_bytes=int(tidied["before_bytes"]) + soak_before, after_bytes=soaks["after_bytes"],
                   removed=int(tidied["removed"]) + len(soaks["removed"]),

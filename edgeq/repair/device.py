@@ -10,7 +10,8 @@ keeps intermediate tensors.
 One agent session is held for the whole job, and the device's lock with it (taken once,
 ``wait_s`` to queue for a device another job holds), because a localize or fix measures
 many models in turn and another job measuring in between would time them against each
-other. The steps are ``run_on_device``'s, kept open across calls.
+other. The session is opened as every locked job opens one (``devices.session.open_session``) and
+kept open across calls; each model runs as ``run_on_device`` runs it.
 """
 
 from __future__ import annotations
@@ -45,28 +46,14 @@ class DeviceMeasurer:
 
     # -- session -----------------------------------------------------------------------------
     def open(self) -> "DeviceMeasurer":
+        """Open the locked session now (idempotent): an unreachable or busy device fails before any model runs."""
         if self._stack is not None:
             return self
-        from edgeq.devices.agent_client import AgentSession
-        from edgeq.devices.deploy import Deployer
-        from edgeq.devices.inventory import connect, device_python
-        from edgeq.devices.lock import acquire, to_stderr
-        from edgeq.devices.run import check_running_agent
+        from edgeq.devices.session import open_session
 
-        stack = contextlib.ExitStack()
-        try:
-            transport = stack.enter_context(connect(self.device))
-            deployer = Deployer(transport, self.device.workdir)
-            agent_path = deployer.push_agent()
-            session = stack.enter_context(AgentSession(transport, device_python(self.device, transport), agent_path))
-            facts = session.hello()
-            check_running_agent(self.device.name, facts)
-            acquire(session, deployer.workdir, self.wait_s, to_stderr)
-            deployer.use_session(session)
-        except BaseException:
-            stack.close()
-            raise
-        self._stack, self._deployer, self._session, self._facts = stack, deployer, session, facts
+        stack = contextlib.ExitStack()  # entered only once the session is open: a failed open leaves nothing
+        opened = stack.enter_context(open_session(self.device, lock=True, wait_s=self.wait_s))
+        self._stack, self._deployer, self._session, self._facts = stack, opened.deployer, opened.session, opened.facts
         return self
 
     def close(self, failed: bool = False) -> None:
