@@ -22,8 +22,8 @@ from edgeq.analysis.plan import OutputSpec, check_model_labels
 from edgeq.analysis.rules import MIN_N
 from edgeq.devices.fleet import FleetResult, run_fleet, safe_dirname
 from edgeq.devices.inventory import load_inventory, select_devices
-from edgeq.devices.run import RunSpec, ensure_writable_dir, run_on_device
-from edgeq.devices.transport.base import sha256_file
+from edgeq.devices.run import RunSpec, run_on_device
+from edgeq.files import ensure_writable_dir, sha256_file
 from edgeq.errors import EXIT_GATE, ConfigError
 from edgeq.inputs.inputset import InputSet, input_specs, load_inputset, match_model_inputs
 from edgeq.inputs.risky import describe_categories, write_risky_suite

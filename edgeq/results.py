@@ -13,14 +13,12 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import uuid
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
-from edgeq.errors import ConfigError, InputSetError, TransportError
-from edgeq.devices.transport.base import Transport, sha256_file
+from edgeq.errors import ConfigError, InputSetError
+from edgeq.files import sha256_file, write_text
 from edgeq.inputs.npz import DiskArray, open_npz
 
 MANIFEST = "manifest.json"
@@ -198,103 +196,15 @@ def checked_manifest(manifest: dict, where: str) -> dict:
     return manifest
 
 
-MANIFEST_CAP = 1 << 20  # bytes: a manifest lists a handful of files
-OTHER_FILE_CAP = 16 << 20  # a run file the job gives no bound for (meta.json)
-
-
-def pull_run(transport: Transport, remote_dir: str, local_dir: Path,
-             limits: Mapping[str, int | None] | None = None) -> dict:
-    """Fetch a finished run, verifying every file; the manifest is written last.
-
-    ``limits`` maps a file to the most bytes its job can produce (None: no bound known);
-    a file over its bound, or larger than its manifest says, is refused before it moves,
-    so a lying or broken agent cannot fill the host's disk.
-    """
-    local_dir.mkdir(parents=True, exist_ok=True)
-    staging = local_dir / f".{MANIFEST}.incoming-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        manifest = _pull_manifest(transport, remote_dir, staging)
-        for rel, entry in manifest["files"].items():
-            size = _manifest_size(transport.device, rel, entry, _limit(limits, rel))
-            pull_file(transport, posixpath.join(remote_dir, rel), local_dir / rel, size, entry["sha256"])
-        os.replace(staging, local_dir / MANIFEST)
-    finally:
-        staging.unlink(missing_ok=True)
-    return manifest
-
-
-def _pull_manifest(transport: Transport, remote_dir: str, staging: Path) -> dict:
-    remote = posixpath.join(remote_dir, MANIFEST)
-    refuse_larger(transport, remote, MANIFEST_CAP, "the manifest cap")
-    transport.get(remote, staging)
-    try:
-        manifest = json.loads(staging.read_text())
-    except ValueError:
-        raise TransportError(f"{transport.device}: {remote} is not valid JSON") from None
-    if not isinstance(manifest, dict):
-        raise TransportError(f"{transport.device}: {remote} is not a JSON object")
-    return checked_manifest(manifest, f"{transport.device}:{remote_dir}")
-
-
-def _limit(limits: Mapping[str, int | None] | None, rel: str) -> int | None:
-    if limits is None:
-        return None
-    return limits.get(rel, OTHER_FILE_CAP)
-
-
-def _manifest_size(device: str, rel: str, entry: dict, limit: int | None) -> int:
-    """The size the manifest gives ``rel``, refused when the job cannot produce that much."""
-    size = entry.get("size")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise TransportError(f"{device}: manifest entry {rel!r} has no valid size ({size!r})")
-    if limit is not None and size > limit:
-        raise TransportError(f"{device}: {rel} refused: manifest says {size} bytes, the job can produce "
-                             f"at most {limit} bytes")
-    return size
-
-
-def refuse_larger(transport: Transport, remote: str, size: int, what: str) -> None:
-    """Refuse a device file holding more than ``size`` bytes, by reading one byte past it
-    (``read_from`` is what every transport has; nothing of the file is transferred)."""
-    if transport.read_from(remote, size, 1):
-        raise TransportError(f"{transport.device}: {posixpath.basename(remote)} refused: larger than "
-                             f"{what} ({size} bytes)")
-
-
-def pull_file(transport: Transport, remote: str, local: Path, size: int, sha256: str | None = None) -> None:
-    """Fetch one file of known size, refused before transfer if it is larger, checked after."""
-    refuse_larger(transport, remote, size, "its manifest size")
-    transfer = transport.get(remote, local)
-    if transfer.size > size:  # grew between the check and the transfer
-        local.unlink(missing_ok=True)
-        raise TransportError(f"{transport.device}: {posixpath.basename(remote)} refused: {transfer.size} bytes, "
-                             f"its manifest says {size}")
-    if sha256 is not None and transfer.sha256 != sha256:
-        raise TransportError(f"{transport.device}: {posixpath.basename(remote)} arrived corrupted (sha256 mismatch)")
-
-
-def pull_partial(transport: Transport, remote_dir: str, local_dir: Path,
-                 limits: Mapping[str, int | None] | None = None) -> dict | None:
-    """After a failed run, fetch what the agent had written; None if nothing usable.
-
-    The files are kept for inspection but never get a manifest, so nothing mistakes
-    them for a whole run. Each is refused (None) if over its bound in ``limits``.
-    """
-    try:
-        local_dir.mkdir(parents=True, exist_ok=True)
-        remote = posixpath.join(remote_dir, "progress.json")
-        refuse_larger(transport, remote, MANIFEST_CAP, "the progress file cap")
-        transport.get(remote, local_dir / "progress.json")
-        progress = json.loads((local_dir / "progress.json").read_text())
-        for rel in checked_manifest({"complete": True, "files": {f: {"sha256": ""} for f in progress["files"]}},
-                                    f"{transport.device}:{remote_dir}/progress.json")["files"]:
-            limit = _limit(limits, rel)
-            if limit is not None:
-                refuse_larger(transport, posixpath.join(remote_dir, rel), limit, "what the job can produce")
-            transport.get(posixpath.join(remote_dir, rel), local_dir / rel)
-    except (TransportError, OSError, ValueError, KeyError, TypeError):
-        return None
-    return progress
+def latency_stats(latency_ms: np.ndarray) -> dict:
+    """A run's per-sample latencies as the reports show them: percentiles, mean, spread, count."""
+    if latency_ms.size == 0:
+        return {}
+    p50, p90, p99 = np.percentile(latency_ms, [50, 90, 99])
+    mean = float(latency_ms.mean())
+    std = float(latency_ms.std())
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": mean, "std": std,
+            "cv": std / mean if mean else None, "n": int(latency_ms.size)}
 
 
 def strict_json_dumps(payload) -> str:
@@ -305,13 +215,7 @@ def strict_json_dumps(payload) -> str:
 def write_json_atomic(path: Path, payload: dict) -> None:
     """Strict JSON (no NaN/Infinity: they become null), written to a temporary name first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    try:
-        tmp.write_text(strict_json_dumps(payload))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text(path, strict_json_dumps(payload))
 
 
 def strict_json(value):

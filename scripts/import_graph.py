@@ -48,8 +48,9 @@ PACKAGES = ("edgeq", "device_agents")
 # specific name decides. The order is the one the code follows (ARCHITECTURE.md's stages, read
 # against the import graph):
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    # the version, user errors and exit codes, shared limits; the agent (it imports no edgeq)
-    ("base", ("edgeq", "edgeq.errors", "edgeq.limits", "device_agents.*")),
+    # the version, user errors and exit codes, shared limits, the one atomic write and hash (the
+    # agent's own); the agent (it imports no edgeq)
+    ("base", ("edgeq", "edgeq.errors", "edgeq.limits", "edgeq.files", "device_agents.*")),
     # the input-set file format (.npz checks, block reads and writes): read by every stage, even
     # conversion (a calibration set) and run directories
     ("files", ("edgeq.inputs", "edgeq.inputs.inputset", "edgeq.inputs.npz")),
@@ -70,20 +71,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # Back arrows that exist and are kept for now, (importer, imported) → why, each with the fix that would
 # let it go. Any other back arrow fails.
 LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("edgeq.results", "edgeq.devices.transport.base"):
-        "a run directory is pulled through a Transport and checked with sha256_file; the hash helper and "
-        "the Transport interface it needs belong below results",
-    ("edgeq.models.convert", "edgeq.devices.run"):
-        "convert checks its output folder with devices.run.ensure_writable_dir, a file helper that belongs "
-        "below models",
     ("edgeq.inputs.risky.boundary", "edgeq.analysis.plan"):
         "the boundary category ranks samples on the classification outputs exactly as compare judges them "
         "(plan_outputs); loaded only when a boundary is planned",
     ("edgeq.inputs.risky.boundary", "edgeq.analysis.kinds"):
         "with analysis.plan: in_unit_interval, a single-output head's threshold as compare reads it",
-    ("edgeq.repair.device", "edgeq.reports.report"):
-        "a device measurement's latency percentiles come from reports.report.latency_stats, arithmetic "
-        "that belongs in analysis (or results)",
 }
 
 # Only conversion (and the repair steps that rebuild models: localize, selective, fix) may

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from conftest import write_inventory
 
 from edgeq.cli.main import main
-from edgeq.results import IncompleteRun, RunResult, pull_run
+from edgeq.devices.pull import pull_run
+from edgeq.results import IncompleteRun, RunResult
 from edgeq.devices.inventory import load_inventory
 from edgeq.devices.transport.ssh import SshTransport
 

@@ -23,7 +23,8 @@ from edgeq.devices.transport.base import sha256_file
 from edgeq.devices.transport.local import LocalTransport
 from edgeq.devices.transport.ssh import SshTransport
 from edgeq.errors import AgentError, TransportError
-from edgeq.results import MANIFEST, pull_run
+from edgeq.devices.pull import pull_run
+from edgeq.results import MANIFEST
 
 HOSTILE = r'''
 import json, sys, time
@@ -277,7 +278,7 @@ PULL_MANY = """
 import sys
 from pathlib import Path
 from edgeq.devices.transport.local import LocalTransport
-from edgeq.results import pull_run
+from edgeq.devices.pull import pull_run
 for _ in range(30):
     pull_run(LocalTransport("pi"), sys.argv[1], Path(sys.argv[2]))
 """

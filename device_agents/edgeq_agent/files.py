@@ -47,7 +47,8 @@ def atomic_write(path, text=False, sync=True, perms=None, encoding="utf-8"):
     propagates.
     """
     tmp = temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    mode = 0o666 if perms is None else 0o600  # given perms: never wider than the owner's until chmod below
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
     try:
         if perms is not None:
             os.chmod(tmp, perms)

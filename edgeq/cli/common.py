@@ -246,7 +246,7 @@ def write_json_file(path: Path | None, payload: dict) -> None:
         click.echo(strict_json_dumps(payload))
         return
     from edgeq.results import write_json_atomic
-    from edgeq.devices.run import ensure_writable_dir
+    from edgeq.files import ensure_writable_dir
 
     given = str(path)
     path = Path(os.path.abspath(os.path.expanduser(given)))

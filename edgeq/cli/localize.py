@@ -86,7 +86,7 @@ class Workdir:
         from pathlib import Path
 
         if self.outdir is not None:
-            from edgeq.devices.run import ensure_writable_dir
+            from edgeq.files import ensure_writable_dir
 
             ensure_writable_dir(self.outdir)
             return Path(self.outdir)

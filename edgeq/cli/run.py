@@ -30,7 +30,8 @@ def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, w
     from edgeq.devices.inventory import load_inventory, select_devices
     from edgeq.devices.fleet import run_fleet, safe_dirname
     from edgeq.analysis.power import energy_per_inference, thermal_summary
-    from edgeq.reports.report import device_section, latency_stats
+    from edgeq.reports.report import device_section
+    from edgeq.results import latency_stats
     from edgeq.devices.run import RunSpec, run_on_device
     from edgeq.reports.units import duration_text
 

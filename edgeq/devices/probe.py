@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 from edgeq.devices.inventory import Device, connect
 from edgeq.devices.lock import status as lock_status
 from edgeq.devices.session import open_session
 from edgeq.errors import EXIT_BAD_INPUT, ConfigError, EdgeqError, TransportError
+from edgeq.files import write_text
 
 
 def probe_device(device: Device) -> dict:
@@ -151,15 +151,9 @@ def _write_private(path: Path, lines: list[str]) -> None:
     """Replace ``path`` with ``lines``, mode 0600, through a temporary file beside it (a symlink's target)."""
     path = Path(os.path.realpath(path))
     _make_private_dirs(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write("".join(line + "\n" for line in lines))
-        os.chmod(tmp, 0o600)  # O_CREAT's mode is cut by the umask; make it exact
-        os.replace(tmp, path)
+        write_text(path, "".join(line + "\n" for line in lines), perms=0o600)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise ConfigError(f"{path}: cannot write pinned host keys: {exc.strerror or exc}") from None
 
 

@@ -24,7 +24,9 @@ from edgeq.devices.session import check_running_agent, open_session  # noqa: F40
 from edgeq.errors import AgentError, ConfigError, EdgeqError, IncompatibleRuntime, TransportError
 from edgeq.inputs.inputset import input_specs, load_inputset, match_model_inputs, write_npz
 from edgeq.models.modelinfo import ModelInfo, read_model
-from edgeq.results import RUN_FILE, SAMPLES, RunResult, pull_partial, pull_run, write_json_atomic
+from edgeq.devices.pull import pull_partial, pull_run
+from edgeq.files import ensure_writable_dir
+from edgeq.results import RUN_FILE, SAMPLES, RunResult, write_json_atomic
 
 ProgressFn = Callable[[str, int, int], None]
 INACTIVITY_TIMEOUT_S = 600.0  # the agent reports progress every 0.5 s while it runs
@@ -88,16 +90,6 @@ def output_facts(info: ModelInfo) -> list[dict]:
     producers, signatures = info.output_producers, info.output_signature_names
     return [{"name": t.name, "producer": producers[k] if k < len(producers) else "",
              "signature": signatures[k] if k < len(signatures) else ""} for k, t in enumerate(info.outputs)]
-
-
-def ensure_writable_dir(path: Path) -> None:
-    try:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        probe = Path(path) / f".edgeq-write-test-{uuid.uuid4().hex[:6]}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"{path}: output folder is not writable ({exc.strerror or exc})") from None
 
 
 def run_on_device(device: Device, specs: list[RunSpec], rundirs: list[Path],

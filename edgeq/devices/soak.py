@@ -31,7 +31,8 @@ from edgeq.devices.lock import owner_facts
 from edgeq.devices.run import RunSpec, job_values, prepare
 from edgeq.devices.session import OpenSession, open_session
 from edgeq.errors import AgentError, ConfigError, EdgeqError, TransportError
-from edgeq.results import refuse_larger, write_json_atomic
+from edgeq.devices.pull import refuse_larger
+from edgeq.results import write_json_atomic
 
 HANDLE_FILE = "soak.json"
 RECORDS = "records.jsonl"

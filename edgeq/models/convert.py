@@ -14,11 +14,11 @@ float32 file (``edgeq.models.model_rewrite``), and the card and summary say so.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeq.errors import ConfigError, ModelError, QuantizedNothing
+from edgeq.files import copy_file, write_bytes
 from edgeq.models.modelinfo import ModelInfo, float16_weights, integer_weights, read_model, weight_summary
 from edgeq.results import write_json_atomic
 
@@ -159,7 +159,7 @@ def convert_model(model: str | os.PathLike, outdir: str | os.PathLike, policy: s
 
 
 def _make_outdir(outdir: Path) -> None:
-    from edgeq.devices.run import ensure_writable_dir
+    from edgeq.files import ensure_writable_dir
 
     ensure_writable_dir(outdir)
 
@@ -170,7 +170,7 @@ def _write_float(model: Path, kind: str, float_path: Path) -> tuple[ModelInfo, d
         return _float_reference(model, float_path)
     from edgeq.models.converters import tf_convert
 
-    _write_bytes(float_path, tf_convert(model, kind, "float", None))
+    write_bytes(float_path, tf_convert(model, kind, "float", None))
     return read_model(float_path), {}
 
 
@@ -217,21 +217,13 @@ def _write_quantized(model, kind, float_path, quant_path, policy, cal, float_inf
         data = quantizer_convert(float_path, policy, cal, per_channel=per_channel)
     else:
         data = tf_convert(model, kind, policy, cal, per_channel)
-    _write_bytes(quant_path, data)
+    write_bytes(quant_path, data)
     return read_model(quant_path)
 
 
 def _copy(source: Path, destination: Path) -> ModelInfo:
-    tmp = destination.with_name(f".{destination.name}.part")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, destination)
+    copy_file(source, destination)
     return read_model(destination)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def model_card(model: Path, kind: str, policy: str, target_runtime: str,

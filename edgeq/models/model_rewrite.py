@@ -23,7 +23,6 @@ and external weight files are refused with a message that says so.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import flatbuffers
@@ -31,6 +30,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from edgeq.errors import ModelError
+from edgeq.files import write_bytes
 
 FLATBUFFER_LIMIT = 2**31 - 2**20  # flatbuffers address with signed 32-bit offsets; keep 1 MiB for tables
 _ALIGN = 16  # the schema's `force_align: 16` on Buffer.data, which the Python packer ignores
@@ -197,9 +197,7 @@ def save(model, path) -> int:
     """Write ``model`` to ``path`` through a temporary name; return its size."""
     path = Path(path)
     data = to_bytes(model, path)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes(path, data)
     return len(data)
 
 

@@ -126,7 +126,7 @@ class DeviceMeasurer:
     def latency(self, path: Path, suite: Suite) -> dict:
         """The device's p50 per inference (µs) from the last whole-suite run of this exact file,
         running it once more when there was none."""
-        from edgeq.devices.transport.base import sha256_file
+        from edgeq.files import sha256_file
 
         digest = sha256_file(Path(path))
         if digest not in self._latency:
@@ -134,7 +134,7 @@ class DeviceMeasurer:
         return dict(self._latency[digest])
 
     def _latency_of(self, result) -> dict:
-        from edgeq.reports.report import latency_stats
+        from edgeq.results import latency_stats
 
         stats = latency_stats(result.latency_ms_per_sample())
         p50 = stats.get("p50")

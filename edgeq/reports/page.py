@@ -12,15 +12,14 @@ a dict but is not reads as ``{}`` (``as_dict``), so a malformed report shows das
 
 from __future__ import annotations
 
-import contextlib
 import html
 import math
 import os
-import tempfile
 
 import numpy as np
 
 from edgeq.analysis.rules import THRESHOLDS
+from edgeq.files import write_text
 from edgeq.reports.units import duration_text
 
 COLORS = {"ok": "#1e8e3e", "warn": "#e8a100", "bad": "#d93025", "na": "#9aa0a6",
@@ -163,15 +162,4 @@ def write_text_atomic(path, text: str) -> None:
     """Write ``text`` as UTF-8 to a temporary file beside ``path``, then ``os.replace`` it: a reader never
     sees half a page, a failed write leaves the old file. A new file is 0644, an existing one keeps its mode."""
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html.tmp", dir=os.path.dirname(path) or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_text(path, text, perms=os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644)

@@ -11,19 +11,9 @@ import numpy as np
 from edgeq import __version__
 from edgeq.analysis.compare import verdict_metric, worst_value
 from edgeq.reports.units import duration_text
-from edgeq.results import RunResult, strict_json, write_json_atomic
+from edgeq.results import RunResult, latency_stats, strict_json, write_json_atomic
 
 VERDICT_STYLE = {"robust": "bold green", "degraded": "bold yellow", "catastrophic": "bold red"}
-
-
-def latency_stats(latency_ms: np.ndarray) -> dict:
-    if latency_ms.size == 0:
-        return {}
-    p50, p90, p99 = np.percentile(latency_ms, [50, 90, 99])
-    mean = float(latency_ms.mean())
-    std = float(latency_ms.std())
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": mean, "std": std,
-            "cv": std / mean if mean else None, "n": int(latency_ms.size)}
 
 
 def device_section(run: RunResult) -> dict:

@@ -8,12 +8,12 @@ window neither hides nor invents a drift.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from device_agents.edgeq_agent import throttled_now  # the one decoder (older agents wrote since-boot bits)
+from edgeq.files import write_text
 
 
 EDGE_WINDOWS = 3
@@ -113,11 +113,5 @@ def write_junit(path, suites: list[tuple[dict, str, str]]) -> Path:
     path = Path(path)
     if str(path) == "-" or path.is_dir():
         raise ConfigError(f"--junit {path}: needs a file path ('-' and folders are refused)")
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    try:
-        tmp.write_text(junit_xml(suites), encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text(path, junit_xml(suites))
     return path

@@ -7,7 +7,6 @@ classes. Paths on the device are POSIX strings; paths on the host are ``Path``.
 from __future__ import annotations
 
 import abc
-import hashlib
 import queue
 import threading
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import IO, Callable, Mapping, Sequence
 
 from edgeq.devices.transport.settings import Setting, Settings, read_settings
 from edgeq.errors import RemoteCommandFailed
+from edgeq.files import sha256_file  # noqa: F401  (transports and tests read it from here)
 
 
 @dataclass(frozen=True)
@@ -222,9 +222,3 @@ class Transport(abc.ABC):
         """Resolve ``~`` in a device path the way the device's user would."""
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
