@@ -19,6 +19,7 @@ from edgeq.analysis.compare import compare_outputs, compare_runs, run_outputs, w
 from edgeq.analysis.field import search_findings
 from edgeq.analysis.gates import evaluate_gates, parse_gates
 from edgeq.analysis.plan import OutputSpec, check_model_labels
+from device_agents.edgeq_agent.jobs import job_options
 from edgeq.analysis.rules import MIN_N
 from edgeq.devices.fleet import FleetResult, run_fleet, safe_dirname
 from edgeq.devices.inventory import load_inventory, select_devices
@@ -27,6 +28,7 @@ from edgeq.files import ensure_writable_dir, sha256_file
 from edgeq.errors import EXIT_GATE, ConfigError
 from edgeq.inputs.inputset import InputSet, input_specs, load_inputset, match_model_inputs
 from edgeq.inputs.risky import describe_categories, write_risky_suite
+from edgeq.inputs.search.settings import DISTANCE
 from edgeq.inputs.search.steps import SearchJob, run_search, run_worst
 from edgeq.models.convert import convert_model, source_kind
 from edgeq.models.modelinfo import read_model
@@ -37,6 +39,8 @@ from edgeq.results import strict_json, write_json_atomic
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 EXAMPLE_MODEL = EXAMPLES / "digits_mlp.keras"
 EXAMPLE_DATA = EXAMPLES / "digits.npz"
+
+JOB_DEFAULTS = {o.name: o.default_for("run") for o in job_options("run")}
 
 
 @dataclass
@@ -52,26 +56,40 @@ class EvaluateOptions:
     max_per_category: int | None = 500
     range_mode: str = "auto"
     input_kinds: dict | str | None = None  # what the input arrays are, when the shape is not enough
-    threads: int = 1
-    resolver: str = "AUTO"
-    warmup: int = 10
-    repeats: int = 1
-    batch_size: int = 1
     fail_on: str | None = None
     tag: str | None = None
-    measure: dict = field(default_factory=dict)  # RunSpec sensor / latency-method fields
+    # the run job's options as the user gave them (threads, resolver, sensors…: the agent's JOB_OPTIONS);
+    # the rest take the table's defaults, so a new option needs no field here
+    job: dict = field(default_factory=dict)
     output_spec: OutputSpec | None = None  # what the user said about output kinds, labels, verdict outputs
     min_n: int = MIN_N  # cells with fewer trials are flagged
     wait_s: float = 0.0  # how long to queue for a device another job holds
     verbose: bool = False  # show the converter's own output instead of logging it beside the models
     search_budget: int | None = None  # queries for the disagreement search after the suite (None: no search)
-    search_distance: float = 0.1  # L∞ bound of a found input from its seed, a fraction of the data range
+    search_distance: float = DISTANCE  # L∞ bound of a found input from its seed, a fraction of the data range
     worst_budget: int | None = None  # queries for the worst-shift search (None: none)
     fix: bool = False  # localize and fix when the verdict is degraded or catastrophic
     fix_target: float | None = None  # the fix's drop target (None: the degraded threshold)
     interrupted: bool = False  # Ctrl-C during a search: the reports are written, then the job ends
     timings: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)  # every automatic choice, in words: printed and stored
+
+    def job_value(self, name: str):
+        """A run job option: the user's value, else the table's default for a run."""
+        value = self.job.get(name)
+        return value if value is not None else JOB_DEFAULTS[name]
+
+    @property
+    def threads(self) -> int:
+        return self.job_value("threads")
+
+    @property
+    def resolver(self) -> str:
+        return self.job_value("resolver")
+
+    @property
+    def batch_size(self) -> int:
+        return self.job_value("batch_size")
 
 
 @contextlib.contextmanager
@@ -170,8 +188,7 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     check_outputs_before_running(opts, info, data)
     with _phase(opts, "risky inputs", announce):
         suite_path = build_suite(opts, data, model=float_path)
-    common = dict(inputs=suite_path, threads=opts.threads, resolver=opts.resolver, warmup=opts.warmup,
-                  repeats=opts.repeats, batch_size=opts.batch_size, **opts.measure)
+    common = dict(inputs=suite_path, **opts.job)
     specs = [RunSpec(model=float_path, label="float", **common), RunSpec(model=quant_path, label="quant", **common)]
     range_modes = data.extra.get("range_modes") or {}
     for name, (mode, reason) in range_modes.items():

@@ -57,8 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def run_evaluate(args, outdir: Path) -> tuple[dict, float]:
     from edgeq.evaluate import EvaluateOptions, evaluate
 
-    opts = EvaluateOptions(model=args.model, data=args.data, outdir=outdir / "eval", threads=args.threads,
-                           resolver=args.resolver, warmup=args.warmup)
+    opts = EvaluateOptions(model=args.model, data=args.data, outdir=outdir / "eval",
+                           job={"threads": args.threads, "resolver": args.resolver, "warmup": args.warmup})
     start = time.perf_counter()
     report = evaluate(opts).report
     return report, time.perf_counter() - start

@@ -1,5 +1,5 @@
-"""Adding a risky family, an output kind or a transport is one new file: no registry,
-table or CLI edit.
+"""Adding a risky family, an output kind or a transport is one new file (no registry, table or
+CLI edit), and a run option one line in the agent's job table plus its use (no host edit).
 
 The tests copy the edgeq package to a temporary folder, add one module and run the
 real code from that copy. The new family (with a name far longer than the old
@@ -12,6 +12,7 @@ settings.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -182,3 +183,55 @@ with connect(device) as transport:
     done = _run(edgeq_copy, "devices", "list", "--inventory", str(tmp_path / "edgeq.toml"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "devices.bench (transport loop): unknown key 'lanes' (known: lane)" in done.stderr
+
+
+# --- a run option: one line in the agent's job table, plus its use ------------------------------------------
+
+NEW_OPTION = '''    JobOption("note_text", str, None, "--note-text", help="A note the run writes into its meta.json."),
+'''
+OPTION_USE = '''        "note": job.get("note_text"),
+'''
+
+
+@pytest.fixture(scope="module")
+def option_copy(tmp_path_factory) -> Path:
+    """edgeq and the agent copied, with a run option added as a contributor would: one line in
+    ``JOB_OPTIONS`` (agent ``jobs.py``) and one line that uses it (the run's meta, agent ``run.py``)."""
+    root = tmp_path_factory.mktemp("option")
+    source = Path(edgeq.__file__).parent
+    shutil.copytree(source, root / "edgeq", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(source.parent / "device_agents", root / "device_agents", ignore=shutil.ignore_patterns("__pycache__"))
+    agent = root / "device_agents" / "edgeq_agent"
+    jobs = (agent / "jobs.py").read_text()
+    anchor = '    JobOption("vcgencmd",'
+    assert anchor in jobs
+    (agent / "jobs.py").write_text(jobs.replace(anchor, NEW_OPTION + anchor, 1))
+    run = (agent / "run.py").read_text()
+    assert "    meta = {\n" in run
+    (agent / "run.py").write_text(run.replace("    meta = {\n", "    meta = {\n" + OPTION_USE, 1))
+    return root
+
+
+def _env(root: Path, tmp: Path) -> dict:
+    return {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "HOME": str(tmp), "EDGEQ_CACHE": str(tmp / "cache"),
+            "EDGEQ_LOCAL_WORKDIR": str(tmp / "device")}
+
+
+@pytest.mark.parametrize("command", [["run"], ["evaluate"], ["soak"]])
+def test_one_line_in_the_job_table_adds_the_flag_to_every_command_of_its_group(option_copy, tmp_path, command):
+    done = subprocess.run([sys.executable, "-m", "edgeq", *command, "--help"], cwd=option_copy, capture_output=True,
+                          text=True, env=_env(option_copy, tmp_path), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "--note-text" in done.stdout
+
+
+def test_the_new_option_reaches_the_agent_on_the_device(option_copy, example_tflite, small_inputs, tmp_path):
+    """``edgeq run --note-text`` → RunSpec → the job checked on the host → the agent, which uses it."""
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "edgeq", "run", "--device", "local", "--model", str(example_tflite[0]),
+                           "--inputs", str(small_inputs), "-o", str(out), "--note-text", "from the new flag",
+                           "--no-history"],
+                          cwd=option_copy, capture_output=True, text=True, env=_env(option_copy, tmp_path), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["note"] == "from the new flag" and meta["job"]["note_text"] == "from the new flag"

@@ -3,7 +3,9 @@
 The host imports JOB_OPTIONS to build its command-line options and RunSpec and to check a
 job before sending it; the agent checks what arrives with the same table (``check_job``). A
 default may differ per job kind (a soak samples power at 2 Hz for hours, a run at 20 Hz).
-Adding an option is one ``JobOption(...)`` line: name, type, default, limits, choices, flag, help.
+Adding an option is one ``JobOption(...)`` line: name, type, default, limits, choices, flag, help
+and its group (``timing``: how inferences are timed; ``measure``: sensors, idle and cooldown), from
+which every host command that takes that group offers it; the job then carries it to where it is used.
 """
 
 import math
@@ -17,10 +19,10 @@ class JobOption(object):
     """One option of a run or soak job: type, default, limits, choices, unit and help."""
 
     def __init__(self, name, kind, default=None, flag=None, low=None, above=None, high=None, choices=None,
-                 unit="", help="", jobs=("run", "soak"), noun=None):
+                 unit="", help="", jobs=("run", "soak"), noun=None, group="measure"):
         self.name, self.kind, self.default, self.flag, self.noun = name, kind, default, flag, noun or name
         self.low, self.above, self.high, self.choices = low, above, high, choices
-        self.unit, self.help, self.jobs = unit, help, jobs
+        self.unit, self.help, self.jobs, self.group = unit, help, jobs, group
 
     def default_for(self, job_kind):
         return self.default.get(job_kind) if isinstance(self.default, dict) else self.default
@@ -51,13 +53,13 @@ class JobOption(object):
 
 
 JOB_OPTIONS = (
-    JobOption("threads", int, 1, "--threads", low=1, high=256, jobs=("run", "soak", "infer"),
+    JobOption("threads", int, 1, "--threads", low=1, high=256, jobs=("run", "soak", "infer"), group="timing",
               help="Interpreter threads (absurd counts crash the runtime with SIGSEGV)."),
     JobOption("resolver", str, "AUTO", "--resolver", choices=RESOLVERS, jobs=("run", "soak", "infer"),
-              help="Op resolver (AUTO uses XNNPACK)."),
-    JobOption("warmup", int, 10, "--warmup", low=0, help="Untimed invocations before timing."),
-    JobOption("repeats", int, 1, "--repeats", low=1, help="Timed passes over the set.", jobs=("run",)),
-    JobOption("batch_size", int, 1, "--batch-size", low=1, help="Samples per invoke().", jobs=("run",)),
+              group="timing", help="Op resolver (AUTO uses XNNPACK)."),
+    JobOption("warmup", int, 10, "--warmup", low=0, help="Untimed invocations before timing.", group="timing"),
+    JobOption("repeats", int, 1, "--repeats", low=1, help="Timed passes over the set.", jobs=("run",), group="timing"),
+    JobOption("batch_size", int, 1, "--batch-size", low=1, help="Samples per invoke().", jobs=("run",), group="timing"),
     JobOption("min_duration_s", float, 0.0, "--min-duration", low=0, unit="s", jobs=("run",),
               help="Keep timing passes for at least this many seconds (whichever of --repeats and this is longer)."),
     JobOption("power", str, None, "--power", choices=POWER_BACKENDS, noun="power backend",

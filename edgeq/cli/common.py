@@ -286,9 +286,17 @@ def wait_option(f):
                                                 "(0: fail at once with exit 3, naming the holder).")(f)
 
 
-TIMING = ("threads", "resolver", "warmup", "repeats", "batch_size")
-MEASURE = ("min_duration_s", "power", "power_sensor", "sample_hz", "idle_s", "cooldown_c", "cooldown_timeout_s",
-           "sysfs_root", "vcgencmd")
+def job_option_names(group: str | None = None, job_kind: str = "run") -> tuple:
+    """The job options a command offers, from the agent's table: those of ``job_kind`` with a flag
+    (and in ``group``: ``timing`` or ``measure``), in the table's order. A new option offered by
+    every command of its group is one line in the table."""
+    from device_agents.edgeq_agent.jobs import job_options
+
+    return tuple(o.name for o in job_options(job_kind) if o.flag and group in (None, o.group))
+
+
+TIMING = job_option_names("timing")
+MEASURE = job_option_names("measure")
 POWER_HELP = " `device` takes the inventory's power key."
 
 
@@ -343,7 +351,7 @@ class FiniteFloatRange(click.FloatRange):
 
 def job_options_for(names: tuple, job_kind: str = "run"):
     """Click options for these job options; the command receives them under their job names."""
-    from device_agents.edgeq_agent import JOB_OPTIONS
+    from device_agents.edgeq_agent.jobs import JOB_OPTIONS
 
     table = {o.name: o for o in JOB_OPTIONS}
 

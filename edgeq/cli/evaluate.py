@@ -48,9 +48,8 @@ from edgeq.inputs.search.settings import DISTANCE
 @wait_option
 @history_options
 def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, seed, max_per_category, range_mode,
-             input_kinds, threads, resolver, warmup, repeats, batch_size, fail_on, json_path, search_budget, search_distance,
-             worst_budget, fix, fix_target, output_flags, outputs_spec, labels_for, verdict_outputs, min_n, wait_s,
-             db, no_history, **measure):
+             input_kinds, fail_on, json_path, search_budget, search_distance, worst_budget, fix, fix_target,
+             output_flags, outputs_spec, labels_for, verdict_outputs, min_n, wait_s, db, no_history, **job):
     """The main job: does quantization hurt MODEL on any kind of input, on DEVICE?
 
     With no MODEL, runs the built-in example (an MLP on scikit-learn's digits).
@@ -62,9 +61,8 @@ def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, s
     opts = EvaluateOptions(model=model, data=data, quant_model=quant_model, device=device, tag=tag,
                            inventory=inventory, outdir=outdir, policy=policy, seed=seed,
                            max_per_category=max_per_category, range_mode=range_mode,
-                           input_kinds=parse_input_kinds(input_kinds), threads=threads,
-                           resolver=resolver, warmup=warmup, repeats=repeats, batch_size=batch_size, fail_on=fail_on,
-                           measure=measure, min_n=min_n, wait_s=wait_s, verbose=verbosity() > 0,
+                           input_kinds=parse_input_kinds(input_kinds), job=job, fail_on=fail_on,
+                           min_n=min_n, wait_s=wait_s, verbose=verbosity() > 0,
                            search_budget=search_budget, search_distance=search_distance, worst_budget=worst_budget,
                            fix=fix, fix_target=fix_target,
                            output_spec=output_spec(output_flags, outputs_spec, labels_for, verdict_outputs))

@@ -21,8 +21,7 @@ from edgeq.cli.common import (path_arg, output_file, write_json_file, device_opt
 @measure_options
 @wait_option
 @history_options
-def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, warmup, repeats, batch_size,
-        json_path, wait_s, db, no_history, **measure):
+def run(device, tag, inventory, model, inputs_path, outdir, json_path, wait_s, db, no_history, **job):
     """Run MODEL over an input set on device(s); outputs and latencies land in OUTDIR.
 
     With several devices each gets OUTDIR/<device>/.
@@ -36,8 +35,7 @@ def run(device, tag, inventory, model, inputs_path, outdir, threads, resolver, w
     from edgeq.reports.units import duration_text
 
     targets = select_devices(device, load_inventory(inventory), tag=tag)
-    spec = RunSpec(model=model, inputs=inputs_path, label=model.name, threads=threads, resolver=resolver,
-                   warmup=warmup, repeats=repeats, batch_size=batch_size, **measure)
+    spec = RunSpec(model=model, inputs=inputs_path, label=model.name, **job)
     single = len(targets) == 1
 
     def one(target):

@@ -13,13 +13,13 @@ import click
 
 from edgeq import __version__
 from edgeq.cli.common import (FiniteFloatRange, RunProgress, always, check_folder_free, console, describe_gate,
-                               diagnostics, history_options, job_options_for, output_file, path_arg, record_history,
+                               diagnostics, history_options, job_option_names, job_options_for, output_file, path_arg, record_history,
                                wait_option, write_json_file)
 from edgeq.reports.units import duration_text
 from edgeq.errors import EXIT_DEVICE, EXIT_GATE, ConfigError
 
 
-SOAK_OPTIONS = ("threads", "resolver", "warmup", "power", "power_sensor", "sample_hz", "sysfs_root", "vcgencmd")
+SOAK_OPTIONS = job_option_names(job_kind="soak")  # every soak job option with a flag
 
 
 @click.command()
