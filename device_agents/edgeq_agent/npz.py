@@ -108,14 +108,6 @@ class NpzMember(object):
                 _read_exact(handle, self.header_len, self)
                 yield handle
 
-    def memmap(self):
-        """A read-only map of a stored C-order member; None when it cannot be mapped."""
-        import numpy as np
-
-        if not (self.stored and self.chunkable and self.nbytes):
-            return None
-        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.data_offset, shape=tuple(self.shape))
-
     def _read_bytes(self, start, count):
         import numpy as np
 

@@ -21,7 +21,7 @@ NOISE_LINES = 200
 READ_CHUNK = 64 << 10
 LINE_STALL_S = 15.0  # a line the agent began and then left unfinished this long is cut off: the agent writes
 # each line whole, so once it has spoken, a line stalled mid-way is an answer that will never complete
-ISOLATED = "-I"  # python -I (3.4+; the agent needs 3.7): no script folder or cwd on sys.path, no PYTHON*
+ISOLATED = "-I"  # python -I (3.4+; the agent needs 3.8): no script folder or cwd on sys.path, no PYTHON*
 # variables, no user site: a module planted beside the agent on the device, or in PYTHONPATH, never runs in it
 
 

@@ -167,21 +167,3 @@ class Deployer:
 
     def _skipped(self, local: Path, remote: str, digest: str) -> None:
         self.transfers.append(Transfer(str(local), remote, local.stat().st_size, digest, 0, 0.0, skipped=True))
-
-
-def clean_store(device, budget_mb: int = 0) -> dict:
-    """Empty a device's store (or shrink it to ``budget_mb``): pushed files and run folders edgeq made.
-
-    The agent itself and a venv made by ``devices setup`` stay, and so does every file in the
-    workdir's ``cas/`` or ``runs/`` that edgeq's records do not name (``foreign`` counts them).
-    Files in use by a job still running on the board are removed too when the budget is 0: the
-    user asked.
-    """
-    from edgeq.devices.agent_client import AgentSession
-    from edgeq.devices.inventory import connect, device_python
-
-    with connect(device) as transport:
-        deployer = Deployer(transport, device.workdir)
-        agent_path = deployer.push_agent()
-        with AgentSession(transport, device_python(device, transport), agent_path) as session:
-            return session.tidy_store(deployer.workdir, budget_mb << 20, protect_s=0.0)

@@ -7,7 +7,7 @@ the device works while the next batch is prepared; ``pipelined`` gives any other
 (this host's) the same two calls, doing the work at ``submit``. A failure is raised at
 ``collect``, in submission order, so what the batches before it found is kept. Both use the agent's own
 interpreter code (``open_interpreter`` and ``BatchInvoker`` from
-``device_agents/edgeq_agent.py``), so the host evaluator is the agent's ``infer`` op without
+``device_agents/edgeq_agent/runtime.py``), so the host evaluator is the agent's ``infer`` op without
 the wire: a difference between them is the device's, not edgeq's.
 """
 
