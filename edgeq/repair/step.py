@@ -37,13 +37,13 @@ class FixJob:
     quant_path: Path
     suite_path: Path
     outdir: Path
+    resolver: str  # the evaluation's own (its job options): the fix is measured as the suite ran
+    threads: int
+    batch_size: int
     policy: str | None = "dynamic-range"
     target: float | None = None
     device: Device | None = None
     seed: int = 0
-    resolver: str = "AUTO"
-    threads: int = 1
-    batch_size: int = 1
     wait_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 

@@ -39,10 +39,10 @@ class SearchJob:
     quant_path: Path
     data: Path  # the data the suite was built from: the search's seeds
     outdir: Path  # found inputs go to OUTDIR/inputs/search.npz
+    threads: int  # the evaluation's own (its job options): candidates run as the suite ran
+    resolver: str
     device: Device | None = None
     inventory: Path | None = None
-    threads: int = 1
-    resolver: str = "AUTO"
     wait_s: float = 0.0
     seed: int = 0
     notes: list[str] = field(default_factory=list)
