@@ -209,3 +209,30 @@ def test_an_atomic_write_that_fails_leaves_the_old_file_whole_and_no_temporary(t
     finally:
         os.umask(old)
     assert (tmp_path / "report").stat().st_mode & 0o777 == 0o644
+
+
+CLOCK_SHIFTED_BUILD = """
+import sys, time
+shift = float(sys.argv[3]) * 86400
+real_time, real_localtime, real_gmtime = time.time, time.localtime, time.gmtime
+time.time = lambda: real_time() + shift
+time.localtime = lambda t=None: real_localtime((real_time() if t is None else t) + (shift if t is None else 0))
+time.gmtime = lambda t=None: real_gmtime((real_time() if t is None else t) + (shift if t is None else 0))
+from device_agents.zipapp import build_agent
+print(build_agent(sys.argv[1], source=sys.argv[2]))
+"""
+
+
+def test_builds_on_different_days_give_the_same_archive(tmp_path):
+    """The builder reads no clock: a build whose clock says a year later (and one a year earlier),
+    from sources dated other days, is the same archive byte for byte."""
+    built = []
+    for days in (-365, 0, 400):
+        source = copy_sources(tmp_path / f"src{days}", day=abs(days) + 1)
+        done = subprocess.run([sys.executable, "-c", CLOCK_SHIFTED_BUILD, str(tmp_path / f"out{days}"), str(source),
+                               str(days)], capture_output=True, text=True, timeout=120,
+                              cwd=str(Path(agent.__file__).resolve().parents[2]))
+        assert done.returncode == 0, done.stderr
+        built.append(Path(done.stdout.strip()))
+    assert len({sha256(p) for p in built}) == 1
+    assert built[0].read_bytes() == build_agent(tmp_path / "today").read_bytes()
