@@ -1,0 +1,204 @@
+"""Which samples the next round runs: adaptive sampling of the risky suite.
+
+Most inferences of a fixed-n suite decide nothing: a cell with no flip in a few hundred
+samples is already firmly below the degraded line, and a cell at 60 % flips is firmly
+catastrophic after a few dozen. The suite is therefore run in rounds. Each (category,
+severity) group of rows gets a seeded random order, so any prefix of it is a random
+sample of the group; round k asks each open group for its next rows up to the k-th step of
+``SCHEDULE``. After each round the comparison (with anytime-valid intervals, see
+``sequential``) decides every cell whose interval lies wholly below the degraded line, wholly
+at or above the catastrophic line, or wholly between them; a group stays open while any of
+its cells on an output that drives the verdict is undecided, until it has run all its rows.
+
+``until="verdict"`` also stops as soon as the verdict itself is firm: a deciding cell is
+firmly catastrophic, so no other cell can change it. A device-time budget caps each round's
+rows; when it runs short, the rows go to the most uncertain groups first and the groups left
+open are named in ``describe()``.
+
+Pure bookkeeping over the suite's tags and the comparison's cells: no device, no runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeq.analysis.compare import cells_of
+from edgeq.analysis.field import counts
+from edgeq.analysis.rules import THRESHOLDS
+
+SCHEDULE = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # cumulative rows per group after each round
+UNTIL = ("cells", "verdict")
+DECIDED = ("below", "above", "between")
+
+
+def decision(ci95, thresholds: dict = THRESHOLDS) -> str:
+    """Where a cell's interval puts it: ``below`` the degraded line, ``above`` (at or over) the
+    catastrophic line, ``between`` them, or ``undecided`` when it straddles a line."""
+    if ci95 is None:
+        return "undecided"
+    lo, hi = ci95
+    if hi < thresholds["degraded"]:
+        return "below"
+    if lo >= thresholds["catastrophic"]:
+        return "above"
+    if lo >= thresholds["degraded"] and hi < thresholds["catastrophic"]:
+        return "between"
+    return "undecided"
+
+
+def straddle(ci95, thresholds: dict = THRESHOLDS) -> float:
+    """How much of a cell's interval lies on the far side of the nearest line it crosses (0 when
+    decided): the larger, the more rows the cell still needs. Used to spend a budget."""
+    if ci95 is None:
+        return 1.0
+    lo, hi = ci95
+    over = [min(hi - t, t - lo) for t in thresholds.values() if lo < t <= hi]
+    return max(over, default=0.0)
+
+
+@dataclass
+class Group:
+    """One (category, severity) group of suite rows, in its seeded random order."""
+
+    category: str
+    severity: int | None
+    order: np.ndarray  # suite row indices, the order rounds take them in
+    taken: int = 0
+    state: str = "open"  # open, decided, exhausted (all rows run), stopped (verdict firm or budget)
+    cells: dict = field(default_factory=dict)  # output → decision of its cell here
+    need: float = 1.0  # the widest straddle among its undecided cells
+
+    @property
+    def name(self) -> str:
+        return self.category if self.severity is None else f"{self.category}/{self.severity}"
+
+    @property
+    def size(self) -> int:
+        return len(self.order)
+
+
+class Planner:
+    """Plans rounds over a suite from its ``category`` and ``severity`` tags (one per row)."""
+
+    def __init__(self, category, severity, *, seed: int = 0, until: str = "cells",
+                 schedule: tuple = SCHEDULE, thresholds: dict = THRESHOLDS):
+        if until not in UNTIL:
+            raise ValueError(f"until must be one of {UNTIL}, got {until!r}")
+        self.until, self.schedule, self.thresholds = until, tuple(schedule), thresholds
+        self.groups = _groups(np.asarray(category), None if severity is None else np.asarray(severity), seed)
+        self.rounds: list[dict] = []
+        self.stop_reason: str | None = None
+
+    # -- rounds ------------------------------------------------------------------------------
+
+    def next_round(self, max_rows: int | None = None) -> np.ndarray | None:
+        """The suite rows of the next round (ascending), or None when nothing is left to run.
+        ``max_rows`` (a budget) caps them: the most uncertain groups get theirs first."""
+        wanted = [(g, self._target(g) - g.taken) for g in self.groups.values() if g.state == "open"]
+        wanted = [(g, k) for g, k in wanted if k > 0]
+        if not wanted:
+            self.stop_reason = self.stop_reason or "every cell decided or at its cap"
+            return None
+        if max_rows is not None:
+            if max_rows <= 0:
+                self._stop_open("budget spent")
+                return None
+            wanted = _within(wanted, max_rows)
+        rows = np.concatenate([g.order[g.taken:g.taken + k] for g, k in wanted])
+        for g, k in wanted:
+            g.taken += k
+        self.rounds.append({"rows": int(rows.size), "groups": len(wanted)})
+        return np.sort(rows).astype(np.int64)
+
+    def update(self, sections: dict) -> None:
+        """Read the comparison's cells (``compare_runs(...)["outputs"]``) after a round."""
+        for g in self.groups.values():
+            g.cells = {}
+        for name, section in sections.items():
+            if not section.get("drives_verdict", True):
+                continue
+            for category, level, figures in cells_of(section):
+                g = self.groups.get((category, _level(level)))
+                if g is not None and figures.get("value") is not None:
+                    g.cells[name] = (decision(figures.get("ci95"), self.thresholds), figures)
+        firm_catastrophe = False
+        for g in self.groups.values():
+            undecided = [f for d, f in g.cells.values() if d == "undecided"]
+            g.need = max((straddle(f.get("ci95"), self.thresholds) for f in undecided), default=0.0)
+            if g.state == "open":
+                if g.cells and not undecided:
+                    g.state = "decided"
+                elif g.taken >= g.size:
+                    g.state = "exhausted"
+            firm_catastrophe |= any(d == "above" and counts(f) and not f.get("low_n") for d, f in g.cells.values())
+        if self.until == "verdict" and firm_catastrophe:
+            self._stop_open("the verdict is firm: a deciding cell is firmly catastrophic")
+
+    def _target(self, g: Group) -> int:
+        step = next((s for s in self.schedule if s > g.taken), None)
+        return g.size if step is None else min(step, g.size)
+
+    def _stop_open(self, reason: str) -> None:
+        for g in self.groups.values():
+            if g.state == "open":
+                g.state = "stopped"
+        self.stop_reason = reason
+
+    # -- what the report says ----------------------------------------------------------------
+
+    @property
+    def rows_run(self) -> int:
+        return sum(g.taken for g in self.groups.values())
+
+    @property
+    def suite_rows(self) -> int:
+        return sum(g.size for g in self.groups.values())
+
+    def describe(self) -> dict:
+        """The adaptive sampling section of report.json."""
+        states = {}
+        for g in self.groups.values():
+            states.setdefault(g.state, []).append(g.name)
+        left = [g for g in self.groups.values() if g.state == "stopped"
+                and any(d == "undecided" for d, _ in g.cells.values())]
+        return {"sampling": "adaptive", "until": self.until, "schedule": list(self.schedule),
+                "rounds": self.rounds, "rows_run": self.rows_run, "suite_rows": self.suite_rows,
+                "share_run": self.rows_run / self.suite_rows if self.suite_rows else None,
+                "stop_reason": self.stop_reason,
+                "groups": {name: {"state": g.state, "rows": g.taken, "of": g.size}
+                           for name, g in ((g.name, g) for g in self.groups.values())},
+                "undecided": sorted(g.name for g in left),
+                "decided_early": sorted(g.name for g in self.groups.values()
+                                        if g.state == "decided" and g.taken < g.size)}
+
+
+def _groups(category: np.ndarray, severity: np.ndarray | None, seed: int) -> dict:
+    """Every (category, severity) group's rows, each shuffled by its own seeded generator."""
+    levels = np.zeros(len(category), dtype=np.int64) if severity is None else severity.astype(np.int64)
+    groups = {}
+    keys = sorted({(str(c), int(s)) for c, s in zip(category, levels)})
+    for number, (cat, lvl) in enumerate(keys):
+        rows = np.flatnonzero((category == cat) & (levels == lvl))
+        order = np.random.default_rng([seed, number]).permutation(rows)
+        key = (cat, None if lvl == 0 else lvl)
+        groups[key] = Group(cat, key[1], order)
+    return groups
+
+
+def _within(wanted: list, max_rows: int) -> list:
+    """Rows for the neediest groups first, each its round's share, until ``max_rows``."""
+    chosen, left = [], max_rows
+    for g, k in sorted(wanted, key=lambda gk: (-gk[0].need, gk[0].taken)):
+        take = min(k, left)
+        if take > 0:
+            chosen.append((g, take))
+            left -= take
+    return chosen
+
+
+def _level(level) -> int | None:
+    if level in (None, "", 0, "0"):
+        return None
+    return int(level)

@@ -1,0 +1,127 @@
+"""The adaptive planner alone (a unit test of one layer): rounds over a suite's tags, decided
+from cells as the comparison reports them. The device side and the statistics have their own
+tests (test_rounds.py, test_sequential.py); the whole loop is tested through evaluate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeq.analysis.adaptive import SCHEDULE, Planner, decision, straddle
+
+SIZE = 500
+
+
+def suite(categories=("clean", "noise", "blur"), severities=(1, 2, 3)):
+    """Tags of a suite laid out as edgeq writes it: clean once, each family at three severities."""
+    cat, sev = [], []
+    for name in categories:
+        levels = (0,) if name == "clean" else severities
+        for level in levels:
+            cat += [name] * SIZE
+            sev += [level] * SIZE
+    return np.array(cat), np.array(sev)
+
+
+def sections_for(planner, rates: dict, taken: dict, labelled=False):
+    """A comparison's sections where cell (category, severity) has rate ``rates[...]`` and its
+    interval is a plausible width for the rows it ran (a stand-in for the anytime interval)."""
+    categories = {}
+    for (cat, lvl), g in planner.groups.items():
+        n = taken[(cat, lvl)]
+        if n == 0:
+            continue
+        p = rates.get((cat, lvl), 0.0)
+        half = 3.0 / n + 2.0 * np.sqrt(max(p * (1 - p), 1e-9) / n)
+        figures = {"value": p, "ci95": [max(0.0, p - half), min(1.0, p + half)], "trials": n,
+                   "events": int(round(p * n)), "low_n": n < 30}
+        if lvl is None:
+            categories[cat] = figures
+        else:
+            categories.setdefault(cat, {"severities": {}})["severities"][str(lvl)] = figures
+    return {"output_0": {"drives_verdict": True, "categories": categories}}
+
+
+def run(planner, rates, budget_rows=None):
+    rounds, taken = [], {k: 0 for k in planner.groups}
+    while True:
+        rows = planner.next_round(budget_rows)
+        if rows is None:
+            return rounds
+        assert np.all(np.diff(rows) > 0), "rows ascend and never repeat within a round"
+        rounds.append(rows)
+        for key, g in planner.groups.items():
+            taken[key] = g.taken
+        planner.update(sections_for(planner, rates, taken))
+
+
+def test_decisions_follow_the_interval_and_the_thresholds():
+    assert decision([0.0, 0.019]) == "below"
+    assert decision([0.10, 0.4]) == "above"
+    assert decision([0.03, 0.08]) == "between"
+    assert decision([0.01, 0.03]) == decision([0.05, 0.12]) == decision(None) == "undecided"
+    assert straddle([0.0, 0.019]) == 0.0 and straddle([0.015, 0.03]) == pytest.approx(0.005)
+
+
+def test_clear_cells_stop_early_and_a_cell_near_a_line_runs_all_its_rows():
+    cat, sev = suite()
+    planner = Planner(cat, sev, seed=1)
+    rates = {("noise", 3): 0.6, ("blur", 2): 0.021}  # noise/3 clearly catastrophic; blur/2 sits on the line
+    rounds = run(planner, rates)
+    groups = planner.groups
+    assert groups[("noise", 3)].taken == SCHEDULE[0] and groups[("noise", 3)].state == "decided"
+    assert groups[("blur", 2)].taken == SIZE and groups[("blur", 2)].state == "exhausted"
+    assert groups[("clean", None)].state == "decided" and groups[("clean", None)].taken < SIZE
+    every = np.concatenate(rounds)
+    assert len(np.unique(every)) == len(every) == planner.rows_run  # no row runs twice
+    assert planner.rows_run < 0.6 * planner.suite_rows
+    described = planner.describe()
+    assert "noise/3" in described["decided_early"] and described["undecided"] == []
+    assert described["stop_reason"] == "every cell decided or at its cap"
+
+
+def test_until_verdict_stops_once_a_deciding_cell_is_firmly_catastrophic():
+    cat, sev = suite()
+    planner = Planner(cat, sev, seed=1, until="verdict")
+    run(planner, {("noise", 3): 0.6, ("blur", 2): 0.021})
+    assert planner.rows_run == len(planner.groups) * SCHEDULE[0]  # one round, then the verdict is firm
+    assert "firmly catastrophic" in planner.describe()["stop_reason"]
+    assert "blur/2" in planner.describe()["undecided"]
+
+
+def test_a_stress_cell_never_makes_the_verdict_firm():
+    cat, sev = suite()
+    planner = Planner(cat, sev, seed=1, until="verdict")
+    taken = {k: 0 for k in planner.groups}
+    rows = planner.next_round()
+    for key, g in planner.groups.items():
+        taken[key] = g.taken
+    sections = sections_for(planner, {("noise", 3): 0.6}, taken)
+    sections["output_0"]["categories"]["noise"]["severities"]["3"]["counts_for_verdict"] = False
+    planner.update(sections)
+    assert rows is not None and planner.next_round() is not None
+
+
+def test_a_budget_goes_to_the_most_uncertain_groups_and_names_what_it_left():
+    cat, sev = suite()
+    planner = Planner(cat, sev, seed=1)
+    rates = {("blur", 2): 0.021, ("blur", 3): 0.09}
+    first = planner.next_round()
+    taken = {k: g.taken for k, g in planner.groups.items()}
+    planner.update(sections_for(planner, rates, taken))
+    second = planner.next_round(max_rows=40)
+    assert len(second) == 40
+    spent = {g.name: g.taken - SCHEDULE[0] for g in planner.groups.values()}
+    assert spent["blur/2"] + spent["blur/3"] == 40  # the two near a line get the rows
+    assert planner.next_round(max_rows=0) is None
+    assert set(planner.describe()["undecided"]) >= {"blur/2", "blur/3"}
+    assert planner.describe()["stop_reason"] == "budget spent" and len(first) == len(planner.groups) * SCHEDULE[0]
+
+
+def test_each_group_is_a_random_sample_the_same_for_the_same_seed():
+    cat, sev = suite()
+    a, b, c = Planner(cat, sev, seed=3), Planner(cat, sev, seed=3), Planner(cat, sev, seed=4)
+    ra, rb, rc = a.next_round(), b.next_round(), c.next_round()
+    assert np.array_equal(ra, rb) and not np.array_equal(ra, rc)
+    clean = ra[ra < SIZE]
+    assert clean.max() > SIZE // 2  # not the first rows of the group: a random prefix
