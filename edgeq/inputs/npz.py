@@ -209,11 +209,11 @@ class NpzWriter:
             self.abort()
 
     def write(self, name: str, array: np.ndarray) -> None:
-        with self.archive.open(name + ".npy", "w", force_zip64=True) as handle:
+        with self.archive.open(_entry(name), "w", force_zip64=True) as handle:
             npy.write_array(handle, np.asarray(array), allow_pickle=False)
 
     def member(self, name: str, shape: tuple, dtype) -> "MemberWriter":
-        return MemberWriter(self.archive.open(name + ".npy", "w", force_zip64=True), name, tuple(shape),
+        return MemberWriter(self.archive.open(_entry(name), "w", force_zip64=True), name, tuple(shape),
                             np.dtype(dtype))
 
     def close(self) -> Path:
@@ -232,6 +232,15 @@ class NpzWriter:
             self.archive.close()
         finally:
             self.tmp.unlink(missing_ok=True)
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    """A member's zip entry with a fixed date and mode, so the same arrays give the same file bytes
+    (and sha256) whenever they are written: a rebuilt suite is recognised by its hash (the device's
+    store does not receive it again; cached float outputs for it are reused)."""
+    info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type, info.external_attr = zipfile.ZIP_STORED, 0o644 << 16
+    return info
 
 
 class MemberWriter:
