@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeq.analysis.adaptive import SCHEDULE, Planner, decision, straddle
+from edgeq.analysis.adaptive import SCHEDULE, Planner, width
 
 SIZE = 500
 
@@ -55,12 +55,8 @@ def run(planner, rates, budget_rows=None):
         planner.update(sections_for(planner, rates, taken))
 
 
-def test_decisions_follow_the_interval_and_the_thresholds():
-    assert decision([0.0, 0.019]) == "below"
-    assert decision([0.10, 0.4]) == "above"
-    assert decision([0.03, 0.08]) == "between"
-    assert decision([0.01, 0.03]) == decision([0.05, 0.12]) == decision(None) == "undecided"
-    assert straddle([0.0, 0.019]) == 0.0 and straddle([0.015, 0.03]) == pytest.approx(0.005)
+def test_the_neediest_group_is_the_widest_undecided_interval():
+    assert width([0.01, 0.05]) == pytest.approx(0.04) and width(None) == 1.0
 
 
 def test_clear_cells_stop_early_and_a_cell_near_a_line_runs_all_its_rows():

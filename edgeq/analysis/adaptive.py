@@ -27,35 +27,16 @@ import numpy as np
 from edgeq.analysis.compare import cells_of
 from edgeq.analysis.field import counts
 from edgeq.analysis.rules import THRESHOLDS
+from edgeq.analysis.sequential import DECIDED_ABOVE, UNDECIDED, decide
 
 SCHEDULE = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # cumulative rows per group after each round
 UNTIL = ("cells", "verdict")
-DECIDED = ("below", "above", "between")
 
 
-def decision(ci95, thresholds: dict = THRESHOLDS) -> str:
-    """Where a cell's interval puts it: ``below`` the degraded line, ``above`` (at or over) the
-    catastrophic line, ``between`` them, or ``undecided`` when it straddles a line."""
-    if ci95 is None:
-        return "undecided"
-    lo, hi = ci95
-    if hi < thresholds["degraded"]:
-        return "below"
-    if lo >= thresholds["catastrophic"]:
-        return "above"
-    if lo >= thresholds["degraded"] and hi < thresholds["catastrophic"]:
-        return "between"
-    return "undecided"
-
-
-def straddle(ci95, thresholds: dict = THRESHOLDS) -> float:
-    """How much of a cell's interval lies on the far side of the nearest line it crosses (0 when
-    decided): the larger, the more rows the cell still needs. Used to spend a budget."""
-    if ci95 is None:
-        return 1.0
-    lo, hi = ci95
-    over = [min(hi - t, t - lo) for t in thresholds.values() if lo < t <= hi]
-    return max(over, default=0.0)
+def width(ci95) -> float:
+    """How unsure an undecided cell is: its interval's width (1 with no interval yet). A budget goes
+    to the groups whose undecided cells are widest."""
+    return 1.0 if ci95 is None else float(ci95[1] - ci95[0])
 
 
 @dataclass
@@ -68,7 +49,7 @@ class Group:
     taken: int = 0
     state: str = "open"  # open, decided, exhausted (all rows run), stopped (verdict firm or budget)
     cells: dict = field(default_factory=dict)  # output → decision of its cell here
-    need: float = 1.0  # the widest straddle among its undecided cells
+    need: float = 1.0  # the widest interval among its undecided cells
 
     @property
     def name(self) -> str:
@@ -122,17 +103,18 @@ class Planner:
             for category, level, figures in cells_of(section):
                 g = self.groups.get((category, _level(level)))
                 if g is not None and figures.get("value") is not None:
-                    g.cells[name] = (decision(figures.get("ci95"), self.thresholds), figures)
+                    ci95 = figures.get("ci95")
+                    g.cells[name] = (UNDECIDED if ci95 is None else decide(ci95, self.thresholds), figures)
         firm_catastrophe = False
         for g in self.groups.values():
-            undecided = [f for d, f in g.cells.values() if d == "undecided"]
-            g.need = max((straddle(f.get("ci95"), self.thresholds) for f in undecided), default=0.0)
+            undecided = [f for d, f in g.cells.values() if d == UNDECIDED]
+            g.need = max((width(f.get("ci95")) for f in undecided), default=0.0)
             if g.state == "open":
                 if g.cells and not undecided:
                     g.state = "decided"
                 elif g.taken >= g.size:
                     g.state = "exhausted"
-            firm_catastrophe |= any(d == "above" and counts(f) and not f.get("low_n") for d, f in g.cells.values())
+            firm_catastrophe |= any(d == DECIDED_ABOVE and counts(f) and not f.get("low_n") for d, f in g.cells.values())
         if self.until == "verdict" and firm_catastrophe:
             self._stop_open("the verdict is firm: a deciding cell is firmly catastrophic")
 
@@ -162,7 +144,7 @@ class Planner:
         for g in self.groups.values():
             states.setdefault(g.state, []).append(g.name)
         left = [g for g in self.groups.values() if g.state == "stopped"
-                and any(d == "undecided" for d, _ in g.cells.values())]
+                and any(d == UNDECIDED for d, _ in g.cells.values())]
         return {"sampling": "adaptive", "until": self.until, "schedule": list(self.schedule),
                 "rounds": self.rounds, "rows_run": self.rows_run, "suite_rows": self.suite_rows,
                 "share_run": self.rows_run / self.suite_rows if self.suite_rows else None,

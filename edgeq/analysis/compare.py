@@ -21,11 +21,13 @@ from edgeq.analysis import field
 from edgeq.analysis.intervals import wilson
 from edgeq.analysis.kinds import get_kind
 from edgeq.analysis.rules import MIN_N, THRESHOLDS
+from edgeq.analysis.sequential import INTERVAL_METHOD, confidence_sequence, paired_drop
 from edgeq.analysis.plan import OutputInfo, OutputSpec, check_labels, describe_outputs, plan_outputs
 from edgeq.analysis.when import open_mask, rule_text
 from edgeq.errors import ConfigError
 from edgeq.inputs.npz import row_blocks
 
+INTERVALS = {"wilson": "wilson", "anytime": INTERVAL_METHOD}  # --sampling fixed / adaptive
 CHUNK_ELEMENTS = 1 << 16  # output values per evidence slice
 VERDICTS = ("robust", "degraded", "catastrophic")
 METRIC_KEYS = ("n", "float_accuracy", "quant_accuracy", "accuracy_drop", "agreement",
@@ -94,12 +96,16 @@ def _codes(category) -> tuple[list[str], np.ndarray]:
 def compare_outputs(ref, cand, samples: dict[str, np.ndarray], *, outputs: list[OutputInfo] | None = None,
                     spec: OutputSpec | None = None, thresholds: dict = THRESHOLDS, min_n: int = MIN_N,
                     where: str = "input set", roles: dict | None = None, boundary: dict | None = None,
-                    kinds: tuple = ()) -> dict:
+                    kinds: tuple = (), interval: str = "wilson") -> dict:
     """Compare every output; ``ref``/``cand`` are one array or a list (one per output).
     ``where`` names the labels' file in errors; ``roles``: the suite's {category: {"role",
     "reason"}} (``SuitePlan.roles``; without it, the rule's defaults by name); ``boundary``:
     the boundary cells' ties to the data (``BoundaryPlan.facts``) for the stress section;
-    ``kinds``: the input kinds, for categories ``roles`` does not name."""
+    ``kinds``: the input kinds, for categories ``roles`` does not name; ``interval``: ``wilson``
+    (fixed-n samples: Wilson, Newcombe's paired difference) or ``anytime`` (samples drawn in rounds
+    until decided: the anytime-valid confidence sequence of ``sequential``)."""
+    if interval not in INTERVALS:
+        raise ValueError(f"interval must be one of {', '.join(INTERVALS)}, got {interval!r}")
     ref, cand = _as_list(ref), _as_list(cand)
     if len(ref) != len(cand):
         raise ConfigError(f"the models have different numbers of outputs: {len(ref)} vs {len(cand)}")
@@ -115,9 +121,11 @@ def compare_outputs(ref, cand, samples: dict[str, np.ndarray], *, outputs: list[
     if labels is not None:
         check_labels(plans, outputs, labels, where)
     cells = Cells(samples, n)
-    sections = {outputs[p.index].short: judge_output(p, ref, cand, labels, cells, thresholds, min_n, roles, kinds)
+    sections = {outputs[p.index].short: judge_output(p, ref, cand, labels, cells, thresholds, min_n, roles, kinds,
+                                                     interval)
                 for p in plans}
     result = assemble(sections, outputs, thresholds, min_n, labels is not None)
+    result["interval_method"] = INTERVALS[interval]
     result["stress"] = field.stress_section(sections, thresholds, band, cells_of, boundary)
     return result
 
@@ -127,7 +135,7 @@ def _as_list(x) -> list[np.ndarray]:
 
 
 def judge_output(plan, ref, cand, labels, cells: Cells, thresholds, min_n, roles: dict | None = None,
-                 kinds: tuple = ()) -> dict:
+                 kinds: tuple = (), interval: str = "wilson") -> dict:
     """One output's section: per-sample evidence once, then every group reduces it; every
     cell says whether it decides the verdict (``field.mark``)."""
     kind = get_kind(plan.kind)
@@ -144,7 +152,7 @@ def judge_output(plan, ref, cand, labels, cells: Cells, thresholds, min_n, roles
         every = mask is None
         picked = ev if every else {k: v[mask] for k, v in ev.items()}
         given = None if not plan.labels or labels is None else labels if every else labels[mask]
-        entry = _with_interval(kind.summarize(picked, given, plan), min_n)
+        entry = _with_interval(kind.summarize(picked, given, plan), min_n, interval)
         if kept is not None:
             shown = kept if every else kept[mask]
             entry["float_kept_clean"] = float(shown.mean()) if len(shown) else None
@@ -205,11 +213,18 @@ def _compact(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.int32) if dtype == np.int64 else dtype
 
 
-def _with_interval(summary: dict, min_n: int) -> dict:
+def _with_interval(summary: dict, min_n: int, interval: str = "wilson") -> dict:
+    """The cell's 95 % interval: the kind's own or Wilson for fixed-n samples; the anytime-valid
+    confidence sequence when rounds stopped sampling on what they saw (an accuracy drop's from its
+    discordant pairs, float right and quant wrong vs the reverse)."""
     if summary.get("value") is None:
         summary.update(ci95=None, low_n=False)
         return summary
-    if "ci95" not in summary:
+    if interval == "anytime":
+        only_f, only_q = summary.get("discordant") or (None, None)
+        summary["ci95"] = list(paired_drop(only_f, only_q, summary["trials"]) if only_f is not None
+                               else confidence_sequence(summary["events"], summary["trials"]))
+    elif "ci95" not in summary:
         summary["ci95"] = list(wilson(summary["events"], summary["trials"]))
     summary["low_n"] = summary["trials"] < min_n
     return summary
@@ -369,7 +384,7 @@ def _facts_from_run(run, names: list[str]):
 
 def compare_runs(ref, cand, *, spec: OutputSpec | None = None, model_info=None,
                  thresholds: dict = THRESHOLDS, min_n: int = MIN_N, roles: dict | None = None,
-                 boundary: dict | None = None) -> dict:
+                 boundary: dict | None = None, interval: str = "wilson") -> dict:
     """Compare two RunResults made from the same input set; ``model_info`` is the float model's."""
     if ref.meta["inputs_sha256"] != cand.meta["inputs_sha256"]:
         raise ConfigError(f"{ref.path} and {cand.path} were run on different input sets; "
@@ -381,7 +396,7 @@ def compare_runs(ref, cand, *, spec: OutputSpec | None = None, model_info=None,
         cand_outputs = [cand.outputs[cand_names.index(name)] for name in ref_names]  # same outputs, other order
     result = compare_outputs(ref.outputs, cand_outputs, ref.samples, outputs=run_outputs(ref, model_info), spec=spec,
                              thresholds=thresholds, min_n=min_n, where=str(ref.path / "samples.npz"),
-                             roles=roles, boundary=boundary, kinds=run_input_kinds(ref))
+                             roles=roles, boundary=boundary, kinds=run_input_kinds(ref), interval=interval)
     result["warnings"] = run_differences(ref, cand) + result["warnings"]
     return result
 

@@ -90,7 +90,8 @@ class Classification(OutputKind):
             both, only_f = int(np.sum(f_ok & q_ok)), int(np.sum(f_ok & ~q_ok))
             only_q, neither = int(np.sum(~f_ok & q_ok)), int(np.sum(~f_ok & ~q_ok))
             out.update(float_accuracy=(both + only_f) / n, quant_accuracy=(both + only_q) / n,
-                       accuracy_drop=(only_f - only_q) / n, chance=float(np.bincount(labels).max()) / n)
+                       accuracy_drop=(only_f - only_q) / n, chance=float(np.bincount(labels).max()) / n,
+                       discordant=[only_f, only_q])
             out.update(value=out["accuracy_drop"], ci95=list(paired_difference(both, only_f, only_q, neither)))
         return out
 
