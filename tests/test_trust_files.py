@@ -479,7 +479,10 @@ def test_ctrl_c_exits_130_with_one_line(pair, small_inputs, tmp_path):
     """A real SIGINT to the whole process group, as a terminal sends it, in the middle of a run."""
     proc = subprocess.Popen(EDGEQ + ["run", "--model", pair[0], "--inputs", str(small_inputs), "-o", "r",
                                      "--no-history", "--min-duration", "60"], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            # as a terminal: a CI shell may start background jobs with SIGINT ignored,
+                            # and Python then keeps ignoring it (no KeyboardInterrupt ever)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not (tmp_path / "r").exists() and time.monotonic() < deadline:
