@@ -19,8 +19,10 @@ from edgeq.inputs.risky.severities import pct, plain
 def gaussian_noise(x: np.ndarray, sigma: float, data: DataStats, rng: np.random.Generator) -> np.ndarray:
     """Additive Gaussian noise with std sigma·R, clipped to the data range."""
     vr = data.range
-    noisy = x + rng.standard_normal(x.shape) * (sigma * vr.span)
-    return np.clip(noisy, vr.lo, vr.hi)
+    noisy = rng.standard_normal(x.shape)  # the same draws and sums as x + noise·σR, in one array
+    noisy *= sigma * vr.span
+    noisy += x
+    return np.clip(noisy, vr.lo, vr.hi, out=noisy)
 
 
 def salt_and_pepper(x: np.ndarray, fraction: float, data: DataStats, rng: np.random.Generator) -> np.ndarray:
