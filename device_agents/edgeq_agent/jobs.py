@@ -77,6 +77,8 @@ JOB_OPTIONS = (
     JobOption("sysfs_root", str, None, "--sysfs-root", help="Where the agent reads sensors on the device "
               "(default EDGEQ_SYSFS_ROOT there, else /sys)."),
     JobOption("vcgencmd", str, None, "--vcgencmd", help="vcgencmd path on the device ('' for none; default: on PATH)."),
+    JobOption("rows_file", str, None, jobs=("run",), group="rows", help="A .npy of sorted, unique row indices: run "
+              "only those rows of the input set (on the device: the pushed copy; on the host: a file to push)."),
     JobOption("duration_s", float, None, above=0, unit="s", jobs=("soak",), help="How long the soak runs."),
     # a window ends in an fsync'd record: below a second the soak measures its own disk writes
     JobOption("window_s", float, 60.0, low=1.0, unit="s", jobs=("soak",), help="One record per window."),

@@ -95,6 +95,37 @@ class NpzMember(object):
                 _readinto_exact(handle, block, self)
                 yield lo, hi, block.view(self.dtype).reshape((hi - lo,) + tuple(self.shape[1:]))
 
+    def picks(self, rows, rows_per_chunk, reuse=False):
+        """Like ``chunks`` over only ``rows`` (sorted ascending, unique, in range): (lo, hi, block) where block
+        holds rows[lo:hi]. A stored member reads each run of consecutive rows where it lies; a compressed one
+        is inflated front to back once, the rows between skipped. Never more than a block in memory."""
+        import numpy as np
+
+        step, count = max(1, int(rows_per_chunk)), len(rows)
+        if not self.chunkable:  # read whole anyway (see chunks)
+            whole = self.read()
+            for lo in range(0, count, step):
+                yield lo, min(lo + step, count), whole[rows[lo:lo + step]]
+            return
+        row_bytes = self.row_items * self.dtype.itemsize
+        shared = np.empty(min(step, count) * row_bytes, dtype=np.uint8) if reuse else None
+        with self._data_stream() as handle:
+            position = 0  # the next row an inflating stream gives
+            for lo in range(0, count, step):
+                hi = min(lo + step, count)
+                size = (hi - lo) * row_bytes
+                block = shared[:size] if reuse else np.empty(size, dtype=np.uint8)
+                done = 0
+                for first, last in _runs(rows[lo:hi]):
+                    if self.stored:
+                        handle.seek(self.data_offset + first * row_bytes)
+                    else:
+                        _skip(handle, (first - position) * row_bytes, self)
+                        position = last
+                    _readinto_exact(handle, block[done:done + (last - first) * row_bytes], self)
+                    done += (last - first) * row_bytes
+                yield lo, hi, block.view(self.dtype).reshape((hi - lo,) + tuple(self.shape[1:]))
+
     @contextlib.contextmanager
     def _data_stream(self):
         """A file object at the member's first data byte: the archive file itself when the member
@@ -127,6 +158,17 @@ class NpzMember(object):
 
         flat = self._read_bytes(0, self.nbytes).view(self.dtype)
         return np.asfortranarray(flat.reshape(tuple(self.shape), order="F"))
+
+
+def _runs(rows):
+    """[first, last) of each run of consecutive values in sorted, unique ``rows``."""
+    import numpy as np
+
+    if not len(rows):
+        return
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    for start, end in zip([0] + breaks.tolist(), breaks.tolist() + [len(rows)]):
+        yield int(rows[start]), int(rows[end - 1]) + 1
 
 
 def _zip_of(path):

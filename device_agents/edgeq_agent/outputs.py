@@ -75,7 +75,9 @@ class RunWriter:
                     {"samples_done": self.samples_done, "samples": self.count,
                      "invocations_done": invocations_done, "files": self.files()}, sync=False)
 
-    def finish(self, meta, sensors=None):
+    def finish(self, meta, sensors=None, rows=None):
+        """Close the files, add batch_sizes.npy (and sensors.npz; rows.npy: the set's row of each sample, when
+        the job named rows), then meta.json and the manifest."""
         import numpy as np
 
         rels = self.files()
@@ -88,6 +90,10 @@ class RunWriter:
         with open(os.path.join(self.out_dir, "batch_sizes.npy"), "wb") as handle:
             np.save(handle, batch_sizes, allow_pickle=False)
         rels.append("batch_sizes.npy")
+        if rows is not None:
+            with open(os.path.join(self.out_dir, "rows.npy"), "wb") as handle:
+                np.save(handle, np.asarray(rows, dtype=np.int64), allow_pickle=False)
+            rels.append("rows.npy")
         if sensors is not None:
             save_npz(os.path.join(self.out_dir, "sensors.npz"), sensors)
             rels.append("sensors.npz")
@@ -152,7 +158,7 @@ def prepare_out_dir(out_dir):
     else:
         record_made(out_dir)
     os.makedirs(os.path.join(out_dir, "outputs"), exist_ok=True)
-    for stale in ("manifest.json", "progress.json", "sensors.npz", "invoke_start_ns.npy"):
+    for stale in ("manifest.json", "progress.json", "sensors.npz", "invoke_start_ns.npy", "rows.npy"):
         if os.path.exists(os.path.join(out_dir, stale)):
             os.remove(os.path.join(out_dir, stale))
 

@@ -18,10 +18,14 @@ Run job options beyond model/inputs/threads/resolver/batch_size/warmup/repeats
     cooldown_timeout_s  300    ... but no longer than this (meta["cooldown"] says which)
     sysfs_root          EDGEQ_SYSFS_ROOT, else /sys
     vcgencmd            the vcgencmd on PATH; "" for none
+    rows_file           None   a pushed int64 .npy of row indices (sorted, unique, in range;
+                               job["rows_sha256"] checks it): run only those rows of the set
 
 Files: outputs/output_<k>.npy, latency_ns.npy (passes x invocations), batch_sizes.npy,
 meta.json, manifest.json; with sampling also invoke_start_ns.npy (perf_counter_ns,
-shaped like latency_ns) and sensors.npz (t_ns, power_w, temp_c, throttled, zone_temp_c).
+shaped like latency_ns) and sensors.npz (t_ns, power_w, temp_c, throttled, zone_temp_c);
+with rows_file also rows.npy (the set's row of each sample) and meta["rows_file"]
+(count, sha256, the set's row count). Samples are then the named rows, in their order.
 Inputs are read a block of rows at a time and outputs written the same way, so the
 agent's memory does not grow with the input set; meta["peak_rss_kb"] records its peak.
 """
@@ -33,8 +37,7 @@ import time
 
 from .errors import AgentFailure
 from .facts import device_facts, peak_rss_kb, reset_peak_rss
-from .files import sha256_file
-from .inputsets import InputStream, check_expected_sha
+from .inputsets import InputStream, check_expected_sha, file_sha256, load_rows
 from .jobs import check_job
 from .outputs import RunWriter, prepare_out_dir
 from .runtime import BatchInvoker, open_interpreter, tensor_summary
@@ -84,6 +87,7 @@ def _run_job(job, runtime, emit):
     sensing = Sensing(job)  # a power backend that was asked for and is absent fails here, before any work
     check_expected_sha(job.get("model"), job.get("model_sha256"))
     check_expected_sha(job.get("inputs"), job.get("inputs_sha256"))
+    rows = _job_rows(job)  # a bad rows file is refused before any folder is made or model loaded
     prepare_out_dir(out_dir)
     reset_peak_rss()
 
@@ -98,7 +102,7 @@ def _run_job(job, runtime, emit):
     out_details = interpreter.get_output_details()
     if len(names) != len(in_details):
         raise AgentFailure("BadJob", "model has %d inputs, job names %d arrays" % (len(in_details), len(names)))
-    inputs = InputStream(job["inputs"], names, in_details, batch)
+    inputs = InputStream(job["inputs"], names, in_details, batch, rows, "rows file %s" % job.get("rows_file"))
     count = inputs.count
     if count == 0:
         raise AgentFailure("BadInputs", "input set %s has no samples" % job["inputs"])
@@ -151,8 +155,8 @@ def _run_job(job, runtime, emit):
         "passes": passes,
         "timed_s": (windows["timed"][1] - windows["timed"][0]) / 1e9,
         "samples": count,
-        "model_sha256": sha256_file(job["model"]),
-        "inputs_sha256": sha256_file(job["inputs"]),
+        "model_sha256": file_sha256(job["model"]),
+        "inputs_sha256": file_sha256(job["inputs"]),
         "inputs": tensor_summary(in_details),
         "outputs": tensor_summary(out_details),
         "load_ns": load_ns,
@@ -170,7 +174,17 @@ def _run_job(job, runtime, emit):
     }
     if sampler is not None:
         meta["sampling"] = dict(sensing.describe(), **sampler.summary(windows))
-    return writer.finish(meta, sampler.arrays() if sampler is not None else None)
+    if rows is not None:
+        meta["rows_file"] = {"sha256": file_sha256(job["rows_file"]), "count": count, "of": inputs.set_count}
+    return writer.finish(meta, sampler.arrays() if sampler is not None else None, rows)
+
+
+def _job_rows(job):
+    """The rows a job names (rows_file, checked against rows_sha256 like the model and inputs), or None."""
+    if job.get("rows_file") is None:
+        return None
+    check_expected_sha(job["rows_file"], job.get("rows_sha256"))
+    return load_rows(job["rows_file"])
 
 
 def _timed_passes(invoker, inputs, steps, repeats, min_duration_ns, writer, progress):

@@ -106,15 +106,18 @@ class Deployer:
             return None
         return hashlib.sha256(self.transport.read_from(remote, 0, size + 1)).hexdigest()
 
-    def push(self, local: Path, force: bool = False) -> tuple[str, str]:
+    def push(self, local: Path, force: bool = False, sha256: str | None = None) -> tuple[str, str]:
         """Push one file into the store; returns (remote path, sha256).
 
         ``force`` replaces a stored copy the agent found corrupted. A device that shares
         this host's files (the local one) reads the file where it is: nothing is copied, and
         the agent's sha256 check before the run still catches a file changed since.
+        ``sha256``: the file's digest when the caller hashed it already (the rounds of one
+        session push the same input set each round: a file of gigabytes is hashed once, and
+        each later push is the store's existence check alone; the agent checks the digest).
         """
         local = Path(local)
-        digest = sha256_file(local)
+        digest = sha256 or sha256_file(local)
         if self.transport.SHARES_HOST_FILES:
             shared = str(local.resolve())
             self._skipped(local, shared, digest)

@@ -2,6 +2,9 @@
 
 ``run_on_device`` is the public entry: it validates every spec before anything is
 sent, so bad input fails in one line on the host and never half-way on a device.
+A spec may name a subset of its input set's rows (``rows``, or a ``rows_file`` on this
+host): they are pushed as a small .npy through the store like models and inputs, and
+the agent runs only those rows (``devices/rounds`` runs rounds of rows in one session).
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Callable
 
 from device_agents.edgeq_agent import AgentFailure, check_job, job_options
+from device_agents.edgeq_agent.inputsets import check_rows, load_rows
 from device_agents.edgeq_agent.wire import fixed_batch
 from edgeq import __version__
 from edgeq.devices.agent_client import AgentSession
@@ -25,8 +29,8 @@ from edgeq.errors import AgentError, ConfigError, EdgeqError, IncompatibleRuntim
 from edgeq.inputs.inputset import input_specs, load_inputset, match_model_inputs, write_npz
 from edgeq.models.modelinfo import ModelInfo, read_model
 from edgeq.devices.pull import pull_partial, pull_run
-from edgeq.files import ensure_writable_dir
-from edgeq.results import RUN_FILE, SAMPLES, RunResult, write_json_atomic
+from edgeq.files import atomic_write, ensure_writable_dir, sha256_file
+from edgeq.results import ROWS_FILE, RUN_FILE, SAMPLES, RunResult, take_rows, write_json_atomic
 
 ProgressFn = Callable[[str, int, int], None]
 INACTIVITY_TIMEOUT_S = 600.0  # the agent reports progress every 0.5 s while it runs
@@ -35,8 +39,11 @@ DEVICE_POWER = "device"  # a RunSpec's power may name the inventory's power key 
 # One model over one input set, and how to time it: ``model``, ``inputs``, ``label`` and
 # every option of a run job, from the agent's JOB_OPTIONS (the one table of names, types,
 # defaults and limits; ``power`` may also be "device" = the inventory's power key).
+# ``rows``: the set's rows to run (sorted, unique row indices; None: all), or the job's
+# ``rows_file`` naming a .npy of them on this host; either is pushed, the device's copy goes in the job.
 RunSpec = make_dataclass("RunSpec", [("model", Path), ("inputs", Path), ("label", str, field(default="run"))]
-                         + [(o.name, o.kind, field(default=o.default_for("run"))) for o in job_options("run")],
+                         + [(o.name, o.kind, field(default=o.default_for("run"))) for o in job_options("run")]
+                         + [("rows", object, field(default=None, compare=False, repr=False))],
                          frozen=True)
 RunSpec.__module__ = __name__  # pickling and reprs find it here
 RunSpec.__doc__ = "One model over one input set, and how to time it (options: the agent's JOB_OPTIONS)."
@@ -62,18 +69,47 @@ class _Prepared:
     input_arrays: list[str]
     tags: dict
     info: ModelInfo
-    samples: int
+    set_samples: int  # rows of the input set
+    rows: object = None  # the set's rows this run takes (int64, sorted, unique), None: all
+    known: dict = field(default_factory=dict)  # local path -> sha256 hashed already (rounds hash a set once)
+
+    @property
+    def samples(self) -> int:
+        return self.set_samples if self.rows is None else len(self.rows)
 
 
 def prepare(spec: RunSpec, rundir: Path) -> _Prepared:
-    """Check the spec, model, inputs and output folder before touching a device."""
+    """Check the spec, model, inputs, rows and output folder before touching a device."""
     values = job_values(spec, "run")
     info = read_model(spec.model)
     check_batch_size(info, values["batch_size"])
     dataset = load_inputset(spec.inputs)
     names = match_model_inputs(dataset, input_specs(info))
+    rows = spec_rows(spec, dataset.n)
     ensure_writable_dir(rundir)
-    return _Prepared(spec, Path(rundir), names, dataset.labels_only(), info, dataset.n)
+    return _Prepared(spec, Path(rundir), names, dataset.labels_only(), info, dataset.n, rows)
+
+
+def spec_rows(spec: RunSpec, samples: int):
+    """The rows a spec names (its ``rows``, or the .npy its ``rows_file`` names on this host), checked by the
+    agent's own rule (sorted ascending, unique, in 0..samples-1) as int64; None when it names none."""
+    if spec.rows is not None and spec.rows_file is not None:
+        raise ConfigError(f"{spec.label}: give rows or rows_file, not both")
+    if spec.rows is None and spec.rows_file is None:
+        return None
+    return checked_rows(spec.rows if spec.rows is not None else spec.rows_file, samples)
+
+
+def checked_rows(rows, samples: int):
+    """Row indices (an array, or a .npy path) as int64 when the agent would take them; ConfigError otherwise."""
+    import numpy as np
+
+    try:
+        if isinstance(rows, (str, Path)):
+            return check_rows(load_rows(str(rows)), samples, f"rows file {rows}")
+        return check_rows(np.asarray(rows), samples, "rows")
+    except AgentFailure as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_batch_size(info: ModelInfo, batch_size: int) -> None:
@@ -106,21 +142,25 @@ def run_on_device(device: Device, specs: list[RunSpec], rundirs: list[Path],
         for item in prepared:
             preflight(device.name, opened.facts, item.info)
         results = [_run_one(device, opened.deployer, opened.session, item, progress, events) for item in prepared]
-        tidy_device_store(device, opened.deployer, opened.session, [r.run["remote_dir"] for r in results])
+        tidy_device_store(device, opened.deployer, opened.session, [r.run["remote_dir"] for r in results],
+                          [r.run["rows"]["remote"] for r in results if r.run.get("rows")])
         return results
 
 
-def tidy_device_store(device: Device, deployer: Deployer, session: AgentSession, pulled: list[str]) -> None:
-    """Pulled run folders are copies now: drop them, and keep the store under the device's
-    ``store_mb``. A failure here costs disk space, never the results, so it only warns."""
-    keep = [t.destination for t in deployer.transfers]
+def tidy_device_store(device: Device, deployer: Deployer, session: AgentSession, pulled: list[str],
+                      used: list[str] = ()) -> None:
+    """Pulled run folders are copies now: drop them, and the pushed files ``used`` up (rows files
+    of runs done), and keep the store under the device's ``store_mb``. A failure here costs disk
+    space, never the results, so it only warns."""
+    drop = list(pulled) + sorted(set(used))
+    keep = [t.destination for t in deployer.transfers if t.destination not in used]
     try:
-        tidied = session.tidy_store(deployer.workdir, device.store_mb << 20, keep=keep, drop=pulled)
+        tidied = session.tidy_store(deployer.workdir, device.store_mb << 20, keep=keep, drop=drop)
     except EdgeqError as exc:
         print(f"{device.name}: could not tidy the device's store: {exc}", file=sys.stderr)
         return
-    if tidied["removed"] > len(pulled):
-        print(f"{device.name}: store over {device.store_mb} MB: removed {tidied['removed'] - len(pulled)} "
+    if tidied["removed"] > len(drop):
+        print(f"{device.name}: store over {device.store_mb} MB: removed {tidied['removed'] - len(drop)} "
               f"least recently used file(s); {tidied['after_bytes'] / 2**20:.0f} MB kept", file=sys.stderr)
 
 
@@ -155,7 +195,7 @@ def expected_sizes(item: _Prepared, job: dict, wall_s: float) -> dict[str, int |
     timeline = NPY_HEADER_MAX + 8 * most_invocations
     sizes = {f"outputs/output_{k}.npy": _output_bytes(t, item.samples) for k, t in enumerate(item.info.outputs)}
     sizes.update({"latency_ns.npy": timeline, "invoke_start_ns.npy": timeline,
-                  "batch_sizes.npy": NPY_HEADER_MAX + 4 * invocations,
+                  "batch_sizes.npy": NPY_HEADER_MAX + 4 * invocations, ROWS_FILE: NPY_HEADER_MAX + 8 * item.samples,
                   "sensors.npz": NPZ_SLACK + SENSOR_ROW_MAX * int(job["sample_hz"] * (wall_s + 10) + 10)})
     return sizes
 
@@ -176,16 +216,32 @@ def _output_bytes(tensor, samples: int) -> int | None:
     return NPY_HEADER_MAX + samples * math.prod(dims) * itemsize
 
 
-def _request_run(deployer: Deployer, session: AgentSession, spec: RunSpec, job: dict, on_event) -> None:
+def _request_run(deployer: Deployer, session: AgentSession, pushed: list[Path], job: dict, on_event) -> None:
     try:
         session.request("run", job=job, on_event=on_event, timeout=INACTIVITY_TIMEOUT_S)
     except AgentError as exc:
         if exc.kind != "Corrupt":
             raise
         # a stored copy went bad on the device (disk error, someone edited it): replace it once
-        deployer.push(spec.model, force=True)
-        deployer.push(spec.inputs, force=True)
+        for local in pushed:
+            deployer.push(local, force=True)
         session.request("run", job=job, on_event=on_event, timeout=INACTIVITY_TIMEOUT_S)
+
+
+def _push_rows(deployer: Deployer, item: _Prepared) -> dict:
+    """The job's rows_file: the rows written as RUNDIR/rows.npy (int64) and pushed into the store like models and
+    inputs (content-addressed, recorded as edgeq's, tidied when the run is pulled). The agent writes its own
+    rows.npy into the run, so the pulled copy replaces this one with what the device ran."""
+    import numpy as np
+
+    if item.rows is None:
+        return {"rows_file": None}
+    local = item.rundir / ROWS_FILE
+    with atomic_write(local) as handle:
+        np.save(handle, np.asarray(item.rows, dtype=np.int64), allow_pickle=False)
+    digest = sha256_file(local)
+    remote, _ = deployer.push(local, sha256=digest)
+    return {"rows_file": remote, "rows_sha256": digest}
 
 
 def _keep_partial(deployer: Deployer, remote_out: str, rundir: Path, exc: TransportError, device: str,
@@ -206,13 +262,15 @@ def _keep_partial(deployer: Deployer, remote_out: str, rundir: Path, exc: Transp
 def _run_one(device: Device, deployer: Deployer, session: AgentSession, item: _Prepared,
              progress: ProgressFn | None, events: Callable[[str, dict], None] | None = None) -> RunResult:
     spec = item.spec
-    model_remote, model_sha = deployer.push(spec.model)
-    inputs_remote, inputs_sha = deployer.push(spec.inputs)
+    model_remote, model_sha = deployer.push(spec.model, sha256=item.known.get(spec.model))
+    inputs_remote, inputs_sha = deployer.push(spec.inputs, sha256=item.known.get(spec.inputs))
+    rows_job = _push_rows(deployer, item)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     remote_out = deployer.run_dir(run_id)
     job = {"model": model_remote, "model_sha256": model_sha, "inputs": inputs_remote,
            "inputs_sha256": inputs_sha, "input_arrays": item.input_arrays, "out": remote_out,
-           **job_values(spec, "run", device)}
+           **job_values(spec, "run", device), **rows_job}
+    pushed = [spec.model, spec.inputs] + ([item.rundir / ROWS_FILE] if item.rows is not None else [])
 
     def on_event(event: dict) -> None:
         if progress and event.get("event") == "progress":
@@ -222,18 +280,20 @@ def _run_one(device: Device, deployer: Deployer, session: AgentSession, item: _P
 
     started = time.time()
     try:
-        _request_run(deployer, session, spec, job, on_event)
+        _request_run(deployer, session, pushed, job, on_event)
     except TransportError as exc:
         limits = expected_sizes(item, job, time.time() - started)
         raise _keep_partial(deployer, remote_out, item.rundir, exc, device.name, spec.label, started,
                             limits) from None
     pull_run(deployer.transport, remote_out, item.rundir, expected_sizes(item, job, time.time() - started))
-    write_npz(item.rundir / SAMPLES, item.tags)
+    write_npz(item.rundir / SAMPLES, {k: take_rows(v, item.rows) for k, v in item.tags.items()})
+    rows = {} if item.rows is None else {"rows": {"count": item.samples, "of": item.set_samples,
+                                                  "sha256": job["rows_sha256"], "remote": job["rows_file"]}}
     write_json_atomic(item.rundir / RUN_FILE, {
         "device": device.name, "label": spec.label, "edgeq_version": __version__,
-        "spec": {k: str(v) for k, v in asdict(spec).items()},
+        "spec": {f.name: str(getattr(spec, f.name)) for f in fields(spec) if f.name != "rows"},
         "model": {"path": str(spec.model), "sha256": model_sha, "outputs": output_facts(item.info)},
         "inputs": {"path": str(spec.inputs), "sha256": inputs_sha},
-        "remote_dir": remote_out, "started": started, "finished": time.time(),
+        "remote_dir": remote_out, "started": started, "finished": time.time(), **rows,
     })
     return RunResult.load(item.rundir)

@@ -1,0 +1,144 @@
+"""Rounds: the same specs (float and quantized) run again and again on chosen rows of one input set,
+in one locked agent session.
+
+An adaptive evaluation runs the suite in rounds, each on the rows of the cells not yet decided.
+``open_rounds`` opens the session once (connect, push the agent, verify, lock), checks every spec and
+pushes its model and input set once; each ``Rounds.run(rows)`` then pushes only a small rows file
+(the store already holds the rest: a push is the existence check alone, nothing is hashed again on
+either side), lets the agent run each spec on those rows, pulls and verifies the run directories into
+``ROOT/<label>/round-<k>/`` and drops the device's copies. The lock is held from the first round to
+the end of the ``with``; the session, lock and connection are released on exit, also on an error or
+Ctrl-C, and every round pulled by then stays on disk. ``results.merge_rounds`` joins a label's
+rounds into one run directory.
+
+    with open_rounds(device, [float_spec, quant_spec], outdir / "rounds") as rounds:
+        first = rounds.run(np.arange(0, 1000, 10))          # [float RunResult, quant RunResult]
+        later = rounds.run(np.array([3, 7, 11]))
+    merged = merge_rounds([first[0], later[0]], outdir / "runs" / "float")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from edgeq.devices.inventory import Device
+from edgeq.devices.run import ProgressFn, RunSpec, _run_one, checked_rows, prepare, preflight, tidy_device_store
+from edgeq.devices.session import OpenSession, open_session
+from edgeq.devices.transport.base import Transfer
+from edgeq.errors import ConfigError
+from edgeq.files import ensure_writable_dir, sha256_file
+from edgeq.results import RunResult
+
+
+class Round(list):
+    """One round's results, a RunResult per spec in the specs' order, and what the round cost.
+
+    ``device_s``: the timed inference of every run (the sum of their latencies, every pass);
+    ``agent_s``: the agent's wall time over the runs (model loads, warmup, reading inputs, writing
+    outputs included); ``wall_s``: the round on the host, pushes and pulls included; ``transfers``:
+    the round's pushes (``skipped`` when the store had the file).
+    """
+
+    def __init__(self, index: int, rows: np.ndarray, results: list[RunResult], wall_s: float,
+                 transfers: list[Transfer]):
+        super().__init__(results)
+        self.index, self.rows, self.wall_s, self.transfers = index, rows, wall_s, transfers
+        self.device_s = sum(float(np.asarray(r.latency_ns, dtype=np.float64).sum()) for r in results) / 1e9
+        self.agent_s = sum(float(r.meta.get("finished", 0.0)) - float(r.meta.get("started", 0.0)) for r in results)
+
+    def costs(self) -> dict:
+        return {"round": self.index, "rows": int(len(self.rows)), "device_s": self.device_s, "agent_s": self.agent_s,
+                "wall_s": self.wall_s}
+
+
+class Rounds:
+    """Rounds over one open session; made by ``open_rounds``, valid inside its ``with``."""
+
+    def __init__(self, device: Device, opened: OpenSession, prepared: list, root: Path,
+                 progress: ProgressFn | None, events: Callable[[str, dict], None] | None):
+        self.device, self.opened, self.prepared, self.root = device, opened, prepared, root
+        self.progress, self.events = progress, events
+        self.samples = prepared[0].set_samples
+        self.done: list[Round] = []
+        self.count = 0  # rounds begun (a failed round's folder number is not used again)
+        self.closed = False
+
+    @property
+    def device_s(self) -> float:
+        """Timed inference over every round so far: what a planner's budget counts."""
+        return sum(r.device_s for r in self.done)
+
+    def folder(self, label: str, index: int) -> Path:
+        return self.root / label / f"round-{index}"
+
+    def run(self, rows) -> Round:
+        """Every spec on ``rows`` of the input set (sorted ascending, unique, in range; checked here by the
+        agent's rule, ConfigError otherwise): returns the pulled, verified results, one per spec."""
+        if self.closed:
+            raise ConfigError("these rounds are closed: open new ones")
+        rows = checked_rows(rows, self.samples)
+        self.count += 1
+        index, started = self.count, time.perf_counter()
+        deployer, session = self.opened.deployer, self.opened.session
+        before = len(deployer.transfers)
+        results = []
+        for item in self.prepared:
+            rundir = self.folder(item.spec.label, index)
+            rundir.mkdir(parents=True, exist_ok=False)
+            results.append(_run_one(self.device, deployer, session, dataclasses.replace(item, rundir=rundir, rows=rows),
+                                    self.progress, self.events))
+        tidy_device_store(self.device, deployer, session, [r.run["remote_dir"] for r in results],
+                          [r.run["rows"]["remote"] for r in results])
+        done = Round(index, rows, results, time.perf_counter() - started, deployer.transfers[before:])
+        self.done.append(done)
+        return done
+
+
+@contextlib.contextmanager
+def open_rounds(device: Device, specs: list[RunSpec], rundir_root, *, wait_s: float = 0.0,
+                progress: ProgressFn | None = None,
+                events: Callable[[str, dict], None] | None = None) -> Iterator[Rounds]:
+    """Open one locked agent session on ``device`` for rounds of ``specs`` (one input set, distinct labels).
+
+    Every spec is checked (model, input set, options) and preflighted before the session's first push;
+    models and the input set are pushed once, here. Rounds go to ``rundir_root/<label>/round-<k>/``; a
+    root that already holds rounds is refused (a round never overwrites another's results).
+    """
+    root = Path(rundir_root)
+    labels = [s.label for s in specs]
+    if not specs or len(set(labels)) != len(labels):
+        raise ConfigError(f"rounds need specs with distinct labels, got {labels}")
+    if len({Path(s.inputs).resolve() for s in specs}) != 1:
+        raise ConfigError("the specs of rounds run over one input set")
+    for label in labels:
+        if not label or label in (".", "..") or "/" in label or "\\" in label:
+            raise ConfigError(f"label {label!r} cannot name a folder under {root}")
+        if any((root / label).glob("round-*")):
+            raise ConfigError(f"{root / label} already holds rounds: give rounds a new folder")
+    ensure_writable_dir(root)
+    prepared = [prepare(dataclasses.replace(s, rows=None, rows_file=None), root / s.label) for s in specs]
+    digests: dict = {}
+    for item in prepared:  # each file hashed once on the host, for every round
+        for path in (item.spec.model, item.spec.inputs):
+            if path not in digests:
+                digests[path] = sha256_file(path)
+        item.known = digests
+    with open_session(device, lock=True, wait_s=wait_s) as opened:
+        for item in prepared:
+            preflight(device.name, opened.facts, item.info)
+        for path, digest in digests.items():
+            opened.deployer.push(path, sha256=digest)
+        rounds = Rounds(device, opened, prepared, root, progress, events)
+        try:
+            yield rounds
+        finally:
+            rounds.closed = True
+
+
+__all__ = ["Round", "Rounds", "open_rounds"]
