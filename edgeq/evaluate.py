@@ -34,7 +34,8 @@ from edgeq.models.convert import convert_model, source_kind
 from edgeq.models.modelinfo import read_model
 from edgeq.repair.step import FixJob, run_fix
 from edgeq.reports.report import build_report, write_report
-from edgeq.results import strict_json, write_json_atomic
+from edgeq.results import run_rows, strict_json, take_rows, write_json_atomic
+from edgeq.sampling import Sampling, adaptive_runs, fixed_section
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 EXAMPLE_MODEL = EXAMPLES / "digits_mlp.keras"
@@ -61,6 +62,9 @@ class EvaluateOptions:
     # the run job's options as the user gave them (threads, resolver, sensors…: the agent's JOB_OPTIONS);
     # the rest take the table's defaults, so a new option needs no field here
     job: dict = field(default_factory=dict)
+    sampling: str = "adaptive"  # rounds until each cell is decided (anytime-valid intervals), or "fixed": every row
+    until: str = "cells"  # adaptive: stop when every cell is decided ("cells") or once the verdict is firm ("verdict")
+    budget_s: float | None = None  # adaptive: device inference seconds at most
     output_spec: OutputSpec | None = None  # what the user said about output kinds, labels, verdict outputs
     min_n: int = MIN_N  # cells with fewer trials are flagged
     wait_s: float = 0.0  # how long to queue for a device another job holds
@@ -196,13 +200,14 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     extra = _provenance(opts, float_path, quant_path, card, suite_path, range_modes)
     extra["inputs"].update(kinds=data.extra.get("input_kinds"), cell_roles=data.extra.get("suite_roles"))
     single = len(devices) == 1
+    judge = dict(spec=opts.output_spec, model_info=info, min_n=opts.min_n, roles=data.extra.get("suite_roles"),
+                 boundary=data.extra.get("boundary"))
+    sampling = Sampling(opts.sampling, opts.until, opts.budget_s, opts.seed)
     with _phase(opts, "device runs", announce):
-        fleet = run_fleet(devices, lambda d: _device_runs(d, specs, _device_dir(opts, d, single), progress, single,
-                                                                 opts.wait_s))
+        fleet = run_fleet(devices, lambda d: _sampled_runs(d, specs, _device_dir(opts, d, single), progress, single,
+                                                           opts.wait_s, sampling, judge))
         host = _host_runs(opts, devices, fleet, inventory, specs, progress)
     with _phase(opts, "compare", announce):
-        judge = dict(spec=opts.output_spec, model_info=info, min_n=opts.min_n, roles=data.extra.get("suite_roles"),
-                     boundary=data.extra.get("boundary"))
         reports = {name: _device_report(runs, host, extra, gates, judge) for name, runs in fleet.succeeded.items()}
     after = dict(float_path=float_path, quant_path=quant_path, suite_path=suite_path, gates=gates,
                  announce=announce, progress=progress)
@@ -273,19 +278,44 @@ def _device_dir(opts: EvaluateOptions, device, single: bool) -> Path:
     return opts.outdir if single else opts.outdir / "devices" / safe_dirname(device.name)
 
 
-def _device_runs(device, specs, outdir: Path, progress, single: bool, wait_s: float = 0.0):
+def _labelled(progress, device, single: bool):
     def labelled(label, done, total):
         if progress:
             progress(label if single else f"{device.name} {label}", done, total)
+    return labelled
 
-    return run_on_device(device, specs, [outdir / "runs" / s.label for s in specs], labelled, wait_s=wait_s)
+
+def _device_runs(device, specs, outdir: Path, progress, single: bool, wait_s: float = 0.0):
+    return run_on_device(device, specs, [outdir / "runs" / s.label for s in specs], _labelled(progress, device, single),
+                         wait_s=wait_s)
+
+
+class SampledRuns(list):
+    """A device's [float, quant] runs and how the suite was sampled for them (the report's ``sampling``)."""
+
+    def __init__(self, runs, section: dict):
+        super().__init__(runs)
+        self.section = section
+
+
+def _sampled_runs(device, specs, outdir: Path, progress, single: bool, wait_s: float, sampling: Sampling,
+                  judge: dict) -> SampledRuns:
+    """Every row once (``fixed``), or rounds until the cells are decided (``adaptive``)."""
+    if not sampling.adaptive:
+        runs = _device_runs(device, specs, outdir, progress, single, wait_s)
+        return SampledRuns(runs, fixed_section(sampling, runs[0].n))
+    runs, section = adaptive_runs(device, specs, outdir, sampling, judge, _labelled(progress, device, single), wait_s)
+    return SampledRuns(runs, section)
 
 
 def _host_runs(opts, devices, fleet, inventory, specs, progress):
     """The same models on this host, so device-kernel differences show apart from quantization."""
     if all(d.transport == "local" for d in devices) or not fleet.succeeded:
         return None
-    plain = [dataclasses.replace(s, power=None, cooldown_c=None, min_duration_s=0.0) for s in specs]
+    rows = None
+    if opts.sampling == "adaptive":  # the rows any device ran, once each
+        rows = np.unique(np.concatenate([run_rows(runs[0]) for runs in fleet.succeeded.values()]))
+    plain = [dataclasses.replace(s, power=None, cooldown_c=None, min_duration_s=0.0, rows=rows) for s in specs]
     return _device_runs(inventory["local"], plain, opts.outdir / "host", progress, single=False, wait_s=opts.wait_s)
 
 
@@ -296,7 +326,12 @@ def check_outputs_before_running(opts: EvaluateOptions, info, data: InputSet) ->
 
 def _device_report(runs, host, extra: dict, gates, judge: dict) -> dict:
     ref, cand = runs
-    report = build_report(compare_runs(ref, cand, **judge), ref, cand, extra)
+    section = getattr(runs, "section", None) or {}
+    interval = "anytime" if section.get("sampling") == "adaptive" else "wilson"
+    report = build_report(compare_runs(ref, cand, **judge, interval=interval), ref, cand, extra)
+    if section:
+        report["sampling"] = section
+        report["interval_method"] = section.get("interval_method", "wilson")
     report["inputs"] = dict(report["inputs"], n=report["overall"]["n"])
     if host is not None:
         report["device_vs_host"] = device_vs_host(host, runs, report["deciding_output"], judge)
@@ -310,7 +345,11 @@ def device_vs_host(host, runs, deciding: str, judge: dict) -> dict:
     for which, h, d in (("float", host[0], runs[0]), ("quant", host[1], runs[1])):
         outputs = run_outputs(h, judge.get("model_info"))
         tags = {k: v for k, v in d.samples.items() if k != "y"}
-        sections = compare_outputs(h.outputs, d.outputs, tags, outputs=outputs, spec=judge.get("spec"),
+        mine = np.searchsorted(run_rows(h), run_rows(d))  # the host ran every row of any device: this device's
+        same = len(mine) == h.n  # every host row (a fixed-n run): the outputs stay on disk
+        sections = compare_outputs(h.outputs if same else [take_rows(o, mine) for o in h.outputs], d.outputs, tags,
+                                   outputs=outputs,
+                                   spec=judge.get("spec"),
                                    min_n=judge.get("min_n", MIN_N))["outputs"]
         pick = lambda m: {k: m.get(k) for k in ("n", "agreement", "flip_rate", "sqnr_db", "max_abs_error")}
         found[which] = dict(pick(sections.get(deciding, next(iter(sections.values())))["overall"]),

@@ -39,6 +39,14 @@ from edgeq.inputs.search.settings import DISTANCE
 @click.option("--worst", "worst_budget", type=click.IntRange(min=1), metavar="BUDGET",
               help="After the suite, search this many queries for the input shifts (family × strength, pairs) "
                    "that hurt most; reported beside the verdict.")
+@click.option("--sampling", type=click.Choice(["adaptive", "fixed"]), default="adaptive", show_default=True,
+              help="adaptive: run the suite in rounds, each only on cells not yet decided, with anytime-valid "
+                   "intervals; fixed: every sample of every cell (up to --max-per-category), Wilson intervals.")
+@click.option("--until", type=click.Choice(["cells", "verdict"]), default="cells", show_default=True,
+              help="adaptive: stop when every cell is decided or at its cap (cells), or as soon as the verdict is "
+                   "firm, e.g. a deciding cell firmly catastrophic (verdict).")
+@click.option("--budget", "budget", metavar="DURATION", help="adaptive: device inference time at most (e.g. 10m, "
+              "90s); the rows go to the least decided cells, and the report names the cells it left undecided.")
 @click.option("--fix", "fix", is_flag=True, help="When the verdict is degraded or catastrophic, keep the fewest ops "
               "float that bring every condition under the target: OUTDIR/models/<stem>.fixed.tflite, verified.")
 @click.option("--fix-target", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=None,
@@ -49,7 +57,8 @@ from edgeq.inputs.search.settings import DISTANCE
 @history_options
 def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, seed, max_per_category, range_mode,
              input_kinds, fail_on, json_path, search_budget, search_distance, worst_budget, fix, fix_target,
-             output_flags, outputs_spec, labels_for, verdict_outputs, min_n, wait_s, db, no_history, **job):
+             output_flags, outputs_spec, labels_for, verdict_outputs, min_n, wait_s, db, no_history, sampling, until,
+             budget, **job):
     """The main job: does quantization hurt MODEL on any kind of input, on DEVICE?
 
     With no MODEL, runs the built-in example (an MLP on scikit-learn's digits).
@@ -62,6 +71,7 @@ def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, s
                            inventory=inventory, outdir=outdir, policy=policy, seed=seed,
                            max_per_category=max_per_category, range_mode=range_mode,
                            input_kinds=parse_input_kinds(input_kinds), job=job, fail_on=fail_on,
+                           sampling=sampling, until=until, budget_s=_budget_seconds(sampling, budget),
                            min_n=min_n, wait_s=wait_s, verbose=verbosity() > 0,
                            search_budget=search_budget, search_distance=search_distance, worst_budget=worst_budget,
                            fix=fix, fix_target=fix_target,
@@ -93,6 +103,21 @@ def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, s
 
         record_history(db, [record_from_report(r, "evaluate", str(outdir)) for r in result.reports.values()])
     sys.exit(result.exit_code)
+
+
+def _budget_seconds(sampling: str, budget: str | None) -> float | None:
+    """``--budget`` in seconds; it only means something for adaptive sampling."""
+    from edgeq.devices.soak import parse_duration
+    from edgeq.errors import ConfigError
+
+    if budget is None:
+        return None
+    if sampling != "adaptive":
+        raise ConfigError("--budget needs --sampling adaptive (a fixed suite runs every sample)")
+    seconds = parse_duration(budget, "--budget")
+    if seconds <= 0:
+        raise ConfigError(f"--budget {budget}: must be a positive duration")
+    return seconds
 
 
 def _print_verdict_line(report: dict | None, json_path) -> None:
