@@ -33,7 +33,7 @@ from edgeq.inputs.search.steps import SearchJob, run_search, run_worst
 from edgeq.models.convert import convert_model, source_kind
 from edgeq.models.modelinfo import read_model
 from edgeq.repair.step import FixJob, run_fix
-from edgeq.reports.report import build_report, write_report
+from edgeq.reports.report import build_report, measurements, write_report
 from edgeq.results import run_rows, strict_json, take_rows, write_json_atomic
 from edgeq.sampling import Sampling, adaptive_runs, fixed_section
 
@@ -291,11 +291,12 @@ def _device_runs(device, specs, outdir: Path, progress, single: bool, wait_s: fl
 
 
 class SampledRuns(list):
-    """A device's [float, quant] runs and how the suite was sampled for them (the report's ``sampling``)."""
+    """A device's [float, quant] runs, how the suite was sampled for them (the report's ``sampling``)
+    and the runs whose sensors measure energy and temperature (adaptive: the largest round's)."""
 
-    def __init__(self, runs, section: dict):
+    def __init__(self, runs, section: dict, measured=None):
         super().__init__(runs)
-        self.section = section
+        self.section, self.measured = section, measured
 
 
 def _sampled_runs(device, specs, outdir: Path, progress, single: bool, wait_s: float, sampling: Sampling,
@@ -304,8 +305,9 @@ def _sampled_runs(device, specs, outdir: Path, progress, single: bool, wait_s: f
     if not sampling.adaptive:
         runs = _device_runs(device, specs, outdir, progress, single, wait_s)
         return SampledRuns(runs, fixed_section(sampling, runs[0].n))
-    runs, section = adaptive_runs(device, specs, outdir, sampling, judge, _labelled(progress, device, single), wait_s)
-    return SampledRuns(runs, section)
+    runs, section, measured = adaptive_runs(device, specs, outdir, sampling, judge, _labelled(progress, device, single),
+                                            wait_s)
+    return SampledRuns(runs, section, measured)
 
 
 def _host_runs(opts, devices, fleet, inventory, specs, progress):
@@ -332,6 +334,8 @@ def _device_report(runs, host, extra: dict, gates, judge: dict) -> dict:
     if section:
         report["sampling"] = section
         report["interval_method"] = section.get("interval_method", "wilson")
+    if getattr(runs, "measured", None):
+        report.update(measurements(*runs.measured))
     report["inputs"] = dict(report["inputs"], n=report["overall"]["n"])
     if host is not None:
         report["device_vs_host"] = device_vs_host(host, runs, report["deciding_output"], judge)
@@ -359,7 +363,9 @@ def device_vs_host(host, runs, deciding: str, judge: dict) -> dict:
 
 def _write(report: dict, outdir: Path, runs, opts: EvaluateOptions) -> None:
     report["timings_s"] = dict(opts.timings)
-    write_report(outdir, report, {"float": runs[0], "quant": runs[1]})
+    measured = getattr(runs, "measured", None)
+    write_report(outdir, report, {"float": runs[0], "quant": runs[1]},
+                 {"float": measured[0], "quant": measured[1]} if measured else None)
 
 
 def _fleet_report(reports: dict, fleet, opts: EvaluateOptions) -> dict | None:

@@ -13,6 +13,7 @@ Above devices and analysis, beside ``evaluate`` which calls it for each device.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from edgeq.inputs.inputset import load_inputset
 from edgeq.results import RunResult, merge_rounds
 
 SAMPLINGS = ("adaptive", "fixed")
-CALIBRATION_ROWS = 64  # with a budget, the first round times this many rows before spending more
+CALIBRATION_PER_GROUP = 2  # with a budget, the first round times this many rows of every group
 
 
 @dataclass(frozen=True)
@@ -45,16 +46,21 @@ class Sampling:
 
 
 def adaptive_runs(device, specs, outdir: Path, sampling: Sampling, judge: dict, progress=None,
-                  wait_s: float = 0.0) -> tuple[list[RunResult], dict]:
-    """Run ``specs`` (float, quant) on ``device`` in rounds; returns the merged runs and the
-    ``sampling`` report section. ``judge``: compare_runs's keyword arguments."""
+                  wait_s: float = 0.0) -> tuple[list[RunResult], dict, list[RunResult]]:
+    """Run ``specs`` (float, quant) on ``device`` in rounds; returns the merged runs, the
+    ``sampling`` report section and the largest round's runs, whose sensors (power, temperature)
+    measure energy: a merged run has no one sensor timeline. ``judge``: compare_runs's keyword
+    arguments."""
     suite = load_inputset(specs[0].inputs, what="suite")
     planner = Planner(np.asarray(suite.category[:]), None if suite.severity is None else np.asarray(suite.severity[:]),
                       seed=sampling.seed, until=sampling.until)
     merged: list[RunResult] = []
+    _clear_rounds(outdir / "rounds")
     with open_rounds(device, specs, outdir / "rounds", wait_s=wait_s, progress=progress) as rounds:
         while True:
-            rows = planner.next_round(_budget_rows(sampling, rounds, planner))
+            calibrating = sampling.budget_s is not None and not rounds.done
+            rows = planner.next_round(_budget_rows(sampling, rounds),
+                                      per_group=CALIBRATION_PER_GROUP if calibrating else None)
             if rows is None:
                 break
             rounds.run(rows)
@@ -62,18 +68,27 @@ def adaptive_runs(device, specs, outdir: Path, sampling: Sampling, judge: dict, 
                       for k, spec in enumerate(specs)]
             planner.update(compare_runs(merged[0], merged[1], **judge, interval="anytime")["outputs"])
         costs = [r.costs() for r in rounds.done]
+        largest = max(rounds.done, key=lambda r: len(r.rows))
     section = dict(planner.describe(), budget_s=sampling.budget_s, device_s=sum(c["device_s"] for c in costs),
-                   round_costs=costs, **interval_description())
-    return merged, section
+                   round_costs=costs, measured_round=largest.index, **interval_description())
+    return merged, section, list(largest)
 
 
-def _budget_rows(sampling: Sampling, rounds, planner: Planner) -> int | None:
+def _clear_rounds(root: Path) -> None:
+    """An evaluation run again into the same OUTDIR (a nightly job) replaces its rounds, as a fixed
+    run replaces its runs: only the ``<label>/round-<k>`` folders edgeq wrote are removed."""
+    if not root.is_dir():
+        return
+    for folder in sorted(root.glob("*/round-*")):
+        if folder.is_dir():
+            shutil.rmtree(folder)
+
+
+def _budget_rows(sampling: Sampling, rounds) -> int | None:
     """Rows the budget still pays for, at the speed the rounds so far ran (both models per row);
-    before any round, a calibration round's worth."""
-    if sampling.budget_s is None:
+    before any round, no cap (the calibration round takes a few rows of every group)."""
+    if sampling.budget_s is None or not rounds.done:
         return None
-    if not rounds.done:
-        return CALIBRATION_ROWS
     ran = sum(len(r.rows) for r in rounds.done)
     per_row = rounds.device_s / ran if ran else 0.0
     left = sampling.budget_s - rounds.device_s

@@ -47,7 +47,7 @@ def robust_cnn_evaluated(robust_cnn, tmp_path_factory):
     keras_path, data = robust_cnn
     out = tmp_path_factory.mktemp("robust_cnn_eval") / "out"
     result = CliRunner().invoke(main, ["evaluate", str(keras_path), "--data", str(data), "-o", str(out),
-                                       "--max-per-category", "540", "--no-history", "-q"])
+                                       "--max-per-category", "540", "--no-history", "-q", "--sampling", "fixed"])
     assert result.exit_code == 0, result.output
     return json.loads((out / "report.json").read_text()), out
 

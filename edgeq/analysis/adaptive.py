@@ -74,10 +74,12 @@ class Planner:
 
     # -- rounds ------------------------------------------------------------------------------
 
-    def next_round(self, max_rows: int | None = None) -> np.ndarray | None:
+    def next_round(self, max_rows: int | None = None, per_group: int | None = None) -> np.ndarray | None:
         """The suite rows of the next round (ascending), or None when nothing is left to run.
-        ``max_rows`` (a budget) caps them: the most uncertain groups get theirs first."""
-        wanted = [(g, self._target(g) - g.taken) for g in self.groups.values() if g.state == "open"]
+        ``max_rows`` (a budget) caps them: the most uncertain groups get theirs first;
+        ``per_group`` caps each group's (a calibration round that times every group a little)."""
+        wanted = [(g, min(self._target(g), g.taken + (per_group or g.size)) - g.taken)
+                  for g in self.groups.values() if g.state == "open"]
         wanted = [(g, k) for g, k in wanted if k > 0]
         if not wanted:
             self.stop_reason = self.stop_reason or "every cell decided or at its cap"

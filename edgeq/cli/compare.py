@@ -37,8 +37,10 @@ def compare(ref, cand, json_path, html_path, fail_on, model_path, output_index, 
 
         model_info = read_model(model_path)
     ref_run, cand_run = load_run(ref), load_run(cand)
-    report = build_report(compare_runs(ref_run, cand_run, spec=spec, model_info=model_info, min_n=min_n),
-                          ref_run, cand_run)
+    # runs merged from adaptive rounds stopped sampling on what they saw: their intervals are anytime-valid
+    interval = "anytime" if ref_run.meta.get("rounds") or cand_run.meta.get("rounds") else "wilson"
+    report = build_report(compare_runs(ref_run, cand_run, spec=spec, model_info=model_info, min_n=min_n,
+                                       interval=interval), ref_run, cand_run)
     report["gates"] = evaluate_gates(report, gates)
     print_summary(console(), report)
     write_json_file(json_path, report)

@@ -59,12 +59,14 @@ def measurements(ref: RunResult, cand: RunResult) -> dict:
     return found
 
 
-def write_report(outdir: Path, report: dict, runs: dict[str, RunResult]) -> tuple[Path, Path]:
-    """report.json and report.html (with latency histograms and, when sampled, latency vs temperature)."""
+def write_report(outdir: Path, report: dict, runs: dict[str, RunResult],
+                 measured: dict[str, RunResult] | None = None) -> tuple[Path, Path]:
+    """report.json and report.html (with latency histograms and, when sampled, latency vs temperature
+    from ``measured``: the runs whose sensors were sampled, default ``runs``)."""
     json_path, html_path = outdir / "report.json", outdir / "report.html"
     write_json_atomic(json_path, report)
     _readable_not_writable(json_path)
-    write_report_html(html_path, report, runs)
+    write_report_html(html_path, report, runs, measured)
     return json_path, html_path
 
 
@@ -73,7 +75,8 @@ def _readable_not_writable(path: Path) -> None:
     os.chmod(path, 0o644)
 
 
-def write_report_html(path: Path, report: dict, runs: dict[str, RunResult]) -> None:
+def write_report_html(path: Path, report: dict, runs: dict[str, RunResult],
+                      measured: dict[str, RunResult] | None = None) -> None:
     from edgeq.reports.html import write_html
     from edgeq.reports.measure import measurement_html
     from edgeq.reports.search_html import examples_html
@@ -81,7 +84,7 @@ def write_report_html(path: Path, report: dict, runs: dict[str, RunResult]) -> N
     # float32 is plenty for a plot, and halves what a million-inference histogram holds
     write_html(report, path, {label: run.latency_ms_per_sample().astype(np.float32) for label, run in runs.items()}
                or None,
-               extra_html=measurement_html(report, runs), examples_html=examples_html(report, runs))
+               extra_html=measurement_html(report, measured or runs), examples_html=examples_html(report, runs))
     _readable_not_writable(path)
 
 

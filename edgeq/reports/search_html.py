@@ -16,6 +16,7 @@ from edgeq.inputs.inputset import load_inputset
 from edgeq.inputs.risky.families import image_layout
 from edgeq.reports.page import as_dict, basis_of, escape, fmt, number
 from edgeq.reports.png import data_uri, to_uint8
+from edgeq.results import run_rows
 
 EXAMPLES = 6  # images per row of examples
 EXAMPLE_CSS = """.examples{display:flex;flex-wrap:wrap;gap:10px;margin:6px 0 10px}.ex{text-align:center;font-size:11px;color:#3c4043}
@@ -178,12 +179,13 @@ def _worst_cell_examples(report, runs, suite, x, layout, lo, hi) -> str:
         return ""
     index = _output_index(ref, report.get("deciding_output"))
     f, q = np.asarray(ref.outputs[index]), np.asarray(cand.outputs[index])
-    if f.ndim != 2 or f.shape[1] < 2 or len(f) != suite.n:
+    rows = run_rows(ref)  # the suite row of each sample (adaptive runs ran some rows only)
+    if f.ndim != 2 or f.shape[1] < 2 or len(f) != len(rows):
         return ""  # not class scores: no top class to show
     fc, qc = f.argmax(1), q.argmax(1)
     flipped = fc != qc
-    category = np.asarray(suite.category).astype(str)
-    severity = np.asarray(suite.severity).astype(str) if suite.severity is not None else None
+    category = np.asarray(suite.category)[rows].astype(str)
+    severity = np.asarray(suite.severity)[rows].astype(str) if suite.severity is not None else None
     worst = report.get("worst_category"), report.get("worst_severity")
     ranked = [worst] + [tuple(name.split("/", 1)) if "/" in name else (name, None)
                         for name, _, _ in cells(report, basis_of(report))]
@@ -198,8 +200,9 @@ def _worst_cell_examples(report, runs, suite, x, layout, lo, hi) -> str:
             where &= severity == key[1]
         name = key[0] if key[1] is None else f"{key[0]}/{key[1]}"
         for r in np.flatnonzero(where & flipped)[:EXAMPLES - len(figures)]:
-            figures.append(f'<div class="ex"><img alt="suite row {r}" src="{_picture(x[int(r)], layout, lo, hi)}">'
-                           f'{escape(name)} · row {r}<br>{fc[r]} → <b class="q">{qc[r]}</b></div>')
+            row = int(rows[r])
+            figures.append(f'<div class="ex"><img alt="suite row {row}" src="{_picture(x[row], layout, lo, hi)}">'
+                           f'{escape(name)} · row {row}<br>{fc[r]} → <b class="q">{qc[r]}</b></div>')
     if not figures:
         return ""
     return (f"<h3>suite: {len(figures)} flipped samples from the worst cells, the verdict's cell first</h3>"

@@ -1,0 +1,110 @@
+"""`edgeq evaluate` with adaptive sampling (the default), end to end on the real agent: the suite
+in rounds on the `local` device and over a real sshd, the same verdict as every row at a
+fraction of the inferences, outputs that are the suite rows they say, cells with no flip stopped
+early, `--until verdict` stopping at a firm catastrophe, and `--budget` stopping on time."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeq.cli.main import main
+from edgeq.inputs.inputset import load_inputset
+
+
+def evaluate(*args) -> dict:
+    out = args[args.index("-o") + 1]
+    result = CliRunner().invoke(main, ["evaluate", *map(str, args), "--no-history", "-q"])
+    assert result.exit_code in (0, 1), result.output
+    with open(f"{out}/report.json") as handle:
+        return json.load(handle)
+
+
+@pytest.fixture(scope="module")
+def fragile(fragile_keras, example_data, tmp_path_factory):
+    """The fragile twin evaluated both ways: (fixed report, adaptive report, adaptive outdir)."""
+    root = tmp_path_factory.mktemp("adaptive")
+    common = [fragile_keras, "--data", example_data, "--max-per-category", "500"]
+    fixed = evaluate(*common, "-o", root / "fixed", "--sampling", "fixed")
+    adaptive = evaluate(*common, "-o", root / "adaptive")
+    return fixed, adaptive, root / "adaptive"
+
+
+def test_the_same_verdict_from_a_fraction_of_the_inferences(fragile):
+    fixed, adaptive, _ = fragile
+    assert fixed["verdict"] == adaptive["verdict"] == "catastrophic"
+    s = adaptive["sampling"]
+    assert s["sampling"] == "adaptive" and s["interval_method"] == adaptive["interval_method"] != "wilson"
+    assert s["rows_run"] == adaptive["overall"]["n"] < 0.75 * s["suite_rows"]
+    assert fixed["sampling"]["sampling"] == "fixed" and fixed["interval_method"] == "wilson"
+    assert adaptive["verdict_confidence"]["level"] == "firm"
+
+
+def test_merged_outputs_are_the_suite_rows_they_say(fragile):
+    """An independent run of the float model on the rows the report names gives its outputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, adaptive, out = fragile
+    rows = np.load(out / "runs" / "float" / "rows.npy")
+    outputs = np.load(out / "runs" / "float" / "outputs" / "output_0.npy")
+    suite = load_inputset(out / "inputs" / "risky.npz")
+    assert len(rows) == len(outputs) == adaptive["overall"]["n"] and np.all(np.diff(rows) > 0)
+    interpreter = Interpreter(model_path=str(next((out / "models").glob("*.float.tflite"))))
+    interpreter.allocate_tensors()
+    inp, outp = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    for k in np.random.default_rng(0).choice(len(rows), 25, replace=False):
+        interpreter.set_tensor(inp, np.asarray(suite.arrays["x"][rows[k]:rows[k] + 1], np.float32))
+        interpreter.invoke()
+        assert np.allclose(interpreter.get_tensor(outp)[0], outputs[k], atol=1e-5)
+    category = np.asarray(suite.category)[rows]
+    assert adaptive["categories"]["clean"]["n"] == int(np.sum(category == "clean"))
+
+
+def test_a_cell_without_flips_stops_early_and_the_report_says_which(fragile):
+    _, adaptive, _ = fragile
+    s = adaptive["sampling"]
+    assert "clean" in s["decided_early"]
+    assert s["groups"]["clean"]["rows"] < s["groups"]["clean"]["of"]
+    assert adaptive["categories"]["clean"]["accuracy_drop"] == 0.0
+    assert s["stop_reason"] == "every cell decided or at its cap" and s["undecided"] == []
+
+
+def test_until_verdict_stops_once_a_cell_is_firmly_catastrophic(fragile_keras, example_data, tmp_path):
+    report = evaluate(fragile_keras, "--data", example_data, "--max-per-category", "300", "-o", tmp_path / "v",
+                      "--until", "verdict")
+    s = report["sampling"]
+    assert report["verdict"] == "catastrophic" and report["verdict_confidence"]["level"] == "firm"
+    assert "firmly catastrophic" in s["stop_reason"] and len(s["rounds"]) <= 2
+    assert s["rows_run"] < 0.3 * s["suite_rows"]
+
+
+@pytest.fixture(params=["local", "ssh"])
+def device_args(request, tmp_path):
+    if request.param == "local":
+        return ["--device", "local"]
+    _, inventory = request.getfixturevalue("ssh_device")
+    return ["--device", "pi-loop", "--inventory", inventory]
+
+
+def test_a_budget_stops_on_time_and_names_what_it_left(device_args, example_tflite, tmp_path):
+    """A budget far below what the suite needs: the loop never starts a round once it is spent
+    (so it overshoots by at most its last round), and the undecided cells are named."""
+    from edgeq.evaluate import EXAMPLE_DATA
+
+    budget_s = 0.002
+    report = evaluate(example_tflite[0], "--quant-model", example_tflite[1], "--data", EXAMPLE_DATA,
+                      "-o", tmp_path / "b", "--budget", f"{budget_s}s", *device_args)
+    s = report["sampling"]
+    assert s["budget_s"] == budget_s and s["stop_reason"] == "budget spent"
+    assert s["device_s"] - s["round_costs"][-1]["device_s"] < budget_s
+    assert s["rows_run"] < s["suite_rows"] and s["undecided"]
+    assert report["verdict"] in ("robust", "degraded", "catastrophic")
+
+
+def test_a_budget_needs_adaptive_sampling(example_tflite, tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", str(example_tflite[0]), "--quant-model", str(example_tflite[1]),
+                                       "--sampling", "fixed", "--budget", "1m", "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--budget needs --sampling adaptive" in result.output
