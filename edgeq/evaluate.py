@@ -34,8 +34,9 @@ from edgeq.models.convert import convert_model, source_kind
 from edgeq.models.modelinfo import read_model
 from edgeq.repair.step import FixJob, run_fix
 from edgeq.reports.report import build_report, measurements, write_report
-from edgeq.results import run_rows, strict_json, take_rows, write_json_atomic
-from edgeq.sampling import Sampling, adaptive_runs, fixed_section
+from edgeq.results import latency_stats, run_rows, strict_json, take_rows, write_json_atomic
+from edgeq.sampling import SampledRuns, Sampling, adaptive_runs, fixed_runs, fixed_section
+from edgeq.store.run_cache import RunCache, cache_enabled
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 EXAMPLE_MODEL = EXAMPLES / "digits_mlp.keras"
@@ -65,6 +66,7 @@ class EvaluateOptions:
     sampling: str = "adaptive"  # rounds until each cell is decided (anytime-valid intervals), or "fixed": every row
     until: str = "cells"  # adaptive: stop when every cell is decided ("cells") or once the verdict is firm ("verdict")
     budget_s: float | None = None  # adaptive: device inference seconds at most
+    float_cache: bool = True  # reuse the float model's outputs from the host's cache (EDGEQ_FLOAT_CACHE=off: never)
     output_spec: OutputSpec | None = None  # what the user said about output kinds, labels, verdict outputs
     min_n: int = MIN_N  # cells with fewer trials are flagged
     wait_s: float = 0.0  # how long to queue for a device another job holds
@@ -203,9 +205,10 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     judge = dict(spec=opts.output_spec, model_info=info, min_n=opts.min_n, roles=data.extra.get("suite_roles"),
                  boundary=data.extra.get("boundary"))
     sampling = Sampling(opts.sampling, opts.until, opts.budget_s, opts.seed)
+    cache = RunCache() if cache_enabled(opts.float_cache) else None
     with _phase(opts, "device runs", announce):
         fleet = run_fleet(devices, lambda d: _sampled_runs(d, specs, _device_dir(opts, d, single), progress, single,
-                                                           opts.wait_s, sampling, judge))
+                                                           opts.wait_s, sampling, judge, cache))
         host = _host_runs(opts, devices, fleet, inventory, specs, progress)
     with _phase(opts, "compare", announce):
         reports = {name: _device_report(runs, host, extra, gates, judge) for name, runs in fleet.succeeded.items()}
@@ -290,24 +293,17 @@ def _device_runs(device, specs, outdir: Path, progress, single: bool, wait_s: fl
                          wait_s=wait_s)
 
 
-class SampledRuns(list):
-    """A device's [float, quant] runs, how the suite was sampled for them (the report's ``sampling``)
-    and the runs whose sensors measure energy and temperature (adaptive: the largest round's)."""
-
-    def __init__(self, runs, section: dict, measured=None):
-        super().__init__(runs)
-        self.section, self.measured = section, measured
-
-
 def _sampled_runs(device, specs, outdir: Path, progress, single: bool, wait_s: float, sampling: Sampling,
-                  judge: dict) -> SampledRuns:
-    """Every row once (``fixed``), or rounds until the cells are decided (``adaptive``)."""
+                  judge: dict, cache: RunCache | None = None) -> SampledRuns:
+    """Every row once (``fixed``), or rounds until the cells are decided (``adaptive``); with ``cache``, the
+    float outputs it holds for this device are reused (a copy of it per device: each report its own warnings)."""
+    cache = cache.clone() if cache is not None else None
     if not sampling.adaptive:
+        if cache is not None:
+            return fixed_runs(device, specs, outdir, sampling, cache, _labelled(progress, device, single), wait_s)
         runs = _device_runs(device, specs, outdir, progress, single, wait_s)
         return SampledRuns(runs, fixed_section(sampling, runs[0].n))
-    runs, section, measured = adaptive_runs(device, specs, outdir, sampling, judge, _labelled(progress, device, single),
-                                            wait_s)
-    return SampledRuns(runs, section, measured)
+    return adaptive_runs(device, specs, outdir, sampling, judge, _labelled(progress, device, single), wait_s, cache)
 
 
 def _host_runs(opts, devices, fleet, inventory, specs, progress):
@@ -336,11 +332,34 @@ def _device_report(runs, host, extra: dict, gates, judge: dict) -> dict:
         report["interval_method"] = section.get("interval_method", "wilson")
     if getattr(runs, "measured", None):
         report.update(measurements(*runs.measured))
+    _float_reuse(report, runs)
     report["inputs"] = dict(report["inputs"], n=report["overall"]["n"])
     if host is not None:
         report["device_vs_host"] = device_vs_host(host, runs, report["deciding_output"], judge)
     report["gates"] = evaluate_gates(report, gates)
     return report
+
+
+REUSED_NOTE = ("float outputs: {rows:,} of {of:,} rows reused from the cache (same float model, suite, device, "
+               "runtime, resolver)")
+
+
+def _float_reuse(report: dict, runs) -> None:
+    """``float_reused`` (null when no float row came from the cache), its note, the cache's warnings, and the
+    float latency from what ran now: the cached rows' latencies were timed by another evaluation (when no
+    float row ran, the cached run's latency stays, and the sampling section says ``float_latency: cached``)."""
+    reused = getattr(runs, "float_reused", None)
+    report["float_reused"] = reused
+    warnings = list(getattr(runs, "warnings", None) or [])
+    if warnings:
+        report["warnings"] = list(report.get("warnings") or []) + warnings
+    if not reused:
+        return
+    report["notes"] = list(report.get("notes") or []) + [REUSED_NOTE.format(**reused)]
+    ran = getattr(runs, "float_ran", None)
+    if ran:
+        stats = latency_stats(np.concatenate([r.latency_ms_per_sample() for r in ran]))
+        report["latency_ms"] = dict(report["latency_ms"], float=strict_json(stats))
 
 
 def device_vs_host(host, runs, deciding: str, judge: dict) -> dict:

@@ -399,3 +399,85 @@ def _merged_timelines(rounds: list, rows_of: list) -> tuple[np.ndarray, np.ndarr
     order = np.argsort(np.concatenate(firsts), kind="stable")
     return (np.ascontiguousarray(np.concatenate(columns, axis=1)[:, order]).astype(np.int64),
             np.concatenate(sizes)[order].astype(np.int32))
+
+
+def take_run_rows(run: RunResult, rows, out: str | os.PathLike) -> RunResult:
+    """A new run directory at ``out`` holding ``run``'s samples at the input set's ``rows`` (sorted ascending,
+    unique, each one ``run`` took: ``run_rows(run)``), e.g. the cached float outputs an evaluation reuses.
+
+    Outputs are copied a block at a time (the blocks of ``run``'s files that hold a wanted row are read, no
+    other, and never a whole output); sample tags and rows.npy follow the rows. Timelines: each invocation
+    that holds a wanted row is kept with the wanted rows as its batch and its latency's share for them
+    (latency × kept ÷ batch: the same per-sample latency; with batch size 1, exactly the sample's). Every file
+    is written atomically, the manifest then run.json last; meta.json is ``run``'s plus ``samples``, ``rows``
+    and ``taken_from`` (the source run and how many samples it had); sensors stay with the source.
+    """
+    from edgeq.files import atomic_write, write_json
+
+    out = Path(out)
+    if run.path is not None and out.resolve() == Path(run.path).resolve():
+        raise ConfigError(f"{out}: the subset needs a folder of its own, not its source's")
+    have = run_rows(run)
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    if not len(rows):
+        raise ConfigError(f"{run.path}: no rows to take (a run directory holds one sample at least)")
+    if len(rows) > 1 and not np.all(np.diff(rows) > 0):
+        raise ConfigError(f"{run.path}: rows to take must be sorted ascending and unique")
+    local = np.searchsorted(have, rows)
+    missing = (local >= len(have)) | (have[np.minimum(local, len(have) - 1)] != rows)
+    if missing.any():
+        raise ConfigError(f"{run.path}: holds no sample of row {int(rows[np.flatnonzero(missing)[0]])}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "outputs").mkdir(exist_ok=True)
+    for stale in (RUN_FILE, MANIFEST):  # a folder being rewritten never looks whole
+        (out / stale).unlink(missing_ok=True)
+    files = []
+    for k, output in enumerate(run.outputs):
+        rel = f"outputs/output_{k}.npy"
+        with atomic_write(out / rel) as handle:
+            _take_output(output, local, handle)
+        files.append(rel)
+    batch = np.asarray(run.batch_sizes, dtype=np.int64)
+    invocation = np.repeat(np.arange(len(batch)), batch)[local]  # the invocation each wanted sample was in
+    kept, counts = np.unique(invocation, return_counts=True)
+    latency = np.rint(np.asarray(run.latency_ns, dtype=np.float64)[:, kept] * (counts / batch[kept])).astype(np.int64)
+    for rel, array in (("latency_ns.npy", latency), ("batch_sizes.npy", counts.astype(np.int32)), (ROWS_FILE, rows)):
+        with atomic_write(out / rel) as handle:
+            np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+        files.append(rel)
+    from edgeq.inputs.inputset import write_npz
+
+    write_npz(out / SAMPLES, {name: take_rows(tag, local) for name, tag in run.samples.items()})
+    meta = {k: v for k, v in run.meta.items() if k not in ("rows_file", "sampling", "rounds")}
+    meta["job"] = {k: v for k, v in (meta.get("job") or {}).items() if k not in ("rows_file", "rows_sha256")}
+    meta.update(samples=int(len(rows)), passes=int(latency.shape[0]), rows=rows.tolist(),
+                taken_from={"path": str(run.path), "samples": run.n})
+    write_json_atomic(out / "meta.json", meta)
+    files.append("meta.json")
+    listing = {rel: {"sha256": sha256_file(out / rel), "size": (out / rel).stat().st_size} for rel in files}
+    agent_version = read_manifest(run.path).get("agent_version") if run.path is not None else None
+    write_json(out / MANIFEST, {"complete": True, "agent_version": agent_version, "files": listing})
+    record = {k: v for k, v in (run.run or {}).items() if k not in ("remote_dir", "rows", "merged")}
+    record.update(samples=int(len(rows)), taken_from=str(run.path))
+    write_json_atomic(out / RUN_FILE, record)
+    return RunResult.load(out)
+
+
+def _take_output(array, local: np.ndarray, handle) -> None:
+    """``array[local]`` written to ``handle`` as .npy, source block by source block: a block of a file on disk
+    without a wanted row is not read."""
+    from numpy.lib import format as npy_format
+
+    dtype, shape = np.dtype(array.dtype), (len(local),) + tuple(array.shape[1:])
+    npy_format.write_array_header_1_0(handle, {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False,
+                                               "shape": shape})
+    row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
+    step = max(1, MERGE_BLOCK_BYTES // row_bytes)
+    plain = isinstance(array, DiskArray) and array.member is None
+    for lo in range(0, len(array), step):
+        hi = min(lo + step, len(array))
+        a, b = np.searchsorted(local, [lo, hi])
+        if b == a:
+            continue
+        block = array.rows(lo, hi) if plain else np.asarray(array[lo:hi])
+        handle.write(np.ascontiguousarray(block[local[a:b] - lo]).tobytes())

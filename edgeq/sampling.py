@@ -8,6 +8,13 @@ anytime-valid intervals (``analysis.sequential``), which decides the cells the n
 skip. What the loop did — rounds, rows per round, device seconds, why it stopped, the cells a
 budget left undecided — goes to the report's ``sampling`` section.
 
+Float outputs are reused (``store.run_cache``): inside the rounds' session, where the agent's hello
+says which runtime and arch run the models, the float run's cache key is looked up; each round runs the
+float model only on its rows the cache does not hold (the quantized model on all of them), and the float
+run the comparison reads is merged from the new float rounds and the cached rows this evaluation took.
+The new float rows go into the cache at the end. ``fixed_runs`` does the same for a fixed-n suite: when
+the cache holds every row, the float model is not run at all.
+
 Above devices and analysis, beside ``evaluate`` which calls it for each device.
 """
 
@@ -23,11 +30,15 @@ from edgeq.analysis.adaptive import SCHEDULE, Planner
 from edgeq.analysis.compare import compare_runs
 from edgeq.analysis.sequential import describe as interval_description
 from edgeq.devices.rounds import open_rounds
+from edgeq.errors import EdgeqError
 from edgeq.inputs.inputset import load_inputset
-from edgeq.results import RunResult, merge_rounds
+from edgeq.results import RunResult, merge_rounds, run_rows, take_run_rows
+from edgeq.store.run_cache import CacheKey, RunCache, key_for
 
 SAMPLINGS = ("adaptive", "fixed")
 CALIBRATION_PER_GROUP = 2  # with a budget, the first round times this many rows of every group
+CACHE_ENTRY = "cache-entry"  # ROUNDS/<float label>/: the cached float run, linked from the host's cache
+CACHE_ROWS = "cache-rows"  # ROUNDS/<float label>/: the cached rows this evaluation took, merged with its rounds
 
 
 @dataclass(frozen=True)
@@ -45,43 +56,140 @@ class Sampling:
         return self.mode == "adaptive"
 
 
+class SampledRuns(list):
+    """A device's [float, quant] runs, how the suite was sampled for them (the report's ``sampling``), the
+    runs whose sensors measure energy and temperature (adaptive: the largest round's), and what the float
+    cache gave: ``float_reused`` (the report's section, None when no row was reused), ``float_ran`` (the
+    float runs made now, whose latency the report gives; None: ``self[0]`` is all new) and ``warnings``."""
+
+    def __init__(self, runs, section: dict, measured=None, float_reused: dict | None = None,
+                 float_ran: list | None = None, warnings=()):
+        super().__init__(runs)
+        self.section, self.measured = section, measured
+        self.float_reused, self.float_ran, self.warnings = float_reused, float_ran, list(warnings)
+
+
+def float_key(rounds, spec, device) -> CacheKey | None:
+    """The float cache key of ``spec`` in an open rounds session (the hello's runtime and arch, the hashes the
+    rounds made at open); None when the hello did not say which runtime or arch runs the model."""
+    facts = rounds.opened.facts or {}
+    runtime = facts.get("runtime") or {}
+    digests = rounds.digests
+    if not (runtime.get("name") and runtime.get("version") and facts.get("arch")):
+        return None
+    if spec.model not in digests or spec.inputs not in digests:
+        return None
+    return key_for(digests[spec.model], digests[spec.inputs], device.name, facts, spec.resolver, spec.threads,
+                   spec.batch_size)
+
+
+def _ran(rounds, k: int) -> list[RunResult]:
+    """The ``k``-th spec's runs of every round it ran, in order (a round it skipped whole has None there)."""
+    return [r[k] for r in rounds.done if r[k] is not None]
+
+
+def _reused(cache: RunCache, key: str, rows: int, of: int) -> dict | None:
+    return {"rows": int(rows), "of": int(of), "key": str(key), "cache": str(cache.entry(key))} if rows else None
+
+
+def _store(cache: RunCache, key, runs: list) -> None:
+    """The new float rows into the cache; a failure costs the next evaluation the reuse, never this one."""
+    if not runs:
+        return
+    try:
+        cache.store(key, runs)
+    except (OSError, EdgeqError) as exc:
+        cache.say(f"float outputs not cached: {exc}")
+
+
 def adaptive_runs(device, specs, outdir: Path, sampling: Sampling, judge: dict, progress=None,
-                  wait_s: float = 0.0) -> tuple[list[RunResult], dict, list[RunResult]]:
-    """Run ``specs`` (float, quant) on ``device`` in rounds; returns the merged runs, the
-    ``sampling`` report section and the largest round's runs, whose sensors (power, temperature)
-    measure energy: a merged run has no one sensor timeline. ``judge``: compare_runs's keyword
-    arguments."""
+                  wait_s: float = 0.0, cache: RunCache | None = None) -> SampledRuns:
+    """Run ``specs`` (float, quant) on ``device`` in rounds; returns the merged runs with the ``sampling``
+    report section and the largest round's runs, whose sensors (power, temperature) measure energy: a
+    merged run has no one sensor timeline. ``judge``: compare_runs's keyword arguments. ``cache``: the host's
+    float runs, for ``specs[0]`` (None: none)."""
     suite = load_inputset(specs[0].inputs, what="suite")
     planner = Planner(np.asarray(suite.category[:]), None if suite.severity is None else np.asarray(suite.severity[:]),
                       seed=sampling.seed, until=sampling.until)
     merged: list[RunResult] = []
+    ref = specs[0].label
     _clear_rounds(outdir / "rounds")
+    key, cached, subset = None, None, None
+    have = reused = np.empty(0, dtype=np.int64)
     with open_rounds(device, specs, outdir / "rounds", wait_s=wait_s, progress=progress) as rounds:
+        if cache is not None:
+            key = float_key(rounds, specs[0], device)
+            cached = cache.lookup(key, into=outdir / "rounds" / ref / CACHE_ENTRY) if key is not None else None
+            have = run_rows(cached) if cached is not None else have
         while True:
             calibrating = sampling.budget_s is not None and not rounds.done
             rows = planner.next_round(_budget_rows(sampling, rounds),
                                       per_group=CALIBRATION_PER_GROUP if calibrating else None)
             if rows is None:
                 break
-            rounds.run(rows)
-            merged = [merge_rounds([r[k] for r in rounds.done], outdir / "runs" / spec.label)
+            hit = np.intersect1d(rows, have, assume_unique=True)
+            rounds.run(rows, skip={ref: hit} if len(hit) else None)
+            if len(hit):
+                reused = np.union1d(reused, hit)
+                subset = take_run_rows(cached, reused, outdir / "rounds" / ref / CACHE_ROWS)
+            merged = [merge_rounds(_ran(rounds, k) + ([subset] if k == 0 and subset is not None else []),
+                                   outdir / "runs" / spec.label)
                       for k, spec in enumerate(specs)]
             planner.update(compare_runs(merged[0], merged[1], **judge, interval="anytime")["outputs"])
         costs = [r.costs() for r in rounds.done]
         largest = max(rounds.done, key=lambda r: len(r.rows))
+    float_ran = _ran(rounds, 0)
+    if key is not None:
+        _store(cache, key, float_ran)
     section = dict(planner.describe(), budget_s=sampling.budget_s, device_s=sum(c["device_s"] for c in costs),
                    round_costs=costs, measured_round=largest.index, **interval_description())
-    return merged, section, list(largest)
+    if len(reused) and not float_ran:
+        section["float_latency"] = "cached"  # no float row ran: the float latency is the cached run's
+    # each model's largest round among those it ran (the float model skips the rounds the cache held whole);
+    # a model that ran no round has no sensor timeline of this evaluation: its merged run stands in
+    measured = [max(_ran(rounds, k), key=lambda run: run.n, default=merged[k]) for k in range(len(specs))]
+    return SampledRuns(merged, section, measured, _reused(cache, key, len(reused), merged[0].n) if key else None,
+                       float_ran if len(reused) else None, cache.warnings if cache is not None else ())
+
+
+def fixed_runs(device, specs, outdir: Path, sampling: Sampling, cache: RunCache, progress=None,
+               wait_s: float = 0.0) -> SampledRuns:
+    """Every row once, float and quant in one locked session, into ``OUTDIR/runs/<label>``; when the cache holds
+    every row of ``specs[0]`` (the float model), that model is not run: its cached run is linked into
+    ``OUTDIR/runs/<label>`` (hard links, copies where the file system has none: the report's folder stays
+    whole whatever the cache later evicts, at no cost in time or space). Otherwise the float model runs every
+    row and the cache gets its outputs."""
+    ref = specs[0].label
+    folders = {s.label: outdir / "runs" / s.label for s in specs}
+    key, cached = None, None
+    with open_rounds(device, specs, outdir / "runs", wait_s=wait_s, progress=progress) as rounds:
+        key = float_key(rounds, specs[0], device)
+        cached = cache.lookup(key, into=folders[ref]) if key is not None else None
+        if cached is not None and len(run_rows(cached)) != rounds.samples:
+            shutil.rmtree(cached.path, ignore_errors=True)  # some rows only: the float model runs them all
+            cached = None
+        skip = {ref: np.arange(rounds.samples, dtype=np.int64)} if cached is not None else None
+        done = rounds.run(None, skip=skip, folders=folders)
+    runs = [cached if run is None else run for run in done]
+    if key is not None and cached is None:
+        _store(cache, key, [runs[0]])
+    section = fixed_section(sampling, runs[0].n)
+    if cached is not None:
+        section["float_latency"] = "cached"
+    reused = _reused(cache, key, runs[0].n, runs[0].n) if cached is not None else None
+    return SampledRuns(runs, section, None, reused, [] if cached is not None else None, cache.warnings)
 
 
 def _clear_rounds(root: Path) -> None:
     """An evaluation run again into the same OUTDIR (a nightly job) replaces its rounds, as a fixed
-    run replaces its runs: only the ``<label>/round-<k>`` folders edgeq wrote are removed."""
+    run replaces its runs: only the ``<label>/round-<k>`` folders edgeq wrote (and the cached float rows
+    it linked and took) are removed."""
     if not root.is_dir():
         return
-    for folder in sorted(root.glob("*/round-*")):
-        if folder.is_dir():
-            shutil.rmtree(folder)
+    for pattern in ("*/round-*", f"*/{CACHE_ENTRY}", f"*/{CACHE_ROWS}"):
+        for folder in sorted(root.glob(pattern)):
+            if folder.is_dir():
+                shutil.rmtree(folder)
 
 
 def _budget_rows(sampling: Sampling, rounds) -> int | None:

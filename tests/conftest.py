@@ -19,6 +19,9 @@ if "EDGEQ_DB" not in os.environ:  # tests never write to the user's history
 # the local device's store and lock are the test session's own: an `edgeq evaluate` the user runs
 # beside the tests neither blocks them (device busy) nor sees their files
 os.environ["EDGEQ_LOCAL_WORKDIR"] = __import__("tempfile").mkdtemp(prefix="edgeq-test-local-")
+# tests never read or fill the user's float-output cache, nor reuse each other's float runs through it
+# (tests/test_float_cache.py turns it on with a cache folder of its own)
+os.environ["EDGEQ_FLOAT_CACHE"] = "off"
 
 from edgeq.devices.inventory import Device  # noqa: E402
 from edgeq.evaluate import EXAMPLE_DATA, EXAMPLE_MODEL  # noqa: E402

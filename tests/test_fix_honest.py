@@ -188,7 +188,8 @@ def evaluated(lone, rebuilt_pair, tmp_path_factory):
     _, data = lone
     float_path, quant = rebuilt_pair
     out = tmp_path_factory.mktemp("lone_eval")
-    report = run_evaluate([float_path, "--quant-model", quant, "--data", data, "--max-per-category", "60", "--fix"],
+    report = run_evaluate([float_path, "--quant-model", quant, "--data", data, "--max-per-category", "60", "--fix",
+                           "--sampling", "fixed"],
                           out / "eval", out / "device")
     return report, out / "eval"
 
@@ -231,14 +232,15 @@ def test_fix_agrees_with_evaluate_under_the_same_resolver_only(lone, evaluated, 
     assert same_drops(shipped, report)  # the built-in kernels give other numbers than evaluate's AUTO run
 
     again = run_evaluate([float_path, "--quant-model", quant, "--data", lone[1], "--max-per-category", "60",
-                          "--resolver", BUILTIN], tmp_path / "eval", tmp_path / "device")
+                          "--resolver", BUILTIN, "--sampling", "fixed"], tmp_path / "eval", tmp_path / "device")
     assert again["device"]["resolver"] == BUILTIN
     assert same_drops(shipped, again) == []
 
 
 def test_evaluate_fix_does_not_call_the_float_model_a_fix(lone, tmp_path):
     model, data = lone
-    report = run_evaluate([model, "--data", data, "--max-per-category", "60", "--fix"], tmp_path / "eval",
+    report = run_evaluate([model, "--data", data, "--max-per-category", "60", "--fix",
+                           "--sampling", "fixed"], tmp_path / "eval",
                           tmp_path / "device")
     fix = report["fix"]
     assert fix["status"] == "no-quantized-variant" and fix["best"]["int8_weights"] >= 1

@@ -47,6 +47,10 @@ from edgeq.inputs.search.settings import DISTANCE
                    "firm, e.g. a deciding cell firmly catastrophic (verdict).")
 @click.option("--budget", "budget", metavar="DURATION", help="adaptive: device inference time at most (e.g. 10m, "
               "90s); the rows go to the least decided cells, and the report names the cells it left undecided.")
+@click.option("--no-float-cache", "no_float_cache", is_flag=True,
+              help="Run the float model on every row it needs even when the host's cache holds its outputs "
+                   "(same float model, suite, device, runtime, resolver, threads, batch size); "
+                   "EDGEQ_FLOAT_CACHE=off does the same.")
 @click.option("--fix", "fix", is_flag=True, help="When the verdict is degraded or catastrophic, keep the fewest ops "
               "float that bring every condition under the target: OUTDIR/models/<stem>.fixed.tflite, verified.")
 @click.option("--fix-target", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=None,
@@ -58,7 +62,7 @@ from edgeq.inputs.search.settings import DISTANCE
 def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, seed, max_per_category, range_mode,
              input_kinds, fail_on, json_path, search_budget, search_distance, worst_budget, fix, fix_target,
              output_flags, outputs_spec, labels_for, verdict_outputs, min_n, wait_s, db, no_history, sampling, until,
-             budget, **job):
+             budget, no_float_cache, **job):
     """The main job: does quantization hurt MODEL on any kind of input, on DEVICE?
 
     With no MODEL, runs the built-in example (an MLP on scikit-learn's digits).
@@ -72,6 +76,7 @@ def evaluate(model, data, quant_model, device, tag, inventory, outdir, policy, s
                            max_per_category=max_per_category, range_mode=range_mode,
                            input_kinds=parse_input_kinds(input_kinds), job=job, fail_on=fail_on,
                            sampling=sampling, until=until, budget_s=_budget_seconds(sampling, budget),
+                           float_cache=not no_float_cache,
                            min_n=min_n, wait_s=wait_s, verbose=verbosity() > 0,
                            search_budget=search_budget, search_distance=search_distance, worst_budget=worst_budget,
                            fix=fix, fix_target=fix_target,

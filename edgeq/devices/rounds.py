@@ -15,6 +15,11 @@ rounds into one run directory.
         first = rounds.run(np.arange(0, 1000, 10))          # [float RunResult, quant RunResult]
         later = rounds.run(np.array([3, 7, 11]))
     merged = merge_rounds([first[0], later[0]], outdir / "runs" / "float")
+
+A label may skip rows (``run(rows, skip={"float": rows_known})``: the float outputs a host cache holds
+already): it runs only the round's other rows, and a label with nothing left to run is not run at all —
+its place in the round is None. ``run(None, folders=…)`` runs every row of the set without a rows file,
+into the folders given (a fixed-n evaluation in the same locked session).
 """
 
 from __future__ import annotations
@@ -45,16 +50,24 @@ class Round(list):
     the round's pushes (``skipped`` when the store had the file).
     """
 
-    def __init__(self, index: int, rows: np.ndarray, results: list[RunResult], wall_s: float,
-                 transfers: list[Transfer]):
+    def __init__(self, index: int, rows: np.ndarray, results: list[RunResult | None], wall_s: float,
+                 transfers: list[Transfer], ran: dict | None = None):
         super().__init__(results)
         self.index, self.rows, self.wall_s, self.transfers = index, rows, wall_s, transfers
-        self.device_s = sum(float(np.asarray(r.latency_ns, dtype=np.float64).sum()) for r in results) / 1e9
-        self.agent_s = sum(float(r.meta.get("finished", 0.0)) - float(r.meta.get("started", 0.0)) for r in results)
+        ran_runs = [r for r in results if r is not None]  # a label that skipped every row has None here
+        self.device_s = sum(float(np.asarray(r.latency_ns, dtype=np.float64).sum()) for r in ran_runs) / 1e9
+        self.agent_s = sum(float(r.meta.get("finished", 0.0)) - float(r.meta.get("started", 0.0))
+                           for r in ran_runs)
+        self.ran = ran if ran is not None else {}  # label → the rows it ran (fewer than ``rows`` when it skipped some)
 
     def costs(self) -> dict:
-        return {"round": self.index, "rows": int(len(self.rows)), "device_s": self.device_s, "agent_s": self.agent_s,
-                "wall_s": self.wall_s}
+        found = {"round": self.index, "rows": int(len(self.rows)), "device_s": self.device_s, "agent_s": self.agent_s,
+                 "wall_s": self.wall_s}
+        skipped = {label: int(len(self.rows) - len(rows)) for label, rows in self.ran.items()
+                   if len(rows) < len(self.rows)}
+        if skipped:
+            found["rows_skipped"] = skipped
+        return found
 
 
 class Rounds:
@@ -77,27 +90,53 @@ class Rounds:
     def folder(self, label: str, index: int) -> Path:
         return self.root / label / f"round-{index}"
 
-    def run(self, rows) -> Round:
+    def run(self, rows, skip: dict | None = None, folders: dict | None = None) -> Round:
         """Every spec on ``rows`` of the input set (sorted ascending, unique, in range; checked here by the
-        agent's rule, ConfigError otherwise): returns the pulled, verified results, one per spec."""
+        agent's rule, ConfigError otherwise; None: every row, without a rows file): returns the pulled,
+        verified results, one per spec.
+
+        ``skip``: label → rows that label need not run (e.g. float outputs a cache holds); the label runs
+        the round's other rows only, and is not run at all when none are left (its result is then None).
+        ``folders``: label → the run directory to pull into (default ``ROOT/<label>/round-<k>``; a given
+        folder may exist already and is replaced, as a fixed-n run's is)."""
         if self.closed:
             raise ConfigError("these rounds are closed: open new ones")
-        rows = checked_rows(rows, self.samples)
+        every = rows is None
+        rows = np.arange(self.samples, dtype=np.int64) if every else checked_rows(rows, self.samples)
+        skip, folders = dict(skip or {}), dict(folders or {})
+        labels = {item.spec.label for item in self.prepared}
+        unknown = sorted((set(skip) | set(folders)) - labels)
+        if unknown:
+            raise ConfigError(f"no spec of these rounds is labelled {', '.join(map(repr, unknown))}")
         self.count += 1
         index, started = self.count, time.perf_counter()
         deployer, session = self.opened.deployer, self.opened.session
         before = len(deployer.transfers)
-        results = []
+        results, ran = [], {}
         for item in self.prepared:
-            rundir = self.folder(item.spec.label, index)
-            rundir.mkdir(parents=True, exist_ok=False)
-            results.append(_run_one(self.device, deployer, session, dataclasses.replace(item, rundir=rundir, rows=rows),
+            label = item.spec.label
+            mine = rows if label not in skip else np.setdiff1d(rows, np.asarray(skip[label], dtype=np.int64))
+            ran[label] = mine
+            if not len(mine):
+                results.append(None)  # nothing of this round left for this label: it is not run
+                continue
+            given = label in folders
+            rundir = Path(folders[label]) if given else self.folder(label, index)
+            rundir.mkdir(parents=True, exist_ok=given)
+            take = None if every and len(mine) == len(rows) else mine
+            results.append(_run_one(self.device, deployer, session, dataclasses.replace(item, rundir=rundir, rows=take),
                                     self.progress, self.events))
-        tidy_device_store(self.device, deployer, session, [r.run["remote_dir"] for r in results],
-                          [r.run["rows"]["remote"] for r in results])
-        done = Round(index, rows, results, time.perf_counter() - started, deployer.transfers[before:])
+        pulled = [r for r in results if r is not None]
+        tidy_device_store(self.device, deployer, session, [r.run["remote_dir"] for r in pulled],
+                          [r.run["rows"]["remote"] for r in pulled if r.run.get("rows")])
+        done = Round(index, rows, results, time.perf_counter() - started, deployer.transfers[before:], ran)
         self.done.append(done)
         return done
+
+    @property
+    def digests(self) -> dict:
+        """Local path → sha256 of every model and input set these rounds pushed (each hashed once, at open)."""
+        return dict(self.prepared[0].known) if self.prepared else {}
 
 
 @contextlib.contextmanager
