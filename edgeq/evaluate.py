@@ -34,7 +34,8 @@ from edgeq.models.convert import convert_model, source_kind
 from edgeq.models.modelinfo import read_model
 from edgeq.repair.step import FixJob, run_fix
 from edgeq.reports.report import build_report, measurements, write_report
-from edgeq.results import latency_stats, run_rows, strict_json, take_rows, write_json_atomic
+from edgeq.results import latency_stats, strict_json, write_json_atomic
+from edgeq.rows import run_rows, take_rows
 from edgeq.sampling import SampledRuns, Sampling, adaptive_runs, fixed_runs, fixed_section
 from edgeq.store.run_cache import RunCache, cache_enabled
 

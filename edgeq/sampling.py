@@ -32,7 +32,8 @@ from edgeq.analysis.sequential import describe as interval_description
 from edgeq.devices.rounds import open_rounds
 from edgeq.errors import EdgeqError
 from edgeq.inputs.inputset import load_inputset
-from edgeq.results import RunResult, merge_rounds, run_rows, take_run_rows
+from edgeq.results import RunResult
+from edgeq.rows import merge_rounds, run_rows, take_run_rows
 from edgeq.store.run_cache import CacheKey, RunCache, key_for
 
 SAMPLINGS = ("adaptive", "fixed")

@@ -54,7 +54,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # the input-set file format (.npz checks, block reads and writes): read by every stage, even
     # conversion (a calibration set) and run directories
     ("files", ("edgeq.inputs", "edgeq.inputs.inputset", "edgeq.inputs.npz")),
-    ("results", ("edgeq.results",)),  # the run directory record every stage after devices reads
+    ("results", ("edgeq.results", "edgeq.rows")),  # the run directory record every stage after devices reads
     ("models", ("edgeq.models.*",)),
     ("risky", ("edgeq.inputs.risky.*",)),  # the risky suite: made from the data and the float model
     ("devices", ("edgeq.devices.*",)),

@@ -24,7 +24,8 @@ from edgeq.devices.rounds import open_rounds
 from edgeq.devices.run import RunSpec
 from edgeq.evaluate import EXAMPLE_DATA
 from edgeq.files import sha256_file
-from edgeq.results import RunResult, run_rows, take_run_rows
+from edgeq.results import RunResult
+from edgeq.rows import run_rows, take_run_rows
 from edgeq.store.run_cache import RunCache, cache_enabled, key_fields, key_for
 
 CELLS = ("verdict", "worst_category", "worst_severity", "overall", "categories", "outputs")

@@ -27,7 +27,8 @@ from edgeq.devices.transport.local import LocalTransport
 from edgeq.errors import AgentError, ConfigError, DeviceBusy, TransportError
 from edgeq.inputs.inputset import InputSet
 from edgeq.reports.report import build_report
-from edgeq.results import IncompleteRun, RunResult, merge_rounds, run_rows
+from edgeq.results import IncompleteRun, RunResult
+from edgeq.rows import merge_rounds, run_rows
 
 N = 300
 ROUND_ONE = np.arange(0, N, 3)  # 100 rows
@@ -125,7 +126,7 @@ def _restricted(run: RunResult, rows: np.ndarray):
     """A full run cut down to ``rows`` in memory: what a comparison of the merged rounds must equal."""
     from types import SimpleNamespace
 
-    from edgeq.results import take_rows
+    from edgeq.rows import take_rows
 
     return SimpleNamespace(path=run.path, meta=dict(run.meta, samples=len(rows)), run=run.run, sensors=None,
                            outputs=[np.asarray(o)[rows] for o in run.outputs], n=len(rows),

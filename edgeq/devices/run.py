@@ -30,7 +30,8 @@ from edgeq.inputs.inputset import input_specs, load_inputset, match_model_inputs
 from edgeq.models.modelinfo import ModelInfo, read_model
 from edgeq.devices.pull import pull_partial, pull_run
 from edgeq.files import atomic_write, ensure_writable_dir, sha256_file
-from edgeq.results import ROWS_FILE, RUN_FILE, SAMPLES, RunResult, take_rows, write_json_atomic
+from edgeq.results import RUN_FILE, SAMPLES, RunResult, write_json_atomic
+from edgeq.rows import ROWS_FILE, take_rows
 
 ProgressFn = Callable[[str, int, int], None]
 INACTIVITY_TIMEOUT_S = 600.0  # the agent reports progress every 0.5 s while it runs

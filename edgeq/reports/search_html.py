@@ -16,7 +16,7 @@ from edgeq.inputs.inputset import load_inputset
 from edgeq.inputs.risky.families import image_layout
 from edgeq.reports.page import as_dict, basis_of, escape, fmt, number
 from edgeq.reports.png import data_uri, to_uint8
-from edgeq.results import run_rows
+from edgeq.rows import run_rows
 
 EXAMPLES = 6  # images per row of examples
 EXAMPLE_CSS = """.examples{display:flex;flex-wrap:wrap;gap:10px;margin:6px 0 10px}.ex{text-align:center;font-size:11px;color:#3c4043}

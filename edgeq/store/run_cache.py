@@ -52,8 +52,8 @@ import numpy as np
 
 from edgeq.errors import ConfigError
 from edgeq.files import copy_file, write_json
-from edgeq.results import MANIFEST, ROWS_FILE, RUN_FILE, IncompleteRun, RunResult, merge_rounds, run_rows, \
-    take_run_rows
+from edgeq.results import MANIFEST, RUN_FILE, IncompleteRun, RunResult
+from edgeq.rows import ROWS_FILE, merge_rounds, run_rows, take_run_rows
 
 FORMAT = 1  # what an entry holds and how; part of every key, so another format never shares a folder
 KEY_FILE = "key.json"
