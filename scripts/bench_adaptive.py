@@ -82,7 +82,7 @@ def evaluate(model: Path, data: Path, outdir: Path, per_category: int, extra: li
     env = dict(os.environ, **({} if cache else {"EDGEQ_FLOAT_CACHE": "off"}))
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=str(outdir.parent), env=env)
     wall = time.perf_counter() - started
-    if done.returncode not in (0, 1):
+    if done.returncode not in (0, 1) or not (outdir / "report.json").is_file():
         raise SystemExit(f"bench_adaptive: {' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:]}")
     report = json.loads((outdir / "report.json").read_text())
     sampling = report.get("sampling") or {}
