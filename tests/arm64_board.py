@@ -406,5 +406,51 @@ def main(argv: list[str] | None = None) -> int:
     return {"start": _start, "serve": _serve, "stop": _stop}[args.command](args)
 
 
+# --- helpers the board tests share (tests/test_arm64_board.py, tests/test_old_python_board.py) ---
+
+def edgeq(*args) -> tuple[int, str]:
+    """The CLI in-process: (exit code, output); an exception that is not an exit is raised."""
+    from click.testing import CliRunner
+
+    from edgeq.cli.main import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def elf_machine(path) -> int:
+    """e_machine of an ELF file (0xb7 = aarch64, 0x3e = x86-64)."""
+    with open(path, "rb") as f:
+        header = f.read(20)
+    assert header[:4] == b"\x7fELF", f"{path} is not an ELF file"
+    return int.from_bytes(header[18:20], "little")
+
+
+def inside(rootfs, path: str):
+    """The host path of a board path, following symlinks as the board would (absolute ones stay inside)."""
+    current = rootfs / path.lstrip("/")
+    for _ in range(40):
+        if not current.is_symlink():
+            return current
+        target = os.readlink(current)
+        current = rootfs / target.lstrip("/") if target.startswith("/") else current.parent / target
+    raise AssertionError(f"symlink loop at {path}")
+
+
+def short_soak(board_name: str, inventory, model, inputs, folder) -> dict:
+    """A 6-s detached soak on a board (its own process, status files, sampler); its summary, checked."""
+    code, output = edgeq("soak", "--device", board_name, "--inventory", inventory, "--model", model, "--inputs",
+                         inputs, "--duration", "6s", "--window", "2s", "--warmup", 2, "-o", folder / "soak",
+                         "--json", folder / "soak.json", "--no-history")
+    assert code == 0, output
+    summary = json.loads((folder / "soak.json").read_text())
+    assert summary["state"] == "finished" and summary["device"] == board_name and summary["error"] is None
+    assert summary["windows"] >= 1 and summary["inferences"] > 0
+    assert summary["output_drift"]["mismatched"] == 0
+    return summary
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,38 +19,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from arm64_board import BOARD_NAME, DEVICE_WORKDIR, SCRIPT, WHEEL_CACHE, arm64_board  # noqa: F401
-from edgeq.cli.main import main
+from arm64_board import (BOARD_NAME, DEVICE_WORKDIR, SCRIPT, WHEEL_CACHE, arm64_board, edgeq,  # noqa: F401
+                         elf_machine, inside, short_soak)
 
 pytestmark = pytest.mark.arm64
-
-
-def edgeq(*args) -> tuple[int, str]:
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
-
-
-def elf_machine(path) -> int:
-    """e_machine of an ELF file (0xb7 = aarch64, 0x3e = x86-64)."""
-    with open(path, "rb") as f:
-        header = f.read(20)
-    assert header[:4] == b"\x7fELF", f"{path} is not an ELF file"
-    return int.from_bytes(header[18:20], "little")
-
-
-def inside(rootfs, path: str):
-    """The host path of a board path, following symlinks as the board would (absolute ones stay inside)."""
-    current = rootfs / path.lstrip("/")
-    for _ in range(40):
-        if not current.is_symlink():
-            return current
-        target = os.readlink(current)
-        current = rootfs / target.lstrip("/") if target.startswith("/") else current.parent / target
-    raise AssertionError(f"symlink loop at {path}")
 
 
 @pytest.fixture(scope="session")
@@ -135,15 +108,7 @@ def test_xnnpack_and_builtin_kernels_differ_on_the_board(arm64_board, arm64_eval
 
 
 def test_soak_for_a_few_seconds(arm64_board, arm64_setup, example_tflite, small_inputs, tmp_path):  # noqa: F811
-    code, output = edgeq("soak", "--device", BOARD_NAME, "--inventory", arm64_board.inventory,
-                         "--model", example_tflite[1], "--inputs", small_inputs, "--duration", "6s",
-                         "--window", "2s", "--warmup", 2, "-o", tmp_path / "soak", "--json", tmp_path / "soak.json",
-                         "--no-history")
-    assert code == 0, output
-    summary = json.loads((tmp_path / "soak.json").read_text())
-    assert summary["state"] == "finished" and summary["device"] == BOARD_NAME and summary["error"] is None
-    assert summary["windows"] >= 1 and summary["inferences"] > 0
-    assert summary["output_drift"]["mismatched"] == 0
+    short_soak(BOARD_NAME, arm64_board.inventory, example_tflite[1], small_inputs, tmp_path)
 
 
 def test_script_says_why_it_cannot_emulate_without_root(tmp_path):

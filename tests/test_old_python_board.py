@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from edgeq.cli.main import main
+from arm64_board import edgeq, elf_machine, inside, short_soak
 from old_python_board import (  # noqa: F401
     BOARD_NAME, DEVICE_WORKDIR, PYTHON_VERSION, SCRIPT, WHEEL_CACHE, old_python_board,
 )
@@ -49,32 +48,6 @@ print(json.dumps({"python": sys.version.split()[0], "failed": failed}))
 # (The arm64 test only checks its figures are finite: aarch64 kernels give other numbers.)
 FLOAT_RTOL, QUANT_RTOL, MIN_AGREEMENT = 1e-5, 1e-3, 0.99
 EVALUATE_ARGS = ("--max-per-category", 20, "--warmup", 2, "--no-history", "-q")
-
-
-def edgeq(*args) -> tuple[int, str]:
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
-
-
-def elf_machine(path) -> int:
-    """e_machine of an ELF file (0x3e = x86-64, 0xb7 = aarch64)."""
-    with open(path, "rb") as f:
-        header = f.read(20)
-    assert header[:4] == b"\x7fELF", f"{path} is not an ELF file"
-    return int.from_bytes(header[18:20], "little")
-
-
-def inside(rootfs, path: str):
-    """The host path of a board path, following symlinks as the board would (absolute ones stay inside)."""
-    current = rootfs / path.lstrip("/")
-    for _ in range(40):
-        if not current.is_symlink():
-            return current
-        target = os.readlink(current)
-        current = rootfs / target.lstrip("/") if target.startswith("/") else current.parent / target
-    raise AssertionError(f"symlink loop at {path}")
 
 
 def say(request, line: str) -> None:
@@ -230,15 +203,7 @@ def test_every_agent_module_imports_on_python_39(old_python_board, old_setup):  
 
 def test_soak_for_a_few_seconds(old_python_board, old_setup, example_tflite, small_inputs, tmp_path):  # noqa: F811
     """A detached soak (its own process, status files, sampler) under Python 3.9."""
-    code, output = edgeq("soak", "--device", BOARD_NAME, "--inventory", old_python_board.inventory,
-                         "--model", example_tflite[1], "--inputs", small_inputs, "--duration", "6s",
-                         "--window", "2s", "--warmup", 2, "-o", tmp_path / "soak", "--json", tmp_path / "soak.json",
-                         "--no-history")
-    assert code == 0, output
-    summary = json.loads((tmp_path / "soak.json").read_text())
-    assert summary["state"] == "finished" and summary["device"] == BOARD_NAME and summary["error"] is None
-    assert summary["windows"] >= 1 and summary["inferences"] > 0
-    assert summary["output_drift"]["mismatched"] == 0
+    short_soak(BOARD_NAME, old_python_board.inventory, example_tflite[1], small_inputs, tmp_path)
 
 
 def test_evaluate_gives_the_local_verdict(old_evaluation, local_evaluation):

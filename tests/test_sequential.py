@@ -4,14 +4,7 @@ Measured here (2,000 repetitions per rate, seed 0, numpy 2.4; looks after 32, 64
 256, 512 cumulative trials; stop at the first look where the CS decides the cell below
 2 %, at/above 10 % or between, else at 512):
 
-     p  CS@stop  CS@every  Wilson@stop  Wilson(own stop)  mean n  wrong  decided
- 0.000   1.0000    1.0000       1.0000            1.0000   256.0  0.000    1.000
- 0.005   0.9995    0.9980       0.9525            0.9525   436.4  0.000    0.572
- 0.020   0.9915    0.9905       0.9485            0.9075   510.5  0.009    0.009
- 0.050   0.9970    0.9955       0.9635            0.9710   512.0  0.000    0.710
- 0.100   0.9975    0.9935       0.9490            0.8540   511.4  0.001    0.003
- 0.300   0.9995    0.9920       0.9435            0.9490    62.9  0.000    1.000
- 0.600   1.0000    0.9920       0.9590            0.9590    32.0  0.000    1.000
+(the table is ``sequential.COVERAGE_TABLE``; ``scripts/sequential_table.py`` prints it again)
 
 CS@every: the CS held p at all five looks (time-uniform). Wilson@stop: the fixed-n 95 %
 interval at the CS's stopping time; Wilson(own stop): Wilson used both to stop and to
