@@ -17,6 +17,7 @@ check, so without it a damaged set was "ok" here although numpy refuses it.
 from __future__ import annotations
 
 import os
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -26,6 +27,7 @@ from numpy.lib import format as npy
 
 from device_agents.edgeq_agent import AgentFailure, npz_members
 from edgeq.errors import InputSetError
+from edgeq.files import atomic_write
 
 BLOCK_BYTES = 4 << 20  # rows per read: about this many bytes
 CRC_BLOCK_BYTES = 1 << 20  # bytes per read while checking a member's CRC
@@ -189,15 +191,21 @@ class NpzWriter:
     """An .npz written member by member, each member row block by row block.
 
     Members are stored (not compressed), so readers can seek to any row. The file
-    appears under its name only when closed without error; a temporary file beside
-    it holds the writing.
+    appears under its name only when closed without error: it is written through the
+    one atomic write (``edgeq.files.atomic_write``), a temporary file beside it that
+    is fsync'd and renamed, or removed on any error.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.part-{os.getpid()}")
-        self.archive = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self._writing = atomic_write(self.path)
+        handle = self._writing.__enter__()
+        try:
+            self.archive = zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        except BaseException:
+            self._writing.__exit__(*sys.exc_info())
+            raise
 
     def __enter__(self) -> "NpzWriter":
         return self
@@ -219,19 +227,17 @@ class NpzWriter:
     def close(self) -> Path:
         try:
             self.archive.close()
-            with open(self.tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(self.tmp, self.path)
         except BaseException:
-            self.tmp.unlink(missing_ok=True)
+            self._writing.__exit__(*sys.exc_info())
             raise
+        self._writing.__exit__(None, None, None)  # fsync, rename into place, fsync the folder
         return self.path
 
     def abort(self) -> None:
         try:
             self.archive.close()
         finally:
-            self.tmp.unlink(missing_ok=True)
+            self._writing.__exit__(RuntimeError, RuntimeError("aborted"), None)  # the temporary goes
 
 
 def _entry(name: str) -> zipfile.ZipInfo:
