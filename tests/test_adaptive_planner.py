@@ -121,3 +121,23 @@ def test_each_group_is_a_random_sample_the_same_for_the_same_seed():
     assert np.array_equal(ra, rb) and not np.array_equal(ra, rc)
     clean = ra[ra < SIZE]
     assert clean.max() > SIZE // 2  # not the first rows of the group: a random prefix
+
+
+def test_a_gated_cell_the_cap_cannot_decide_does_not_hold_its_group_open():
+    """Landmarks judged only where the model sees a hand, on photos with few hands: a handful of
+    trials per cell even at the cap. Such a cell cannot keep every group running to its cap; a
+    gated cell that the cap can decide (open on most rows) still does."""
+    cat, sev = suite(categories=("clean", "noise"))
+    planner = Planner(cat, sev, seed=1)
+    planner.next_round()
+    planner.next_round()  # 64 rows per group taken
+    sections = sections_for(planner, {}, {k: g.taken for k, g in planner.groups.items()})
+    rare = {"drives_verdict": True, "categories": {"clean": {"value": 0.0, "ci95": [0.0, 0.8], "trials": 2,
+                                                             "events": 0, "low_n": True}}}
+    common = {"drives_verdict": True, "categories": {"clean": {"value": 0.0, "ci95": [0.0, 0.06], "trials": 60,
+                                                               "events": 0, "low_n": False}}}
+    planner.update(dict(sections, landmarks=rare))
+    assert "clean (landmarks)" in planner.describe()["out_of_reach"]
+    assert all(d != "undecided" for d, _ in [planner.groups[("clean", None)].cells["landmarks"]])
+    planner.update(dict(sections, landmarks=common))
+    assert planner.groups[("clean", None)].cells["landmarks"][0] == "undecided"

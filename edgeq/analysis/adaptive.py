@@ -27,10 +27,29 @@ import numpy as np
 from edgeq.analysis.compare import cells_of
 from edgeq.analysis.field import counts
 from edgeq.analysis.rules import THRESHOLDS
-from edgeq.analysis.sequential import DECIDED_ABOVE, UNDECIDED, decide
+from edgeq.analysis.sequential import DECIDED_ABOVE, UNDECIDED, confidence_sequence, decide, trials_to_decide_zero
 
 SCHEDULE = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # cumulative rows per group after each round
 UNTIL = ("cells", "verdict")
+OUT_OF_REACH = "out_of_reach"  # undecided, and the group's remaining rows could not decide it (see out_of_reach)
+ZERO_CELL_TRIALS = trials_to_decide_zero()  # 213: trials a cell with no event needs to be below the degraded line
+
+
+def out_of_reach(figures: dict, taken: int, size: int, thresholds: dict = THRESHOLDS) -> bool:
+    """Whether running the group's every row could not decide this cell: a gated output open on a
+    few samples (landmarks where the model sees a hand in 2 % of the photos) keeps a handful of
+    trials at the cap. Its trials and events are projected to the cap at the rate seen so far;
+    when that many trials could neither put it below the degraded line even with no event
+    (``trials_to_decide_zero``) nor decide it at its rate, more rows are spent elsewhere. A cell of
+    every row (a cell near a line) is never out of reach: it gets all its rows."""
+    trials = figures.get("trials") or 0
+    if not trials or taken <= 0 or trials >= taken:
+        return False
+    scale = size / taken
+    if trials * scale >= ZERO_CELL_TRIALS:
+        return False
+    projected = (figures.get("events") or 0) * scale
+    return decide(confidence_sequence(projected, trials * scale), thresholds) == UNDECIDED
 
 
 def width(ci95) -> float:
@@ -105,8 +124,7 @@ class Planner:
             for category, level, figures in cells_of(section):
                 g = self.groups.get((category, _level(level)))
                 if g is not None and figures.get("value") is not None:
-                    ci95 = figures.get("ci95")
-                    g.cells[name] = (UNDECIDED if ci95 is None else decide(ci95, self.thresholds), figures)
+                    g.cells[name] = (self._decision(g, figures), figures)
         firm_catastrophe = False
         for g in self.groups.values():
             undecided = [f for d, f in g.cells.values() if d == UNDECIDED]
@@ -119,6 +137,14 @@ class Planner:
             firm_catastrophe |= any(d == DECIDED_ABOVE and counts(f) and not f.get("low_n") for d, f in g.cells.values())
         if self.until == "verdict" and firm_catastrophe:
             self._stop_open("the verdict is firm: a deciding cell is firmly catastrophic")
+
+    def _decision(self, g: Group, figures: dict) -> str:
+        """The cell's decision; ``out of reach`` when the group's remaining rows cannot decide it."""
+        ci95 = figures.get("ci95")
+        found = UNDECIDED if ci95 is None else decide(ci95, self.thresholds)
+        if found == UNDECIDED and out_of_reach(figures, g.taken, g.size, self.thresholds):
+            return OUT_OF_REACH
+        return found
 
     def _target(self, g: Group) -> int:
         step = next((s for s in self.schedule if s > g.taken), None)
@@ -155,7 +181,9 @@ class Planner:
                            for name, g in ((g.name, g) for g in self.groups.values())},
                 "undecided": sorted(g.name for g in left),
                 "decided_early": sorted(g.name for g in self.groups.values()
-                                        if g.state == "decided" and g.taken < g.size)}
+                                        if g.state == "decided" and g.taken < g.size),
+                "out_of_reach": sorted(f"{g.name} ({name})" for g in self.groups.values()
+                                       for name, (d, _) in g.cells.items() if d == OUT_OF_REACH)}
 
 
 def _groups(category: np.ndarray, severity: np.ndarray | None, seed: int) -> dict:
