@@ -153,6 +153,7 @@ def main(argv=None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="edgeq-bench-adaptive-") as tmp:
         os.environ["EDGEQ_CACHE"] = str(Path(tmp) / "cache")  # the float cache starts empty
+        os.environ["EDGEQ_LOCAL_WORKDIR"] = str(Path(tmp) / "device")  # its own local store and lock
         for name in args.models.split(","):
             work = Path(tmp) / name
             work.mkdir()
