@@ -159,8 +159,9 @@ def main(argv=None) -> int:
             work.mkdir()
             results.append(run_model(name, lambda w, m=makers[name]: m(w, args.cache), work, args.per_category))
     print(table(results))
-    same = all(len({w["verdict"] for w in r["ways"].values()}) == 1 for r in results)
-    print(f"same verdict in every way: {'yes' if same else 'NO'}")
+    # "second" judges another quantized model (float16): its verdict is its own
+    same = all(len({w["verdict"] for way, w in r["ways"].items() if way != "second"}) == 1 for r in results)
+    print(f"same verdict fixed / until-verdict / adaptive: {'yes' if same else 'NO'}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0 if same else 1
