@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.analysis.adaptive import SCHEDULE, Planner
-from edgeq.analysis.compare import compare_runs
+from edgeq.analysis.adaptive import Planner
+from edgeq.analysis.compare import INTERVALS, compare_runs
 from edgeq.analysis.sequential import describe as interval_description
 from edgeq.devices.rounds import open_rounds
 from edgeq.errors import EdgeqError
@@ -209,4 +209,4 @@ def _budget_rows(sampling: Sampling, rounds) -> int | None:
 def fixed_section(sampling: Sampling, rows: int) -> dict:
     """The report's ``sampling`` section for a fixed-n run: every row once, Wilson intervals."""
     return {"sampling": "fixed", "rows_run": rows, "suite_rows": rows, "share_run": 1.0,
-            "interval_method": "wilson", "schedule": list(SCHEDULE)[:0], "budget_s": sampling.budget_s}
+            "interval_method": INTERVALS["wilson"], "schedule": [], "budget_s": sampling.budget_s}
