@@ -510,6 +510,23 @@ def test_ctrl_c_anywhere_in_a_command_is_130(monkeypatch, tmp_path):
     monkeypatch.setattr("edgeq.inputs.inputset.load_inputset", interrupted)
     result = CliRunner().invoke(main, ["inputs", "check", str(EXAMPLE_DATA)])
     assert result.exit_code == 130, result.output
+    # the edgeq program ignores a second Ctrl-C while it exits; a host calling it in-process keeps its own
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_ctrl_c_while_edgeq_exits_does_not_kill_it(tmp_path):
+    """The handled first Ctrl-C is followed by SIG_IGN: a second SIGINT during the exit (after Python put
+    SIGINT's default action back, it would kill the process: returncode -2) leaves the exit code 130."""
+    script = ("import os, signal, sys, runpy\n"
+              "import edgeq.cli.common as common\n"
+              "sys.argv = ['edgeq']\n"
+              "try:\n"
+              "    common.exit_interrupted('edgeq: interrupted')\n"
+              "finally:\n"
+              "    os.kill(os.getpid(), signal.SIGINT)  # the second one, as the process exits\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.returncode == 130 and done.stderr.strip() == "edgeq: interrupted", (done.returncode, done.stderr)
 
 
 @pytest.mark.parametrize("command", ["search", "worst"])

@@ -230,6 +230,37 @@ def diagnostics():
     return out
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a job stopped by Ctrl-C
+
+
+def ignore_further_interrupts() -> None:
+    """Called once the first Ctrl-C is handled: everything worth keeping is written by then.
+
+    A second SIGINT (an impatient user, a runner that signals twice) while the process exits
+    would otherwise kill it by the signal once Python has restored SIGINT's default action,
+    instead of the exit code 130 a job gates on (seen in CI as returncode -2).
+    """
+    import signal
+    import threading
+
+    if _running_as_edgeq() and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _running_as_edgeq() -> bool:
+    """This process is the ``edgeq`` program (its script or ``python -m edgeq``), not a host that
+    calls the command group in-process (a test's CliRunner), whose own Ctrl-C must keep working."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return (spec is not None and spec.name == "edgeq.__main__") or Path(sys.argv[0]).name == "edgeq"
+
+
+def exit_interrupted(line: str):
+    """End a command cut short by Ctrl-C: one line on stderr, exit 130."""
+    ignore_further_interrupts()
+    click.echo(line, err=True)
+    sys.exit(EXIT_INTERRUPTED)
+
+
 def always(line: str) -> None:
     """What -q must not hide: a failed gate, a failed device. stderr, plain text."""
     click.echo(line, err=True)

@@ -17,9 +17,8 @@ from typing import NamedTuple
 import click
 
 from edgeq import __version__
-from edgeq.cli.common import EdgeqGroup, add_verbosity_options, refuse_outputs_over_inputs
-
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a job stopped by Ctrl-C
+from edgeq.cli.common import (EXIT_INTERRUPTED, EdgeqGroup, add_verbosity_options, ignore_further_interrupts,
+                              refuse_outputs_over_inputs)
 
 
 class Entry(NamedTuple):
@@ -100,6 +99,7 @@ class LazyGroup(EdgeqGroup):
 
 
 def _interrupted(ctx=None):
+    ignore_further_interrupts()
     click.echo("edgeq: interrupted (Ctrl-C)", err=True)
     if ctx is not None:
         ctx.exit(EXIT_INTERRUPTED)

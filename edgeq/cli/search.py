@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgeq.cli.common import (RunProgress, console, diagnostics, job_options_for, output_file, path_arg,
+from edgeq.cli.common import (RunProgress, exit_interrupted, console, diagnostics, job_options_for, output_file, path_arg,
                                settings_options, wait_option, write_json_file)
 from edgeq.inputs.search.disagreement import SearchConfig
 from edgeq.inputs.search.worst import WorstConfig
@@ -76,8 +76,7 @@ def _interrupted(result) -> None:
     from edgeq.errors import EdgeqError
 
     if isinstance(result.error, KeyboardInterrupt):
-        click.echo("edgeq: interrupted: results so far are kept, marked incomplete", err=True)
-        sys.exit(130)
+        exit_interrupted("edgeq: interrupted: results so far are kept, marked incomplete")
     if isinstance(result.error, EdgeqError):
         raise result.error
 

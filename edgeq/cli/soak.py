@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from edgeq import __version__
-from edgeq.cli.common import (FiniteFloatRange, RunProgress, always, check_folder_free, console, describe_gate,
+from edgeq.cli.common import (FiniteFloatRange, RunProgress, always, exit_interrupted, check_folder_free, console, describe_gate,
                                diagnostics, history_options, job_option_names, job_options_for, output_file, path_arg, record_history,
                                wait_option, write_json_file)
 from edgeq.reports.units import duration_text
@@ -117,8 +117,7 @@ def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, a
         where = attach_dir or outdir
         left = f": the soak keeps running on the device; follow it again with `edgeq soak --attach {where}`" \
             if where and (attach_dir or (started and started.succeeded)) else ""
-        always(f"edgeq: interrupted{left}")
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted(f"edgeq: interrupted{left}")
     summaries = results.succeeded
     for name, error in results.failed.items():
         always(f"edgeq: {name}: {printable(error)}")
@@ -134,8 +133,6 @@ def soak(device, tag, inventory, model, inputs_path, duration, window, outdir, a
             started is not None and started.failed):
         sys.exit(max([EXIT_DEVICE] + [e.exit_code for e in (*results.failed.values(), *stop_failed.values())]))
 
-
-EXIT_INTERRUPTED = 130
 
 
 def _folder_of(targets: dict, device) -> Path:
