@@ -517,7 +517,7 @@ def test_ctrl_c_anywhere_in_a_command_is_130(monkeypatch, tmp_path):
 def test_a_second_ctrl_c_while_edgeq_exits_does_not_kill_it(tmp_path):
     """The handled first Ctrl-C is followed by SIG_IGN: a second SIGINT during the exit (after Python put
     SIGINT's default action back, it would kill the process: returncode -2) leaves the exit code 130."""
-    script = ("import os, signal, sys, runpy\n"
+    script = ("import os, signal, sys\n"
               "import edgeq.cli.common as common\n"
               "sys.argv = ['edgeq']\n"
               "try:\n"
