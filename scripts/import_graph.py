@@ -64,6 +64,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("repair", ("edgeq.repair.*",)),
     ("store", ("edgeq.store.*",)),
     ("reports", ("edgeq.reports.*",)),  # pages of stored history too (history_page reads the store)
+    ("install", ("edgeq.install.*",)),  # `edgeq deploy`: evidence from reports and history, installs on devices
     ("evaluate", ("edgeq.evaluate", "edgeq.sampling")),  # the main job across every stage; its rounds
     ("cli", ("edgeq.cli.*", "edgeq.__main__")),
 )

@@ -107,6 +107,35 @@ def test_xnnpack_and_builtin_kernels_differ_on_the_board(arm64_board, arm64_eval
     assert comparison["overall"]["max_abs_error"] > 0, comparison["overall"]
 
 
+def test_deploy_installs_the_boards_evaluated_model_and_refuses_host_evidence(arm64_board, arm64_evaluation,  # noqa: F811
+                                                                             tmp_path):
+    """Evidence is per device class: the board's own evaluation lets the model in (the smoke check
+    then runs it at the installed path under qemu and must match the evaluation bit for bit); the
+    same model with an x86-64 evaluation as its only evidence is refused."""
+    import hashlib
+
+    report = json.loads((arm64_evaluation / "report.json").read_text())
+    quant = next((arm64_evaluation / "models").glob("*.dynamic-range.tflite"))
+    path = "/opt/app/model.tflite"
+    base = ["deploy", "install", quant, "--device", BOARD_NAME, "--inventory", arm64_board.inventory, "--to", path,
+            "--require", "degraded", "--no-history"]
+    host = tmp_path / "host-evidence"
+    shutil.copytree(arm64_evaluation, host)
+    (host / "report.json").write_text(json.dumps(dict(report, device=dict(report["device"], arch="x86_64"))))
+    code, output = edgeq(*base, "--report", host)
+    assert code == 2 and "no evaluation on aarch64" in output, output
+    code, output = edgeq(*base, "--report", arm64_evaluation, "--json", tmp_path / "d.json")
+    if report["verdict"] == "catastrophic":
+        assert code == 2 and "says catastrophic" in output, output
+        return
+    assert code == 0, output
+    result = json.loads((tmp_path / "d.json").read_text())["devices"][BOARD_NAME]
+    assert result["status"] == "installed" and result["arch"] == "aarch64"
+    assert result["smoke"]["ok"] and all(c["bit_exact"] for c in result["smoke"]["outputs"]), result["smoke"]
+    installed = inside(arm64_board.board.rootfs, path)
+    assert hashlib.sha256(installed.read_bytes()).hexdigest() == hashlib.sha256(quant.read_bytes()).hexdigest()
+
+
 def test_soak_for_a_few_seconds(arm64_board, arm64_setup, example_tflite, small_inputs, tmp_path):  # noqa: F811
     short_soak(BOARD_NAME, arm64_board.inventory, example_tflite[1], small_inputs, tmp_path)
 

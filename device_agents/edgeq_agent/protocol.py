@@ -13,6 +13,9 @@ never corrupt the protocol stream.
     {"id": 6, "op": "infer", "float": PATH, "quant": PATH, "inputs": [{"dtype", "shape", "data"}]}
                                                    -> both models' outputs for a batch (see op_infer)
     {"id": 7, "op": "shutdown"}
+    {"id": 8, "op": "install", "source": CAS_FILE, "sha256": HEX, "path": APP_PATH, "meta": {...}}
+                                                   -> the model at the application's path (install.py;
+                                                      also rollback, install_status)
     (also: load, df, sha256, store, record, lock_status, unlock)
 
 Answers are {"id": N, "ok": true, "result": {...}} or
@@ -27,6 +30,7 @@ from .errors import AgentFailure, log
 from .facts import device_facts
 from .files import sha256_file
 from .infer import InferPair, infer_inputs
+from .install import INSTALL_OPS
 from .jobs import check_job
 from .lock import DeviceLock, launch_soak
 from .run import run_job
@@ -79,6 +83,8 @@ class Agent:
             return {path: (sha256_file(path) if os.path.isfile(path) else None) for path in request["paths"]}
         if op in LOCK_OPS:
             return LOCK_OPS[op](self, request)
+        if op in INSTALL_OPS:  # edgeq deploy: install, rollback, install_status (install.py)
+            return INSTALL_OPS[op](request)
         if op == "infer":
             return self.op_infer(request)
         if op == "record":

@@ -34,6 +34,8 @@ COMMANDS = {
                      "Compare two run directories (REF = float, CAND = quantized), offline, output by output."),
     "convert": Entry("edgeq.cli.convert:convert",
                      "Convert MODEL (.keras/.h5, SavedModel folder or float .tflite) to float + quantized TFLite."),
+    "deploy": Entry("edgeq.cli.deploy:deploy",
+                    "Install an evaluated model where the application loads it, with canary, waves and rollback."),
     "devices": Entry("edgeq.cli.devices:devices", "The device inventory."),
     "evaluate": Entry("edgeq.cli.evaluate:evaluate",
                       "The main job: does quantization hurt MODEL on any kind of input, on DEVICE?"),

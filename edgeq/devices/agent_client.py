@@ -91,7 +91,7 @@ class AgentSession:
     def _send(self, payload: dict) -> None:
         try:
             self._writer.write((json.dumps(payload) + "\n").encode())
-        except (BrokenPipeError, OSError, ValueError):
+        except (OSError, EOFError, ValueError):  # paramiko says a dead connection with EOFError, not OSError
             raise self._died("while sending a request") from None
 
     def _next_message(self, op: str, timeout: float | None, deadline: float | None):
@@ -206,7 +206,7 @@ class _Writer:
             data = self.pending.get()
             try:
                 self.process.write_all(data)
-            except (OSError, ValueError) as exc:
+            except (OSError, EOFError, ValueError) as exc:
                 self.error = exc
                 return
             with self.lock:

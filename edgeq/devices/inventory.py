@@ -37,6 +37,7 @@ class Device:
     power: str = "none"
     tags: tuple[str, ...] = field(default_factory=tuple)
     store_mb: int = 2048  # pushed files and run folders kept on the device, least recently used go first
+    install_path: str | None = None  # where `edgeq deploy install` puts the model when --to is not given
     settings: Settings = field(default_factory=Settings)
 
     def __post_init__(self):
@@ -117,7 +118,8 @@ def device_from_entry(name: str, entry: Mapping, where: str | None = None) -> De
 
 COMMON_TYPES = {"transport": (str, "a transport name"), "python": (str, "a path"), "workdir": (str, "a path"),
                 "power": (str, "a power backend name"), "tags": (list, "a list of names"),
-                "store_mb": (int, "a whole number of megabytes, 0 or more")}
+                "store_mb": (int, "a whole number of megabytes, 0 or more"),
+                "install_path": (str, "the path the application opens its model from")}
 
 
 def _check_common(common: dict, where: str) -> None:

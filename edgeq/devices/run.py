@@ -148,6 +148,17 @@ def run_on_device(device: Device, specs: list[RunSpec], rundirs: list[Path],
         return results
 
 
+def run_in_session(opened, spec: RunSpec, rundir: Path, *, model_at: str | None = None) -> RunResult:
+    """Run one spec in a session the caller opened (and holds locked).
+
+    ``model_at``: a model file already on the device (an installed model, where the application
+    finds it) to run instead of pushing ``spec.model``; the agent checks it has ``spec.model``'s
+    sha256 before loading it, so what answers is the file the host knows."""
+    item = prepare(spec, Path(rundir))
+    preflight(opened.device.name, opened.facts, item.info)
+    return _run_one(opened.device, opened.deployer, opened.session, item, None, model_at=model_at)
+
+
 def tidy_device_store(device: Device, deployer: Deployer, session: AgentSession, pulled: list[str],
                       used: list[str] = ()) -> None:
     """Pulled run folders are copies now: drop them, and the pushed files ``used`` up (rows files
@@ -261,9 +272,13 @@ def _keep_partial(deployer: Deployer, remote_out: str, rundir: Path, exc: Transp
 
 
 def _run_one(device: Device, deployer: Deployer, session: AgentSession, item: _Prepared,
-             progress: ProgressFn | None, events: Callable[[str, dict], None] | None = None) -> RunResult:
+             progress: ProgressFn | None, events: Callable[[str, dict], None] | None = None,
+             model_at: str | None = None) -> RunResult:
     spec = item.spec
-    model_remote, model_sha = deployer.push(spec.model, sha256=item.known.get(spec.model))
+    if model_at is None:
+        model_remote, model_sha = deployer.push(spec.model, sha256=item.known.get(spec.model))
+    else:
+        model_remote, model_sha = model_at, sha256_file(spec.model)
     inputs_remote, inputs_sha = deployer.push(spec.inputs, sha256=item.known.get(spec.inputs))
     rows_job = _push_rows(deployer, item)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
@@ -271,7 +286,7 @@ def _run_one(device: Device, deployer: Deployer, session: AgentSession, item: _P
     job = {"model": model_remote, "model_sha256": model_sha, "inputs": inputs_remote,
            "inputs_sha256": inputs_sha, "input_arrays": item.input_arrays, "out": remote_out,
            **job_values(spec, "run", device), **rows_job}
-    pushed = [spec.model, spec.inputs] + ([item.rundir / ROWS_FILE] if item.rows is not None else [])
+    pushed = ([spec.model] if model_at is None else []) + [spec.inputs] + ([item.rundir / ROWS_FILE] if item.rows is not None else [])
 
     def on_event(event: dict) -> None:
         if progress and event.get("event") == "progress":
