@@ -87,9 +87,13 @@ def install_on(device: Device, plan: InstallPlan) -> dict:
         meta = {"by": who(), "report": str(evidence.report) if evidence and evidence.report else plan.report,
                 "verdict": evidence.verdict if evidence else None, "forced": evidence is None,
                 "model_name": plan.model.name, "edgeq": _version()}
-        remote, _ = opened.deployer.push(plan.model, sha256=plan.sha256)
-        answer = opened.session.request("install", source=remote, sha256=plan.sha256, path=path, meta=meta,
-                                        keep=plan.keep, root=None, timeout=600.0)
+        installed = _already_installed(opened, path, plan.sha256)  # then no push: a store copy pruned since
+        if installed is not None:                                    # is not sent again
+            answer = {"changed": False, "version": installed}
+        else:
+            remote, _ = opened.deployer.push(plan.model, sha256=plan.sha256)
+            answer = opened.session.request("install", source=remote, sha256=plan.sha256, path=path, meta=meta,
+                                            keep=plan.keep, root=None, timeout=600.0)
         result = {"device": device.name, "path": path, "sha256": plan.sha256, "version": answer.get("version"),
                   "previous": answer.get("previous"), "evidence": evidence.as_dict() if evidence else None,
                   "forced": evidence is None, "missing_evidence": missing or None,
@@ -104,6 +108,15 @@ def install_on(device: Device, plan: InstallPlan) -> dict:
         else:
             result.update(status="installed", detail=checks["smoke"]["line"])
         return dict(result, duration_s=time.monotonic() - started)
+
+
+def _already_installed(opened, path: str, sha256: str) -> int | None:
+    """The installed version when PATH is edgeq's, whole and already this model; else None."""
+    state = opened.session.request("install_status", path=path, root=None, timeout=120.0)
+    current = state.get("current") or {}
+    if state.get("managed") and not state.get("changed_outside") and current.get("sha256") == sha256:
+        return current.get("version")
+    return None
 
 
 def _checks(opened, plan: InstallPlan, evidence: Evidence | None, path: str) -> tuple[dict, str | None]:
@@ -163,7 +176,8 @@ def _roll_back(opened, path: str, failure: str) -> dict:
 
 
 def status_of(device: Device, path: str | None) -> dict:
-    """What the device's install records say about its path (no lock: reading changes nothing)."""
+    """What the device's install records say about its path. Takes no board lock: the agent only repairs its
+    record from where the path points, under the path's own lock, when no install is running."""
     with open_session(device, lock=False, hello=False) as opened:
         where = opened.transport.expand(install_path_of(device, path))
         answer = opened.session.request("install_status", path=where, root=None, timeout=120.0)

@@ -25,10 +25,10 @@ def deploy_records(results: dict, model: Path, sha256: str, action: str = "deplo
         if result.get("status") in ("skipped",):
             continue
         evidence = result.get("evidence") or {}
+        installed = result.get("sha256") or (result.get("to") or {}).get("sha256") or sha256
         rows.append(Record(
             id=uuid.uuid4().hex, kind=action, created=time.time(), device=name, arch=result.get("arch"),
-            model_name=model.name if model else None,
-            quant_sha256=result.get("sha256") or (result.get("to") or {}).get("sha256") or sha256, runtime=result.get("runtime"),
+            model_name=model.name if model else None, model_sha256=installed, quant_sha256=installed, runtime=result.get("runtime"),
             verdict=evidence.get("verdict"), location=result.get("path"),
             payload=json.dumps({k: result.get(k) for k in ("status", "version", "previous", "detail", "forced",
                                                            "evidence", "to", "from") if k in result})))
