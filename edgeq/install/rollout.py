@@ -78,6 +78,7 @@ def roll_out(devices: list, install: Callable[[object], dict], policy: RolloutPo
         rollout.steps.append({"step": label, "devices": names})
         for name in names:
             rollout.results[name] = outcome.succeeded.get(name) or _failed(name, outcome.failed[name])
+            announce(f"{name}: {rollout.results[name]['status']}")
         if len(rollout.failures) > policy.max_failures and index + 1 < len(steps):
             rollout.aborted = (f"{len(rollout.failures)} device(s) failed after the {label} "
                                f"(--max-failures {policy.max_failures}): rollout stopped")
