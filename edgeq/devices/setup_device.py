@@ -102,6 +102,21 @@ def platform_tags(machine: str, libc: list | tuple) -> list[str]:
     return tags + [f"manylinux2014_{arch}", "any"]
 
 
+def wheel_fits(filename: str, facts: dict) -> bool:
+    """Whether the board can install this wheel (its Python and platform tags, PEP 427 names): a --wheels
+    folder shared by several kinds of board holds others' wheels too, and those are not pushed."""
+    parts = filename[:-len(".whl")].split("-")
+    if not filename.endswith(".whl") or len(parts) < 5:
+        return False
+    python_tags, abi, platforms = parts[-3].split("."), parts[-2], parts[-1].split(".")
+    major, minor = (int(x) for x in str(facts["python"]).split(".")[:2])
+    exact = f"cp{major}{minor}"
+    stable = abi == "abi3" and any(re.fullmatch(rf"cp{major}(\d+)", t) and int(t[3:]) <= minor for t in python_tags)
+    pure = any(t in ("py3", f"py{major}{minor}") for t in python_tags)
+    accepted = set(platform_tags(facts["machine"], facts["libc"]))
+    return (exact in python_tags or stable or pure) and any(p in accepted for p in platforms)
+
+
 def download_wheels(facts: dict, packages: tuple[str, ...], dest: Path) -> list[Path]:
     """Host-side ``pip download`` of wheels for the device's platform and Python."""
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(dest),
@@ -122,7 +137,7 @@ def _push_wheels(transport, workdir: str, facts: dict, packages, wheel_dir: Path
     with tempfile.TemporaryDirectory(prefix="edgeq-wheels-") as scratch:
         folder = Path(wheel_dir) if wheel_dir else Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
-        wheels = download_wheels(facts, packages, folder)
+        wheels = [w for w in download_wheels(facts, packages, folder) if wheel_fits(w.name, facts)]
         log(f"{transport.device}: pushing {len(wheels)} wheels ({sum(w.stat().st_size for w in wheels) / 1e6:.0f} MB)")
         for wheel in wheels:
             target = posixpath.join(remote, wheel.name)
