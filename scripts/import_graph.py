@@ -87,7 +87,8 @@ TENSORFLOW_ALLOWED = frozenset({"edgeq.models.converters", "edgeq.models.convert
 # What no module may load when it is merely imported (only inside the function that uses it): an
 # SSH library and the TFLite runtimes, beside TensorFlow. ``HEAVY_AT_IMPORT`` lists who may.
 HEAVY = (*TENSORFLOW, "paramiko", "ai_edge_litert", "tflite_runtime", "ai_edge_quantizer")
-HEAVY_AT_IMPORT = frozenset({"edgeq.devices.transport.ssh", "edgeq.devices.transport.labgrid",
+HEAVY_AT_IMPORT = frozenset({"edgeq.devices.transport.ssh", "edgeq.devices.transport.ssh_process",
+                             "edgeq.devices.transport.labgrid",
                              "edgeq.models.model_rewrite"})
 
 IMPORT_CALLS = frozenset({"import_module", "__import__", "require_host"})

@@ -10,6 +10,12 @@ Every file pushed while an agent session is open is recorded on the device as ma
 edgeq (the agent's ``record_made``), before its upload is renamed into place: the store's
 tidy deletes only what those records name, never a file of the user's that happened to be
 in a ``cas/`` or ``runs/`` of the workdir.
+
+Once the agent is on the device, ``push_agent`` starts its receiver beside it (a transport that
+has one: SSH), and later pushes stream through it (``transport/stream_push.py``): the device
+hashes while it writes, inflates compressed input sets as they arrive, records and renames.
+Without it (the agent's own push, a transport without one, a receiver that cannot start) files
+go up through ``Transport.put`` and are hashed on the device afterwards.
 """
 
 from __future__ import annotations
@@ -58,8 +64,12 @@ class Deployer:
         self._free: int | None = None
 
     def use_session(self, session) -> None:
-        """Hash, measure free space and record pushed files through a running agent session."""
+        """Hash, measure free space and record pushed files through a running agent session; the agent's
+        receiver (``start_receiver``) ends with it."""
         self.hasher, self.free_space, self.recorder = session.sha256, session.free_bytes, session.record_made
+        bind = getattr(self.transport, "bind_receiver", None)
+        if bind is not None:
+            bind(session.process)
 
     @property
     def hasher(self):
@@ -95,7 +105,15 @@ class Deployer:
             self._skipped(agent, remote, digest)
         else:
             self._push(agent, remote, digest, force=True)
+        self.start_receiver(remote)
         return remote
+
+    def start_receiver(self, agent: str, python: str | None = None) -> None:
+        """Start the agent's receiver now (the transport does it in the background, while the agent session
+        starts): the pushes that follow stream through it. A no-op for transports without one."""
+        use = getattr(self.transport, "use_receiver", None)
+        if use is not None and not self.transport.SHARES_HOST_FILES:
+            use(agent, python)
 
     def _stored_digest(self, remote: str, size: int) -> str | None:
         """sha256 of a small device file, hashed here from its bytes (no tool needed on the device); None if absent.
@@ -149,6 +167,19 @@ class Deployer:
             self.transport.makedirs(folder)
             self._made.add(folder)
         self._check_space(local, remote)
+        streamed = getattr(self.transport, "push_streamed", None)
+        transfer = streamed(local, remote, digest, record=self.recorder is not None) if streamed else None
+        if transfer is None:
+            transfer = self._put(local, remote, digest)
+        if self._free is not None:
+            self._free -= transfer.size
+        if transfer.sha256 != digest:
+            raise TransportError(f"{self.transport.device}: {local.name} arrived corrupted "
+                                 f"(sha256 {transfer.sha256[:12]} != {digest[:12]})")
+        self.transfers.append(transfer)
+
+    def _put(self, local: Path, remote: str, digest: str) -> Transfer:
+        """``Transport.put``, the device hashing the upload afterwards (through the agent when one runs)."""
         recorded: list[str] = []
         hasher = self.hasher
         if self.recorder is not None and self.hasher is not None:
@@ -161,12 +192,7 @@ class Deployer:
         transfer = self.transport.put(local, remote, sha256=digest, hasher=hasher)
         if self.recorder is not None and not recorded:  # a transport that copied without asking for a hash
             self.recorder(remote)
-        if self._free is not None:
-            self._free -= transfer.size
-        if transfer.sha256 != digest:
-            raise TransportError(f"{self.transport.device}: {local.name} arrived corrupted "
-                                 f"(sha256 {transfer.sha256[:12]} != {digest[:12]})")
-        self.transfers.append(transfer)
+        return transfer
 
     def _skipped(self, local: Path, remote: str, digest: str) -> None:
         self.transfers.append(Transfer(str(local), remote, local.stat().st_size, digest, 0, 0.0, skipped=True))

@@ -36,7 +36,10 @@ class Result:
 
 @dataclass(frozen=True)
 class Transfer:
-    """One file moved (or found already there: ``skipped``)."""
+    """One file moved (or found already there: ``skipped``).
+
+    ``bytes_moved``: bytes of the file sent (less than ``size`` after a resume); ``wire_bytes``: what
+    they took on the link, streamed through the agent's receiver (less when compressed; None otherwise)."""
 
     source: str
     destination: str
@@ -45,6 +48,7 @@ class Transfer:
     bytes_moved: int
     duration_s: float
     skipped: bool = False
+    wire_bytes: int | None = None
 
 
 class Process(abc.ABC):
