@@ -43,7 +43,8 @@ RAW, ZLIB, END, ABORT, XZ = 0, 1, 2, 3, 4
 MAX_BLOCK = 4 << 20  # the most a frame carries or inflates to (the host sends 1 MiB blocks)
 MAX_HEADER = 64 << 10
 XZ_MEMORY = 64 << 20  # the most an xz frame may make its decoder take
-PIECE = 256 << 10  # read and written as it arrives: a cut link loses at most what was in flight
+PIECE = 1 << 20  # read and written as it arrives: a cut link loses at most what was in flight
+READ_SIZE = 1 << 20
 HEX = frozenset("0123456789abcdef")
 
 
@@ -53,7 +54,7 @@ class StreamBroken(Exception):
 
 def receive_main(stdin=None, stdout=None):
     """Serve files until stdin ends; 0 at a clean end or a cut mid-file, 2 after a broken stream."""
-    source = stdin if stdin is not None else sys.stdin.buffer
+    source = stdin if stdin is not None else open_stdin()
     out = stdout if stdout is not None else os.fdopen(os.dup(1), "wb")
     if stdout is None:  # nothing else may write to the answer stream
         os.dup2(2, 1)
@@ -72,6 +73,19 @@ def receive_main(stdin=None, stdout=None):
             answer(out, {"ok": False, "kind": "Protocol", "error": str(exc)})
             return 2
         answer(out, result)
+
+
+def open_stdin():
+    """Standard input read a MiB at a time, from a pipe enlarged to a MiB where Linux allows: with the
+    default 8 KiB buffer and 64 KiB pipe this process, not the link, bounded a loopback push (~2x)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import fcntl
+
+            fcntl.fcntl(0, getattr(fcntl, "F_SETPIPE_SZ", 1031), READ_SIZE)
+        except (ImportError, OSError):  # not a pipe, or above the user's pipe limit: the default size
+            pass
+    return open(0, "rb", buffering=READ_SIZE, closefd=False)
 
 
 def answer(out, payload):
