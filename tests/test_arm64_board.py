@@ -136,6 +136,22 @@ def test_deploy_installs_the_boards_evaluated_model_and_refuses_host_evidence(ar
     assert hashlib.sha256(installed.read_bytes()).hexdigest() == hashlib.sha256(quant.read_bytes()).hexdigest()
 
 
+def test_pushes_stream_through_the_boards_receiver(arm64_board, arm64_setup, example_tflite, small_inputs):  # noqa: F811
+    """The board's own Python (under qemu) runs the agent's receiver: an input set and a model arrive whole,
+    hashed as they were written (Transfer.wire_bytes is set only on that path), never over SFTP."""
+    from edgeq.devices.inventory import load_inventory
+    from edgeq.devices.session import open_session
+
+    device = load_inventory(arm64_board.inventory)[BOARD_NAME]
+    with open_session(device, lock=False) as opened:
+        pushed = [opened.deployer.push(local) for local in (small_inputs, example_tflite[1])]
+        transfers = [t for t in opened.deployer.transfers if not t.skipped]
+        assert opened.transport._pusher.failed is None
+    assert transfers and all(t.wire_bytes is not None for t in transfers), transfers
+    for local, (remote, digest) in zip((small_inputs, example_tflite[1]), pushed):
+        assert inside(arm64_board.board.rootfs, remote).read_bytes() == Path(local).read_bytes()
+
+
 def test_soak_for_a_few_seconds(arm64_board, arm64_setup, example_tflite, small_inputs, tmp_path):  # noqa: F811
     short_soak(BOARD_NAME, arm64_board.inventory, example_tflite[1], small_inputs, tmp_path)
 
