@@ -301,7 +301,7 @@ def rows(a: dict, b: dict, c: dict, d: dict | None) -> list[tuple]:
     if d:
         out += [row(f"(d) image set, {d['rate']}: push MB/s vs scp", d["push_MBps"], d["scp_MBps"], ">= 3.0",
                     d["push_MBps"] >= 3 * d["scp_MBps"]),
-                row(f"(d) same, whole session + push vs scp", d["session_MBps"], d["scp_MBps"]),
+                row("(d) same, whole session + push vs scp", d["session_MBps"], d["scp_MBps"]),
                 row("(d) file MB / MB on the wire", d["size"] / MB, d["wire"] / MB)]
     return out
 
