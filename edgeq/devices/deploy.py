@@ -65,11 +65,9 @@ class Deployer:
 
     def use_session(self, session) -> None:
         """Hash, measure free space and record pushed files through a running agent session; the agent's
-        receiver (``start_receiver``) ends with it."""
+        receiver (started by ``push_agent``) ends with it."""
         self.hasher, self.free_space, self.recorder = session.sha256, session.free_bytes, session.record_made
-        bind = getattr(self.transport, "bind_receiver", None)
-        if bind is not None:
-            bind(session.process)
+        self.transport.bind_receiver(session.process)
 
     @property
     def hasher(self):
@@ -105,15 +103,8 @@ class Deployer:
             self._skipped(agent, remote, digest)
         else:
             self._push(agent, remote, digest, force=True)
-        self.start_receiver(remote)
+        self.transport.use_receiver(remote)  # started in the background while the agent session starts
         return remote
-
-    def start_receiver(self, agent: str, python: str | None = None) -> None:
-        """Start the agent's receiver now (the transport does it in the background, while the agent session
-        starts): the pushes that follow stream through it. A no-op for transports without one."""
-        use = getattr(self.transport, "use_receiver", None)
-        if use is not None and not self.transport.SHARES_HOST_FILES:
-            use(agent, python)
 
     def _stored_digest(self, remote: str, size: int) -> str | None:
         """sha256 of a small device file, hashed here from its bytes (no tool needed on the device); None if absent.
@@ -167,8 +158,7 @@ class Deployer:
             self.transport.makedirs(folder)
             self._made.add(folder)
         self._check_space(local, remote)
-        streamed = getattr(self.transport, "push_streamed", None)
-        transfer = streamed(local, remote, digest, record=self.recorder is not None) if streamed else None
+        transfer = self.transport.push_streamed(local, remote, digest, record=self.recorder is not None)
         if transfer is None:
             transfer = self._put(local, remote, digest)
         if self._free is not None:

@@ -221,6 +221,19 @@ class Transport(abc.ABC):
         """Free space where ``remote`` lives; None when the device can't say."""
         return None
 
+    # A receiver: the agent's ``receive`` process, which takes pushes hashed as they are written. Transports
+    # without one keep these no-ops, and their pushes go through ``put``.
+
+    def use_receiver(self, agent: str) -> None:
+        """Start the receiver of the agent at device path ``agent`` (in the background) for later pushes."""
+
+    def bind_receiver(self, process: Process) -> None:
+        """End the receiver with ``process`` (an agent session's)."""
+
+    def push_streamed(self, local: Path, remote: str, sha256: str, record: bool = False) -> Transfer | None:
+        """Push through the receiver (``record``: recorded as edgeq's before its rename); None: use ``put``."""
+        return None
+
     @abc.abstractmethod
     def expand(self, remote: str) -> str:
         """Resolve ``~`` in a device path the way the device's user would."""

@@ -223,16 +223,15 @@ class SshTransport(Transport):
 
     # ------------------------------------------------------------------ files
 
-    def use_receiver(self, agent: str, python: str | None = None) -> None:
-        """Start the agent's receiver (``python -I AGENT receive``) now, in the background: ``push_streamed``
-        uses it. ``python``: default the device's (``inventory.device_python``), as the agent session's."""
+    def use_receiver(self, agent: str) -> None:
+        """Start the agent's receiver (``python -I AGENT receive``, the device's python as for the agent
+        session: ``inventory.device_python``) now, in the background: ``push_streamed`` uses it."""
         pusher = self._pusher
         if pusher is not None and pusher.argv[2:3] == [agent] and not (pusher.failed or pusher.ended):
             return
-        if python is None:
-            from edgeq.devices.inventory import device_python
+        from edgeq.devices.inventory import device_python
 
-            python = device_python(self._device, self)
+        python = device_python(self._device, self)
         if self._pusher is not None:
             self._pusher.drop()
         self._pusher = StreamPusher(self, [python, "-I", agent, "receive"])

@@ -209,9 +209,6 @@ class Receiver:
         self._pending = bytearray(rest)
         return line
 
-    def alive(self) -> bool:
-        return self.process.wait(timeout=0) is None
-
     def close(self) -> None:
         self.broken = True
         try:
