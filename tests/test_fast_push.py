@@ -8,6 +8,7 @@ second time to hash it. The codec's choice is checked on figures given to it. No
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_inventory
+from test_public_model import face_detector  # noqa: F401  (MediaPipe's face detector, from its PyPI wheel)
 
 from device_agents.edgeq_agent import made_by_edgeq
 from device_agents.edgeq_agent.receive import FRAME, MAX_BLOCK, RAW, XZ, ZLIB, END, receive_file
@@ -182,6 +184,35 @@ def test_a_repush_sends_nothing(sshd_session, tcp_proxy_factory, input_set, mode
         up = proxy.bytes_forwarded["up"] - before
     assert all(t.skipped and t.bytes_moved == 0 for t in repushed)
     assert up < 10_000  # two existence checks; the files are 3 and 1.9 MB
+
+
+@pytest.mark.parametrize("codec", [None, "xz6"])
+def test_a_public_model_arrives_whole_and_loads_on_the_device(ssh_device, face_detector, codec, monkeypatch):
+    """MediaPipe's face detector from its PyPI wheel, pushed raw and (forced) as xz blocks: the stored file is
+    the wheel's bytes and a TFLite interpreter opens it and gives the source's outputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if codec:
+        monkeypatch.setattr(push_codec, "COMPRESSIBLE", frozenset({".tflite"}))
+        monkeypatch.setattr(push_codec.Codec, "choose", lambda self: codec)
+    device, _ = ssh_device
+    with open_session(device, lock=False) as opened:
+        remote, _ = opened.deployer.push(face_detector)
+        transfer = opened.deployer.transfers[-1]
+    assert transfer.wire_bytes is not None and not transfer.skipped
+    if codec:
+        assert transfer.wire_bytes < face_detector.stat().st_size  # float weights shrink a little
+    assert hashlib.sha256(Path(remote).read_bytes()).hexdigest() == hashlib.sha256(face_detector.read_bytes()).hexdigest()
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)
+    outputs = [_invoke(Interpreter(model_path=str(path)), x) for path in (remote, face_detector)]
+    assert all(np.array_equal(a, b) for a, b in zip(*outputs))
+
+
+def _invoke(interpreter, x):
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
 
 
 def test_a_receiver_that_cannot_start_leaves_pushes_to_sftp(ssh_device, model_file):
