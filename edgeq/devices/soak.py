@@ -521,6 +521,12 @@ def process(pid, job):
             return "running"
     return "gone"
 
+def exited(pid, job, wait_s):
+    deadline = time.time() + wait_s
+    while process(pid, job) == "running" and time.time() < deadline:
+        time.sleep(0.05)
+    return process(pid, job) != "running"
+
 def settle(folder, status, state, note):
     status = dict(status or {}, state=state, updated=time.time())
     status["stopped_by" if state == "stopped" else "error"] = note
@@ -550,8 +556,10 @@ def stop(req):
     deadline = time.time() + float(req.get("grace_s", 0))
     while time.time() < deadline:
         status = read_status(folder) or {}
-        if status.get("state") in FINAL:
-            return {"how": "agent", "state": status["state"], "status": status}
+        if status.get("state") in FINAL:  # it ended itself: wait for it to exit, so its lock is free too
+            if exited(pid, job, float(req.get("kill_s", 10))):
+                return {"how": "agent", "state": status["state"], "status": status}
+            break  # its final state is written but it lingers: the signals below end it
         time.sleep(0.1)
     used = None
     for sig, wait_s in ((signal.SIGTERM, float(req.get("kill_s", 10))), (signal.SIGKILL, 5.0)):
