@@ -27,7 +27,8 @@ from edgeq.devices.run import RunSpec, run_on_device
 from edgeq.files import ensure_writable_dir, sha256_file
 from edgeq.errors import EXIT_GATE, ConfigError
 from edgeq.inputs.inputset import InputSet, input_specs, load_inputset, match_model_inputs
-from edgeq.inputs.risky import describe_categories, write_risky_suite
+from edgeq.inputs.risky import describe_categories
+from edgeq.inputs.risky.lazy import LazySuite
 from edgeq.inputs.search.settings import DISTANCE
 from edgeq.inputs.search.steps import SearchJob, run_search, run_worst
 from edgeq.models.convert import convert_model, source_kind
@@ -35,8 +36,10 @@ from edgeq.models.modelinfo import read_model
 from edgeq.repair.step import FixJob, run_fix
 from edgeq.reports.report import build_report, measurements, write_report
 from edgeq.results import latency_stats, strict_json, write_json_atomic
-from edgeq.rows import run_rows, take_rows
-from edgeq.sampling import SampledRuns, Sampling, adaptive_runs, fixed_runs, fixed_section
+from edgeq.rows import relabel_rows, run_rows, take_rows
+from edgeq.inputs.risky import write_plan
+from edgeq.sampling import SampledRuns, Sampling, adaptive_runs, as_suite_runs, fixed_runs, fixed_section
+from edgeq.suites import SUITE_FILE, join_round_inputs, planned_suite
 from edgeq.store.run_cache import RunCache, cache_enabled
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -131,35 +134,6 @@ def prepare_models(opts: EvaluateOptions) -> tuple[Path, Path, dict | None]:
     return conversion.float_path, conversion.quant_path, conversion.card
 
 
-def build_suite(opts: EvaluateOptions, data: InputSet, path: Path | None = None,
-                model: Path | None = None) -> Path:
-    """Write the risky suite (default OUTDIR/inputs/risky.npz) as it is generated; ``model``
-    (the float .tflite) adds the ``boundary`` category."""
-    path = Path(path or opts.outdir / "inputs" / "risky.npz")
-    arrays = {name: np.asarray(a) for name, a in data.arrays.items()}
-    plan = write_risky_suite(path, arrays, None if data.y is None else np.asarray(data.y), seed=opts.seed,
-                             max_per_category=opts.max_per_category, range_mode=opts.range_mode,
-                             model=model, output_spec=opts.output_spec, input_kinds=opts.input_kinds)
-    # the range mode used per input array, (mode, reason), the kinds and which cells may decide the
-    # verdict: kept on the data set the caller holds
-    data.extra.update(range_modes=plan.range_modes, input_kinds=dict(plan.kinds), suite_roles=plan.roles,
-                      boundary=plan.boundary.facts() if plan.boundary is not None else None)
-    stress = sorted(c for c, r in plan.roles.items() if r["role"] == "stress")
-    if stress:
-        opts.notes.append(f"reported beside the verdict, not deciding it (stress): {', '.join(stress)}")
-    for name, layout in plan.layouts.items():
-        opts.notes.append(f"input {name!r}: {layout}")
-    reasons: dict[str, list[str]] = {}
-    for family, reason in plan.skipped.items():
-        reasons.setdefault(reason, []).append(family)
-    for reason, families in reasons.items():
-        what = "families" if len(families) > 1 else "category" if families == ["boundary"] else "family"
-        opts.notes.append(f"risky {what} {', '.join(families)} left out: {reason}")
-    if plan.boundary is not None:
-        opts.notes.append(plan.boundary.summary())
-    return path
-
-
 @dataclass
 class Evaluation:
     """What evaluate produced: the top report and, per device, a report or an error."""
@@ -193,24 +167,36 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     info = read_model(float_path)
     match_model_inputs(data, input_specs(info))
     check_outputs_before_running(opts, info, data)
+    sampling = Sampling(opts.sampling, opts.until, opts.budget_s, opts.seed)
+    suite_path = opts.outdir / SUITE_FILE
     with _phase(opts, "risky inputs", announce):
-        suite_path = build_suite(opts, data, model=float_path)
+        suite = planned_suite(opts, data, float_path)
+        if sampling.adaptive:
+            opts.notes.append(f"risky suite built lazily: {suite.n} rows planned, each made only when a round "
+                              "runs it")
+        else:
+            write_plan(suite_path, suite.plan)
+    lazy = suite if sampling.adaptive else None
     common = dict(inputs=suite_path, **opts.job)
     specs = [RunSpec(model=float_path, label="float", **common), RunSpec(model=quant_path, label="quant", **common)]
     range_modes = data.extra.get("range_modes") or {}
     for name, (mode, reason) in range_modes.items():
         opts.notes.append(f"value ranges of {name!r}: {'per feature' if mode == 'channel' else mode} ({reason})")
-    extra = _provenance(opts, float_path, quant_path, card, suite_path, range_modes)
-    extra["inputs"].update(kinds=data.extra.get("input_kinds"), cell_roles=data.extra.get("suite_roles"))
     single = len(devices) == 1
     judge = dict(spec=opts.output_spec, model_info=info, min_n=opts.min_n, roles=data.extra.get("suite_roles"),
                  boundary=data.extra.get("boundary"))
-    sampling = Sampling(opts.sampling, opts.until, opts.budget_s, opts.seed)
     cache = RunCache() if cache_enabled(opts.float_cache) else None
     with _phase(opts, "device runs", announce):
         fleet = run_fleet(devices, lambda d: _sampled_runs(d, specs, _device_dir(opts, d, single), progress, single,
-                                                           opts.wait_s, sampling, judge, cache))
-        host = _host_runs(opts, devices, fleet, inventory, specs, progress)
+                                                           opts.wait_s, sampling, judge, cache, suite))
+        if lazy is not None:
+            join_round_inputs(fleet.succeeded, suite_path)
+        host = _host_runs(opts, devices, fleet, inventory, specs, progress, suite)
+    extra = _provenance(opts, float_path, quant_path, card, suite_path, range_modes)
+    extra["inputs"].update(kinds=data.extra.get("input_kinds"), cell_roles=data.extra.get("suite_roles"))
+    extra["inputs"].update(suite_sha256=suite.identity, suite_rows=suite.n)
+    if lazy is not None:
+        extra["inputs"]["built"] = "lazily: the rows run only, each tagged with its suite_row"
     with _phase(opts, "compare", announce):
         reports = {name: _device_report(runs, host, extra, gates, judge) for name, runs in fleet.succeeded.items()}
     after = dict(float_path=float_path, quant_path=quant_path, suite_path=suite_path, gates=gates,
@@ -295,27 +281,32 @@ def _device_runs(device, specs, outdir: Path, progress, single: bool, wait_s: fl
 
 
 def _sampled_runs(device, specs, outdir: Path, progress, single: bool, wait_s: float, sampling: Sampling,
-                  judge: dict, cache: RunCache | None = None) -> SampledRuns:
-    """Every row once (``fixed``), or rounds until the cells are decided (``adaptive``); with ``cache``, the
-    float outputs it holds for this device are reused (a copy of it per device: each report its own warnings)."""
+                  judge: dict, cache: RunCache | None, suite: LazySuite) -> SampledRuns:
+    """Every row once (``fixed``: the whole suite is in ``specs``' input set), or rounds until the cells are
+    decided (``adaptive``: the suite built lazily); with ``cache``, the float outputs it holds for this device
+    are reused (a copy of it per device: each report its own warnings). Runs name the suite by its identity."""
     cache = cache.clone() if cache is not None else None
     if not sampling.adaptive:
         if cache is not None:
-            return fixed_runs(device, specs, outdir, sampling, cache, _labelled(progress, device, single), wait_s)
-        runs = _device_runs(device, specs, outdir, progress, single, wait_s)
+            return fixed_runs(device, specs, outdir, sampling, cache, _labelled(progress, device, single), wait_s,
+                              suite.identity)
+        runs = as_suite_runs(_device_runs(device, specs, outdir, progress, single, wait_s), suite.identity)
         return SampledRuns(runs, fixed_section(sampling, runs[0].n))
-    return adaptive_runs(device, specs, outdir, sampling, judge, _labelled(progress, device, single), wait_s, cache)
+    return adaptive_runs(device, specs, outdir, sampling, judge, _labelled(progress, device, single), wait_s, cache,
+                         suite, specs[0].inputs)
 
 
-def _host_runs(opts, devices, fleet, inventory, specs, progress):
-    """The same models on this host, so device-kernel differences show apart from quantization."""
+def _host_runs(opts, devices, fleet, inventory, specs, progress, suite: LazySuite):
+    """The same models on this host, so device-kernel differences show apart from quantization. Adaptive: the
+    joined suite holds the rows the devices ran, ascending; the host runs each, named by its suite row."""
     if all(d.transport == "local" for d in devices) or not fleet.succeeded:
         return None
-    rows = None
-    if opts.sampling == "adaptive":  # the rows any device ran, once each
-        rows = np.unique(np.concatenate([run_rows(runs[0]) for runs in fleet.succeeded.values()]))
-    plain = [dataclasses.replace(s, power=None, cooldown_c=None, min_duration_s=0.0, rows=rows) for s in specs]
-    return _device_runs(inventory["local"], plain, opts.outdir / "host", progress, single=False, wait_s=opts.wait_s)
+    plain = [dataclasses.replace(s, power=None, cooldown_c=None, min_duration_s=0.0) for s in specs]
+    runs = _device_runs(inventory["local"], plain, opts.outdir / "host", progress, single=False, wait_s=opts.wait_s)
+    if opts.sampling != "adaptive":
+        return as_suite_runs(runs, suite.identity)
+    held = load_inputset(specs[0].inputs).extra["suite_row"]
+    return [relabel_rows(run, held, {"path": str(specs[0].inputs), "sha256": suite.identity}) for run in runs]
 
 
 def check_outputs_before_running(opts: EvaluateOptions, info, data: InputSet) -> None:

@@ -250,3 +250,27 @@ def _take_output(array, local: np.ndarray, handle) -> None:
             continue
         block = array.rows(lo, hi) if plain else np.asarray(array[lo:hi])
         handle.write(np.ascontiguousarray(block[local[a:b] - lo]).tobytes())
+
+
+def relabel_rows(run: RunResult, suite_rows, inputs: dict) -> RunResult:
+    """A run over a round's own input set (a suite built lazily: the file holds those ``suite_rows`` only)
+    made a run over the suite: ``rows.npy`` becomes the suite row of each sample, ``meta.json`` names the
+    suite (``inputs_sha256`` = its identity; the file's own sha256 kept as ``file_inputs_sha256``) and
+    run.json's ``inputs`` is ``inputs`` (the suite's path and identity) with the file the device read kept
+    under ``file``. The manifest follows, so the folder is a plain run the merge, the cache and reports read."""
+    suite_rows = np.asarray(suite_rows, dtype=np.int64)
+    rows = suite_rows[run_rows(run)]
+    path = Path(run.path)
+    with atomic_write(path / ROWS_FILE) as handle:
+        np.save(handle, rows, allow_pickle=False)
+    meta = dict(run.meta)
+    meta.update(file_inputs_sha256=meta.get("inputs_sha256"), inputs_sha256=inputs["sha256"])
+    write_json_atomic(path / "meta.json", meta)
+    manifest = read_manifest(path)
+    for rel in (ROWS_FILE, "meta.json"):
+        manifest["files"][rel] = {"sha256": sha256_file(path / rel), "size": (path / rel).stat().st_size}
+    write_json(path / MANIFEST, manifest)
+    record = dict(run.run)
+    record["inputs"] = dict(inputs, file=record.get("inputs"))
+    write_json_atomic(path / RUN_FILE, record)
+    return RunResult.load(path)

@@ -20,6 +20,7 @@ Above devices and analysis, beside ``evaluate`` which calls it for each device.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,17 +30,19 @@ import numpy as np
 from edgeq.analysis.adaptive import Planner
 from edgeq.analysis.compare import INTERVALS, compare_runs
 from edgeq.analysis.sequential import describe as interval_description
-from edgeq.devices.rounds import open_rounds
+from edgeq.devices.rounds import RoundInputs, open_rounds
 from edgeq.errors import EdgeqError
 from edgeq.inputs.inputset import load_inputset
+from edgeq.inputs.risky.lazy import LazySuite
 from edgeq.results import RunResult
-from edgeq.rows import merge_rounds, run_rows, take_run_rows
+from edgeq.rows import merge_rounds, relabel_rows, run_rows, take_run_rows
 from edgeq.store.run_cache import CacheKey, RunCache, key_for
 
 SAMPLINGS = ("adaptive", "fixed")
 CALIBRATION_PER_GROUP = 2  # with a budget, the first round times this many rows of every group
 CACHE_ENTRY = "cache-entry"  # ROUNDS/<float label>/: the cached float run, linked from the host's cache
 CACHE_ROWS = "cache-rows"  # ROUNDS/<float label>/: the cached rows this evaluation took, merged with its rounds
+SUITE_ROUNDS = "suite"  # ROUNDS/suite/round-<k>.npz: a lazily built suite's rows of round k
 
 
 @dataclass(frozen=True)
@@ -68,19 +71,22 @@ class SampledRuns(list):
         super().__init__(runs)
         self.section, self.measured = section, measured
         self.float_reused, self.float_ran, self.warnings = float_reused, float_ran, list(warnings)
+        self.round_inputs: list[Path] = []  # a lazily built suite's round files (joined into the suite, then removed)
 
 
-def float_key(rounds, spec, device) -> CacheKey | None:
+def float_key(rounds, spec, device, inputs_sha256: str | None = None) -> CacheKey | None:
     """The float cache key of ``spec`` in an open rounds session (the hello's runtime and arch, the hashes the
-    rounds made at open); None when the hello did not say which runtime or arch runs the model."""
+    rounds made at open; ``inputs_sha256``: a lazily built suite's identity instead of the input set's hash);
+    None when the hello did not say which runtime or arch runs the model."""
     facts = rounds.opened.facts or {}
     runtime = facts.get("runtime") or {}
     digests = rounds.digests
     if not (runtime.get("name") and runtime.get("version") and facts.get("arch")):
         return None
-    if spec.model not in digests or spec.inputs not in digests:
+    inputs_sha256 = inputs_sha256 or digests.get(spec.inputs)
+    if spec.model not in digests or inputs_sha256 is None:
         return None
-    return key_for(digests[spec.model], digests[spec.inputs], device.name, facts, spec.resolver, spec.threads,
+    return key_for(digests[spec.model], inputs_sha256, device.name, facts, spec.resolver, spec.threads,
                    spec.batch_size)
 
 
@@ -104,32 +110,51 @@ def _store(cache: RunCache, key, runs: list) -> None:
 
 
 def adaptive_runs(device, specs, outdir: Path, sampling: Sampling, judge: dict, progress=None,
-                  wait_s: float = 0.0, cache: RunCache | None = None) -> SampledRuns:
+                  wait_s: float = 0.0, cache: RunCache | None = None, suite: LazySuite | None = None,
+                  suite_path: Path | None = None) -> SampledRuns:
     """Run ``specs`` (float, quant) on ``device`` in rounds; returns the merged runs with the ``sampling``
     report section and the largest round's runs, whose sensors (power, temperature) measure energy: a
     merged run has no one sensor timeline. ``judge``: compare_runs's keyword arguments. ``cache``: the host's
-    float runs, for ``specs[0]`` (None: none)."""
-    suite = load_inputset(specs[0].inputs, what="suite")
-    planner = Planner(np.asarray(suite.category[:]), None if suite.severity is None else np.asarray(suite.severity[:]),
+    float runs, for ``specs[0]`` (None: none). ``suite``: the suite built lazily — each round's rows are made
+    into ``OUTDIR/rounds/suite/round-<k>.npz`` and pushed alone (``round_inputs`` lists them), and the runs
+    name ``suite_path`` (where the rows run are joined afterwards) as their input set; None: ``specs``' input
+    set holds the whole suite, pushed once."""
+    if suite is None:
+        whole = load_inputset(specs[0].inputs, what="suite")
+        category, severity = whole.category, whole.severity
+    else:
+        category, severity = suite.category, suite.severity
+    planner = Planner(np.asarray(category[:]), None if severity is None else np.asarray(severity[:]),
                       seed=sampling.seed, until=sampling.until)
     merged: list[RunResult] = []
     ref = specs[0].label
     _clear_rounds(outdir / "rounds")
     key, cached, subset = None, None, None
     have = reused = np.empty(0, dtype=np.int64)
+    made: list[Path] = []
+
+    def next_rows(rounds):
+        calibrating = sampling.budget_s is not None and (rounds is None or not rounds.done)
+        rows = planner.next_round(_budget_rows(sampling, rounds),
+                                  per_group=CALIBRATION_PER_GROUP if calibrating else None)
+        if rows is None or suite is None:
+            return rows, None
+        path = suite.write_rows(rows, outdir / "rounds" / SUITE_ROUNDS / f"round-{len(made) + 1}.npz")
+        made.append(path)
+        return rows, RoundInputs(path, rows, suite.plan.tags(rows), {"path": str(suite_path), "sha256": suite.identity,
+                                                                    "built": "lazily"})
+
+    rows, inputs = next_rows(None)
+    if inputs is not None:  # the session opens with the first round's rows: the whole suite is never made
+        specs = [dataclasses.replace(s, inputs=inputs.path) for s in specs]
     with open_rounds(device, specs, outdir / "rounds", wait_s=wait_s, progress=progress) as rounds:
         if cache is not None:
-            key = float_key(rounds, specs[0], device)
+            key = float_key(rounds, specs[0], device, suite.identity if suite is not None else None)
             cached = cache.lookup(key, into=outdir / "rounds" / ref / CACHE_ENTRY) if key is not None else None
             have = run_rows(cached) if cached is not None else have
-        while True:
-            calibrating = sampling.budget_s is not None and not rounds.done
-            rows = planner.next_round(_budget_rows(sampling, rounds),
-                                      per_group=CALIBRATION_PER_GROUP if calibrating else None)
-            if rows is None:
-                break
+        while rows is not None:
             hit = np.intersect1d(rows, have, assume_unique=True)
-            rounds.run(rows, skip={ref: hit} if len(hit) else None)
+            rounds.run(rows, skip={ref: hit} if len(hit) else None, inputs=inputs)
             if len(hit):
                 reused = np.union1d(reused, hit)
                 subset = take_run_rows(cached, reused, outdir / "rounds" / ref / CACHE_ROWS)
@@ -137,6 +162,7 @@ def adaptive_runs(device, specs, outdir: Path, sampling: Sampling, judge: dict, 
                                    outdir / "runs" / spec.label)
                       for k, spec in enumerate(specs)]
             planner.update(compare_runs(merged[0], merged[1], **judge, interval="anytime")["outputs"])
+            rows, inputs = next_rows(rounds)
         costs = [r.costs() for r in rounds.done]
         largest = max(rounds.done, key=lambda r: len(r.rows))
     float_ran = _ran(rounds, 0)
@@ -144,33 +170,47 @@ def adaptive_runs(device, specs, outdir: Path, sampling: Sampling, judge: dict, 
         _store(cache, key, float_ran)
     section = dict(planner.describe(), budget_s=sampling.budget_s, device_s=sum(c["device_s"] for c in costs),
                    round_costs=costs, measured_round=largest.index, **interval_description())
+    if suite is not None:
+        section["suite_built"] = {"rows": planner.rows_run, "of": suite.n, "how": "lazily: each round's rows only"}
     if len(reused) and not float_ran:
         section["float_latency"] = "cached"  # no float row ran: the float latency is the cached run's
     # each model's largest round among those it ran (the float model skips the rounds the cache held whole);
     # a model that ran no round has no sensor timeline of this evaluation: its merged run stands in
     measured = [max(_ran(rounds, k), key=lambda run: run.n, default=merged[k]) for k in range(len(specs))]
-    return SampledRuns(merged, section, measured, _reused(cache, key, len(reused), merged[0].n) if key else None,
-                       float_ran if len(reused) else None, cache.warnings if cache is not None else ())
+    found = SampledRuns(merged, section, measured, _reused(cache, key, len(reused), merged[0].n) if key else None,
+                        float_ran if len(reused) else None, cache.warnings if cache is not None else ())
+    found.round_inputs = made
+    return found
+
+
+def as_suite_runs(runs: list, identity: str | None) -> list:
+    """Whole-suite runs named by the suite's identity (its recipe's hash, as a lazily built suite's rounds are),
+    so fixed and adaptive evaluations of one suite share cached float rows; ``runs`` as they are without one."""
+    if identity is None:
+        return list(runs)
+    return [None if run is None else relabel_rows(run, np.arange(run.n, dtype=np.int64),
+                                                  {"path": str(run.run["inputs"]["path"]), "sha256": identity})
+            for run in runs]
 
 
 def fixed_runs(device, specs, outdir: Path, sampling: Sampling, cache: RunCache, progress=None,
-               wait_s: float = 0.0) -> SampledRuns:
+               wait_s: float = 0.0, identity: str | None = None) -> SampledRuns:
     """Every row once, float and quant in one locked session, into ``OUTDIR/runs/<label>``; when the cache holds
     every row of ``specs[0]`` (the float model), that model is not run: its cached run is linked into
     ``OUTDIR/runs/<label>`` (hard links, copies where the file system has none: the report's folder stays
     whole whatever the cache later evicts, at no cost in time or space). Otherwise the float model runs every
-    row and the cache gets its outputs."""
+    row and the cache gets its outputs. ``identity``: the suite's (``as_suite_runs``), the cache key's input set."""
     ref = specs[0].label
     folders = {s.label: outdir / "runs" / s.label for s in specs}
     key, cached = None, None
     with open_rounds(device, specs, outdir / "runs", wait_s=wait_s, progress=progress) as rounds:
-        key = float_key(rounds, specs[0], device)
+        key = float_key(rounds, specs[0], device, identity)
         cached = cache.lookup(key, into=folders[ref]) if key is not None else None
         if cached is not None and len(run_rows(cached)) != rounds.samples:
             shutil.rmtree(cached.path, ignore_errors=True)  # some rows only: the float model runs them all
             cached = None
         skip = {ref: np.arange(rounds.samples, dtype=np.int64)} if cached is not None else None
-        done = rounds.run(None, skip=skip, folders=folders)
+        done = as_suite_runs(rounds.run(None, skip=skip, folders=folders), identity)
     runs = [cached if run is None else run for run in done]
     if key is not None and cached is None:
         _store(cache, key, [runs[0]])
@@ -191,12 +231,14 @@ def _clear_rounds(root: Path) -> None:
         for folder in sorted(root.glob(pattern)):
             if folder.is_dir():
                 shutil.rmtree(folder)
+    for stale in sorted((root / SUITE_ROUNDS).glob("round-*.npz")):
+        stale.unlink()
 
 
 def _budget_rows(sampling: Sampling, rounds) -> int | None:
     """Rows the budget still pays for, at the speed the rounds so far ran (both models per row);
     before any round, no cap (the calibration round takes a few rows of every group)."""
-    if sampling.budget_s is None or not rounds.done:
+    if sampling.budget_s is None or rounds is None or not rounds.done:
         return None
     ran = sum(len(r.rows) for r in rounds.done)
     per_row = rounds.device_s / ran if ran else 0.0

@@ -65,7 +65,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("store", ("edgeq.store.*",)),
     ("reports", ("edgeq.reports.*",)),  # pages of stored history too (history_page reads the store)
     ("install", ("edgeq.install.*",)),  # `edgeq deploy`: evidence from reports and history, installs on devices
-    ("evaluate", ("edgeq.evaluate", "edgeq.sampling")),  # the main job across every stage; its rounds
+    ("evaluate", ("edgeq.evaluate", "edgeq.sampling", "edgeq.suites")),  # the main job across every stage; its
+    # rounds and its suite
     ("cli", ("edgeq.cli.*", "edgeq.__main__")),
 )
 

@@ -44,23 +44,42 @@ def test_the_same_verdict_from_a_fraction_of_the_inferences(fragile):
 
 
 def test_merged_outputs_are_the_suite_rows_they_say(fragile):
-    """An independent run of the float model on the rows the report names gives its outputs."""
+    """An independent run of the float model on the rows the report names, taken from the whole suite a
+    fixed-n evaluation wrote, gives its outputs: the lazily built rows are the suite's rows."""
     from ai_edge_litert.interpreter import Interpreter
 
     _, adaptive, out = fragile
     rows = np.load(out / "runs" / "float" / "rows.npy")
     outputs = np.load(out / "runs" / "float" / "outputs" / "output_0.npy")
-    suite = load_inputset(out / "inputs" / "risky.npz")
+    whole = load_inputset(out.parent / "fixed" / "inputs" / "risky.npz")
     assert len(rows) == len(outputs) == adaptive["overall"]["n"] and np.all(np.diff(rows) > 0)
     interpreter = Interpreter(model_path=str(next((out / "models").glob("*.float.tflite"))))
     interpreter.allocate_tensors()
     inp, outp = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
     for k in np.random.default_rng(0).choice(len(rows), 25, replace=False):
-        interpreter.set_tensor(inp, np.asarray(suite.arrays["x"][rows[k]:rows[k] + 1], np.float32))
+        interpreter.set_tensor(inp, np.asarray(whole.arrays["x"][rows[k]:rows[k] + 1], np.float32))
         interpreter.invoke()
         assert np.allclose(interpreter.get_tensor(outp)[0], outputs[k], atol=1e-5)
-    category = np.asarray(suite.category)[rows]
+    category = np.asarray(whole.category)[rows]
     assert adaptive["categories"]["clean"]["n"] == int(np.sum(category == "clean"))
+
+
+def test_the_suite_is_built_lazily_and_holds_the_rows_run(fragile):
+    """Adaptive sampling makes only the rows its rounds run: OUTDIR/inputs/risky.npz holds those rows, each
+    tagged with its suite row, byte for byte the rows of the whole suite; no round file is left behind."""
+    fixed, adaptive, out = fragile
+    kept = load_inputset(out / "inputs" / "risky.npz")
+    whole = load_inputset(out.parent / "fixed" / "inputs" / "risky.npz")
+    rows = np.load(out / "runs" / "float" / "rows.npy")
+    assert np.array_equal(kept.extra["suite_row"], rows) and kept.n == rows.size < whole.n
+    assert np.array_equal(kept.arrays["x"], np.asarray(whole.arrays["x"])[rows])
+    assert np.array_equal(kept.category, np.asarray(whole.category)[rows])
+    assert np.array_equal(kept.positions(rows[[7, 3]]), [7, 3])
+    built = adaptive["sampling"]["suite_built"]
+    assert built["rows"] == rows.size and built["of"] == whole.n == adaptive["inputs"]["suite_rows"]
+    assert adaptive["inputs"]["suite_sha256"] != adaptive["inputs"]["sha256"]
+    assert not list((out / "rounds" / "suite").glob("*.npz"))
+    assert any("built lazily" in note for note in adaptive["notes"])
 
 
 def test_a_cell_without_flips_stops_early_and_the_report_says_which(fragile):

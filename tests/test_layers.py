@@ -117,7 +117,7 @@ def test_every_stage_has_its_folder():
     for folder in ("models", "inputs", "devices", "analysis", "repair", "reports", "store", "cli"):
         assert (PACKAGE / folder / "__init__.py").is_file(), folder
     flat = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert flat == ["__init__.py", "__main__.py", "errors.py", "evaluate.py", "files.py", "limits.py", "results.py", "rows.py", "sampling.py"], flat
+    assert flat == ["__init__.py", "__main__.py", "errors.py", "evaluate.py", "files.py", "limits.py", "results.py", "rows.py", "sampling.py", "suites.py"], flat
 
 
 def test_the_script_reports_this_tree_clean():

@@ -328,7 +328,8 @@ def test_auto_is_the_default_and_reported_per_array(tabular):
 
 
 def test_evaluate_build_suite_keeps_the_range_modes(tabular, tmp_path):
-    from edgeq.evaluate import EvaluateOptions, build_suite
+    from edgeq.evaluate import EvaluateOptions
+    from edgeq.suites import build_suite
 
     data = InputSet(arrays={"x": tabular.x}, y=tabular.y)
     path = build_suite(EvaluateOptions(outdir=tmp_path, max_per_category=10), data)

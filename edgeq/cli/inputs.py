@@ -29,7 +29,8 @@ def inputs():
 def inputs_risky(model, data, output, seed, max_per_category, range_mode, input_kinds):
     """Build the risky suite: clean + graded photometric, noise, outlier, sensor-fault and image
     (blur, JPEG, ...) sets, and with --model the inputs near the float model's decision boundary."""
-    from edgeq.evaluate import EvaluateOptions, build_suite
+    from edgeq.evaluate import EvaluateOptions
+    from edgeq.suites import build_suite
     from edgeq.inputs.inputset import category_counts, load_inputset
 
     dataset = load_inputset(data, what="data")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -39,6 +40,21 @@ from edgeq.devices.transport.base import Transfer
 from edgeq.errors import ConfigError
 from edgeq.files import ensure_writable_dir, sha256_file
 from edgeq.results import RunResult
+from edgeq.rows import relabel_rows
+
+
+@dataclass(frozen=True)
+class RoundInputs:
+    """A round's own input set, from a suite built lazily: ``path`` holds exactly the suite ``rows``
+    (ascending), ``tags`` are their per-sample tags (category, severity, ...), and ``suite`` is what the
+    pulled runs name as their inputs (the suite's ``path`` and ``sha256``, its identity): each run is made a
+    run over the suite (``rows.relabel_rows``), so rounds merge and the float cache reads them like rows of
+    one input set."""
+
+    path: Path
+    rows: np.ndarray
+    tags: dict
+    suite: dict
 
 
 class Round(list):
@@ -90,7 +106,8 @@ class Rounds:
     def folder(self, label: str, index: int) -> Path:
         return self.root / label / f"round-{index}"
 
-    def run(self, rows, skip: dict | None = None, folders: dict | None = None) -> Round:
+    def run(self, rows, skip: dict | None = None, folders: dict | None = None,
+            inputs: RoundInputs | None = None) -> Round:
         """Every spec on ``rows`` of the input set (sorted ascending, unique, in range; checked here by the
         agent's rule, ConfigError otherwise; None: every row, without a rows file): returns the pulled,
         verified results, one per spec.
@@ -98,11 +115,18 @@ class Rounds:
         ``skip``: label → rows that label need not run (e.g. float outputs a cache holds); the label runs
         the round's other rows only, and is not run at all when none are left (its result is then None).
         ``folders``: label → the run directory to pull into (default ``ROOT/<label>/round-<k>``; a given
-        folder may exist already and is replaced, as a fixed-n run's is)."""
+        folder may exist already and is replaced, as a fixed-n run's is). ``inputs``: the round's own input
+        set (``rows`` are then suite rows, exactly the ones it holds): pushed now, dropped from the device
+        after the round, and every run pulled is relabelled a run over the suite."""
         if self.closed:
             raise ConfigError("these rounds are closed: open new ones")
         every = rows is None
-        rows = np.arange(self.samples, dtype=np.int64) if every else checked_rows(rows, self.samples)
+        if inputs is not None:
+            rows = np.asarray(rows, dtype=np.int64)
+            if every or not np.array_equal(rows, inputs.rows):
+                raise ConfigError(f"{inputs.path}: a round's own input set holds exactly the round's rows")
+        else:
+            rows = np.arange(self.samples, dtype=np.int64) if every else checked_rows(rows, self.samples)
         skip, folders = dict(skip or {}), dict(folders or {})
         labels = {item.spec.label for item in self.prepared}
         unknown = sorted((set(skip) | set(folders)) - labels)
@@ -112,6 +136,10 @@ class Rounds:
         index, started = self.count, time.perf_counter()
         deployer, session = self.opened.deployer, self.opened.session
         before = len(deployer.transfers)
+        used = []
+        if inputs is not None:  # pushed once for every spec: their own pushes are then the store's existence check
+            remote, digest = deployer.push(inputs.path)
+            used.append(remote)
         results, ran = [], {}
         for item in self.prepared:
             label = item.spec.label
@@ -123,12 +151,18 @@ class Rounds:
             given = label in folders
             rundir = Path(folders[label]) if given else self.folder(label, index)
             rundir.mkdir(parents=True, exist_ok=given)
-            take = None if every and len(mine) == len(rows) else mine
-            results.append(_run_one(self.device, deployer, session, dataclasses.replace(item, rundir=rundir, rows=take),
-                                    self.progress, self.events))
+            take = None if (every or inputs is not None) and len(mine) == len(rows) else mine
+            if inputs is not None:
+                item = dataclasses.replace(item, spec=dataclasses.replace(item.spec, inputs=inputs.path),
+                                           set_samples=len(rows), tags=inputs.tags,
+                                           known={**item.known, inputs.path: digest})
+                take = None if take is None else np.searchsorted(rows, mine)
+            result = _run_one(self.device, deployer, session, dataclasses.replace(item, rundir=rundir, rows=take),
+                              self.progress, self.events)
+            results.append(result if inputs is None else relabel_rows(result, rows, inputs.suite))
         pulled = [r for r in results if r is not None]
         tidy_device_store(self.device, deployer, session, [r.run["remote_dir"] for r in pulled],
-                          [r.run["rows"]["remote"] for r in pulled if r.run.get("rows")])
+                          [r.run["rows"]["remote"] for r in pulled if r.run.get("rows")] + used)
         done = Round(index, rows, results, time.perf_counter() - started, deployer.transfers[before:], ran)
         self.done.append(done)
         return done
@@ -180,4 +214,4 @@ def open_rounds(device: Device, specs: list[RunSpec], rundir_root, *, wait_s: fl
             rounds.closed = True
 
 
-__all__ = ["Round", "Rounds", "open_rounds"]
+__all__ = ["Round", "RoundInputs", "Rounds", "open_rounds"]

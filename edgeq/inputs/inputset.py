@@ -22,8 +22,9 @@ from edgeq.inputs.npz import DiskArray, NpzWriter, open_npz, row_blocks
 
 LABEL_ARRAYS = ("y", "category", "severity", "source_index")
 FLAG_ARRAYS = ("allow_nonfinite",)
-# per-sample facts a search writes about what it found (never model inputs): kept in InputSet.extra
-EXTRA_TAGS = ("seed_index", "distance")
+# per-sample facts that are never model inputs, kept in InputSet.extra: what a search found (seed_index,
+# distance), and the suite row of each sample of a suite built lazily (suite_row: it holds the rows run only)
+EXTRA_TAGS = ("seed_index", "distance", "suite_row")
 
 
 @dataclass
@@ -40,6 +41,23 @@ class InputSet:
     @property
     def n(self) -> int:
         return len(next(iter(self.arrays.values())))
+
+    def positions(self, rows) -> np.ndarray:
+        """Where suite ``rows`` are in this set: the rows themselves, or, in a suite built lazily (which holds
+        the rows run, each tagged with its ``suite_row``), their places; InputSetError for a row it lacks."""
+        rows = np.asarray(rows, dtype=np.int64)
+        held = self.extra.get("suite_row")
+        if held is None:
+            return rows
+        held = np.asarray(held, dtype=np.int64)
+        order = np.argsort(held, kind="stable")
+        at = np.minimum(np.searchsorted(held, rows, sorter=order), len(held) - 1)
+        found = order[at]
+        missing = held[found] != rows
+        if missing.any():
+            raise InputSetError(self.path or Path("<input set>"), f"holds no sample of suite row "
+                                                                  f"{int(rows[np.flatnonzero(missing)[0]])}")
+        return found
 
     def labels_only(self) -> dict[str, np.ndarray]:
         """The per-sample tags a comparison needs, without the (large) inputs."""
@@ -169,7 +187,7 @@ def validate(dataset: InputSet) -> None:
         _check_input_array(path, name, array, dataset.allow_nonfinite)
         lengths[name] = len(array)
     tags = (("y", "iu"), ("severity", "iu"), ("source_index", "iu"), ("category", "U"), ("seed_index", "iu"),
-            ("distance", "f"))
+            ("distance", "f"), ("suite_row", "iu"))
     for name, kind in tags:
         array = getattr(dataset, name, None) if name in LABEL_ARRAYS else dataset.extra.get(name)
         if array is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.errors import ConfigError
+from edgeq.errors import ConfigError, InputSetError
 from edgeq.install.evidence import Evidence
 
 SMOKE_ROWS = 16  # enough to touch every output on real rows; seconds even on a slow board
@@ -56,7 +56,10 @@ def build_smoke(evidence: Evidence, folder: Path, rows: int = SMOKE_ROWS) -> tup
     except (ConfigError, KeyError, OSError) as exc:
         return None, f"{run_dir}: the evaluation's run cannot be read ({exc}): the smoke check only loads the model"
     positions = np.arange(min(rows, run.n))
-    chosen = run_rows(run)[positions]
+    try:
+        chosen = suite.positions(run_rows(run)[positions])  # a lazily built suite holds the rows run only
+    except InputSetError as exc:
+        return None, f"{exc}: the smoke check only loads the model"
     order = np.argsort(chosen, kind="stable")
     picked = {name: take_rows(array, chosen[order]) for name, array in suite.arrays.items()}
     inputs = folder / "smoke.npz"

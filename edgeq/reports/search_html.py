@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeq.errors import InputSetError
 from edgeq.inputs.inputset import load_inputset
 from edgeq.inputs.risky.families import image_layout
 from edgeq.reports.page import as_dict, basis_of, escape, fmt, number
@@ -184,8 +185,12 @@ def _worst_cell_examples(report, runs, suite, x, layout, lo, hi) -> str:
         return ""  # not class scores: no top class to show
     fc, qc = f.argmax(1), q.argmax(1)
     flipped = fc != qc
-    category = np.asarray(suite.category)[rows].astype(str)
-    severity = np.asarray(suite.severity)[rows].astype(str) if suite.severity is not None else None
+    try:
+        at = suite.positions(rows)  # a suite built lazily holds the rows run only, each with its suite row
+    except InputSetError:
+        return ""
+    category = np.asarray(suite.category)[at].astype(str)
+    severity = np.asarray(suite.severity)[at].astype(str) if suite.severity is not None else None
     worst = report.get("worst_category"), report.get("worst_severity")
     ranked = [worst] + [tuple(name.split("/", 1)) if "/" in name else (name, None)
                         for name, _, _ in cells(report, basis_of(report))]
@@ -201,7 +206,7 @@ def _worst_cell_examples(report, runs, suite, x, layout, lo, hi) -> str:
         name = key[0] if key[1] is None else f"{key[0]}/{key[1]}"
         for r in np.flatnonzero(where & flipped)[:EXAMPLES - len(figures)]:
             row = int(rows[r])
-            figures.append(f'<div class="ex"><img alt="suite row {row}" src="{_picture(x[row], layout, lo, hi)}">'
+            figures.append(f'<div class="ex"><img alt="suite row {row}" src="{_picture(x[int(at[r])], layout, lo, hi)}">'
                            f'{escape(name)} · row {row}<br>{fc[r]} → <b class="q">{qc[r]}</b></div>')
     if not figures:
         return ""

@@ -134,6 +134,20 @@ class BoundaryPlan:
                     t = self.t[severity][lo:lo + step]
                     yield between(x[self.first[lo:lo + step]], x[self.second[lo:lo + step]], t, x.dtype)
 
+    def take(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The boundary cells' ``rows`` (0-based within them, sorted) of one input array, as ``parts`` makes them."""
+        out = np.empty((len(rows),) + x.shape[1:], x.dtype)
+        start = 0
+        for severity, k in self.levels.items():
+            here = np.flatnonzero((rows >= start) & (rows < start + k))
+            local = rows[here] - start
+            if len(here) and severity == 1:
+                out[here] = x[self.low[local]]
+            elif len(here):
+                out[here] = between(x[self.first[local]], x[self.second[local]], self.t[severity][local], x.dtype)
+            start += k
+        return out
+
     def tag_parts(self, tag: str, labels: np.ndarray | None, name: np.ndarray) -> Iterator[np.ndarray]:
         for severity, k in self.levels.items():
             if tag == "category":
