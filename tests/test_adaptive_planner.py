@@ -85,6 +85,33 @@ def test_until_verdict_stops_once_a_deciding_cell_is_firmly_catastrophic():
     assert "blur/2" in planner.describe()["undecided"]
 
 
+def test_until_verdict_stops_once_a_cell_is_firmly_degraded_and_none_can_reach_catastrophic():
+    """noise/3 at 12 % is firmly degraded (lines at 2 % and 30 % here) after a few rounds; blur/2 at 1.9 % would
+    need every row to be decided, but its interval stays under the catastrophic line, so it cannot change a
+    degraded verdict."""
+    cat, sev = suite()
+    lines = {"degraded": 0.02, "catastrophic": 0.3}
+    rates = {("noise", 3): 0.12, ("blur", 2): 0.019}
+    cells = Planner(cat, sev, seed=1, thresholds=lines)
+    run(cells, rates)
+    planner = Planner(cat, sev, seed=1, until="verdict", thresholds=lines)
+    run(planner, rates)
+    assert cells.groups[("blur", 2)].taken == SIZE  # until cells: the cell near the line gets every row
+    assert planner.rows_run < cells.rows_run and planner.groups[("blur", 2)].taken < SIZE
+    assert "firmly degraded" in planner.describe()["stop_reason"]
+    assert "blur/2" in planner.describe()["undecided"]
+
+
+def test_until_verdict_keeps_sampling_while_an_open_cell_could_still_be_catastrophic():
+    """A firmly degraded cell does not stop the rounds while another cell's interval reaches the catastrophic
+    line: blur/3, near it, gets every row."""
+    cat, sev = suite()
+    lines = {"degraded": 0.02, "catastrophic": 0.3}
+    planner = Planner(cat, sev, seed=1, until="verdict", thresholds=lines)
+    run(planner, {("noise", 3): 0.12, ("blur", 3): 0.29})
+    assert planner.groups[("blur", 3)].taken == SIZE and planner.groups[("noise", 3)].state == "decided"
+
+
 def test_a_stress_cell_never_makes_the_verdict_firm():
     cat, sev = suite()
     planner = Planner(cat, sev, seed=1, until="verdict")

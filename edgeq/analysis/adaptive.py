@@ -11,7 +11,8 @@ at or above the catastrophic line, or wholly between them; a group stays open wh
 its cells on an output that drives the verdict is undecided, until it has run all its rows.
 
 ``until="verdict"`` also stops as soon as the verdict itself is firm: a deciding cell is
-firmly catastrophic, so no other cell can change it. A device-time budget caps each round's
+firmly catastrophic, so no other cell can change it; or one is firmly degraded and no open
+cell's interval reaches the catastrophic line, so none can make it worse. A device-time budget caps each round's
 rows; when it runs short, the rows go to the most uncertain groups first and the groups left
 open are named in ``describe()``.
 
@@ -27,7 +28,8 @@ import numpy as np
 from edgeq.analysis.compare import cells_of
 from edgeq.analysis.field import counts
 from edgeq.analysis.rules import THRESHOLDS
-from edgeq.analysis.sequential import DECIDED_ABOVE, UNDECIDED, confidence_sequence, decide, trials_to_decide_zero
+from edgeq.analysis.sequential import (DECIDED_ABOVE, DECIDED_BETWEEN, UNDECIDED, confidence_sequence, decide,
+                                       trials_to_decide_zero)
 
 SCHEDULE = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # cumulative rows per group after each round
 UNTIL = ("cells", "verdict")
@@ -50,6 +52,12 @@ def out_of_reach(figures: dict, taken: int, size: int, thresholds: dict = THRESH
         return False
     projected = (figures.get("events") or 0) * scale
     return decide(confidence_sequence(projected, trials * scale), thresholds) == UNDECIDED
+
+
+def _reaches(figures: dict, line: float) -> bool:
+    """Whether a cell's interval (none yet: the whole range) reaches ``line``."""
+    ci95 = figures.get("ci95")
+    return ci95 is None or float(ci95[1]) >= line
 
 
 def width(ci95) -> float:
@@ -125,7 +133,6 @@ class Planner:
                 g = self.groups.get((category, _level(level)))
                 if g is not None and figures.get("value") is not None:
                     g.cells[name] = (self._decision(g, figures), figures)
-        firm_catastrophe = False
         for g in self.groups.values():
             undecided = [f for d, f in g.cells.values() if d == UNDECIDED]
             g.need = max((width(f.get("ci95")) for f in undecided), default=0.0)
@@ -134,9 +141,23 @@ class Planner:
                     g.state = "decided"
                 elif g.taken >= g.size:
                     g.state = "exhausted"
-            firm_catastrophe |= any(d == DECIDED_ABOVE and counts(f) and not f.get("low_n") for d, f in g.cells.values())
-        if self.until == "verdict" and firm_catastrophe:
-            self._stop_open("the verdict is firm: a deciding cell is firmly catastrophic")
+        firm = self._firm_verdict() if self.until == "verdict" else None
+        if firm:
+            self._stop_open(f"the verdict is firm: {firm}")
+
+    def _firm_verdict(self) -> str | None:
+        """Why no more rows can change the verdict, or None. Catastrophic: a deciding cell with enough trials
+        is firmly at or above the catastrophic line. Degraded: one is firmly at or above the degraded line, and
+        no deciding cell of an open group (however few its trials) reaches the catastrophic line. Robust needs
+        every cell decided below the degraded line: that is ``until="cells"``'s end."""
+        counted = [(g, d, f) for g in self.groups.values() for d, f in g.cells.values() if counts(f)]
+        if any(d == DECIDED_ABOVE and not f.get("low_n") for _, d, f in counted):
+            return "a deciding cell is firmly catastrophic"
+        degraded = any(d in (DECIDED_BETWEEN, DECIDED_ABOVE) and not f.get("low_n") for _, d, f in counted)
+        reach = [f for g, d, f in counted if g.state == "open" and _reaches(f, self.thresholds["catastrophic"])]
+        if degraded and not reach:
+            return "a deciding cell is firmly degraded and no open cell's interval reaches the catastrophic line"
+        return None
 
     def _decision(self, g: Group, figures: dict) -> str:
         """The cell's decision; ``out of reach`` when the group's remaining rows cannot decide it."""
