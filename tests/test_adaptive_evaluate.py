@@ -6,6 +6,7 @@ early, `--until verdict` stopping at a firm catastrophe, and `--budget` stopping
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +128,21 @@ def test_a_budget_needs_adaptive_sampling(example_tflite, tmp_path):
     result = CliRunner().invoke(main, ["evaluate", str(example_tflite[0]), "--quant-model", str(example_tflite[1]),
                                        "--sampling", "fixed", "--budget", "1m", "-o", str(tmp_path / "x")])
     assert result.exit_code == 2 and "--budget needs --sampling adaptive" in result.output
+
+
+def test_over_ssh_each_rounds_rows_are_pushed_alone_and_dropped_after_it(ssh_device, example_tflite, tmp_path):
+    """Over a real sshd: every round sends its own small input set (the whole suite never leaves the host, nor is
+    it written), and the device's store keeps none of them once the evaluation is done."""
+    from edgeq.evaluate import EXAMPLE_DATA
+
+    device, inventory = ssh_device
+    report = evaluate(example_tflite[0], "--quant-model", example_tflite[1], "--data", EXAMPLE_DATA,
+                      "-o", tmp_path / "s", "--device", "pi-loop", "--inventory", inventory)
+    s = report["sampling"]
+    assert len(s["rounds"]) >= 2 and s["suite_built"]["rows"] == s["rows_run"] < s["suite_rows"]
+    kept = load_inputset(tmp_path / "s" / "inputs" / "risky.npz")
+    assert kept.n == s["rows_run"] and np.array_equal(kept.extra["suite_row"],
+                                                      np.load(tmp_path / "s" / "runs" / "quant" / "rows.npy"))
+    assert list(Path(device.workdir).rglob("*.tflite"))  # the store is where the models went ...
+    stored = [p for p in Path(device.workdir).rglob("*.npz") if p.is_file()]
+    assert stored == [], stored  # ... and every round's input set was dropped after its round

@@ -316,3 +316,21 @@ def test_validation_errors(arrays, kwargs, array_name, words):
     assert words in str(info.value)
     if array_name:
         assert f"[{array_name}]" in str(info.value)
+
+
+@pytest.mark.parametrize("shape", [(64,), (32, 32, 3), (224, 224, 3)])
+def test_a_plan_makes_any_rows_exactly_as_the_whole_suite_holds_them(shape):
+    """``SuitePlan.take`` (what a round of adaptive sampling runs) gives, for any rows, the bytes a whole build
+    writes there, with their tags: tabular blocks, image blocks and 224×224×3 rows made one at a time."""
+    from edgeq.inputs.risky import plan_risky_suite, transform_rows
+
+    rng = np.random.default_rng(7)
+    x = rng.random((12,) + shape).astype(np.float32)
+    y = rng.integers(0, 3, 12)
+    whole = build_risky_suite({"x": x}, y, max_per_category=8)
+    plan = plan_risky_suite({"x": x}, y, max_per_category=8)
+    rows = np.sort(rng.choice(plan.n, size=60, replace=False))
+    assert np.array_equal(plan.take("x", rows), whole["x"][rows])
+    for tag, values in plan.tags(rows).items():
+        assert np.array_equal(values, whole[tag][rows]), tag
+    assert (transform_rows(shape) == 1) == (shape == (224, 224, 3))
