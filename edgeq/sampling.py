@@ -29,6 +29,7 @@ import numpy as np
 
 from edgeq.analysis.adaptive import Planner
 from edgeq.analysis.compare import INTERVALS, compare_runs
+from edgeq.analysis.rules import MIN_N
 from edgeq.analysis.sequential import describe as interval_description
 from edgeq.devices.rounds import RoundInputs, open_rounds
 from edgeq.errors import EdgeqError
@@ -125,7 +126,7 @@ def adaptive_runs(device, specs, outdir: Path, sampling: Sampling, judge: dict, 
     else:
         category, severity = suite.category, suite.severity
     planner = Planner(np.asarray(category[:]), None if severity is None else np.asarray(severity[:]),
-                      seed=sampling.seed, until=sampling.until)
+                      seed=sampling.seed, until=sampling.until, min_n=judge.get("min_n", MIN_N))
     merged: list[RunResult] = []
     ref = specs[0].label
     _clear_rounds(outdir / "rounds")

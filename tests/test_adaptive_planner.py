@@ -112,6 +112,43 @@ def test_until_verdict_keeps_sampling_while_an_open_cell_could_still_be_catastro
     assert planner.groups[("blur", 3)].taken == SIZE and planner.groups[("noise", 3)].state == "decided"
 
 
+def gated_sections(planner, opens: dict, rate: float = 1.0):
+    """Sections of a gated output (landmarks judged only where a gate opens): group (category, severity) has
+    ``opens[...]`` of its rows with the gate open, each a failure at ``rate``; every other group's gate opens on
+    1 % of its rows, with no failure."""
+    from edgeq.analysis.sequential import confidence_sequence
+
+    categories = {}
+    for (cat, lvl), g in planner.groups.items():
+        if not g.taken:
+            continue
+        trials = int(opens.get((cat, lvl), 0.01) * g.taken)
+        events = rate * trials if (cat, lvl) in opens else 0
+        figures = {"value": events / trials if trials else None, "trials": trials, "events": events,
+                   "ci95": list(confidence_sequence(events, trials)) if trials else None, "low_n": trials < 30}
+        if lvl is None:
+            categories[cat] = figures
+        else:
+            categories.setdefault(cat, {"severities": {}})["severities"][str(lvl)] = figures
+    return {"landmarks": {"drives_verdict": True, "categories": categories}}
+
+
+def test_until_verdict_spends_its_rows_where_a_catastrophe_is_becoming_firm():
+    """A gated output fails on every row where its gate opens, but the gate opens on 8 % of blur/3's rows and
+    4 % of noise/2's: only blur/3 can reach enough trials soon. After the first round, the rounds go to the
+    groups that look catastrophic (blur/3 first), not to every group, until blur/3 is firmly catastrophic."""
+    cat, sev = suite()
+    planner = Planner(cat, sev, seed=1, until="verdict")
+    opens = {("blur", 3): 0.08, ("noise", 2): 0.04}
+    while (rows := planner.next_round()) is not None:
+        planner.update(gated_sections(planner, opens))
+    taken = {g.name: g.taken for g in planner.groups.values()}
+    assert "firmly catastrophic" in planner.describe()["stop_reason"]
+    assert taken["blur/3"] >= 30 / 0.08 and all(t == SCHEDULE[0] for n, t in taken.items()
+                                                if n not in ("blur/3", "noise/2"))
+    assert planner.rows_run == 2 * SIZE + 5 * SCHEDULE[0]  # the two leads whole, the rest one round each
+
+
 def test_a_stress_cell_never_makes_the_verdict_firm():
     cat, sev = suite()
     planner = Planner(cat, sev, seed=1, until="verdict")

@@ -12,7 +12,10 @@ its cells on an output that drives the verdict is undecided, until it has run al
 
 ``until="verdict"`` also stops as soon as the verdict itself is firm: a deciding cell is
 firmly catastrophic, so no other cell can change it; or one is firmly degraded and no open
-cell's interval reaches the catastrophic line, so none can make it worse. A device-time budget caps each round's
+cell's interval reaches the catastrophic line, so none can make it worse. While some deciding
+cell looks catastrophic (its estimate at or above the line) but is not yet firm — often a gated
+output judged on the few rows where its gate opens — rounds advance only the groups nearest to
+making it firm (``_leads``), so a firm catastrophe costs those groups' rows, not every group's. A device-time budget caps each round's
 rows; when it runs short, the rows go to the most uncertain groups first and the groups left
 open are named in ``describe()``.
 
@@ -27,12 +30,13 @@ import numpy as np
 
 from edgeq.analysis.compare import cells_of
 from edgeq.analysis.field import counts
-from edgeq.analysis.rules import THRESHOLDS
+from edgeq.analysis.rules import MIN_N, THRESHOLDS
 from edgeq.analysis.sequential import (DECIDED_ABOVE, DECIDED_BETWEEN, UNDECIDED, confidence_sequence, decide,
                                        trials_to_decide_zero)
 
 SCHEDULE = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # cumulative rows per group after each round
 UNTIL = ("cells", "verdict")
+LEADS = 2  # until="verdict": groups a round advances while some look catastrophic but are not yet firm
 OUT_OF_REACH = "out_of_reach"  # undecided, and the group's remaining rows could not decide it (see out_of_reach)
 ZERO_CELL_TRIALS = trials_to_decide_zero()  # 213: trials a cell with no event needs to be below the degraded line
 
@@ -77,6 +81,7 @@ class Group:
     state: str = "open"  # open, decided, exhausted (all rows run), stopped (verdict firm or budget)
     cells: dict = field(default_factory=dict)  # output → decision of its cell here
     need: float = 1.0  # the widest interval among its undecided cells
+    lead: float | None = None  # until="verdict": rows it may still take to make a catastrophe firm (None: none)
 
     @property
     def name(self) -> str:
@@ -91,10 +96,10 @@ class Planner:
     """Plans rounds over a suite from its ``category`` and ``severity`` tags (one per row)."""
 
     def __init__(self, category, severity, *, seed: int = 0, until: str = "cells",
-                 schedule: tuple = SCHEDULE, thresholds: dict = THRESHOLDS):
+                 schedule: tuple = SCHEDULE, thresholds: dict = THRESHOLDS, min_n: int = MIN_N):
         if until not in UNTIL:
             raise ValueError(f"until must be one of {UNTIL}, got {until!r}")
-        self.until, self.schedule, self.thresholds = until, tuple(schedule), thresholds
+        self.until, self.schedule, self.thresholds, self.min_n = until, tuple(schedule), thresholds, min_n
         self.groups = _groups(np.asarray(category), None if severity is None else np.asarray(severity), seed)
         self.rounds: list[dict] = []
         self.stop_reason: str | None = None
@@ -108,6 +113,8 @@ class Planner:
         wanted = [(g, min(self._target(g), g.taken + (per_group or g.size)) - g.taken)
                   for g in self.groups.values() if g.state == "open"]
         wanted = [(g, k) for g, k in wanted if k > 0]
+        if self.until == "verdict":
+            wanted = _leads(wanted) or wanted
         if not wanted:
             self.stop_reason = self.stop_reason or "every cell decided or at its cap"
             return None
@@ -136,8 +143,9 @@ class Planner:
         for g in self.groups.values():
             undecided = [f for d, f in g.cells.values() if d == UNDECIDED]
             g.need = max((width(f.get("ci95")) for f in undecided), default=0.0)
+            g.lead = _lead(g, self.thresholds["catastrophic"], self.min_n) if self.until == "verdict" else None
             if g.state == "open":
-                if g.cells and not undecided:
+                if g.cells and not undecided and g.lead is None:  # a lead stays open: its catastrophe is not firm
                     g.state = "decided"
                 elif g.taken >= g.size:
                     g.state = "exhausted"
@@ -218,6 +226,29 @@ def _groups(category: np.ndarray, severity: np.ndarray | None, seed: int) -> dic
         key = (cat, None if lvl == 0 else lvl)
         groups[key] = Group(cat, key[1], order)
     return groups
+
+
+def _lead(g: Group, catastrophic: float, min_n: int) -> float | None:
+    """Rows group ``g`` may still need before a catastrophe there is firm: it has a deciding cell whose estimate
+    is at or above the catastrophic line but that is not yet firm (undecided, or too few trials: a gated output
+    judged on the few rows where its gate opens); None when it has none. The estimate: the rows at which the
+    cell's trials would reach ``min_n`` at the rate its gate opened so far (0 once they have)."""
+    found = None
+    for d, f in g.cells.values():
+        if not counts(f) or (f.get("value") or 0.0) < catastrophic or (d == DECIDED_ABOVE and not f.get("low_n")):
+            continue
+        trials = f.get("trials") or 0
+        rows = 0.0 if trials >= min_n else (min_n - trials) * g.taken / max(trials, 1)
+        found = rows if found is None else min(found, rows)
+    return found
+
+
+def _leads(wanted: list, count: int = LEADS) -> list:
+    """until="verdict": the open groups most likely to make the verdict firmly catastrophic, soonest first — only
+    they take the next round, so one firm catastrophe costs their rows, not every group's. Which group a round
+    advances does not touch any cell's anytime-valid interval (each still sees a random prefix of its rows)."""
+    leads = sorted((gk for gk in wanted if gk[0].lead is not None), key=lambda gk: (gk[0].lead, gk[0].name))
+    return leads[:count]
 
 
 def _within(wanted: list, max_rows: int) -> list:
