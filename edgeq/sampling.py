@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,6 +134,7 @@ def adaptive_runs(device, specs, outdir: Path, sampling: Sampling, judge: dict, 
     key, cached, subset = None, None, None
     have = reused = np.empty(0, dtype=np.int64)
     made: list[Path] = []
+    built_s = [0.0]  # host seconds spent making the rounds' rows
 
     def next_rows(rounds):
         calibrating = sampling.budget_s is not None and (rounds is None or not rounds.done)
@@ -140,7 +142,9 @@ def adaptive_runs(device, specs, outdir: Path, sampling: Sampling, judge: dict, 
                                   per_group=CALIBRATION_PER_GROUP if calibrating else None)
         if rows is None or suite is None:
             return rows, None
+        started = time.perf_counter()
         path = suite.write_rows(rows, outdir / "rounds" / SUITE_ROUNDS / f"round-{len(made) + 1}.npz")
+        built_s[0] += time.perf_counter() - started
         made.append(path)
         return rows, RoundInputs(path, rows, suite.plan.tags(rows), {"path": str(suite_path), "sha256": suite.identity,
                                                                     "built": "lazily"})
@@ -172,7 +176,8 @@ def adaptive_runs(device, specs, outdir: Path, sampling: Sampling, judge: dict, 
     section = dict(planner.describe(), budget_s=sampling.budget_s, device_s=sum(c["device_s"] for c in costs),
                    round_costs=costs, measured_round=largest.index, **interval_description())
     if suite is not None:
-        section["suite_built"] = {"rows": planner.rows_run, "of": suite.n, "how": "lazily: each round's rows only"}
+        section["suite_built"] = {"rows": planner.rows_run, "of": suite.n, "how": "lazily: each round's rows only",
+                                  "seconds": round(built_s[0], 3)}
     if len(reused) and not float_ran:
         section["float_latency"] = "cached"  # no float row ran: the float latency is the cached run's
     # each model's largest round among those it ran (the float model skips the rounds the cache held whole);
