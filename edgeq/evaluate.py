@@ -170,7 +170,7 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     sampling = Sampling(opts.sampling, opts.until, opts.budget_s, opts.seed)
     suite_path = opts.outdir / SUITE_FILE
     with _phase(opts, "risky inputs", announce):
-        suite = planned_suite(opts, data, float_path)
+        suite = planned_suite(opts, data, float_path, lazy=sampling.adaptive)
         if sampling.adaptive:
             opts.notes.append(f"risky suite built lazily: {suite.n} rows planned, each made only when a round "
                               "runs it")

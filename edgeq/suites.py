@@ -25,13 +25,14 @@ from edgeq.inputs.risky.lazy import LazySuite, join_rows, suite_identity
 SUITE_FILE = Path("inputs") / "risky.npz"  # under OUTDIR: the suite (fixed-n), or the rows run (built lazily)
 
 
-def plan_suite(opts, data: InputSet, model: Path | None = None) -> SuitePlan:
+def plan_suite(opts, data: InputSet, model: Path | None = None, lazy: bool = False) -> SuitePlan:
     """Plan the suite from ``data`` with the evaluation's options; ``model`` (the float .tflite) adds the
-    ``boundary`` category. Its facts go to ``data.extra`` and its notes to ``opts.notes``."""
+    ``boundary`` category; ``lazy``: its rows will be made a round at a time. Its facts go to ``data.extra``
+    and its notes to ``opts.notes``."""
     arrays = {name: np.asarray(a) for name, a in data.arrays.items()}
     plan = plan_risky_suite(arrays, None if data.y is None else np.asarray(data.y), seed=opts.seed,
                             max_per_category=opts.max_per_category, range_mode=opts.range_mode,
-                            model=model, output_spec=opts.output_spec, input_kinds=opts.input_kinds)
+                            model=model, output_spec=opts.output_spec, input_kinds=opts.input_kinds, lazy=lazy)
     # the range mode used per input array, (mode, reason), the kinds and which cells may decide the
     # verdict: kept on the data set the caller holds
     data.extra.update(range_modes=plan.range_modes, input_kinds=dict(plan.kinds), suite_roles=plan.roles,
@@ -59,10 +60,11 @@ def build_suite(opts, data: InputSet, path: Path | None = None, model: Path | No
     return path
 
 
-def planned_suite(opts, data: InputSet, model: Path) -> LazySuite:
+def planned_suite(opts, data: InputSet, model: Path, lazy: bool) -> LazySuite:
     """The suite planned (its rows made only when asked: ``LazySuite.write_rows``, or ``write_plan`` for all of
-    them); its identity is its recipe's hash, which the float cache keys on whichever way the rows are made."""
-    plan = plan_suite(opts, data, model)
+    them; ``lazy``: a few at a time); its identity is its recipe's hash, which the float cache keys on whichever
+    way the rows are made."""
+    plan = plan_suite(opts, data, model, lazy)
     options = {"seed": opts.seed, "max_per_category": opts.max_per_category, "range_mode": opts.range_mode,
                "input_kinds": opts.input_kinds, "output_spec": repr(opts.output_spec)}
     return LazySuite(plan, suite_identity(plan, sha256_file(opts.data), options, sha256_file(model)))

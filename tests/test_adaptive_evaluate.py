@@ -76,6 +76,7 @@ def test_the_suite_is_built_lazily_and_holds_the_rows_run(fragile):
     assert np.array_equal(kept.arrays["x"], np.asarray(whole.arrays["x"])[rows])
     assert np.array_equal(kept.category, np.asarray(whole.category)[rows])
     assert np.array_equal(kept.positions(rows[[7, 3]]), [7, 3])
+    assert {"boundary", "clean"} <= set(kept.category.tolist())  # made lazily too: interpolations bisected on demand
     built = adaptive["sampling"]["suite_built"]
     assert built["rows"] == rows.size and built["of"] == whole.n == adaptive["inputs"]["suite_rows"]
     assert adaptive["inputs"]["suite_sha256"] != adaptive["inputs"]["sha256"]

@@ -164,3 +164,27 @@ def test_head_reads_classes_and_margins():
     pred, margin = Head(0, "logit", threshold=0.0).read(np.array([[-2.0], [0.5]]))
     np.testing.assert_array_equal(pred, [0, 1])
     np.testing.assert_allclose(margin, [2.0, 0.5])
+
+
+def test_a_lazy_plan_bisects_only_the_pairs_whose_rows_are_made(suite, example_tflite, digits):
+    """Planned lazily (adaptive sampling), no pair is bisected up front; making a few rows of the
+    interpolation cells bisects exactly their pairs, and every row made equals the eager suite's."""
+    from edgeq.inputs.risky import plan_risky_suite
+
+    x, y = digits
+    plan = plan_risky_suite({"x": x}, y, seed=5, categories=["clean", "boundary"], model=example_tflite[0],
+                            lazy=True)
+    edges = plan.boundary
+    assert edges.pending is not None and not edges.pending.done.any()
+    assert "bisected to the boundary when a round makes its row" in edges.summary()
+    clean = len(plan.index)
+    at2 = clean + edges.levels[1]  # the first row of severity 2
+    pairs = np.array([0, 3, 17, 40])
+    rows = np.concatenate([at2 + pairs, at2 + edges.levels[2] + pairs[:2]])  # severity 2 and 3 of some pairs
+    made = plan.take("x", rows)
+    assert np.flatnonzero(edges.pending.done).tolist() == pairs.tolist()
+    np.testing.assert_array_equal(made, suite["x"][rows])
+    for severity in (2, 3):
+        np.testing.assert_array_equal(edges.t[severity][pairs], suite.boundary.t[severity][pairs])
+    everything = np.concatenate(list(plan.parts("x")))  # a whole write bisects the rest
+    assert edges.pending is None and np.array_equal(everything, suite["x"])

@@ -226,6 +226,7 @@ def plan_risky_suite(
     model=None,
     output_spec=None,
     input_kinds: Mapping[str, str] | str | None = None,
+    lazy: bool = False,
 ) -> SuitePlan:
     """Check the request and plan the suite: clean first, then each family at severities 1..3.
 
@@ -239,6 +240,8 @@ def plan_risky_suite(
     the user said about its outputs, so its classification heads are the ones compare
     judges); without it, ``boundary`` is left out with a note. ``input_kinds``: what the
     samples are (one kind for every array, or per array name), when the shape is not enough.
+    ``lazy``: the plan's rows will be made a few at a time (``SuitePlan.take``): the boundary's
+    interpolations are bisected when their rows are made, not now.
     """
     inputs, n = _check_arrays(arrays)
     labels = _check_labels(y, n)
@@ -263,7 +266,7 @@ def plan_risky_suite(
         # the boundary's rows are scored a block at a time, blocks as large as the suite's own
         largest = max((x.shape[1:] for x in inputs.values()), key=lambda shape: int(np.prod(shape)))
         edges = _boundary.plan_boundary(model, inputs, labels, seed=int(seed), limit=max_per_category,
-                                        spec=output_spec, step=transform_rows(largest))
+                                        spec=output_spec, step=transform_rows(largest), lazy=lazy)
         if isinstance(edges, str):
             skipped[BOUNDARY], edges = edges, None
     return SuitePlan(inputs, labels, _subsample(n, max_per_category, seed), cells,

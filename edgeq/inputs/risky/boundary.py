@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -114,11 +115,20 @@ class BoundaryPlan:
     # (1: the share taken as lowest-margin; 2, 3: below LEVELS[s] × the median): what ties a
     # synthetic flip rate to the data
     shares: dict[int, float] = field(default_factory=dict)
+    # what bisects the pairs not solved yet (``Bisection``); None: every t is in ``t``
+    pending: "Bisection | None" = field(default=None, repr=False)
     levels: dict[int, int] = field(init=False)
 
     def __post_init__(self):
         self.levels = {1: len(self.low), 2: len(self.first), 3: len(self.first)}
         self.levels = {s: k for s, k in self.levels.items() if k}
+
+    def solve(self, pairs=None) -> None:
+        """Bisect ``pairs`` (indices into ``first``; None: all) not bisected yet: their t and margins at
+        severities 2 and 3 are then in ``t`` and ``margins``. A suite built lazily bisects only the pairs a
+        round makes rows of (each pair's bisection is its own: the same t whichever others run beside it)."""
+        if self.pending is not None:
+            self.pending.solve(self, np.arange(len(self.first)) if pairs is None else np.asarray(pairs))
 
     @property
     def n(self) -> int:
@@ -126,6 +136,7 @@ class BoundaryPlan:
 
     def parts(self, x: np.ndarray, step: int) -> Iterator[np.ndarray]:
         """The rows of one input array, severity by severity, a block of ``step`` rows at a time."""
+        self.solve()
         for severity in self.levels:
             for lo in range(0, self.levels[severity], step):
                 if severity == 1:
@@ -144,6 +155,7 @@ class BoundaryPlan:
             if len(here) and severity == 1:
                 out[here] = x[self.low[local]]
             elif len(here):
+                self.solve(local)
                 out[here] = between(x[self.first[local]], x[self.second[local]], self.t[severity][local], x.dtype)
             start += k
         return out
@@ -171,7 +183,11 @@ class BoundaryPlan:
             return f"{float(np.median(self.margins[s])):.3g}"
         heads = ", ".join(repr(h) for h in self.heads)
         parts = [f"{self.levels[1]} lowest-margin samples (median float margin {med(1)})"] if 1 in self.levels else []
-        if 2 in self.levels:
+        if 2 in self.levels and self.pending is not None:
+            parts.append(f"{self.levels[2]} interpolations per severity between samples of different float classes, "
+                         f"each bisected to the boundary when a round makes its row, at margins "
+                         f"{LEVELS[2] * 100:g}% / {LEVELS[3] * 100:g}% of the median")
+        elif 2 in self.levels:
             parts.append(f"{self.levels[2]} + {self.levels[3]} interpolations between float classes, "
                          f"bisected to the boundary, at margins {LEVELS[2] * 100:g}% / {LEVELS[3] * 100:g}% "
                          f"of the median (median margins {med(2)} / {med(3)})")
@@ -267,11 +283,13 @@ def _quiet_native():
 
 
 def plan_boundary(model: Path, arrays: Mapping[str, np.ndarray], labels: np.ndarray | None, *, seed: int,
-                  limit: int | None, step: int, spec=None) -> BoundaryPlan | str:
+                  limit: int | None, step: int, spec=None, lazy: bool = False) -> BoundaryPlan | str:
     """The boundary cells for this data, or the reason there can be none (a sentence).
 
     ``step``: rows handled at once (the suite's block for the largest sample, ``risky.transform_rows``,
-    given by the suite so this module needs nothing from it), at most ``BATCH`` per inference."""
+    given by the suite so this module needs nothing from it), at most ``BATCH`` per inference. ``lazy``:
+    the interpolations are bisected when their rows are made (``BoundaryPlan.solve``), not here: on a
+    224×224×3 model, 22 float passes over every pair take minutes, and adaptive sampling makes a few rows."""
     step = max(1, int(step))
     float_model = FloatModel(model, arrays, batch=min(BATCH, step))
     n = len(next(iter(arrays.values())))
@@ -291,7 +309,7 @@ def plan_boundary(model: Path, arrays: Mapping[str, np.ndarray], labels: np.ndar
     shares = {1: len(low) / max(1, len(pool)),
               **{s: float(np.mean(every < level * typical)) for s, level in LEVELS.items()}}
 
-    firsts, seconds, ts, found, why = [], [], {2: [], 3: []}, {2: [], 3: []}, ""
+    firsts, seconds, segments, why = [], [], [], ""
     for head in heads:
         pred, margin = read[head.index]
         ok = pred >= 0
@@ -303,20 +321,55 @@ def plan_boundary(model: Path, arrays: Mapping[str, np.ndarray], labels: np.ndar
             continue
         a, b = pairs
         where = np.searchsorted(pool, a)
-        edge = _bisect(float_model, arrays, head, a, b, pred[where], step)
+        start = sum(len(f) for f in firsts)
+        segments.append((head, start, start + len(a), pred[where], margin[where]))
         firsts.append(a), seconds.append(b)
-        for severity, level in LEVELS.items():
-            t, m = _back_to_margin(float_model, arrays, head, a, b, pred[where], margin[where], edge,
-                                   level * typical, step)
-            ts[severity].append(t), found[severity].append(m)
     names = [h.name for h in heads]
     if not firsts:
         empty = np.zeros(0, dtype=np.int64)
         return BoundaryPlan(low, empty, empty, {}, {1: low_margin}, typical, names, skipped=why,
                             shares={1: shares[1]})
-    cat = np.concatenate
-    return BoundaryPlan(low, cat(firsts), cat(seconds), {s: cat(t) for s, t in ts.items()},
-                        {1: low_margin, **{s: cat(m) for s, m in found.items()}}, typical, names, shares=shares)
+    first, second = np.concatenate(firsts), np.concatenate(seconds)
+    unsolved = {s: np.full(len(first), np.nan) for s in LEVELS}
+    plan = BoundaryPlan(low, first, second, unsolved, {1: low_margin, **{s: v.copy() for s, v in unsolved.items()}},
+                        typical, names, shares=shares,
+                        pending=Bisection(float_model, arrays, segments, typical, step, np.zeros(len(first), bool)))
+    if not lazy:
+        plan.solve()
+    return plan
+
+
+@dataclass
+class Bisection:
+    """Bisects interpolation pairs on demand: the float model, the data, each head's pairs
+    ``(head, start, stop, class of a, margin of a)`` and which pairs are done. One lock: the
+    devices of a fleet make their rounds' rows at once, and one interpreter runs at a time."""
+
+    float_model: FloatModel
+    arrays: Mapping[str, np.ndarray]
+    segments: list
+    typical: float
+    step: int
+    done: np.ndarray
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def solve(self, plan: BoundaryPlan, pairs: np.ndarray) -> None:
+        """Each pair in ``pairs`` not done: its t and float margin at every level into ``plan``."""
+        with self.lock:
+            for head, start, stop, pred_a, margin_a in self.segments:
+                todo = np.unique(pairs[(pairs >= start) & (pairs < stop)])
+                todo = todo[~self.done[todo]]
+                if not len(todo):
+                    continue
+                a, b, local = plan.first[todo], plan.second[todo], todo - start
+                edge = _bisect(self.float_model, self.arrays, head, a, b, pred_a[local], self.step)
+                for severity, level in LEVELS.items():
+                    t, m = _back_to_margin(self.float_model, self.arrays, head, a, b, pred_a[local], margin_a[local],
+                                           edge, level * self.typical, self.step)
+                    plan.t[severity][todo], plan.margins[severity][todo] = t, m
+                self.done[todo] = True
+            if self.done.all():
+                plan.pending = None
 
 
 def _score(float_model: FloatModel, arrays, index: np.ndarray, keep: list[int], first: list[np.ndarray],
