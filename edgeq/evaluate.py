@@ -36,9 +36,9 @@ from edgeq.models.modelinfo import read_model
 from edgeq.repair.step import FixJob, run_fix
 from edgeq.reports.report import build_report, measurements, write_report
 from edgeq.results import latency_stats, strict_json, write_json_atomic
-from edgeq.rows import relabel_rows, run_rows, take_rows
+from edgeq.rows import run_rows, take_rows
 from edgeq.inputs.risky import write_plan
-from edgeq.sampling import SampledRuns, Sampling, adaptive_runs, as_suite_runs, fixed_runs, fixed_section
+from edgeq.sampling import SampledRuns, Sampling, adaptive_runs, fixed_runs, fixed_section
 from edgeq.suites import SUITE_FILE, join_round_inputs, planned_suite
 from edgeq.store.run_cache import RunCache, cache_enabled
 
@@ -175,7 +175,7 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
             opts.notes.append(f"risky suite built lazily: {suite.n} rows planned, each made only when a round "
                               "runs it")
         else:
-            write_plan(suite_path, suite.plan)
+            write_plan(suite_path, suite.plan, suite.identity)
     lazy = suite if sampling.adaptive else None
     common = dict(inputs=suite_path, **opts.job)
     specs = [RunSpec(model=float_path, label="float", **common), RunSpec(model=quant_path, label="quant", **common)]
@@ -191,7 +191,7 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
                                                            opts.wait_s, sampling, judge, cache, suite))
         if lazy is not None:
             join_round_inputs(fleet.succeeded, suite_path)
-        host = _host_runs(opts, devices, fleet, inventory, specs, progress, suite)
+        host = _host_runs(opts, devices, fleet, inventory, specs, progress)
     extra = _provenance(opts, float_path, quant_path, card, suite_path, range_modes)
     extra["inputs"].update(kinds=data.extra.get("input_kinds"), cell_roles=data.extra.get("suite_roles"))
     extra["inputs"].update(suite_sha256=suite.identity, suite_rows=suite.n)
@@ -288,25 +288,20 @@ def _sampled_runs(device, specs, outdir: Path, progress, single: bool, wait_s: f
     cache = cache.clone() if cache is not None else None
     if not sampling.adaptive:
         if cache is not None:
-            return fixed_runs(device, specs, outdir, sampling, cache, _labelled(progress, device, single), wait_s,
-                              suite.identity)
-        runs = as_suite_runs(_device_runs(device, specs, outdir, progress, single, wait_s), suite.identity)
+            return fixed_runs(device, specs, outdir, sampling, cache, _labelled(progress, device, single), wait_s)
+        runs = _device_runs(device, specs, outdir, progress, single, wait_s)
         return SampledRuns(runs, fixed_section(sampling, runs[0].n))
     return adaptive_runs(device, specs, outdir, sampling, judge, _labelled(progress, device, single), wait_s, cache,
                          suite, specs[0].inputs)
 
 
-def _host_runs(opts, devices, fleet, inventory, specs, progress, suite: LazySuite):
-    """The same models on this host, so device-kernel differences show apart from quantization. Adaptive: the
-    joined suite holds the rows the devices ran, ascending; the host runs each, named by its suite row."""
+def _host_runs(opts, devices, fleet, inventory, specs, progress):
+    """The same models on this host, so device-kernel differences show apart from quantization: every row of the
+    suite file (with adaptive sampling, the rows any device ran), each run named by its suite rows."""
     if all(d.transport == "local" for d in devices) or not fleet.succeeded:
         return None
     plain = [dataclasses.replace(s, power=None, cooldown_c=None, min_duration_s=0.0) for s in specs]
-    runs = _device_runs(inventory["local"], plain, opts.outdir / "host", progress, single=False, wait_s=opts.wait_s)
-    if opts.sampling != "adaptive":
-        return as_suite_runs(runs, suite.identity)
-    held = load_inputset(specs[0].inputs).extra["suite_row"]
-    return [relabel_rows(run, held, {"path": str(specs[0].inputs), "sha256": suite.identity}) for run in runs]
+    return _device_runs(inventory["local"], plain, opts.outdir / "host", progress, single=False, wait_s=opts.wait_s)
 
 
 def check_outputs_before_running(opts: EvaluateOptions, info, data: InputSet) -> None:

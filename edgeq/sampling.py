@@ -37,7 +37,7 @@ from edgeq.errors import EdgeqError
 from edgeq.inputs.inputset import load_inputset
 from edgeq.inputs.risky.lazy import LazySuite
 from edgeq.results import RunResult
-from edgeq.rows import merge_rounds, relabel_rows, run_rows, take_run_rows
+from edgeq.rows import merge_rounds, run_rows, take_run_rows
 from edgeq.store.run_cache import CacheKey, RunCache, key_for
 
 SAMPLINGS = ("adaptive", "fixed")
@@ -76,16 +76,18 @@ class SampledRuns(list):
         self.round_inputs: list[Path] = []  # a lazily built suite's round files (joined into the suite, then removed)
 
 
-def float_key(rounds, spec, device, inputs_sha256: str | None = None) -> CacheKey | None:
+def float_key(rounds, spec, device) -> CacheKey | None:
     """The float cache key of ``spec`` in an open rounds session (the hello's runtime and arch, the hashes the
-    rounds made at open; ``inputs_sha256``: a lazily built suite's identity instead of the input set's hash);
-    None when the hello did not say which runtime or arch runs the model."""
+    rounds made at open; a set of rows of a suite edgeq built is keyed by the suite's identity, as its runs are
+    named, so evaluations of one suite share rows whichever of them were made); None when the hello did not
+    say which runtime or arch runs the model."""
     facts = rounds.opened.facts or {}
     runtime = facts.get("runtime") or {}
     digests = rounds.digests
     if not (runtime.get("name") and runtime.get("version") and facts.get("arch")):
         return None
-    inputs_sha256 = inputs_sha256 or digests.get(spec.inputs)
+    suite = next((item.suite for item in rounds.prepared if item.spec.label == spec.label), None)
+    inputs_sha256 = suite["sha256"] if suite else digests.get(spec.inputs)
     if spec.model not in digests or inputs_sha256 is None:
         return None
     return key_for(digests[spec.model], inputs_sha256, device.name, facts, spec.resolver, spec.threads,
@@ -154,7 +156,7 @@ def adaptive_runs(device, specs, outdir: Path, sampling: Sampling, judge: dict, 
         specs = [dataclasses.replace(s, inputs=inputs.path) for s in specs]
     with open_rounds(device, specs, outdir / "rounds", wait_s=wait_s, progress=progress) as rounds:
         if cache is not None:
-            key = float_key(rounds, specs[0], device, suite.identity if suite is not None else None)
+            key = float_key(rounds, specs[0], device)
             cached = cache.lookup(key, into=outdir / "rounds" / ref / CACHE_ENTRY) if key is not None else None
             have = run_rows(cached) if cached is not None else have
         while rows is not None:
@@ -189,34 +191,24 @@ def adaptive_runs(device, specs, outdir: Path, sampling: Sampling, judge: dict, 
     return found
 
 
-def as_suite_runs(runs: list, identity: str | None) -> list:
-    """Whole-suite runs named by the suite's identity (its recipe's hash, as a lazily built suite's rounds are),
-    so fixed and adaptive evaluations of one suite share cached float rows; ``runs`` as they are without one."""
-    if identity is None:
-        return list(runs)
-    return [None if run is None else relabel_rows(run, np.arange(run.n, dtype=np.int64),
-                                                  {"path": str(run.run["inputs"]["path"]), "sha256": identity})
-            for run in runs]
-
-
 def fixed_runs(device, specs, outdir: Path, sampling: Sampling, cache: RunCache, progress=None,
-               wait_s: float = 0.0, identity: str | None = None) -> SampledRuns:
+               wait_s: float = 0.0) -> SampledRuns:
     """Every row once, float and quant in one locked session, into ``OUTDIR/runs/<label>``; when the cache holds
     every row of ``specs[0]`` (the float model), that model is not run: its cached run is linked into
     ``OUTDIR/runs/<label>`` (hard links, copies where the file system has none: the report's folder stays
     whole whatever the cache later evicts, at no cost in time or space). Otherwise the float model runs every
-    row and the cache gets its outputs. ``identity``: the suite's (``as_suite_runs``), the cache key's input set."""
+    row and the cache gets its outputs."""
     ref = specs[0].label
     folders = {s.label: outdir / "runs" / s.label for s in specs}
     key, cached = None, None
     with open_rounds(device, specs, outdir / "runs", wait_s=wait_s, progress=progress) as rounds:
-        key = float_key(rounds, specs[0], device, identity)
+        key = float_key(rounds, specs[0], device)
         cached = cache.lookup(key, into=folders[ref]) if key is not None else None
         if cached is not None and len(run_rows(cached)) != rounds.samples:
             shutil.rmtree(cached.path, ignore_errors=True)  # some rows only: the float model runs them all
             cached = None
         skip = {ref: np.arange(rounds.samples, dtype=np.int64)} if cached is not None else None
-        done = as_suite_runs(rounds.run(None, skip=skip, folders=folders), identity)
+        done = rounds.run(None, skip=skip, folders=folders)
     runs = [cached if run is None else run for run in done]
     if key is not None and cached is None:
         _store(cache, key, [runs[0]])

@@ -147,3 +147,20 @@ def test_over_ssh_each_rounds_rows_are_pushed_alone_and_dropped_after_it(ssh_dev
     assert list(Path(device.workdir).rglob("*.tflite"))  # the store is where the models went ...
     stored = [p for p in Path(device.workdir).rglob("*.npz") if p.is_file()]
     assert stored == [], stored  # ... and every round's input set was dropped after its round
+
+
+def test_a_run_over_the_kept_rows_compares_with_the_evaluations_run(fragile, tmp_path):
+    """`edgeq run` over OUTDIR/inputs/risky.npz (the rows run, each with its suite row and the suite's identity)
+    gives a run named by those suite rows: `edgeq compare` pairs it with the evaluation's own quantized run
+    sample by sample, and the same model on the same device gives the same outputs."""
+    _, adaptive, out = fragile
+    quant = next((out / "models").glob("*.dynamic-range.tflite"))
+    result = CliRunner().invoke(main, ["run", "--device", "local", "--model", str(quant), "--inputs",
+                                       str(out / "inputs" / "risky.npz"), "-o", str(tmp_path / "again"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(np.load(tmp_path / "again" / "rows.npy"), np.load(out / "runs" / "quant" / "rows.npy"))
+    result = CliRunner().invoke(main, ["compare", str(out / "runs" / "quant"), str(tmp_path / "again"),
+                                       "--json", str(tmp_path / "cmp.json"), "-q"])
+    assert result.exit_code in (0, 1), result.output
+    overall = json.loads((tmp_path / "cmp.json").read_text())["overall"]
+    assert overall["n"] == adaptive["overall"]["n"] and overall["max_abs_error"] == 0

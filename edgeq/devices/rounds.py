@@ -40,16 +40,15 @@ from edgeq.devices.transport.base import Transfer
 from edgeq.errors import ConfigError
 from edgeq.files import ensure_writable_dir, sha256_file
 from edgeq.results import RunResult
-from edgeq.rows import relabel_rows
 
 
 @dataclass(frozen=True)
 class RoundInputs:
     """A round's own input set, from a suite built lazily: ``path`` holds exactly the suite ``rows``
     (ascending), ``tags`` are their per-sample tags (category, severity, ...), and ``suite`` is what the
-    pulled runs name as their inputs (the suite's ``path`` and ``sha256``, its identity): each run is made a
-    run over the suite (``rows.relabel_rows``), so rounds merge and the float cache reads them like rows of
-    one input set."""
+    pulled runs name as their inputs (the suite's ``path`` — where the rows run are joined — and ``sha256``,
+    its identity): each run is a run over the suite (``rows.relabel_rows``), so rounds merge and the float
+    cache reads them like rows of one input set."""
 
     path: Path
     rows: np.ndarray
@@ -155,11 +154,10 @@ class Rounds:
             if inputs is not None:
                 item = dataclasses.replace(item, spec=dataclasses.replace(item.spec, inputs=inputs.path),
                                            set_samples=len(rows), tags=inputs.tags,
-                                           known={**item.known, inputs.path: digest})
+                                           known={**item.known, inputs.path: digest}, suite=dict(inputs.suite, rows=rows))
                 take = None if take is None else np.searchsorted(rows, mine)
-            result = _run_one(self.device, deployer, session, dataclasses.replace(item, rundir=rundir, rows=take),
-                              self.progress, self.events)
-            results.append(result if inputs is None else relabel_rows(result, rows, inputs.suite))
+            results.append(_run_one(self.device, deployer, session, dataclasses.replace(item, rundir=rundir, rows=take),
+                                    self.progress, self.events))
         pulled = [r for r in results if r is not None]
         tidy_device_store(self.device, deployer, session, [r.run["remote_dir"] for r in pulled],
                           [r.run["rows"]["remote"] for r in pulled if r.run.get("rows")] + used)

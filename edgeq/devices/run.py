@@ -31,7 +31,7 @@ from edgeq.models.modelinfo import ModelInfo, read_model
 from edgeq.devices.pull import pull_partial, pull_run
 from edgeq.files import atomic_write, ensure_writable_dir, sha256_file
 from edgeq.results import RUN_FILE, SAMPLES, RunResult, write_json_atomic
-from edgeq.rows import ROWS_FILE, take_rows
+from edgeq.rows import ROWS_FILE, relabel_rows, take_rows
 
 ProgressFn = Callable[[str, int, int], None]
 INACTIVITY_TIMEOUT_S = 600.0  # the agent reports progress every 0.5 s while it runs
@@ -73,6 +73,9 @@ class _Prepared:
     set_samples: int  # rows of the input set
     rows: object = None  # the set's rows this run takes (int64, sorted, unique), None: all
     known: dict = field(default_factory=dict)  # local path -> sha256 hashed already (rounds hash a set once)
+    # the set holds rows of a suite edgeq built: {"rows": suite row per sample, "sha256": the suite's identity,
+    # "path": what the run names as its input set}; the pulled run is then named by them (``relabel_rows``)
+    suite: dict | None = None
 
     @property
     def samples(self) -> int:
@@ -88,7 +91,9 @@ def prepare(spec: RunSpec, rundir: Path) -> _Prepared:
     names = match_model_inputs(dataset, input_specs(info))
     rows = spec_rows(spec, dataset.n)
     ensure_writable_dir(rundir)
-    return _Prepared(spec, Path(rundir), names, dataset.labels_only(), info, dataset.n, rows)
+    suite = dataset.suite
+    return _Prepared(spec, Path(rundir), names, dataset.labels_only(), info, dataset.n, rows,
+                     suite=None if suite is None else dict(suite, path=str(spec.inputs)))
 
 
 def spec_rows(spec: RunSpec, samples: int):
@@ -312,4 +317,7 @@ def _run_one(device: Device, deployer: Deployer, session: AgentSession, item: _P
         "inputs": {"path": str(spec.inputs), "sha256": inputs_sha},
         "remote_dir": remote_out, "started": started, "finished": time.time(), **rows,
     })
-    return RunResult.load(item.rundir)
+    run = RunResult.load(item.rundir)
+    if item.suite is None:
+        return run
+    return relabel_rows(run, item.suite["rows"], {k: v for k, v in item.suite.items() if k != "rows"})

@@ -23,8 +23,12 @@ from edgeq.inputs.npz import DiskArray, NpzWriter, open_npz, row_blocks
 LABEL_ARRAYS = ("y", "category", "severity", "source_index")
 FLAG_ARRAYS = ("allow_nonfinite",)
 # per-sample facts that are never model inputs, kept in InputSet.extra: what a search found (seed_index,
-# distance), and the suite row of each sample of a suite built lazily (suite_row: it holds the rows run only)
+# distance), and the suite row of each sample of rows of a suite edgeq built (suite_row: a lazily built suite
+# holds the rows run only)
 EXTRA_TAGS = ("seed_index", "distance", "suite_row")
+# which suite the rows are of: its identity (the hash of its recipe), one string; with suite_row, runs over the
+# set are named by the suite's rows and identity, so runs over any rows of one suite compare sample by sample
+SUITE_ID = "suite_sha256"
 
 
 @dataclass
@@ -58,6 +62,14 @@ class InputSet:
             raise InputSetError(self.path or Path("<input set>"), f"holds no sample of suite row "
                                                                   f"{int(rows[np.flatnonzero(missing)[0]])}")
         return found
+
+    @property
+    def suite(self) -> dict | None:
+        """{"rows": the suite row of each sample, "sha256": the suite's identity} when the set holds rows of a
+        suite edgeq built (``SUITE_ID``), else None."""
+        if SUITE_ID not in self.extra:
+            return None
+        return {"rows": np.asarray(self.extra["suite_row"], dtype=np.int64), "sha256": self.extra[SUITE_ID]}
 
     def labels_only(self) -> dict[str, np.ndarray]:
         """The per-sample tags a comparison needs, without the (large) inputs."""
@@ -94,12 +106,14 @@ def write_npz(path: Path, payload: dict) -> None:
 def load_inputset(path: str | os.PathLike, *, what: str = "input set") -> InputSet:
     path = Path(path)
     raw = _read_arrays(path)
-    inputs = {k: v for k, v in raw.items() if k not in LABEL_ARRAYS + FLAG_ARRAYS + EXTRA_TAGS}
+    inputs = {k: v for k, v in raw.items() if k not in LABEL_ARRAYS + FLAG_ARRAYS + EXTRA_TAGS + (SUITE_ID,)}
     if not inputs:
         raise InputSetError(path, f"{what} has no input array (expected 'x' or arrays named after the model inputs)")
     allow_nonfinite = _flag(path, raw, "allow_nonfinite")
-    dataset = InputSet(arrays=inputs, allow_nonfinite=allow_nonfinite, path=path,
-                       extra={k: raw[k] for k in EXTRA_TAGS if k in raw},
+    extra = {k: raw[k] for k in EXTRA_TAGS if k in raw}
+    if SUITE_ID in raw:
+        extra[SUITE_ID] = _suite_id(path, raw)
+    dataset = InputSet(arrays=inputs, allow_nonfinite=allow_nonfinite, path=path, extra=extra,
                        **{k: raw[k] for k in LABEL_ARRAYS if k in raw})
     validate(dataset)
     return dataset
@@ -161,6 +175,15 @@ def _looks_like_text(head: bytes) -> bool:
             return False
         text = head[:exc.start].decode("utf-8")
     return all(c.isprintable() or c in "\r\n\t" for c in text)
+
+
+def _suite_id(path: Path, raw: dict) -> str:
+    """The suite identity a set names: 64 hex digits, and only beside a ``suite_row`` per sample."""
+    value = np.asarray(raw[SUITE_ID])
+    text = str(value.reshape(())) if value.dtype.kind == "U" and value.size == 1 else ""
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text) or "suite_row" not in raw:
+        raise InputSetError(path, "must be one sha256 (64 hex digits) beside a suite_row per sample", array=SUITE_ID)
+    return text
 
 
 def _flag(path: Path, raw: dict, name: str) -> bool:

@@ -327,10 +327,15 @@ def write_risky_suite(path, arrays: Mapping[str, np.ndarray], y: np.ndarray | No
     return write_plan(path, plan_risky_suite(arrays, y, **options))
 
 
-def write_plan(path, plan: SuitePlan) -> SuitePlan:
-    """A planned suite written whole to ``path``, a block at a time."""
+def write_plan(path, plan: SuitePlan, identity: str | None = None) -> SuitePlan:
+    """A planned suite written whole to ``path``, a block at a time; ``identity`` (the suite's recipe hash,
+    ``lazy.suite_identity``) adds each row's ``suite_row`` and ``suite_sha256``, so runs over the file are named
+    by the suite, as runs over rows of it built lazily are."""
     try:
         with NpzWriter(path) as out:
+            if identity is not None:
+                out.write("suite_row", np.arange(plan.n, dtype=np.int64))
+                out.write("suite_sha256", np.array(identity))
             for name, x in plan.inputs.items():
                 with out.member(name, (plan.n,) + x.shape[1:], x.dtype) as member:
                     for part in plan.parts(name):

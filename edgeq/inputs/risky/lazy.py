@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.errors import InputSetError
+from edgeq.inputs.inputset import SUITE_ID, write_npz
 from edgeq.inputs.npz import DiskArray, NpzWriter, open_npz, rows_per_block
 
 SUITE_FORMAT = 1  # bump when what a plan generates changes: every lazily built suite's identity changes with it
-SUITE_ROW = "suite_row"
+SUITE_ROW = "suite_row"  # the suite row of each sample (inputset.EXTRA_TAGS)
 READ_WHOLE_BYTES = 64 << 20  # a round file's member up to this size is read whole when joining; larger: its rows
 
 
@@ -55,14 +56,12 @@ class LazySuite:
         return self.plan.n
 
     def write_rows(self, rows, path: Path) -> Path:
-        """Suite ``rows`` (sorted ascending, unique) as an input set at ``path``: every input array, every tag and
-        ``suite_row``; written atomically."""
-        from edgeq.inputs.inputset import write_npz
-
+        """Suite ``rows`` (sorted ascending, unique) as an input set at ``path``: every input array, every tag,
+        ``suite_row`` and the suite's identity (``suite_sha256``); written atomically."""
         rows = np.asarray(rows, dtype=np.int64)
         payload = {name: self.plan.take(name, rows) for name in self.plan.inputs}
         payload.update(self.plan.tags(rows))
-        payload[SUITE_ROW] = rows
+        payload.update({SUITE_ROW: rows, SUITE_ID: np.array(self.identity)})
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         write_npz(Path(path), payload)
         return Path(path)
@@ -87,6 +86,9 @@ def join_rows(files: list, out: Path) -> Path:
         with NpzWriter(out) as writer:
             for name in names:
                 part = opened[0][name]
+                if np.ndim(part) == 0:  # one value for the set (the suite's identity): written once
+                    writer.write(name, np.asarray(part))
+                    continue
                 row_bytes = max(1, int(np.prod(part.shape[1:], dtype=np.int64)) * np.dtype(part.dtype).itemsize)
                 step = rows_per_block(row_bytes)
                 with writer.member(name, (len(source),) + tuple(part.shape[1:]), part.dtype) as member:
