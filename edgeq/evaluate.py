@@ -27,7 +27,7 @@ from edgeq.devices.run import RunSpec, run_on_device
 from edgeq.files import ensure_writable_dir, sha256_file
 from edgeq.errors import EXIT_GATE, ConfigError
 from edgeq.inputs.inputset import InputSet, input_specs, load_inputset, match_model_inputs
-from edgeq.inputs.risky import describe_categories
+from edgeq.inputs.risky import describe_categories, write_plan
 from edgeq.inputs.risky.lazy import LazySuite
 from edgeq.inputs.search.settings import DISTANCE
 from edgeq.inputs.search.steps import SearchJob, run_search, run_worst
@@ -37,7 +37,6 @@ from edgeq.repair.step import FixJob, run_fix
 from edgeq.reports.report import build_report, measurements, write_report
 from edgeq.results import latency_stats, strict_json, write_json_atomic
 from edgeq.rows import run_rows, take_rows
-from edgeq.inputs.risky import write_plan
 from edgeq.sampling import SampledRuns, Sampling, adaptive_runs, fixed_runs, fixed_section
 from edgeq.suites import SUITE_FILE, join_round_inputs, planned_suite
 from edgeq.store.run_cache import RunCache, cache_enabled

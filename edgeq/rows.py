@@ -253,8 +253,8 @@ def _take_output(array, local: np.ndarray, handle) -> None:
 
 
 def relabel_rows(run: RunResult, suite_rows, inputs: dict) -> RunResult:
-    """A run over a round's own input set (a suite built lazily: the file holds those ``suite_rows`` only)
-    made a run over the suite: ``rows.npy`` becomes the suite row of each sample, ``meta.json`` names the
+    """A run over an input set that holds rows of a suite edgeq built (the set's ``suite_row`` of each of its
+    rows: ``suite_rows``) made a run over the suite: ``rows.npy`` becomes the suite row of each sample, ``meta.json`` names the
     suite (``inputs_sha256`` = its identity; the file's own sha256 kept as ``file_inputs_sha256``) and
     run.json's ``inputs`` is ``inputs`` (the suite's path and identity) with the file the device read kept
     under ``file``. The manifest follows, so the folder is a plain run the merge, the cache and reports read."""
