@@ -15,9 +15,9 @@ firmly catastrophic, so no other cell can change it; or one is firmly degraded a
 cell's interval reaches the catastrophic line, so none can make it worse. While some deciding
 cell looks catastrophic (its estimate at or above the line) but is not yet firm — often a gated
 output judged on the few rows where its gate opens — rounds advance only the groups nearest to
-making it firm (``_leads``), so a firm catastrophe costs those groups' rows, not every group's. A device-time budget caps each round's
-rows; when it runs short, the rows go to the most uncertain groups first and the groups left
-open are named in ``describe()``.
+making it firm (``_leads``), so a firm catastrophe costs those groups' rows, not every group's.
+A device-time budget caps each round's rows; when it runs short, the rows go to the most
+uncertain groups first and the groups left open are named in ``describe()``.
 
 Pure bookkeeping over the suite's tags and the comparison's cells: no device, no runtime.
 """

@@ -54,8 +54,6 @@ __all__ = [
 
 _SOURCE = "<data>"
 TRANSFORM_BYTES = 4 << 20  # float64 bytes a family transforms at once
-
-
 ROW_WISE_BYTES = 256 << 10  # float64 bytes of one sample from which a family transforms one row at a time
 
 
