@@ -47,8 +47,8 @@ class InputSet:
         return len(next(iter(self.arrays.values())))
 
     def positions(self, rows) -> np.ndarray:
-        """Where suite ``rows`` are in this set: the rows themselves, or, in a suite built lazily (which holds
-        the rows run, each tagged with its ``suite_row``), their places; InputSetError for a row it lacks."""
+        """Where suite ``rows`` are in this set: by its ``suite_row`` tags (a lazily built suite holds the rows run
+        only), or the rows themselves in a set without them; InputSetError for a row it lacks."""
         rows = np.asarray(rows, dtype=np.int64)
         held = self.extra.get("suite_row")
         if held is None:
