@@ -11,6 +11,7 @@ What they write is a plain run directory: ``RunResult.load``, ``compare_runs``, 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -252,25 +253,27 @@ def _take_output(array, local: np.ndarray, handle) -> None:
         handle.write(np.ascontiguousarray(block[local[a:b] - lo]).tobytes())
 
 
-def relabel_rows(run: RunResult, suite_rows, inputs: dict) -> RunResult:
-    """A run over an input set that holds rows of a suite edgeq built (the set's ``suite_row`` of each of its
-    rows: ``suite_rows``) made a run over the suite: ``rows.npy`` becomes the suite row of each sample, ``meta.json`` names the
-    suite (``inputs_sha256`` = its identity; the file's own sha256 kept as ``file_inputs_sha256``) and
-    run.json's ``inputs`` is ``inputs`` (the suite's path and identity) with the file the device read kept
-    under ``file``. The manifest follows, so the folder is a plain run the merge, the cache and reports read."""
-    suite_rows = np.asarray(suite_rows, dtype=np.int64)
-    rows = suite_rows[run_rows(run)]
-    path = Path(run.path)
+def relabel_rows(path: str | os.PathLike, suite_rows, inputs: dict) -> None:
+    """The run directory at ``path``, pulled from a run over an input set that holds rows of a suite edgeq built
+    (the set's ``suite_row`` of each of its rows: ``suite_rows``), made a run over the suite: ``rows.npy`` becomes
+    the suite row of each sample, ``meta.json`` names the suite (``inputs_sha256`` = its identity; the file's own
+    sha256 kept as ``file_inputs_sha256``) and run.json's ``inputs`` is ``inputs`` (the suite's path and
+    identity) with the file the device read kept under ``file``. The manifest follows, so the folder is a plain
+    run the merge, the cache and reports read. Done before the run is loaded, so its files are hashed once."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    if ROWS_FILE in manifest["files"]:
+        local = load_npy(path / ROWS_FILE).astype(np.int64, copy=False)
+    else:
+        local = np.arange(int(meta["samples"]), dtype=np.int64)
     with atomic_write(path / ROWS_FILE) as handle:
-        np.save(handle, rows, allow_pickle=False)
-    meta = dict(run.meta)
+        np.save(handle, np.asarray(suite_rows, dtype=np.int64)[local], allow_pickle=False)
     meta.update(file_inputs_sha256=meta.get("inputs_sha256"), inputs_sha256=inputs["sha256"])
     write_json_atomic(path / "meta.json", meta)
-    manifest = read_manifest(path)
     for rel in (ROWS_FILE, "meta.json"):
         manifest["files"][rel] = {"sha256": sha256_file(path / rel), "size": (path / rel).stat().st_size}
     write_json(path / MANIFEST, manifest)
-    record = dict(run.run)
+    record = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
     record["inputs"] = dict(inputs, file=record.get("inputs"))
     write_json_atomic(path / RUN_FILE, record)
-    return RunResult.load(path)

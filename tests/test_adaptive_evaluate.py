@@ -164,3 +164,19 @@ def test_a_run_over_the_kept_rows_compares_with_the_evaluations_run(fragile, tmp
     assert result.exit_code in (0, 1), result.output
     overall = json.loads((tmp_path / "cmp.json").read_text())["overall"]
     assert overall["n"] == adaptive["overall"]["n"] and overall["max_abs_error"] == 0
+
+
+@pytest.mark.parametrize("bad", ["short", "tag-without-rows"])
+def test_a_set_that_names_a_suite_wrongly_is_refused_in_one_line(fragile, tmp_path, bad):
+    """A `suite_sha256` that is not one sha256, or one without a `suite_row` per sample, would name runs after
+    a suite they are not rows of: refused with one line naming the file and the array."""
+    from conftest import one_line_error
+
+    _, _, out = fragile
+    kept = dict(np.load(out / "inputs" / "risky.npz"))
+    if bad == "short":
+        kept["suite_sha256"] = np.array("abc123")
+    else:
+        del kept["suite_row"]
+    np.savez(tmp_path / "named.npz", **kept)
+    one_line_error(["inputs", "check", tmp_path / "named.npz"], ["named.npz", "suite_sha256", "64 hex digits"])

@@ -317,7 +317,6 @@ def _run_one(device: Device, deployer: Deployer, session: AgentSession, item: _P
         "inputs": {"path": str(spec.inputs), "sha256": inputs_sha},
         "remote_dir": remote_out, "started": started, "finished": time.time(), **rows,
     })
-    run = RunResult.load(item.rundir)
-    if item.suite is None:
-        return run
-    return relabel_rows(run, item.suite["rows"], {k: v for k, v in item.suite.items() if k != "rows"})
+    if item.suite is not None:
+        relabel_rows(item.rundir, item.suite["rows"], {k: v for k, v in item.suite.items() if k != "rows"})
+    return RunResult.load(item.rundir)

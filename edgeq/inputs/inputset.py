@@ -25,7 +25,8 @@ FLAG_ARRAYS = ("allow_nonfinite",)
 # per-sample facts that are never model inputs, kept in InputSet.extra: what a search found (seed_index,
 # distance), and the suite row of each sample of rows of a suite edgeq built (suite_row: a lazily built suite
 # holds the rows run only)
-EXTRA_TAGS = ("seed_index", "distance", "suite_row")
+SUITE_ROW = "suite_row"
+EXTRA_TAGS = ("seed_index", "distance", SUITE_ROW)
 # which suite the rows are of: its identity (the hash of its recipe), one string; with suite_row, runs over the
 # set are named by the suite's rows and identity, so runs over any rows of one suite compare sample by sample
 SUITE_ID = "suite_sha256"
@@ -50,7 +51,7 @@ class InputSet:
         """Where suite ``rows`` are in this set: by its ``suite_row`` tags (a lazily built suite holds the rows run
         only), or the rows themselves in a set without them; InputSetError for a row it lacks."""
         rows = np.asarray(rows, dtype=np.int64)
-        held = self.extra.get("suite_row")
+        held = self.extra.get(SUITE_ROW)
         if held is None:
             return rows
         held = np.asarray(held, dtype=np.int64)
@@ -69,7 +70,7 @@ class InputSet:
         suite edgeq built (``SUITE_ID``), else None."""
         if SUITE_ID not in self.extra:
             return None
-        return {"rows": np.asarray(self.extra["suite_row"], dtype=np.int64), "sha256": self.extra[SUITE_ID]}
+        return {"rows": np.asarray(self.extra[SUITE_ROW], dtype=np.int64), "sha256": self.extra[SUITE_ID]}
 
     def labels_only(self) -> dict[str, np.ndarray]:
         """The per-sample tags a comparison needs, without the (large) inputs."""
@@ -181,7 +182,7 @@ def _suite_id(path: Path, raw: dict) -> str:
     """The suite identity a set names: 64 hex digits, and only beside a ``suite_row`` per sample."""
     value = np.asarray(raw[SUITE_ID])
     text = str(value.reshape(())) if value.dtype.kind == "U" and value.size == 1 else ""
-    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text) or "suite_row" not in raw:
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text) or SUITE_ROW not in raw:
         raise InputSetError(path, "must be one sha256 (64 hex digits) beside a suite_row per sample", array=SUITE_ID)
     return text
 
@@ -210,7 +211,7 @@ def validate(dataset: InputSet) -> None:
         _check_input_array(path, name, array, dataset.allow_nonfinite)
         lengths[name] = len(array)
     tags = (("y", "iu"), ("severity", "iu"), ("source_index", "iu"), ("category", "U"), ("seed_index", "iu"),
-            ("distance", "f"), ("suite_row", "iu"))
+            ("distance", "f"), (SUITE_ROW, "iu"))
     for name, kind in tags:
         array = getattr(dataset, name, None) if name in LABEL_ARRAYS else dataset.extra.get(name)
         if array is None:

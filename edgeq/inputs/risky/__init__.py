@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeq.errors import InputSetError
+from edgeq.inputs.inputset import SUITE_ID, SUITE_ROW
 from edgeq.inputs.npz import NpzWriter
 from edgeq.inputs.risky import boundary as _boundary
 from edgeq.inputs.risky.boundary import BOUNDARY, BoundaryPlan
@@ -332,8 +333,8 @@ def write_plan(path, plan: SuitePlan, identity: str | None = None) -> SuitePlan:
     try:
         with NpzWriter(path) as out:
             if identity is not None:
-                out.write("suite_row", np.arange(plan.n, dtype=np.int64))
-                out.write("suite_sha256", np.array(identity))
+                out.write(SUITE_ROW, np.arange(plan.n, dtype=np.int64))
+                out.write(SUITE_ID, np.array(identity))
             for name, x in plan.inputs.items():
                 with out.member(name, (plan.n,) + x.shape[1:], x.dtype) as member:
                     for part in plan.parts(name):

@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.errors import InputSetError
-from edgeq.inputs.inputset import SUITE_ID, write_npz
+from edgeq.inputs.inputset import SUITE_ID, SUITE_ROW, write_npz
 from edgeq.inputs.npz import DiskArray, NpzWriter, open_npz, rows_per_block
 
 SUITE_FORMAT = 1  # bump when what a plan generates changes: every lazily built suite's identity changes with it
-SUITE_ROW = "suite_row"  # the suite row of each sample (inputset.EXTRA_TAGS)
 READ_WHOLE_BYTES = 64 << 20  # a round file's member up to this size is read whole when joining; larger: its rows
 
 
