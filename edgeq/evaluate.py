@@ -27,7 +27,7 @@ from edgeq.devices.run import RunSpec, run_on_device
 from edgeq.files import ensure_writable_dir, sha256_file
 from edgeq.errors import EXIT_GATE, ConfigError
 from edgeq.inputs.inputset import InputSet, input_specs, load_inputset, match_model_inputs
-from edgeq.inputs.risky import describe_categories, write_plan
+from edgeq.inputs.risky import describe_categories
 from edgeq.inputs.risky.lazy import LazySuite
 from edgeq.inputs.search.settings import DISTANCE
 from edgeq.inputs.search.steps import SearchJob, run_search, run_worst
@@ -38,7 +38,8 @@ from edgeq.reports.report import build_report, measurements, write_report
 from edgeq.results import latency_stats, strict_json, write_json_atomic
 from edgeq.rows import run_rows, take_rows
 from edgeq.sampling import SampledRuns, Sampling, adaptive_runs, fixed_runs, fixed_section
-from edgeq.suites import SUITE_FILE, join_round_inputs, planned_suite
+from edgeq.suites import SUITE_FILE, join_round_inputs, planned_suite, write_whole
+from edgeq.store.bisections import BisectionCache
 from edgeq.store.run_cache import RunCache, cache_enabled
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -169,12 +170,13 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     sampling = Sampling(opts.sampling, opts.until, opts.budget_s, opts.seed)
     suite_path = opts.outdir / SUITE_FILE
     with _phase(opts, "risky inputs", announce):
-        suite = planned_suite(opts, data, float_path, lazy=sampling.adaptive)
+        bisections = BisectionCache(warn=opts.notes.append) if cache_enabled(opts.float_cache) else None
+        suite = planned_suite(opts, data, float_path, lazy=sampling.adaptive, bisections=bisections)
         if sampling.adaptive:
             opts.notes.append(f"risky suite built lazily: {suite.n} rows planned, each made only when a round "
                               "runs it")
         else:
-            write_plan(suite_path, suite.plan, suite.identity)
+            write_whole(suite, suite_path)
     lazy = suite if sampling.adaptive else None
     common = dict(inputs=suite_path, **opts.job)
     specs = [RunSpec(model=float_path, label="float", **common), RunSpec(model=quant_path, label="quant", **common)]
@@ -194,6 +196,8 @@ def evaluate(opts: EvaluateOptions, announce=None, progress=None) -> Evaluation:
     extra = _provenance(opts, float_path, quant_path, card, suite_path, range_modes)
     extra["inputs"].update(kinds=data.extra.get("input_kinds"), cell_roles=data.extra.get("suite_roles"))
     extra["inputs"].update(suite_sha256=suite.identity, suite_rows=suite.n)
+    if data.extra.get("bisections") is not None:
+        extra["inputs"]["boundary_bisections"] = data.extra["bisections"]
     if lazy is not None:
         extra["inputs"]["built"] = "lazily: the rows run only, each tagged with its suite_row"
     with _phase(opts, "compare", announce):

@@ -13,6 +13,7 @@ Beside ``evaluate``, which calls it; above ``inputs``.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from edgeq.files import sha256_file
 from edgeq.inputs.inputset import InputSet
 from edgeq.inputs.risky import SuitePlan, plan_risky_suite, write_plan
 from edgeq.inputs.risky.lazy import LazySuite, join_rows, suite_identity
+from edgeq.store.bisections import BisectionCache
 
 SUITE_FILE = Path("inputs") / "risky.npz"  # under OUTDIR: the suite (fixed-n), or the rows run (built lazily)
 
@@ -29,10 +31,22 @@ def plan_suite(opts, data: InputSet, model: Path | None = None, lazy: bool = Fal
     """Plan the suite from ``data`` with the evaluation's options; ``model`` (the float .tflite) adds the
     ``boundary`` category; ``lazy``: its rows will be made a round at a time. Its facts go to ``data.extra``
     and its notes to ``opts.notes``."""
+    plan = _plan(opts, data, model)
+    if not lazy and plan.boundary is not None:
+        plan.boundary.solve()
+    _note_plan(opts, data, plan)
+    return plan
+
+
+def _plan(opts, data: InputSet, model: Path | None) -> SuitePlan:
+    """The plan, its boundary pairs not bisected yet (``BoundaryPlan.solve`` bisects them)."""
     arrays = {name: np.asarray(a) for name, a in data.arrays.items()}
-    plan = plan_risky_suite(arrays, None if data.y is None else np.asarray(data.y), seed=opts.seed,
+    return plan_risky_suite(arrays, None if data.y is None else np.asarray(data.y), seed=opts.seed,
                             max_per_category=opts.max_per_category, range_mode=opts.range_mode,
-                            model=model, output_spec=opts.output_spec, input_kinds=opts.input_kinds, lazy=lazy)
+                            model=model, output_spec=opts.output_spec, input_kinds=opts.input_kinds, lazy=True)
+
+
+def _note_plan(opts, data: InputSet, plan: SuitePlan) -> None:
     # the range mode used per input array, (mode, reason), the kinds and which cells may decide the
     # verdict: kept on the data set the caller holds
     data.extra.update(range_modes=plan.range_modes, input_kinds=dict(plan.kinds), suite_roles=plan.roles,
@@ -50,7 +64,6 @@ def plan_suite(opts, data: InputSet, model: Path | None = None, lazy: bool = Fal
         opts.notes.append(f"risky {what} {', '.join(families)} left out: {reason}")
     if plan.boundary is not None:
         opts.notes.append(plan.boundary.summary())
-    return plan
 
 
 def build_suite(opts, data: InputSet, path: Path | None = None, model: Path | None = None) -> Path:
@@ -60,14 +73,50 @@ def build_suite(opts, data: InputSet, path: Path | None = None, model: Path | No
     return path
 
 
-def planned_suite(opts, data: InputSet, model: Path, lazy: bool) -> LazySuite:
-    """The suite planned (its rows made only when asked: ``LazySuite.write_rows``, or ``write_plan`` for all of
+def planned_suite(opts, data: InputSet, model: Path, lazy: bool, bisections: BisectionCache | None = None) -> LazySuite:
+    """The suite planned (its rows made only when asked: ``LazySuite.write_rows``, or ``write_whole`` for all of
     them; ``lazy``: a few at a time); its identity is its recipe's hash, which the float cache keys on whichever
-    way the rows are made."""
-    plan = plan_suite(opts, data, model, lazy)
+    way the rows are made. ``bisections``: the host's saved boundary bisections, restored before any pair is
+    bisected and kept as rows are made (what was reused goes to ``data.extra["bisections"]`` and the notes)."""
+    plan = _plan(opts, data, model)
     options = {"seed": opts.seed, "max_per_category": opts.max_per_category, "range_mode": opts.range_mode,
                "input_kinds": opts.input_kinds, "output_spec": repr(opts.output_spec)}
-    return LazySuite(plan, suite_identity(plan, sha256_file(opts.data), options, sha256_file(model)))
+    identity = suite_identity(plan, sha256_file(opts.data), options, sha256_file(model))
+    made = None
+    if bisections is not None and plan.boundary is not None and len(plan.boundary.first):
+        made = _reuse_bisections(opts, data, plan.boundary, bisections, identity)
+    if not lazy and plan.boundary is not None:
+        plan.boundary.solve()
+    _note_plan(opts, data, plan)
+    return LazySuite(plan, identity, made)
+
+
+def write_whole(suite: LazySuite, path: Path) -> Path:
+    """Every row of the planned ``suite`` into ``path`` (fixed-n sampling), named by its identity."""
+    write_plan(path, suite.plan, suite.identity)
+    if suite.made is not None:
+        suite.made()
+    return path
+
+
+def _reuse_bisections(opts, data: InputSet, boundary, cache: BisectionCache, identity: str):
+    """Restore the saved bisections of this suite into ``boundary``; returns what keeps the new ones (called
+    after rows are made: it saves when pairs were bisected since, one save at a time)."""
+    saved = cache.load(identity)
+    reused = boundary.restore(saved) if saved is not None else 0
+    data.extra["bisections"] = {"pairs": len(boundary.first), "reused": reused, "cache": str(cache.entry(identity))}
+    if reused:
+        opts.notes.append(f"boundary: {reused} of {len(boundary.first)} interpolation pairs' bisections reused from "
+                          f"the host's cache ({cache.entry(identity)}); the rest are bisected when their rows are made")
+    lock, kept = threading.Lock(), [boundary.bisected]
+
+    def keep() -> None:
+        with lock:
+            if boundary.bisected > kept[0]:
+                state = boundary.solved()
+                if state is not None and cache.save(identity, state) is not None:
+                    kept[0] = int(state["done"].sum())
+    return keep
 
 
 def join_round_inputs(succeeded: dict, path: Path) -> Path | None:

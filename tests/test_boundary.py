@@ -9,6 +9,8 @@ to a file exactly as built in memory, and left out with a note without a model.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -188,3 +190,59 @@ def test_a_lazy_plan_bisects_only_the_pairs_whose_rows_are_made(suite, example_t
         np.testing.assert_array_equal(edges.t[severity][pairs], suite.boundary.t[severity][pairs])
     everything = np.concatenate(list(plan.parts("x")))  # a whole write bisects the rest
     assert edges.pending is None and np.array_equal(everything, suite["x"])
+
+
+def test_saved_bisections_restore_the_same_rows_and_only_into_the_same_pairs(suite, example_tflite, digits,
+                                                                             tmp_path):
+    """What one plan bisected, saved in the host's cache under the suite's identity, is restored by the next plan
+    of the same suite: no pair is bisected again and its rows are the eager suite's, byte for byte. A save of
+    other pairs (another seed) or with a t outside [0, 1] restores nothing."""
+    from edgeq.inputs.risky import plan_risky_suite
+    from edgeq.store.bisections import BisectionCache
+
+    x, y = digits
+
+    def lazy(seed=5):
+        return plan_risky_suite({"x": x}, y, seed=seed, categories=["clean", "boundary"], model=example_tflite[0],
+                                lazy=True)
+
+    first = lazy()
+    at2 = len(first.index) + first.boundary.levels[1]
+    pairs = np.array([1, 4, 9])
+    first.take("x", at2 + pairs)
+    cache, key = BisectionCache(tmp_path / "bisections"), "ab" * 32
+    cache.save(key, first.boundary.solved())
+
+    again = lazy()
+    assert again.boundary.restore(cache.load(key)) == len(pairs)
+    assert np.flatnonzero(again.boundary.pending.done).tolist() == pairs.tolist()
+    calls = []
+    again.boundary.pending.float_model = lambda rows: calls.append(rows)  # any bisection now would be seen
+    np.testing.assert_array_equal(again.take("x", at2 + pairs), suite["x"][at2 + pairs])
+    assert calls == [] and again.boundary.bisected == len(pairs)
+
+    assert lazy(seed=6).boundary.restore(cache.load(key)) == 0  # other pairs
+    bad = dict(cache.load(key), t2=np.full(len(first.boundary.first), 1.5))
+    assert lazy().boundary.restore(bad) == 0
+    eager = first.boundary
+    eager.solve()
+    whole = lazy()
+    assert whole.boundary.restore(eager.solved()) == len(eager.first) and whole.boundary.pending is None
+    np.testing.assert_array_equal(np.concatenate(list(whole.parts("x"))), suite["x"])
+
+
+def test_the_bisection_cache_keeps_its_newest_entries_and_drops_an_unreadable_one(tmp_path):
+    from edgeq.store.bisections import BisectionCache
+
+    said = []
+    cache = BisectionCache(tmp_path, keep=2, warn=said.append)
+    keys = [f"{k:064x}" for k in range(3)]
+    for k, key in enumerate(keys):
+        cache.save(key, {"t2": np.full(3, k / 10)})
+        os.utime(cache.entry(key), (1_000_000 + k, 1_000_000 + k))
+    cache.save(keys[2], {"t2": np.zeros(3)})  # a save evicts beyond keep: the oldest goes
+    assert not cache.entry(keys[0]).exists() and cache.load(keys[1])["t2"][0] == 0.1
+    cache.entry(keys[1]).write_bytes(b"not an npz")
+    assert cache.load(keys[1]) is None and not cache.entry(keys[1]).exists() and "unreadable" in said[0]
+    with pytest.raises(ValueError):
+        cache.entry("../elsewhere")

@@ -143,6 +143,43 @@ def test_a_new_quantized_model_reuses_every_float_row(example_tflite, float16_qu
     assert entries(cache_root) == [entry]
 
 
+def test_a_second_evaluation_of_the_suite_reuses_its_boundary_bisections(example_tflite, float16_quant, cache_root,
+                                                                         monkeypatch, tmp_path):
+    """The boundary pairs the first evaluation bisected (on the host, with the float model) are saved under the
+    suite's identity; the next evaluation of the same suite, with another quantized model, bisects none of them
+    again and makes the same bytes. Off with the float cache."""
+    from edgeq.inputs.inputset import load_inputset
+    from edgeq.inputs.risky import boundary
+
+    bisected = []
+    real = boundary._bisect
+
+    def spy(float_model, arrays, head, a, *args):
+        bisected.append(len(a))
+        return real(float_model, arrays, head, a, *args)
+
+    monkeypatch.setattr(boundary, "_bisect", spy)
+    float_model, dynamic = example_tflite
+    first, _ = evaluate(float_model, dynamic, tmp_path / "one")
+    facts = first["inputs"]["boundary_bisections"]
+    assert facts["reused"] == 0 and sum(bisected) > 0 and Path(facts["cache"]).is_file()
+    assert Path(facts["cache"]).name == f"{first['inputs']['suite_sha256']}.npz"
+    bisected.clear()
+    second, output = evaluate(float_model, float16_quant, tmp_path / "two")
+    assert second["inputs"]["suite_sha256"] == first["inputs"]["suite_sha256"]
+    again = second["inputs"]["boundary_bisections"]
+    assert again["reused"] > 0 and again["pairs"] == facts["pairs"]
+    assert f"{again['reused']} of {again['pairs']} interpolation pairs' bisections reused" in " ".join(second["notes"])
+    one, two = (load_inputset(tmp_path / name / "inputs" / "risky.npz") for name in ("one", "two"))
+    shared, at_one, at_two = np.intersect1d(one.suite["rows"], two.suite["rows"], return_indices=True)
+    boundary_rows = np.asarray(one.category)[at_one] == "boundary"
+    assert boundary_rows.sum() and np.array_equal(np.asarray(one.arrays["x"])[at_one],
+                                                  np.asarray(two.arrays["x"])[at_two])
+    assert sum(bisected) <= again["pairs"] - again["reused"]  # only pairs the first never made rows of
+    off, _ = evaluate(float_model, float16_quant, tmp_path / "three", "--no-float-cache")
+    assert "boundary_bisections" not in off["inputs"]
+
+
 @pytest.fixture(params=["local", "ssh"])
 def device_args(request):
     if request.param == "local":

@@ -130,6 +130,49 @@ class BoundaryPlan:
         if self.pending is not None:
             self.pending.solve(self, np.arange(len(self.first)) if pairs is None else np.asarray(pairs))
 
+    def solved(self) -> dict[str, np.ndarray] | None:
+        """The pairs and where the ones bisected so far landed (their t and float margin per level): what a
+        later plan of the same suite restores (``restore``) instead of bisecting again. None: no pairs."""
+        if not len(self.first):
+            return None
+        with self.pending.lock if self.pending is not None else contextlib.nullcontext():
+            done = self.pending.done.copy() if self.pending is not None else np.ones(len(self.first), bool)
+            saved = {"first": self.first, "second": self.second, "done": done}
+            for severity in LEVELS:
+                saved[f"t{severity}"], saved[f"margin{severity}"] = self.t[severity].copy(), self.margins[severity].copy()
+        return saved
+
+    def restore(self, saved: Mapping[str, np.ndarray]) -> int:
+        """Take the bisections ``saved`` (``solved()`` of a plan of the same suite) holds for pairs not bisected
+        yet; returns how many. Nothing is taken from a save of other pairs, or with a t outside [0, 1]."""
+        if self.pending is None or not len(self.first):
+            return 0
+        try:
+            done = np.asarray(saved["done"], dtype=bool)
+            same = np.array_equal(saved["first"], self.first) and np.array_equal(saved["second"], self.second)
+            values = {s: (np.asarray(saved[f"t{s}"], np.float64), np.asarray(saved[f"margin{s}"], np.float64))
+                      for s in LEVELS}
+        except (KeyError, ValueError, TypeError):
+            return 0
+        if not same or done.shape != self.first.shape or any(t.shape != done.shape for t, _ in values.values()):
+            return 0
+        if not all(np.all((t[done] >= 0) & (t[done] <= 1)) for t, _ in values.values()):
+            return 0
+        pending = self.pending
+        with pending.lock:
+            take = done & ~pending.done
+            for severity, (t, margin) in values.items():
+                self.t[severity][take], self.margins[severity][take] = t[take], margin[take]
+            pending.done |= take
+            if pending.done.all():
+                self.pending = None
+        return int(take.sum())
+
+    @property
+    def bisected(self) -> int:
+        """Pairs whose t is known (bisected here or restored)."""
+        return len(self.first) if self.pending is None else int(self.pending.done.sum())
+
     @property
     def n(self) -> int:
         return sum(self.levels.values())
@@ -203,6 +246,17 @@ def between(a: np.ndarray, b: np.ndarray, t: np.ndarray, dtype) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64).reshape((-1,) + (1,) * (a.ndim - 1))
     return to_dtype(a + t * (np.asarray(b, dtype=np.float64) - a), dtype)
+
+
+def host_runtime() -> str:
+    """The runtime that runs the float model here (name and version): the boundary rows are made with it, so it
+    is part of a suite's identity when boundary cells are in it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"ai-edge-litert {version('ai-edge-litert')}"
+    except PackageNotFoundError:
+        return "ai-edge-litert (version unknown)"
 
 
 class FloatModel:

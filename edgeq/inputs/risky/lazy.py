@@ -10,9 +10,10 @@ end into one input set of the rows run (``join_rows``), which readers index thro
 
 A suite built this way has no file of its own to hash, so its identity (``suite_identity``) is
 the hash of its recipe: the data's sha256, the options that shape the suite, the float model's
-sha256 when boundary cells are in it (they are made with it), the sample index, and the
-generator's version (``SUITE_FORMAT``, with numpy's). The float-output cache keys on it as it
-keys on an input set's sha256: the same recipe gives the same rows, byte for byte.
+sha256 and the host runtime's version when boundary cells are in it (they are made with both), the
+sample index, and the generator's version (``SUITE_FORMAT``, with numpy's). The float-output cache
+keys on it as it keys on an input set's sha256: the same recipe gives the same rows, byte for byte;
+so does the cache of the boundary cells' bisections (``store.bisections``).
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from edgeq.errors import InputSetError
 from edgeq.inputs.inputset import SUITE_ID, SUITE_ROW, write_npz
 from edgeq.inputs.npz import DiskArray, NpzWriter, open_npz, rows_per_block
+from edgeq.inputs.risky.boundary import host_runtime
 
-SUITE_FORMAT = 1  # bump when what a plan generates changes: every lazily built suite's identity changes with it
+SUITE_FORMAT = 2  # bump when what a plan generates changes: every lazily built suite's identity changes with it
 READ_WHOLE_BYTES = 64 << 20  # a round file's member up to this size is read whole when joining; larger: its rows
 
 
@@ -37,16 +40,18 @@ def suite_identity(plan, data_sha256: str, options: dict, model_sha256: str | No
               "options": options, "cells": [list(c) for c in plan.cells], "kinds": plan.kinds,
               "range_modes": {k: v[0] for k, v in plan.range_modes.items()},
               "index_sha256": hashlib.sha256(np.asarray(plan.index, dtype=np.int64).tobytes()).hexdigest(),
-              "boundary_model_sha256": model_sha256 if plan.boundary is not None else None}
+              "boundary_model_sha256": model_sha256 if plan.boundary is not None else None,
+              "boundary_runtime": host_runtime() if plan.boundary is not None else None}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class LazySuite:
     """A planned suite whose rows are written on demand. ``identity``: ``suite_identity``; ``category`` and
-    ``severity``: every row's tags (cheap: no input array is made for them)."""
+    ``severity``: every row's tags (cheap: no input array is made for them). ``made``: called after rows are
+    made (the caller keeps what making them learnt: the boundary pairs bisected)."""
 
-    def __init__(self, plan, identity: str):
-        self.plan, self.identity = plan, identity
+    def __init__(self, plan, identity: str, made: Callable[[], None] | None = None):
+        self.plan, self.identity, self.made = plan, identity, made
         tags = plan.tags()
         self.category, self.severity = tags["category"], tags.get("severity")
 
@@ -59,6 +64,8 @@ class LazySuite:
         ``suite_row`` and the suite's identity (``suite_sha256``); written atomically."""
         rows = np.asarray(rows, dtype=np.int64)
         payload = {name: self.plan.take(name, rows) for name in self.plan.inputs}
+        if self.made is not None:
+            self.made()
         payload.update(self.plan.tags(rows))
         payload.update({SUITE_ROW: rows, SUITE_ID: np.array(self.identity)})
         Path(path).parent.mkdir(parents=True, exist_ok=True)
