@@ -59,20 +59,37 @@ def test_the_neediest_group_is_the_widest_undecided_interval():
     assert width([0.01, 0.05]) == pytest.approx(0.04) and width(None) == 1.0
 
 
-def test_clear_cells_stop_early_and_a_cell_near_a_line_runs_all_its_rows():
+def test_clear_cells_stop_early_and_the_worst_cell_near_a_line_runs_all_its_rows():
+    """A robust model whose worst cell sits on the degraded line: that cell gets every row, the clear ones stop."""
     cat, sev = suite()
     planner = Planner(cat, sev, seed=1)
-    rates = {("noise", 3): 0.6, ("blur", 2): 0.021}  # noise/3 clearly catastrophic; blur/2 sits on the line
-    rounds = run(planner, rates)
+    rounds = run(planner, {("noise", 3): 0.0, ("blur", 2): 0.021})  # blur/2 sits on the line
     groups = planner.groups
-    assert groups[("noise", 3)].taken == SCHEDULE[0] and groups[("noise", 3)].state == "decided"
     assert groups[("blur", 2)].taken == SIZE and groups[("blur", 2)].state == "exhausted"
     assert groups[("clean", None)].state == "decided" and groups[("clean", None)].taken < SIZE
     every = np.concatenate(rounds)
     assert len(np.unique(every)) == len(every) == planner.rows_run  # no row runs twice
     assert planner.rows_run < 0.6 * planner.suite_rows
     described = planner.describe()
-    assert "noise/3" in described["decided_early"] and described["undecided"] == []
+    assert "clean" in described["decided_early"] and described["undecided"] == [] and described["moot"] == []
+    assert described["stop_reason"] == "every cell decided or at its cap"
+
+
+def test_a_cell_near_a_line_that_cannot_change_the_verdict_is_moot():
+    """With noise/3 firmly catastrophic, blur/2 on the degraded line cannot change the verdict, and its 500 rows
+    could not decide it at its rate: until cells stops it early (moot) and runs fewer rows than when it is the
+    worst cell; noise/3 itself stops after one round."""
+    cat, sev = suite()
+    worst = Planner(cat, sev, seed=1)
+    run(worst, {("blur", 2): 0.021})
+    planner = Planner(cat, sev, seed=1)
+    run(planner, {("noise", 3): 0.6, ("blur", 2): 0.021})
+    groups = planner.groups
+    assert groups[("noise", 3)].taken == SCHEDULE[0] and groups[("noise", 3)].state == "decided"
+    assert groups[("blur", 2)].state == "decided" and groups[("blur", 2)].taken < SIZE
+    described = planner.describe()
+    assert described["moot"] == ["blur/2 (output_0)"] and described["undecided"] == []
+    assert planner.rows_run < worst.rows_run
     assert described["stop_reason"] == "every cell decided or at its cap"
 
 
@@ -82,13 +99,13 @@ def test_until_verdict_stops_once_a_deciding_cell_is_firmly_catastrophic():
     run(planner, {("noise", 3): 0.6, ("blur", 2): 0.021})
     assert planner.rows_run == len(planner.groups) * SCHEDULE[0]  # one round, then the verdict is firm
     assert "firmly catastrophic" in planner.describe()["stop_reason"]
-    assert "blur/2" in planner.describe()["undecided"]
+    assert planner.groups[("blur", 2)].taken == SCHEDULE[0]
 
 
 def test_until_verdict_stops_once_a_cell_is_firmly_degraded_and_none_can_reach_catastrophic():
     """noise/3 at 12 % is firmly degraded (lines at 2 % and 30 % here) after a few rounds; blur/2 at 1.9 % would
     need every row to be decided, but its interval stays under the catastrophic line, so it cannot change a
-    degraded verdict."""
+    degraded verdict: until verdict stops every group then, until cells only the cells that are moot."""
     cat, sev = suite()
     lines = {"degraded": 0.02, "catastrophic": 0.3}
     rates = {("noise", 3): 0.12, ("blur", 2): 0.019}
@@ -96,10 +113,9 @@ def test_until_verdict_stops_once_a_cell_is_firmly_degraded_and_none_can_reach_c
     run(cells, rates)
     planner = Planner(cat, sev, seed=1, until="verdict", thresholds=lines)
     run(planner, rates)
-    assert cells.groups[("blur", 2)].taken == SIZE  # until cells: the cell near the line gets every row
+    assert "blur/2 (output_0)" in cells.describe()["moot"]
     assert planner.rows_run < cells.rows_run and planner.groups[("blur", 2)].taken < SIZE
     assert "firmly degraded" in planner.describe()["stop_reason"]
-    assert "blur/2" in planner.describe()["undecided"]
 
 
 def test_until_verdict_keeps_sampling_while_an_open_cell_could_still_be_catastrophic():
