@@ -107,7 +107,7 @@ def _reuse_bisections(opts, data: InputSet, boundary, cache: BisectionCache, ide
     data.extra["bisections"] = {"pairs": len(boundary.first), "reused": reused, "cache": str(cache.entry(identity))}
     if reused:
         opts.notes.append(f"boundary: {reused} of {len(boundary.first)} interpolation pairs' bisections reused from "
-                          f"the host's cache ({cache.entry(identity)}); the rest are bisected when their rows are made")
+                          f"the host's cache ({cache.entry(identity)})")
     lock, kept = threading.Lock(), [boundary.bisected]
 
     def keep() -> None:

@@ -95,7 +95,10 @@ def evaluate(model: Path, data: Path, outdir: Path, per_category: int, extra: li
             "suite_rows": sampling.get("suite_rows", rows), "verdict": report.get("verdict"),
             "confidence": (report.get("verdict_confidence") or {}).get("level"),
             "cell": _cell(report), "device_s": sampling.get("device_s"),
-            "float_reused": report.get("float_reused"), "command": " ".join(cmd[1:])}
+            "float_reused": report.get("float_reused"),
+            "bisections": (report.get("inputs") or {}).get("boundary_bisections"),
+            "moot": sampling.get("moot"), "out_of_reach": sampling.get("out_of_reach"),
+            "stop_reason": sampling.get("stop_reason"), "command": " ".join(cmd[1:])}
 
 
 def _inference_s(report: dict, rows: int) -> float:

@@ -135,17 +135,19 @@ class BoundaryPlan:
         later plan of the same suite restores (``restore``) instead of bisecting again. None: no pairs."""
         if not len(self.first):
             return None
-        with self.pending.lock if self.pending is not None else contextlib.nullcontext():
-            done = self.pending.done.copy() if self.pending is not None else np.ones(len(self.first), bool)
+        pending = self.pending  # read once: the last solve sets it to None
+        with pending.lock if pending is not None else contextlib.nullcontext():
+            done = pending.done.copy() if pending is not None else np.ones(len(self.first), bool)
             saved = {"first": self.first, "second": self.second, "done": done}
-            for severity in LEVELS:
-                saved[f"t{severity}"], saved[f"margin{severity}"] = self.t[severity].copy(), self.margins[severity].copy()
+            for s in LEVELS:
+                saved[f"t{s}"], saved[f"margin{s}"] = self.t[s].copy(), self.margins[s].copy()
         return saved
 
     def restore(self, saved: Mapping[str, np.ndarray]) -> int:
         """Take the bisections ``saved`` (``solved()`` of a plan of the same suite) holds for pairs not bisected
         yet; returns how many. Nothing is taken from a save of other pairs, or with a t outside [0, 1]."""
-        if self.pending is None or not len(self.first):
+        pending = self.pending
+        if pending is None or not len(self.first):
             return 0
         try:
             done = np.asarray(saved["done"], dtype=bool)
@@ -158,7 +160,6 @@ class BoundaryPlan:
             return 0
         if not all(np.all((t[done] >= 0) & (t[done] <= 1)) for t, _ in values.values()):
             return 0
-        pending = self.pending
         with pending.lock:
             take = done & ~pending.done
             for severity, (t, margin) in values.items():
@@ -171,7 +172,8 @@ class BoundaryPlan:
     @property
     def bisected(self) -> int:
         """Pairs whose t is known (bisected here or restored)."""
-        return len(self.first) if self.pending is None else int(self.pending.done.sum())
+        pending = self.pending
+        return len(self.first) if pending is None else int(pending.done.sum())
 
     @property
     def n(self) -> int:
