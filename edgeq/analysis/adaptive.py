@@ -35,11 +35,9 @@ from edgeq.analysis.compare import cells_of
 from edgeq.analysis.field import counts
 from edgeq.analysis.rules import MIN_N, THRESHOLDS
 from edgeq.analysis.sequential import (DECIDED_ABOVE, DECIDED_BETWEEN, UNDECIDED, confidence_sequence, decide,
-                                       trials_to_decide_below, trials_to_decide_zero)
+                                       trials_to_decide_zero)
 
-# cumulative rows per group after each round: doubling, but landing exactly where a cell with 0 and then 1 event
-# is decided below the degraded line (213 and 352 rows at the default lines), not at 256 and 512
-SCHEDULE = (32, 64, 128, trials_to_decide_below(0), trials_to_decide_below(1), 512, 1024, 2048, 4096)
+SCHEDULE = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # cumulative rows per group after each round
 UNTIL = ("cells", "verdict")
 LEADS = 2  # until="verdict": groups a round advances while some look catastrophic but are not yet firm
 OUT_OF_REACH = "out_of_reach"  # undecided, and the group's remaining rows could not decide it (see out_of_reach)

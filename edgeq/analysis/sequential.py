@@ -299,22 +299,6 @@ def trials_to_decide_zero(threshold: float = THRESHOLDS["degraded"], alpha: floa
     return cell_status(0, 1, {"degraded": threshold, "catastrophic": 1.0}, alpha, t_opt).further_trials + 1
 
 
-def trials_to_decide_below(events: int, threshold: float = THRESHOLDS["degraded"], alpha: float = ALPHA,
-                           t_opt: float = T_OPT) -> int:
-    """The fewest trials at which a cell with ``events`` events (and no more) has its upper bound below
-    ``threshold``: where the rounds look next for a cell that has seen that many (``adaptive.SCHEDULE``)."""
-    def below(n: int) -> bool:
-        return confidence_sequence(events, n, alpha, t_opt)[1] < threshold
-
-    lo, hi = events, max(events + 1, 16)
-    while not below(hi):
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if below(mid) else (mid, hi)
-    return hi
-
-
 def describe(alpha: float = ALPHA, t_opt: float = T_OPT) -> dict:
     """The method's facts for report.json: ``interval_method`` and its parameters and description."""
     return {"interval_method": INTERVAL_METHOD, "alpha": alpha, "t_opt": t_opt,
