@@ -334,3 +334,28 @@ def test_a_plan_makes_any_rows_exactly_as_the_whole_suite_holds_them(shape):
     for tag, values in plan.tags(rows).items():
         assert np.array_equal(values, whole[tag][rows]), tag
     assert (transform_rows(shape) == 1) == (shape == (224, 224, 3))
+
+
+def test_rounds_of_a_plan_transform_each_block_once_and_get_the_same_rows(monkeypatch):
+    """Rounds take a few rows of every cell at a time: a cell's block (500 tabular samples) is transformed once,
+    kept read-only between rounds, and the rows are the whole suite's; a block over the plan's limit is not kept."""
+    from edgeq.inputs.risky import SuitePlan, plan_risky_suite
+    from edgeq.inputs.risky.blocks import MadeBlocks
+
+    rng = np.random.default_rng(3)
+    x = rng.random((500, 64)).astype(np.float32)
+    whole = build_risky_suite({"x": x}, None, max_per_category=500)
+    plan = plan_risky_suite({"x": x}, None, max_per_category=500)
+    made = []
+    real = SuitePlan._make_block
+    monkeypatch.setattr(SuitePlan, "_make_block", lambda self, *key: made.append(key) or real(self, *key))
+    order = rng.permutation(plan.n)
+    for lo, hi in ((0, 400), (400, 1200), (1200, plan.n)):  # three rounds
+        rows = np.sort(order[lo:hi])
+        assert np.array_equal(plan.take("x", rows), whole["x"][rows])
+    assert len(made) == len(set(made)) == len(plan.cells)  # one block per cell, made once
+    kept = MadeBlocks(limit=100)
+    small = kept.get("a", lambda: np.zeros(10, np.int8))
+    assert kept.get("a", lambda: None) is small and not small.flags.writeable
+    kept.get("b", lambda: np.zeros(101, np.int8))
+    assert kept.get("b", lambda: np.ones(101, np.int8))[0] == 1  # too large to keep: made again

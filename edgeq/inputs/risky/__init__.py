@@ -26,6 +26,7 @@ from edgeq.inputs.inputset import SUITE_ID, SUITE_ROW
 from edgeq.inputs.npz import NpzWriter
 from edgeq.inputs.risky import boundary as _boundary
 from edgeq.inputs.risky.boundary import BOUNDARY, BoundaryPlan
+from edgeq.inputs.risky.blocks import MadeBlocks
 from edgeq.inputs.risky.families import CATEGORIES, FAMILIES, check_kind, describe_kind, image_layout, input_kind
 from edgeq.inputs.risky.families import describe_categories as _describe_families
 from edgeq.inputs.risky.observed import DataStats
@@ -56,6 +57,7 @@ __all__ = [
 _SOURCE = "<data>"
 TRANSFORM_BYTES = 4 << 20  # float64 bytes a family transforms at once
 ROW_WISE_BYTES = 256 << 10  # float64 bytes of one sample from which a family transforms one row at a time
+MADE_BLOCK_BYTES = 256 << 20  # blocks of several rows a plan keeps between rounds (least recently used dropped)
 
 
 def transform_rows(sample_shape: tuple) -> int:
@@ -129,6 +131,7 @@ class SuitePlan:
     boundary: BoundaryPlan | None = None
     _data_stats: dict = field(default_factory=dict, init=False, repr=False)  # name → DataStats, made once
     _tags: dict = field(default_factory=dict, init=False, repr=False)  # every tag of the suite, made once
+    _made: MadeBlocks = field(default_factory=lambda: MadeBlocks(MADE_BLOCK_BYTES), init=False, repr=False)
 
     @property
     def n(self) -> int:
@@ -143,7 +146,7 @@ class SuitePlan:
         step = transform_rows(self.inputs[name].shape[1:])
         for category, severity in self.cells:
             for block in range(-(-len(self.index) // step)):
-                yield self._block(name, category, severity, block, step)
+                yield self._make_block(name, category, severity, block, step)  # each once: none kept
         if self.boundary is not None:
             yield from self.boundary.parts(self.inputs[name], step)
 
@@ -170,7 +173,16 @@ class SuitePlan:
         return {tag: v if rows is None else v[np.asarray(rows, dtype=np.int64)] for tag, v in self._tags.items()}
 
     def _block(self, name: str, category: str, severity: int, block: int, step: int) -> np.ndarray:
-        """Block ``block`` (of ``step`` rows) of one cell of the array ``name``."""
+        """Block ``block`` (of ``step`` rows) of one cell of the array ``name``. A block of several rows is kept
+        (``_made``, up to ``MADE_BLOCK_BYTES``): the rounds of adaptive sampling take a cell's rows a few at a
+        time, and would otherwise transform the whole block again each round. A row-wise block (a large sample)
+        is made once per row asked for, and never kept."""
+        if step == 1:
+            return self._make_block(name, category, severity, block, step)
+        return self._made.get((name, category, severity, block, step),
+                              lambda: self._make_block(name, category, severity, block, step))
+
+    def _make_block(self, name: str, category: str, severity: int, block: int, step: int) -> np.ndarray:
         x = self.inputs[name]
         picked = x[self.index[block * step:(block + 1) * step]]
         family = FAMILIES.get(category)
