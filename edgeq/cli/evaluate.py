@@ -43,14 +43,15 @@ from edgeq.inputs.search.settings import DISTANCE
               help="adaptive: run the suite in rounds, each only on cells not yet decided, with anytime-valid "
                    "intervals; fixed: every sample of every cell (up to --max-per-category), Wilson intervals.")
 @click.option("--until", type=click.Choice(["cells", "verdict"]), default="cells", show_default=True,
-              help="adaptive: stop when every cell is decided or at its cap (cells), or as soon as the verdict is "
-                   "firm, e.g. a deciding cell firmly catastrophic (verdict).")
+              help="adaptive: stop when every cell is decided, at its cap, or moot — it cannot change the verdict "
+                   "and its cap could not decide it (cells); or as soon as the verdict is firm, e.g. a deciding cell "
+                   "firmly catastrophic (verdict).")
 @click.option("--budget", "budget", metavar="DURATION", help="adaptive: device inference time at most (e.g. 10m, "
               "90s); the rows go to the least decided cells, and the report names the cells it left undecided.")
 @click.option("--no-float-cache", "no_float_cache", is_flag=True,
               help="Run the float model on every row it needs even when the host's cache holds its outputs "
-                   "(same float model, suite, device, runtime, resolver, threads, batch size); "
-                   "EDGEQ_FLOAT_CACHE=off does the same.")
+                   "(same float model, suite, device, runtime, resolver, threads, batch size), and bisect the "
+                   "boundary cells' pairs again; EDGEQ_FLOAT_CACHE=off does the same.")
 @click.option("--fix", "fix", is_flag=True, help="When the verdict is degraded or catastrophic, keep the fewest ops "
               "float that bring every condition under the target: OUTDIR/models/<stem>.fixed.tflite, verified.")
 @click.option("--fix-target", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=None,
