@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.analysis.adaptive import LookCost, Planner
+from edgeq.analysis.adaptive import Planner
 from edgeq.analysis.compare import INTERVALS, compare_runs
 from edgeq.analysis.rules import MIN_N
 from edgeq.analysis.sequential import describe as interval_description
@@ -136,18 +136,17 @@ def adaptive_runs(device, specs, outdir: Path, sampling: Sampling, judge: dict, 
     key, cached, subset = None, None, None
     have = reused = np.empty(0, dtype=np.int64)
     made: list[Path] = []
-    built_s = [0.0, 0.0]  # host seconds spent making the rounds' rows: all of them, the last round's
+    built_s = [0.0]  # host seconds spent making the rounds' rows
 
-    def next_rows(rounds, look=None):
+    def next_rows(rounds):
         calibrating = sampling.budget_s is not None and (rounds is None or not rounds.done)
         rows = planner.next_round(_budget_rows(sampling, rounds),
-                                  per_group=CALIBRATION_PER_GROUP if calibrating else None, look=look)
+                                  per_group=CALIBRATION_PER_GROUP if calibrating else None)
         if rows is None or suite is None:
             return rows, None
         started = time.perf_counter()
         path = suite.write_rows(rows, outdir / "rounds" / SUITE_ROUNDS / f"round-{len(made) + 1}.npz")
-        built_s[1] = time.perf_counter() - started
-        built_s[0] += built_s[1]
+        built_s[0] += time.perf_counter() - started
         made.append(path)
         return rows, RoundInputs(path, rows, suite.plan.tags(rows), {"path": str(suite_path), "sha256": suite.identity,
                                                                     "built": "lazily"})
@@ -161,7 +160,6 @@ def adaptive_runs(device, specs, outdir: Path, sampling: Sampling, judge: dict, 
             cached = cache.lookup(key, into=outdir / "rounds" / ref / CACHE_ENTRY) if key is not None else None
             have = run_rows(cached) if cached is not None else have
         while rows is not None:
-            started = time.perf_counter()
             hit = np.intersect1d(rows, have, assume_unique=True)
             rounds.run(rows, skip={ref: hit} if len(hit) else None, inputs=inputs)
             if len(hit):
@@ -171,7 +169,7 @@ def adaptive_runs(device, specs, outdir: Path, sampling: Sampling, judge: dict, 
                                    outdir / "runs" / spec.label)
                       for k, spec in enumerate(specs)]
             planner.update(compare_runs(merged[0], merged[1], **judge, interval="anytime")["outputs"])
-            rows, inputs = next_rows(rounds, look_cost(rounds.done[-1], time.perf_counter() - started, built_s[1]))
+            rows, inputs = next_rows(rounds)
         costs = [r.costs() for r in rounds.done]
         largest = max(rounds.done, key=lambda r: len(r.rows))
     float_ran = _ran(rounds, 0)
@@ -219,17 +217,6 @@ def fixed_runs(device, specs, outdir: Path, sampling: Sampling, cache: RunCache,
         section["float_latency"] = "cached"
     reused = _reused(cache, key, runs[0].n, runs[0].n) if cached is not None else None
     return SampledRuns(runs, section, None, reused, [] if cached is not None else None, cache.warnings)
-
-
-def look_cost(done, look_s: float, made_s: float) -> LookCost | None:
-    """What the round ``done`` cost beyond its rows, and per row, from ``look_s`` (the host's seconds from its
-    start to the planner's update: pushes, agent jobs, pulls, merges, the comparison) and ``made_s`` (making its
-    rows). The agents' time is counted per row: it is mostly inference and reading rows (so a look's cost is
-    never overstated, and looks are skipped only where they clearly cost more than the rows between them)."""
-    rows = len(done.rows)
-    if not rows:
-        return None
-    return LookCost(overhead_s=max(0.0, look_s - done.agent_s), row_s=(done.agent_s + made_s) / rows)
 
 
 def _clear_rounds(root: Path) -> None:

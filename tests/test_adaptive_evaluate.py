@@ -141,8 +141,6 @@ def test_over_ssh_each_rounds_rows_are_pushed_alone_and_dropped_after_it(ssh_dev
                       "-o", tmp_path / "s", "--device", "pi-loop", "--inventory", inventory)
     s = report["sampling"]
     assert len(s["rounds"]) >= 2 and s["suite_built"]["rows"] == s["rows_run"] < s["suite_rows"]
-    looks = [r["look_cost"] for r in s["rounds"][1:]]  # what each look cost decided whether the next was skipped
-    assert all(look["overhead_s"] > 0 and look["row_s"] > 0 for look in looks), looks
     kept = load_inputset(tmp_path / "s" / "inputs" / "risky.npz")
     assert kept.n == s["rows_run"] and np.array_equal(kept.extra["suite_row"],
                                                       np.load(tmp_path / "s" / "runs" / "quant" / "rows.npy"))

@@ -221,33 +221,3 @@ def test_a_gated_cell_the_cap_cannot_decide_does_not_hold_its_group_open():
     assert all(d != "undecided" for d, _ in [planner.groups[("clean", None)].cells["landmarks"]])
     planner.update(dict(sections, landmarks=common))
     assert planner.groups[("clean", None)].cells["landmarks"][0] == "undecided"
-
-
-def test_a_look_that_costs_more_than_the_rows_it_could_save_is_skipped():
-    """Where a round costs more beyond its rows (agent jobs, pulls, merges over a slow link) than the rows
-    between two steps of the schedule, the round runs on to the further step; the decisions stay the same."""
-    from edgeq.analysis.adaptive import LookCost, looks_to_skip
-
-    cat, sev = suite()
-    rates = {("noise", 3): 0.6, ("blur", 2): 0.021}
-    plain = Planner(cat, sev, seed=1)
-    run(plain, rates)
-    slow_link = LookCost(overhead_s=2.0, row_s=1e-4)  # a look costs as much as 20,000 rows
-    planner = Planner(cat, sev, seed=1)
-    taken = {k: 0 for k in planner.groups}
-    while (rows := planner.next_round(look=slow_link if planner.rounds else None)) is not None:
-        taken.update({k: g.taken for k, g in planner.groups.items()})
-        planner.update(sections_for(planner, rates, taken))
-    assert [r["looks_skipped"] for r in planner.rounds][:2] == [0, 3]  # round 2 goes from 32 straight to 500
-    assert planner.rounds[1]["look_cost"] == {"overhead_s": 2.0, "row_s": 0.0001}
-    assert len(planner.rounds) < len(plain.rounds)
-    assert {k: g.state for k, g in planner.groups.items()} == {k: g.state for k, g in plain.groups.items()}
-    assert planner.groups[("noise", 3)].taken == SCHEDULE[0]  # decided in the first round, before any skip
-
-    g = planner.groups[("clean", None)]
-    g.taken = 32
-    target = planner._target
-    # next round to 64; the look there is worth skipping when the 64 rows on to 128 cost less than a look
-    assert looks_to_skip([g], target, LookCost(overhead_s=0.006, row_s=1e-4)) == 0  # 64 rows: 6.4 ms
-    assert looks_to_skip([g], target, LookCost(overhead_s=0.007, row_s=1e-4)) == 1  # then 128 more: 12.8 ms
-    assert looks_to_skip([g], target, None) == 0 and looks_to_skip([g], target, LookCost(1.0, 0.0)) == 0

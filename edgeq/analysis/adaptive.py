@@ -28,7 +28,6 @@ Pure bookkeeping over the suite's tags and the comparison's cells: no device, no
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -85,35 +84,6 @@ def moot(figures: dict, taken: int, size: int, raise_line: float, thresholds: di
     return undecided_at_cap(figures, taken, size, thresholds)
 
 
-@dataclass(frozen=True)
-class LookCost:
-    """What the rounds so far cost, measured on the host: ``overhead_s`` per round beyond its rows (the agent
-    jobs' start, the pull, merging and comparing everything run so far), and ``row_s`` per row (both models'
-    inference on the device and making the row)."""
-
-    overhead_s: float
-    row_s: float
-
-    def describe(self) -> dict:
-        return {"overhead_s": round(self.overhead_s, 4), "row_s": round(self.row_s, 7)}
-
-
-def looks_to_skip(groups: list, target: Callable[[Group, int], int], look: LookCost | None) -> int:
-    """Steps of the schedule the next round passes over without a look: while the rows between one step and
-    the next (over every group the round advances) cost less to run than a round costs beyond its rows, that
-    look could save at most what it costs, so the round runs on to the further step. A small model on a board
-    a slow link away pays more for a look than for thousands of rows; a 224×224 model never skips one. Which
-    steps are looked at does not touch any cell's anytime-valid interval: it holds at every look."""
-    if look is None or look.overhead_s <= 0 or look.row_s <= 0:
-        return 0
-    skip = 0
-    while True:
-        extra = sum(target(g, skip + 1) - target(g, skip) for g in groups)
-        if extra <= 0 or extra * look.row_s > look.overhead_s:
-            return skip
-        skip += 1
-
-
 def _reaches(figures: dict, line: float) -> bool:
     """Whether a cell's interval (none yet: the whole range) reaches ``line``."""
     ci95 = figures.get("ci95")
@@ -162,12 +132,10 @@ class Planner:
 
     # -- rounds ------------------------------------------------------------------------------
 
-    def next_round(self, max_rows: int | None = None, per_group: int | None = None,
-                   look: LookCost | None = None) -> np.ndarray | None:
+    def next_round(self, max_rows: int | None = None, per_group: int | None = None) -> np.ndarray | None:
         """The suite rows of the next round (ascending), or None when nothing is left to run.
         ``max_rows`` (a budget) caps them: the most uncertain groups get theirs first;
-        ``per_group`` caps each group's (a calibration round that times every group a little);
-        ``look``: what a round costs beyond its rows, and a row, as measured so far (``looks_to_skip``)."""
+        ``per_group`` caps each group's (a calibration round that times every group a little)."""
         wanted = [(g, min(self._target(g), g.taken + (per_group or g.size)) - g.taken)
                   for g in self.groups.values() if g.state == "open"]
         wanted = [(g, k) for g, k in wanted if k > 0]
@@ -176,9 +144,6 @@ class Planner:
         if not wanted:
             self.stop_reason = self.stop_reason or "every cell decided or at its cap"
             return None
-        skip = looks_to_skip([g for g, _ in wanted], self._target, look) if per_group is None else 0
-        if skip:
-            wanted = [(g, self._target(g, skip) - g.taken) for g, _ in wanted]
         if max_rows is not None:
             if max_rows <= 0:
                 self._stop_open("budget spent")
@@ -187,8 +152,7 @@ class Planner:
         rows = np.concatenate([g.order[g.taken:g.taken + k] for g, k in wanted])
         for g, k in wanted:
             g.taken += k
-        self.rounds.append({"rows": int(rows.size), "groups": len(wanted), "looks_skipped": skip,
-                            **({"look_cost": look.describe()} if look is not None else {})})
+        self.rounds.append({"rows": int(rows.size), "groups": len(wanted)})
         return np.sort(rows).astype(np.int64)
 
     def update(self, sections: dict) -> None:
@@ -250,10 +214,9 @@ class Planner:
             return OUT_OF_REACH
         return found
 
-    def _target(self, g: Group, skip: int = 0) -> int:
-        """Where group ``g`` is after its next round: the next step of the schedule, ``skip`` steps further."""
-        steps = [s for s in self.schedule if s > g.taken]
-        return g.size if skip >= len(steps) else min(steps[skip], g.size)
+    def _target(self, g: Group) -> int:
+        step = next((s for s in self.schedule if s > g.taken), None)
+        return g.size if step is None else min(step, g.size)
 
     def _stop_open(self, reason: str) -> None:
         for g in self.groups.values():
