@@ -1,9 +1,9 @@
 """The host's cache of boundary bisections: where each interpolation pair of a suite's ``boundary`` cells lands.
 
-Making a boundary row means bisecting its pair with the float model on the host (22 float inferences per
-pair). On a 224×224 model that is ~0.2 s a pair, and a suite of 500 pairs costs minutes: more than the
-device inference of a second evaluation of the same float model (a nightly run, another quantized model),
-whose float outputs come from the float-run cache. The bisection depends only on the suite's recipe — the
+Making a boundary row means bisecting its pair with the float model on the host (32 float inferences per
+pair). The 500 pairs of a MediaPipe hand landmark suite (224×224×3) took ~140 s on this kind of host: more
+than the device inference of a second evaluation of the same float model (a nightly run, another quantized
+model), whose float outputs come from the float-run cache. The bisection depends only on the suite's recipe — the
 data, the options, the float model and the host runtime that ran it, all in the suite's identity
 (``inputs.risky.lazy.suite_identity``) — so it is kept under that identity and restored by the next plan
 of the same suite; a restored pair gives the same t, so the same bytes, as a new bisection.

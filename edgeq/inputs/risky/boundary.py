@@ -345,7 +345,7 @@ def plan_boundary(model: Path, arrays: Mapping[str, np.ndarray], labels: np.ndar
     ``step``: rows handled at once (the suite's block for the largest sample, ``risky.transform_rows``,
     given by the suite so this module needs nothing from it), at most ``BATCH`` per inference. ``lazy``:
     the interpolations are bisected when their rows are made (``BoundaryPlan.solve``), not here: on a
-    224×224×3 model, 22 float passes over every pair take minutes, and adaptive sampling makes a few rows."""
+    224×224×3 model, 32 float passes over every pair take minutes, and adaptive sampling makes a few rows."""
     step = max(1, int(step))
     float_model = FloatModel(model, arrays, batch=min(BATCH, step))
     n = len(next(iter(arrays.values())))
