@@ -165,7 +165,7 @@ def test_a_second_evaluation_of_the_suite_reuses_its_boundary_bisections(example
     assert facts["reused"] == 0 and sum(bisected) > 0 and Path(facts["cache"]).is_file()
     assert Path(facts["cache"]).name == f"{first['inputs']['suite_sha256']}.npz"
     bisected.clear()
-    second, output = evaluate(float_model, float16_quant, tmp_path / "two")
+    second, _ = evaluate(float_model, float16_quant, tmp_path / "two")
     assert second["inputs"]["suite_sha256"] == first["inputs"]["suite_sha256"]
     again = second["inputs"]["boundary_bisections"]
     assert again["reused"] > 0 and again["pairs"] == facts["pairs"]
@@ -178,6 +178,12 @@ def test_a_second_evaluation_of_the_suite_reuses_its_boundary_bisections(example
     assert sum(bisected) <= again["pairs"] - again["reused"]  # only pairs the first never made rows of
     off, _ = evaluate(float_model, float16_quant, tmp_path / "three", "--no-float-cache")
     assert "boundary_bisections" not in off["inputs"]
+    whole, _ = evaluate(float_model, dynamic, tmp_path / "four", "--sampling", "fixed")  # bisects the rest, keeps all
+    assert np.load(facts["cache"])["done"].all() and whole["inputs"]["suite_sha256"] == first["inputs"]["suite_sha256"]
+    bisected.clear()
+    last, _ = evaluate(float_model, dynamic, tmp_path / "five", "--sampling", "fixed")
+    assert last["inputs"]["boundary_bisections"]["reused"] == facts["pairs"] and bisected == []
+    assert sha256_file(tmp_path / "five" / "inputs" / "risky.npz") == sha256_file(tmp_path / "four" / "inputs" / "risky.npz")
 
 
 @pytest.fixture(params=["local", "ssh"])
