@@ -28,6 +28,7 @@ from edgeq.results import RunResult
 from edgeq.rows import run_rows, take_run_rows
 from edgeq.store.run_cache import RunCache, cache_enabled, key_fields, key_for
 
+SUITE = Path("inputs") / "risky.npz"
 CELLS = ("verdict", "worst_category", "worst_severity", "overall", "categories", "outputs")
 
 
@@ -183,7 +184,7 @@ def test_a_second_evaluation_of_the_suite_reuses_its_boundary_bisections(example
     bisected.clear()
     last, _ = evaluate(float_model, dynamic, tmp_path / "five", "--sampling", "fixed")
     assert last["inputs"]["boundary_bisections"]["reused"] == facts["pairs"] and bisected == []
-    assert sha256_file(tmp_path / "five" / "inputs" / "risky.npz") == sha256_file(tmp_path / "four" / "inputs" / "risky.npz")
+    assert sha256_file(tmp_path / "five" / SUITE) == sha256_file(tmp_path / "four" / SUITE)
 
 
 @pytest.fixture(params=["local", "ssh"])
