@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/bench_adaptive.py [--models example,cnn32,hand] [--per-category N]
                                                [--hand-samples N] [--json FILE] [--cache DIR]
+                                               [--ways fixed,until-verdict,adaptive --reuse EARLIER.json]
 
 For each model, ``edgeq evaluate --device local`` runs three ways in fresh output folders:
 ``--sampling fixed`` (every row of every cell: the baseline), ``--sampling adaptive`` (the
@@ -124,8 +125,9 @@ def _cell(report: dict) -> str:
     return f"{report.get('deciding_output')}: {cell}"
 
 
-def run_model(name: str, make, work: Path, per_category: int) -> dict:
-    """Converted once (float, dynamic range, float16), so every way times sampling, not conversion."""
+def run_model(name: str, make, work: Path, per_category: int, wanted: set, earlier: dict | None = None) -> dict:
+    """Converted once (float, dynamic range, float16), so every way times sampling, not conversion. Ways not
+    ``wanted`` come from ``earlier`` (a --json file of a previous run), marked ``"from": "earlier run"``."""
     from edgeq.models.convert import convert_model
 
     model, data, what = make(work)
@@ -135,6 +137,9 @@ def run_model(name: str, make, work: Path, per_category: int) -> dict:
     given = ["--quant-model", str(converted.quant_path)]
     ways = {}
     for way, extra, cache in WAYS:
+        if way not in wanted:
+            ways[way] = dict(earlier["ways"][way], **{"from": "earlier run"})
+            continue
         print(f"bench_adaptive: {name}: {way} …", file=sys.stderr)
         ways[way] = evaluate(converted.float_path, data, work / way, per_category, given + extra, cache)
     # the same float model and suite, another quantized model (float16): the float outputs can be reused
@@ -153,11 +158,13 @@ def table(results: list[dict]) -> str:
         for way, w in r["ways"].items():
             share = w["inferences"] / base["inferences"] if base["inferences"] else float("nan")
             wall = w["wall_s"] / base["wall_s"] if base["wall_s"] else float("nan")
-            lines.append(f"{r['model']:<7} {way:<13} {w['inferences']:>6} {share:>5.0%} {w['wall_s']:>6.0f} "
+            mark = "*" if w.get("from") else ""
+            lines.append(f"{r['model']:<7} {way + mark:<13} {w['inferences']:>6} {share:>5.0%} {w['wall_s']:>6.0f} "
                          f"{wall:>5.0%} {w['suite_s']:>7.1f} {w['infer_s']:>7.1f}  {str(w['verdict'])[:12]}")
             cells.append(f"{r['model']} {way}: {w['verdict']} ({w['confidence']}), {w['cell']}")
+    marked = any(w.get("from") for r in results for w in r["ways"].values())
     return "\n".join(lines + ["", "suite s: host seconds making the suite's rows; infer s: device seconds of timed "
-                                   "inference", *cells])
+                                   "inference", *(["* from an earlier run (--reuse)"] if marked else []), *cells])
 
 
 def main(argv=None) -> int:
@@ -168,7 +175,15 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("EDGEQ_CACHE", "~/.cache/edgeq")).expanduser()
                         / "public", help="wheels, photos and trained models are kept here between runs")
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--ways", default=",".join(w for w, _, _ in WAYS),
+                        help="which of fixed, until-verdict, adaptive to run (the second evaluation always runs)")
+    parser.add_argument("--reuse", type=Path, help="a --json file of an earlier run: the ways not run come from it "
+                        "(marked *): rerun a changed way without the 17-minute fixed baseline of the 224×224 model")
     args = parser.parse_args(argv)
+    wanted = set(args.ways.split(","))
+    earlier = {r["model"]: r for r in json.loads(args.reuse.read_text())} if args.reuse else {}
+    if len(wanted) < len(WAYS) and not args.reuse:
+        parser.error("--ways without every way needs --reuse FILE for the others")
     makers = {"example": example_model, "cnn32": cnn32_model,
               "hand": lambda work, cache: hand_model(work, cache, args.hand_samples)}
     results = []
@@ -178,7 +193,8 @@ def main(argv=None) -> int:
         for name in args.models.split(","):
             work = Path(tmp) / name
             work.mkdir()
-            results.append(run_model(name, lambda w, m=makers[name]: m(w, args.cache), work, args.per_category))
+            results.append(run_model(name, lambda w, m=makers[name]: m(w, args.cache), work, args.per_category,
+                                     wanted, earlier.get(name)))
     print(table(results))
     # "second" judges another quantized model (float16): its verdict is its own
     same = all(len({w["verdict"] for way, w in r["ways"].items() if way != "second"}) == 1 for r in results)
