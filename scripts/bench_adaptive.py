@@ -150,7 +150,7 @@ def run_model(name: str, make, work: Path, per_category: int, wanted: set, earli
 
 def table(results: list[dict]) -> str:
     """One row per model and way (80 columns), then each way's verdict, its confidence and deciding cell."""
-    lines = [f"{'model':<7} {'way':<13} {'infer.':>6} {'share':>5} {'wall s':>6} {'share':>5} {'suite s':>7} "
+    lines = [f"{'model':<7} {'way':<14} {'infer.':>6} {'share':>5} {'wall s':>6} {'share':>5} {'suite s':>7} "
              f"{'infer s':>7}  verdict", "-" * 80]
     cells = []
     for r in results:
@@ -159,7 +159,7 @@ def table(results: list[dict]) -> str:
             share = w["inferences"] / base["inferences"] if base["inferences"] else float("nan")
             wall = w["wall_s"] / base["wall_s"] if base["wall_s"] else float("nan")
             mark = "*" if w.get("from") else ""
-            lines.append(f"{r['model']:<7} {way + mark:<13} {w['inferences']:>6} {share:>5.0%} {w['wall_s']:>6.0f} "
+            lines.append(f"{r['model']:<7} {way + mark:<14} {w['inferences']:>6} {share:>5.0%} {w['wall_s']:>6.0f} "
                          f"{wall:>5.0%} {w['suite_s']:>7.1f} {w['infer_s']:>7.1f}  {str(w['verdict'])[:12]}")
             cells.append(f"{r['model']} {way}: {w['verdict']} ({w['confidence']}), {w['cell']}")
     marked = any(w.get("from") for r in results for w in r["ways"].values())
