@@ -77,9 +77,10 @@ def moot(figures: dict, taken: int, size: int, raise_line: float, thresholds: di
     ``raise_line`` (the line a cell must reach to raise the verdict: the degraded line while no cell is firmly
     above it, the catastrophic line once one is firmly degraded, none once one is firmly catastrophic; a cell
     reported beside the verdict never raises it), and its group's every row could not decide it at the rate
-    seen. Measured on MediaPipe hand landmark: its presence output flips on 0.4–2.8 % of the rows of most cells,
-    on the 2 % line, while the world landmarks are firmly catastrophic; those cells took every row of the suite
-    and changed nothing. A cell that could raise the verdict — the worst cell near a line — is never moot:
+    seen. On MediaPipe hand landmark the presence output flips on 0.4–2.8 % of the rows of most cells while the
+    world landmarks are firmly catastrophic: a presence cell at 2–3 % cannot be decided with all 500 rows and
+    cannot change the verdict (one at 0.4 % can be decided at the cap, and gets its rows: until="cells" still
+    runs 99 % of that suite). A cell that could raise the verdict — the worst cell near a line — is never moot:
     it gets all its rows."""
     if counts(figures) and _reaches(figures, raise_line):
         return False
