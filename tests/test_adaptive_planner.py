@@ -247,15 +247,3 @@ def test_until_cells_makes_a_catastrophe_firm_first_and_then_near_line_cells_are
     moot = firm.describe()["moot"]
     assert "noise/1 (output_0)" in moot and firm.rows_run < 0.6 * near.rows_run
     assert near.describe()["moot"] == [] and near.rows_run == near.suite_rows
-
-
-def test_until_cells_leads_only_until_the_catastrophe_is_firm():
-    """Three gated groups look catastrophic; the two nearest lead until one is firm, then every open group takes
-    its rounds again (not two at a time through every gated group: dozens of small rounds on a real model)."""
-    cat, sev = suite()
-    planner = Planner(cat, sev, seed=1)
-    while planner.next_round() is not None:
-        planner.update(gated_sections(planner, {("blur", 3): 0.08, ("noise", 2): 0.04, ("noise", 3): 0.04}))
-    groups = [r["groups"] for r in planner.rounds]
-    assert groups[0] == len(planner.groups) and set(groups[1:5]) == {2} and groups[5] > 2, groups
-    assert planner.groups[("blur", 3)].taken == SIZE and planner.groups[("clean", None)].state == "decided"

@@ -16,7 +16,7 @@ The worst cell near a line is never moot: it gets all its rows.
 While some deciding cell looks catastrophic (its estimate at or above the line) but is not yet
 firm — often a gated output judged on the few rows where its gate opens — rounds advance only
 the groups nearest to making it firm (``_leads``): once it is, no other cell can change the
-verdict, the cells near the degraded line are moot, and every open group takes rounds again.
+verdict, and the cells near the degraded line are moot.
 ``until="verdict"`` also stops as soon as the verdict itself is firm: a deciding cell is
 firmly catastrophic, so no other cell can change it; or one is firmly degraded and no open
 cell's interval reaches the catastrophic line, so none can make it worse; a firm catastrophe
@@ -142,8 +142,7 @@ class Planner:
         wanted = [(g, min(self._target(g), g.taken + (per_group or g.size)) - g.taken)
                   for g in self.groups.values() if g.state == "open"]
         wanted = [(g, k) for g, k in wanted if k > 0]
-        if self._raise_line() != float("inf"):  # until a catastrophe is firm, the groups nearest to making it so
-            wanted = _leads(wanted) or wanted
+        wanted = _leads(wanted) or wanted  # a catastrophe made firm first: then fewer cells can change the verdict
         if not wanted:
             self.stop_reason = self.stop_reason or "every cell decided or at its cap"
             return None
