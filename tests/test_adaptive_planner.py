@@ -221,29 +221,3 @@ def test_a_gated_cell_the_cap_cannot_decide_does_not_hold_its_group_open():
     assert all(d != "undecided" for d, _ in [planner.groups[("clean", None)].cells["landmarks"]])
     planner.update(dict(sections, landmarks=common))
     assert planner.groups[("clean", None)].cells["landmarks"][0] == "undecided"
-
-
-def test_until_cells_makes_a_catastrophe_firm_first_and_then_near_line_cells_are_moot():
-    """As on MediaPipe hand landmark: world landmarks (gated, open on 8 % of blur/3's rows) fail wherever the gate
-    opens, and a presence output flips on 2.1 % of every group's rows, on the degraded line. Until cells, the
-    leads run first; once the catastrophe is firm no presence cell can change the verdict, so those its cap could
-    not decide are moot. Without the catastrophe the presence cells could: every group runs all its rows."""
-    cat, sev = suite()
-    opens = {("blur", 3): 0.08}
-    presence = {key: 0.021 for key in Planner(cat, sev).groups}
-
-    def drive(planner, gated: bool) -> None:
-        while planner.next_round() is not None:
-            taken = {k: g.taken for k, g in planner.groups.items()}
-            sections = sections_for(planner, presence, taken)
-            if gated:
-                sections.update(gated_sections(planner, opens))
-            planner.update(sections)
-
-    firm, near = Planner(cat, sev, seed=1), Planner(cat, sev, seed=1)
-    drive(firm, gated=True)
-    drive(near, gated=False)
-    assert firm.groups[("blur", 3)].taken == SIZE and firm.rounds[1]["groups"] <= 2  # the lead first
-    moot = firm.describe()["moot"]
-    assert "noise/1 (output_0)" in moot and firm.rows_run < 0.6 * near.rows_run
-    assert near.describe()["moot"] == [] and near.rows_run == near.suite_rows

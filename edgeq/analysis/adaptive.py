@@ -13,14 +13,12 @@ unless the cell is ``moot``: it cannot change the verdict (another cell is alrea
 where its interval cannot reach) and its group's every row could not decide it at its rate.
 The worst cell near a line is never moot: it gets all its rows.
 
-While some deciding cell looks catastrophic (its estimate at or above the line) but is not yet
-firm — often a gated output judged on the few rows where its gate opens — rounds advance only
-the groups nearest to making it firm (``_leads``): once it is, no other cell can change the
-verdict, and the cells near the degraded line are moot.
 ``until="verdict"`` also stops as soon as the verdict itself is firm: a deciding cell is
 firmly catastrophic, so no other cell can change it; or one is firmly degraded and no open
-cell's interval reaches the catastrophic line, so none can make it worse; a firm catastrophe
-then costs the leads' rows, not every group's.
+cell's interval reaches the catastrophic line, so none can make it worse. While some deciding
+cell looks catastrophic (its estimate at or above the line) but is not yet firm — often a gated
+output judged on the few rows where its gate opens — rounds advance only the groups nearest to
+making it firm (``_leads``), so a firm catastrophe costs those groups' rows, not every group's.
 A device-time budget caps each round's rows; when it runs short, the rows go to the most
 uncertain groups first and the groups left open are named in ``describe()``.
 
@@ -41,7 +39,7 @@ from edgeq.analysis.sequential import (DECIDED_ABOVE, DECIDED_BETWEEN, UNDECIDED
 
 SCHEDULE = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # cumulative rows per group after each round
 UNTIL = ("cells", "verdict")
-LEADS = 2  # groups a round advances while some look catastrophic but are not yet firm
+LEADS = 2  # until="verdict": groups a round advances while some look catastrophic but are not yet firm
 OUT_OF_REACH = "out_of_reach"  # undecided, and the group's remaining rows could not decide it (see out_of_reach)
 MOOT = "moot"  # undecided, its cap could not decide it at the rate seen, and it cannot change the verdict (see moot)
 ZERO_CELL_TRIALS = trials_to_decide_zero()  # 213: trials a cell with no event needs to be below the degraded line
@@ -80,7 +78,7 @@ def moot(figures: dict, taken: int, size: int, raise_line: float, thresholds: di
     seen. On MediaPipe hand landmark the presence output flips on 0.4–2.8 % of the rows of most cells while the
     world landmarks are firmly catastrophic: a presence cell at 2–3 % cannot be decided with all 500 rows and
     cannot change the verdict (one at 0.4 % can be decided at the cap, and gets its rows: until="cells" still
-    runs 99 % of that suite). A cell that could raise the verdict — the worst cell near a line — is never moot:
+    runs 98 % of that suite). A cell that could raise the verdict — the worst cell near a line — is never moot:
     it gets all its rows."""
     if counts(figures) and _reaches(figures, raise_line):
         return False
@@ -110,7 +108,7 @@ class Group:
     state: str = "open"  # open, decided, exhausted (all rows run), stopped (verdict firm or budget)
     cells: dict = field(default_factory=dict)  # output → decision of its cell here
     need: float = 1.0  # the widest interval among its undecided cells
-    lead: float | None = None  # rows it may still take to make a catastrophe firm (None: none)
+    lead: float | None = None  # until="verdict": rows it may still take to make a catastrophe firm (None: none)
 
     @property
     def name(self) -> str:
@@ -142,7 +140,8 @@ class Planner:
         wanted = [(g, min(self._target(g), g.taken + (per_group or g.size)) - g.taken)
                   for g in self.groups.values() if g.state == "open"]
         wanted = [(g, k) for g, k in wanted if k > 0]
-        wanted = _leads(wanted) or wanted  # a catastrophe made firm first: then fewer cells can change the verdict
+        if self.until == "verdict":
+            wanted = _leads(wanted) or wanted
         if not wanted:
             self.stop_reason = self.stop_reason or "every cell decided or at its cap"
             return None
@@ -175,7 +174,7 @@ class Planner:
                     g.cells[name] = (MOOT, f)
             undecided = [f for d, f in g.cells.values() if d == UNDECIDED]
             g.need = max((width(f.get("ci95")) for f in undecided), default=0.0)
-            g.lead = _lead(g, self.thresholds["catastrophic"], self.min_n)
+            g.lead = _lead(g, self.thresholds["catastrophic"], self.min_n) if self.until == "verdict" else None
             if g.state == "open":
                 if g.cells and not undecided and g.lead is None:  # a lead stays open: its catastrophe is not firm
                     g.state = "decided"
@@ -289,10 +288,9 @@ def _lead(g: Group, catastrophic: float, min_n: int) -> float | None:
 
 
 def _leads(wanted: list, count: int = LEADS) -> list:
-    """The open groups most likely to make the verdict firmly catastrophic, soonest first — only they take the next
-    round: with until="verdict", one firm catastrophe then costs their rows, not every group's; with until="cells",
-    the near-line cells that can no longer change the verdict are moot sooner. Which group a round advances does
-    not touch any cell's anytime-valid interval (each still sees a random prefix of its rows)."""
+    """until="verdict": the open groups most likely to make the verdict firmly catastrophic, soonest first — only
+    they take the next round, so one firm catastrophe costs their rows, not every group's. Which group a round
+    advances does not touch any cell's anytime-valid interval (each still sees a random prefix of its rows)."""
     leads = sorted((gk for gk in wanted if gk[0].lead is not None), key=lambda gk: (gk[0].lead, gk[0].name))
     return leads[:count]
 
